@@ -55,6 +55,11 @@ type Message struct {
 	// High marks time-sensitive messages (APNs priority 10, FCM high priority, web push Urgency high).
 	High bool
 
+	// Ref is the submitter's own handle, carried untouched to the Outcome so the
+	// submitter can route it back (the pool and providers never read it).
+	// Store a pointer: a pointer in an interface costs no allocation.
+	Ref any
+
 	Push    *Push
 	Mail    *Mail
 	Text    *Text

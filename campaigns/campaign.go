@@ -1,0 +1,259 @@
+package campaigns
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/templates"
+)
+
+// Campaign is "send this content to segment S over these channels", as a
+// campaign scheduler posts it. It is the JSON body of POST /v1/campaigns.
+type Campaign struct {
+	// ID names the campaign; creating it twice with the same id and body is a no-op.
+	ID   string `json:"id"`
+	Name string `json:"name,omitempty"`
+	// Segment is the shard segment whose members receive the campaign.
+	Segment string `json:"segment"`
+	// Channels lists the channels to send on. Push content serves apns and fcm.
+	Channels []string `json:"channels"`
+	// Content holds the templates per channel, locale variants and the
+	// missing-variable policy.
+	Content templates.Spec `json:"content"`
+	// Vars are campaign.vars.* in templates.
+	Vars map[string]any `json:"vars,omitempty"`
+	// SendAt schedules the campaign; empty sends now.
+	SendAt *time.Time `json:"send_at,omitempty"`
+	// Throttle caps the campaign's messages per second over all channels (0: no cap).
+	Throttle float64 `json:"throttle_per_s,omitempty"`
+	// TTL is how long after the campaign starts a message may still be handed
+	// to a provider; later it is dropped with reason "expired" (default 24h).
+	TTL Duration `json:"ttl,omitempty"`
+	// QuietHours skips recipients whose local time falls inside the window.
+	QuietHours *QuietHours `json:"quiet_hours,omitempty"`
+	// RequireConsent skips recipients with no consent recorded for a channel
+	// (an explicit "no" is always honoured).
+	RequireConsent bool `json:"require_consent,omitempty"`
+	// Priority "high" puts the campaign's messages in the transactional lane.
+	Priority string `json:"priority,omitempty"`
+}
+
+// QuietHours is a daily window in the recipient's time zone ("21:00" to
+// "08:00" wraps midnight). Recipients without a zone use Zone, else UTC.
+type QuietHours struct {
+	Start string `json:"start"`
+	End   string `json:"end"`
+	Zone  string `json:"zone,omitempty"`
+
+	start, end int // minutes after midnight
+	zone       *time.Location
+}
+
+// Duration is a time.Duration that reads and writes as "90s", "6h".
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON accepts a duration string ("6h") or a number of seconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("parse duration %q: want e.g. \"90s\" or \"6h\"", s)
+		}
+		*d = Duration(v)
+		return nil
+	}
+	secs, err := strconv.ParseFloat(string(b), 64)
+	if err != nil {
+		return fmt.Errorf("parse duration %s: want a string like \"6h\" or seconds", b)
+	}
+	*d = Duration(secs * float64(time.Second))
+	return nil
+}
+
+// DefaultTTL is a campaign's TTL when it gives none.
+const DefaultTTL = 24 * time.Hour
+
+// FieldError is a problem with one field of a request; Field is its JSON path.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+
+// knownChannels maps a campaign channel to the content block it renders.
+var knownChannels = map[string]string{
+	channels.APNs: "push", channels.FCM: "push", channels.Email: "email",
+	channels.SMS: "sms", channels.WebPush: "webpush", channels.Webhook: "webhook",
+}
+
+// DecodeCampaign reads a campaign from JSON, rejecting unknown fields, and
+// validates it. Every error names the offending field.
+func DecodeCampaign(body []byte) (*Campaign, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var c Campaign
+	if err := dec.Decode(&c); err != nil {
+		return nil, jsonFieldError(err)
+	}
+	if dec.More() {
+		return nil, &FieldError{Field: "body", Msg: "trailing data after the JSON object"}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func jsonFieldError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return &FieldError{Field: te.Field, Msg: fmt.Sprintf("want %s, got %s", te.Type, te.Value)}
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return &FieldError{Field: "body", Msg: fmt.Sprintf("invalid JSON at byte %d: %v", se.Offset, se)}
+	}
+	msg := err.Error()
+	if rest, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return &FieldError{Field: strings.Trim(rest, `"`), Msg: "unknown field"}
+	}
+	return &FieldError{Field: "body", Msg: strings.TrimPrefix(msg, "json: ")}
+}
+
+// Validate checks the campaign without compiling its templates (Compile does that).
+func (c *Campaign) Validate() error {
+	if !idPattern.MatchString(c.ID) {
+		return &FieldError{Field: "id", Msg: "required: 1-128 characters of letters, digits and . _ : - (not starting with punctuation)"}
+	}
+	if strings.TrimSpace(c.Segment) == "" {
+		return &FieldError{Field: "segment", Msg: "required"}
+	}
+	if len(c.Channels) == 0 {
+		return &FieldError{Field: "channels", Msg: "required: at least one of apns, fcm, email, sms, webpush, webhook"}
+	}
+	seen := map[string]bool{}
+	for i, ch := range c.Channels {
+		block, ok := knownChannels[ch]
+		if !ok {
+			return &FieldError{Field: fmt.Sprintf("channels[%d]", i), Msg: fmt.Sprintf("unknown channel %q", ch)}
+		}
+		if seen[ch] {
+			return &FieldError{Field: fmt.Sprintf("channels[%d]", i), Msg: fmt.Sprintf("channel %q listed twice", ch)}
+		}
+		seen[ch] = true
+		if !hasBlock(c.Content.Content, block) {
+			return &FieldError{Field: "content." + block, Msg: fmt.Sprintf("required by channel %q", ch)}
+		}
+	}
+	if c.Throttle < 0 {
+		return &FieldError{Field: "throttle_per_s", Msg: "must not be negative"}
+	}
+	if c.TTL < 0 {
+		return &FieldError{Field: "ttl", Msg: "must not be negative"}
+	}
+	switch c.Priority {
+	case "", "normal", "high":
+	default:
+		return &FieldError{Field: "priority", Msg: `want "normal" or "high"`}
+	}
+	if c.QuietHours != nil {
+		if err := c.QuietHours.init(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func hasBlock(ct templates.Content, block string) bool {
+	switch block {
+	case "push":
+		return ct.Push != nil
+	case "email":
+		return ct.Email != nil
+	case "sms":
+		return ct.SMS != nil
+	case "webpush":
+		return ct.WebPush != nil
+	case "webhook":
+		return ct.Webhook != nil
+	}
+	return false
+}
+
+// TTLOrDefault is the campaign's TTL, DefaultTTL when unset.
+func (c *Campaign) TTLOrDefault() time.Duration {
+	if c.TTL == 0 {
+		return DefaultTTL
+	}
+	return time.Duration(c.TTL)
+}
+
+// Compile compiles the campaign's templates; the error names channel, field,
+// line and column. Done once, when the campaign is created.
+func (c *Campaign) Compile(now func() time.Time) (*templates.Set, error) {
+	set, err := templates.Compile(c.Content, templates.Options{
+		Campaign: templates.Campaign{ID: c.ID, Name: c.Name, Vars: c.Vars},
+		Now:      now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("compile templates: %w", err)
+	}
+	return set, nil
+}
+
+func (q *QuietHours) init() error {
+	var err error
+	if q.start, err = clockMinutes(q.Start); err != nil {
+		return &FieldError{Field: "quiet_hours.start", Msg: err.Error()}
+	}
+	if q.end, err = clockMinutes(q.End); err != nil {
+		return &FieldError{Field: "quiet_hours.end", Msg: err.Error()}
+	}
+	q.zone = time.UTC
+	if q.Zone != "" {
+		if q.zone, err = time.LoadLocation(q.Zone); err != nil {
+			return &FieldError{Field: "quiet_hours.zone", Msg: fmt.Sprintf("unknown time zone %q", q.Zone)}
+		}
+	}
+	return nil
+}
+
+func clockMinutes(s string) (int, error) {
+	t, err := time.Parse("15:04", s)
+	if err != nil {
+		return 0, fmt.Errorf("want HH:MM, got %q", s)
+	}
+	return t.Hour()*60 + t.Minute(), nil
+}
+
+// Quiet reports whether t, seen in loc (nil: the window's own zone), falls
+// inside the window.
+func (q *QuietHours) Quiet(t time.Time, loc *time.Location) bool {
+	if loc == nil {
+		loc = q.zone
+	}
+	lt := t.In(loc)
+	m := lt.Hour()*60 + lt.Minute()
+	if q.start <= q.end {
+		return m >= q.start && m < q.end
+	}
+	return m >= q.start || m < q.end
+}

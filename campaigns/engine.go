@@ -1,0 +1,483 @@
+package campaigns
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/notifyd/notifyd/templates"
+)
+
+// EngineConfig are the engine's knobs; zero fields take defaults.
+type EngineConfig struct {
+	// Owner names this daemon in campaign leases (default "notifyd").
+	Owner string
+	// BatchSize is members per batch (default 1,000).
+	BatchSize int
+	// MaxOpenBatches bounds the batches of one campaign in flight (default 4):
+	// with BatchSize it bounds memory and the in-doubt window after a crash.
+	MaxOpenBatches int
+	// LeaseTTL is how long a campaign lease lives without renewal (default 30s).
+	LeaseTTL time.Duration
+	// DrainTimeout is how long a stopping run waits for in-flight outcomes (default 30s).
+	DrainTimeout time.Duration
+}
+
+func (c EngineConfig) withDefaults() EngineConfig {
+	if c.Owner == "" {
+		c.Owner = "notifyd"
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1000
+	}
+	if c.MaxOpenBatches <= 0 {
+		c.MaxOpenBatches = 4
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = 30 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	return c
+}
+
+// Engine runs campaigns: it creates them (idempotently), schedules, starts,
+// pauses, resumes and cancels them, and reports their status.
+type Engine struct {
+	store    CampaignStore
+	progress ProgressStore
+	source   MemberSource
+	dispatch Dispatcher
+	cfg      EngineConfig
+	now      func() time.Time
+	log      *slog.Logger
+
+	mu       sync.Mutex
+	runs     map[string]*runHandle
+	compiled map[string]*compiled
+	wg       sync.WaitGroup
+	baseCtx  context.Context
+	closed   bool
+}
+
+type compiled struct {
+	c   *Campaign
+	set *templates.Set
+}
+
+type runHandle struct {
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+}
+
+// EngineOption sets an optional knob.
+type EngineOption func(*Engine)
+
+// WithEngineClock injects the clock.
+func WithEngineClock(now func() time.Time) EngineOption { return func(e *Engine) { e.now = now } }
+
+// WithEngineLogger sets the logger.
+func WithEngineLogger(l *slog.Logger) EngineOption { return func(e *Engine) { e.log = l } }
+
+// NewEngine wires an engine. Call Start to resume campaigns a previous
+// incarnation left running.
+func NewEngine(store CampaignStore, progress ProgressStore, source MemberSource, dispatch Dispatcher, cfg EngineConfig, opts ...EngineOption) *Engine {
+	e := &Engine{
+		store: store, progress: progress, source: source, dispatch: dispatch,
+		cfg: cfg.withDefaults(), now: time.Now, log: slog.Default(),
+		runs: map[string]*runHandle{}, compiled: map[string]*compiled{},
+		baseCtx: context.Background(),
+	}
+	for _, o := range opts {
+		o(e)
+	}
+	return e
+}
+
+// Errors of the engine's API; the admin API maps them to HTTP statuses.
+var (
+	ErrNotRunning  = errors.New("campaign is not running")
+	ErrEngineClose = errors.New("engine is shutting down")
+)
+
+// Status is a campaign as the API shows it.
+type CampaignStatus struct {
+	ID       string                      `json:"id"`
+	Name     string                      `json:"name,omitempty"`
+	Status   Status                      `json:"status"`
+	Segment  string                      `json:"segment"`
+	Channels []string                    `json:"channels"`
+	SendAt   *time.Time                  `json:"send_at,omitempty"`
+	Created  time.Time                   `json:"created"`
+	Updated  time.Time                   `json:"updated"`
+	Counts   map[string]map[string]int64 `json:"counts"`
+	// Checkpoint is the user key below which every member is final (hex), "" before the first batch.
+	Checkpoint string `json:"checkpoint,omitempty"`
+	Failures   int64  `json:"retryable_failures"`
+	Owner      string `json:"owner,omitempty"`
+}
+
+// Create validates and compiles a campaign and stores it. It is idempotent
+// on the campaign id: the same body again returns the stored campaign with
+// created=false; a different body under the same id is ErrConflict.
+func (e *Engine) Create(ctx context.Context, body []byte) (CampaignStatus, bool, error) {
+	c, err := DecodeCampaign(body)
+	if err != nil {
+		return CampaignStatus{}, false, err
+	}
+	set, err := c.Compile(e.now)
+	if err != nil {
+		return CampaignStatus{}, false, err
+	}
+	def, err := json.Marshal(c)
+	if err != nil {
+		return CampaignStatus{}, false, fmt.Errorf("encode campaign: %w", err)
+	}
+	rec, created, err := e.store.Create(ctx, c.ID, def)
+	if err != nil {
+		return CampaignStatus{}, false, fmt.Errorf("store campaign %s: %w", c.ID, err)
+	}
+	e.mu.Lock()
+	e.compiled[c.ID] = &compiled{c: c, set: set}
+	e.mu.Unlock()
+	if created && (c.SendAt == nil || !c.SendAt.After(e.now())) {
+		if err := e.start(ctx, c.ID, StatusScheduled); err != nil {
+			return CampaignStatus{}, true, err
+		}
+	}
+	st, err := e.Get(ctx, rec.ID)
+	return st, created, err
+}
+
+// Get returns a campaign's status with its counts.
+func (e *Engine) Get(ctx context.Context, id string) (CampaignStatus, error) {
+	rec, err := e.store.Get(ctx, id)
+	if err != nil {
+		return CampaignStatus{}, err
+	}
+	return e.status(ctx, rec)
+}
+
+func (e *Engine) status(ctx context.Context, rec CampaignRecord) (CampaignStatus, error) {
+	var c Campaign
+	if err := json.Unmarshal(rec.Definition, &c); err != nil {
+		return CampaignStatus{}, fmt.Errorf("decode stored campaign %s: %w", rec.ID, err)
+	}
+	st := CampaignStatus{
+		ID: rec.ID, Name: c.Name, Status: rec.Status, Segment: c.Segment, Channels: c.Channels,
+		SendAt: c.SendAt, Created: rec.Created, Updated: rec.Updated, Counts: map[string]map[string]int64{},
+	}
+	p, err := e.progress.Progress(ctx, rec.ID)
+	if err != nil {
+		return CampaignStatus{}, fmt.Errorf("read progress of %s: %w", rec.ID, err)
+	}
+	for _, cn := range p.Counts {
+		m := st.Counts[cn.Channel]
+		if m == nil {
+			m = map[string]int64{}
+			st.Counts[cn.Channel] = m
+		}
+		m[cn.Reason] += cn.N
+	}
+	if p.Checkpoint.Valid {
+		st.Checkpoint = fmt.Sprintf("%016x", p.Checkpoint.Key)
+	}
+	st.Failures, st.Owner = p.Failures, p.Owner
+	return st, nil
+}
+
+// List pages through campaigns in id order.
+func (e *Engine) List(ctx context.Context, after string, limit int) ([]CampaignStatus, error) {
+	recs, err := e.store.List(ctx, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]CampaignStatus, 0, len(recs))
+	for _, rec := range recs {
+		st, err := e.status(ctx, rec)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// Pause stops a running campaign after its in-flight batches settle.
+func (e *Engine) Pause(ctx context.Context, id string) (CampaignStatus, error) {
+	rec, err := e.store.Get(ctx, id)
+	if err != nil {
+		return CampaignStatus{}, err
+	}
+	if _, err := e.store.Transition(ctx, id, rec.Status, StatusPaused); err != nil {
+		return CampaignStatus{}, err
+	}
+	e.stop(id, errPaused)
+	return e.Get(ctx, id)
+}
+
+// Resume continues a paused campaign from its checkpoint.
+func (e *Engine) Resume(ctx context.Context, id string) (CampaignStatus, error) {
+	if err := e.start(ctx, id, StatusPaused); err != nil {
+		return CampaignStatus{}, err
+	}
+	return e.Get(ctx, id)
+}
+
+// Cancel stops a campaign for good.
+func (e *Engine) Cancel(ctx context.Context, id string) (CampaignStatus, error) {
+	rec, err := e.store.Get(ctx, id)
+	if err != nil {
+		return CampaignStatus{}, err
+	}
+	if _, err := e.store.Transition(ctx, id, rec.Status, StatusCancelled); err != nil {
+		return CampaignStatus{}, err
+	}
+	e.stop(id, errCancelled)
+	return e.Get(ctx, id)
+}
+
+var (
+	errPaused    = errors.New("paused")
+	errCancelled = errors.New("cancelled")
+	errShutdown  = errors.New("daemon shutting down")
+)
+
+func (e *Engine) stop(id string, cause error) {
+	e.mu.Lock()
+	h := e.runs[id]
+	e.mu.Unlock()
+	if h != nil {
+		h.cancel(cause)
+		<-h.done
+	}
+}
+
+// load returns the compiled campaign, compiling the stored definition after a restart.
+func (e *Engine) load(ctx context.Context, id string) (*compiled, error) {
+	e.mu.Lock()
+	cc := e.compiled[id]
+	e.mu.Unlock()
+	if cc != nil {
+		return cc, nil
+	}
+	rec, err := e.store.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	c, err := DecodeCampaign(rec.Definition)
+	if err != nil {
+		return nil, fmt.Errorf("decode stored campaign %s: %w", id, err)
+	}
+	set, err := c.Compile(e.now)
+	if err != nil {
+		return nil, err
+	}
+	cc = &compiled{c: c, set: set}
+	e.mu.Lock()
+	e.compiled[id] = cc
+	e.mu.Unlock()
+	return cc, nil
+}
+
+// start moves a campaign from `from` to running and runs it in the background.
+func (e *Engine) start(ctx context.Context, id string, from Status) error {
+	cc, err := e.load(ctx, id)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return ErrEngineClose
+	}
+	if _, busy := e.runs[id]; busy {
+		e.mu.Unlock()
+		return nil
+	}
+	e.mu.Unlock()
+	if from != StatusRunning {
+		if _, err := e.store.Transition(ctx, id, from, StatusRunning); err != nil {
+			return err
+		}
+	}
+	res, err := e.progress.Acquire(ctx, id, e.cfg.Owner, e.cfg.LeaseTTL)
+	if err != nil {
+		return fmt.Errorf("acquire campaign %s: %w", id, err)
+	}
+	rctx, cancel := context.WithCancelCause(e.baseCtx)
+	h := &runHandle{cancel: cancel, done: make(chan struct{})}
+	e.mu.Lock()
+	e.runs[id] = h
+	e.mu.Unlock()
+	if cc.c.Throttle > 0 {
+		e.dispatch.Throttle(id, cc.c.Throttle)
+	}
+	r := newRun(cc.c, cc.set, e, res.Lease, e.now())
+	e.wg.Add(1)
+	go e.runLoop(rctx, r, res, h)
+	return nil
+}
+
+func (e *Engine) runLoop(ctx context.Context, r *run, res Resume, h *runHandle) {
+	defer e.wg.Done()
+	defer close(h.done)
+	defer func() {
+		e.mu.Lock()
+		delete(e.runs, r.c.ID)
+		e.mu.Unlock()
+	}()
+	renewCtx, stopRenew := context.WithCancel(ctx)
+	defer stopRenew()
+	go e.renew(renewCtx, r.lease, h)
+
+	err := r.execute(ctx, res)
+	stopRenew()
+	bg := context.WithoutCancel(ctx)
+	switch {
+	case err == nil:
+		if _, terr := e.store.Transition(bg, r.c.ID, StatusRunning, StatusCompleted); terr != nil {
+			r.log.Error("mark campaign completed", "error", terr)
+		} else {
+			r.log.Info("campaign completed")
+		}
+	case errors.Is(err, errStopped) || ctx.Err() != nil:
+		r.log.Info("campaign run stopped", "cause", context.Cause(ctx))
+	default:
+		r.log.Error("campaign run failed; it resumes from its checkpoint when resumed", "error", err)
+		if _, terr := e.store.Transition(bg, r.c.ID, StatusRunning, StatusPaused); terr != nil {
+			r.log.Error("pause failed campaign", "error", terr)
+		}
+	}
+	if rerr := e.progress.Release(bg, r.lease); rerr != nil && !errors.Is(rerr, ErrLeaseLost) {
+		r.log.Warn("release campaign lease", "error", rerr)
+	}
+	if r.c.Throttle > 0 {
+		e.dispatch.Throttle(r.c.ID, 0)
+	}
+}
+
+// renew keeps the campaign lease alive; losing it stops the run at once so
+// two daemons never advance one campaign.
+func (e *Engine) renew(ctx context.Context, lease Lease, h *runHandle) {
+	t := time.NewTicker(e.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := e.progress.Renew(ctx, lease, e.cfg.LeaseTTL); err != nil {
+				if errors.Is(err, ErrLeaseLost) {
+					h.cancel(fmt.Errorf("campaign lease lost: %w", err))
+					return
+				}
+				e.log.Warn("renew campaign lease", "campaign", lease.Campaign, "error", err)
+			}
+		}
+	}
+}
+
+// Start resumes campaigns left running by an earlier incarnation and starts
+// scheduled ones that are due. Call Tick periodically for the schedule.
+func (e *Engine) Start(ctx context.Context) error {
+	e.mu.Lock()
+	e.baseCtx = context.WithoutCancel(ctx)
+	e.mu.Unlock()
+	return e.Tick(ctx)
+}
+
+// Tick starts every campaign that should be running and is not: running ones
+// (after a restart) and scheduled ones whose send_at has come.
+func (e *Engine) Tick(ctx context.Context) error {
+	var errs []error
+	after := ""
+	for {
+		recs, err := e.store.List(ctx, after, 200)
+		if err != nil {
+			return fmt.Errorf("list campaigns: %w", err)
+		}
+		for _, rec := range recs {
+			after = rec.ID
+			switch rec.Status {
+			case StatusRunning:
+				e.mu.Lock()
+				_, busy := e.runs[rec.ID]
+				e.mu.Unlock()
+				if !busy {
+					if err := e.start(ctx, rec.ID, StatusRunning); err != nil && !errors.Is(err, ErrHeld) {
+						errs = append(errs, err)
+					}
+				}
+			case StatusScheduled:
+				var c Campaign
+				if json.Unmarshal(rec.Definition, &c) == nil && (c.SendAt == nil || !c.SendAt.After(e.now())) {
+					if err := e.start(ctx, rec.ID, StatusScheduled); err != nil && !errors.Is(err, ErrStatusChanged) {
+						errs = append(errs, err)
+					}
+				}
+			}
+		}
+		if len(recs) < 200 {
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Running lists the campaigns this engine is running now.
+func (e *Engine) Running() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ids := make([]string, 0, len(e.runs))
+	for id := range e.runs {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Wait blocks until the campaign's run (if any) ends or ctx is done.
+func (e *Engine) Wait(ctx context.Context, id string) error {
+	e.mu.Lock()
+	h := e.runs[id]
+	e.mu.Unlock()
+	if h == nil {
+		return nil
+	}
+	select {
+	case <-h.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops every run (they stay "running" and resume on the next start)
+// and waits for them to record their progress, or for ctx.
+func (e *Engine) Close(ctx context.Context) error {
+	e.mu.Lock()
+	e.closed = true
+	hs := make([]*runHandle, 0, len(e.runs))
+	for _, h := range e.runs {
+		hs = append(hs, h)
+	}
+	e.mu.Unlock()
+	for _, h := range hs {
+		h.cancel(errShutdown)
+	}
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop campaign runs: %w", ctx.Err())
+	}
+}

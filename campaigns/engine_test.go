@@ -1,0 +1,490 @@
+package campaigns_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/notifyd/notifyd/campaigns"
+	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/channels/channelstest"
+	"github.com/notifyd/notifyd/store/memstate"
+)
+
+// profile is a templates.Profile over a map.
+type profile struct {
+	id, locale, zone string
+	attrs            map[string]any
+}
+
+func (p *profile) ID() string       { return p.id }
+func (p *profile) Locale() string   { return p.locale }
+func (p *profile) TimeZone() string { return p.zone }
+func (p *profile) Attr(name string) (any, bool) {
+	v, ok := p.attrs[name]
+	return v, ok
+}
+
+// source is an in-memory MemberSource: members sorted by key, one segment "all".
+type source struct {
+	members []campaigns.Member
+	corrupt map[uint64]bool
+}
+
+func (s *source) Generation() uint64 { return 1 }
+
+func (s *source) Members(segment string, after uint64, hasAfter bool) (campaigns.MemberIter, error) {
+	if segment != "all" {
+		return nil, fmt.Errorf("segment %q not found", segment)
+	}
+	i := 0
+	if hasAfter {
+		i = sort.Search(len(s.members), func(i int) bool { return s.members[i].Key > after })
+	}
+	return &iter{s: s, i: i}, nil
+}
+
+type iter struct {
+	s *source
+	i int
+}
+
+func (it *iter) Next(dst []campaigns.Member) (int, error) {
+	n := copy(dst, it.s.members[it.i:])
+	for k := range n {
+		if it.s.corrupt[dst[k].Key] {
+			dst[k].Err = errors.New("block 3 of section records fails its checksum")
+		}
+	}
+	it.i += n
+	return n, nil
+}
+
+func (it *iter) Close() error { return nil }
+
+// newSource makes n members; member i has an email unless i%10==0, a phone
+// unless i%7==0, an APNs token when i%3==0, email consent denied when i%11==0.
+func newSource(n int) *source {
+	s := &source{corrupt: map[uint64]bool{}}
+	for i := range n {
+		id := fmt.Sprintf("u-%05d", i)
+		m := campaigns.Member{
+			Key:     uint64(i+1) * 1000,
+			ID:      id,
+			Profile: &profile{id: id, zone: "UTC", attrs: map[string]any{"first_name": fmt.Sprintf("Ann%d", i)}},
+		}
+		if i%10 != 0 {
+			m.Email = id + "@example.test"
+		}
+		if i%7 != 0 {
+			m.Phone = fmt.Sprintf("+1415555%04d", i)
+		}
+		if i%3 == 0 {
+			m.APNs = []string{fmt.Sprintf("%064x", i)}
+		}
+		if i%11 == 0 {
+			m.EmailConsent = campaigns.ConsentDenied
+		}
+		s.members = append(s.members, m)
+	}
+	return s
+}
+
+// rig is an engine over memstate, an in-memory source and real worker pools
+// in front of scripted channels.
+type rig struct {
+	t      *testing.T
+	state  *memstate.Store
+	src    *source
+	chans  map[string]*channelstest.Scripted
+	pools  map[string]*channels.Pool
+	engine *campaigns.Engine
+
+	mu   sync.Mutex
+	sent map[string][]string // channel → idempotency keys, in send order
+}
+
+func newRig(t *testing.T, state *memstate.Store, src *source, cfg campaigns.EngineConfig) *rig {
+	t.Helper()
+	r := &rig{t: t, state: state, src: src, chans: map[string]*channelstest.Scripted{}, pools: map[string]*channels.Pool{}, sent: map[string][]string{}}
+	for _, name := range []string{channels.Email, channels.SMS, channels.APNs} {
+		ch := channelstest.NewScripted(name)
+		ch.OnSend(func(batch []*channels.Message) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			for _, m := range batch {
+				r.sent[name] = append(r.sent[name], m.IdempotencyKey)
+			}
+		})
+		p, err := channels.NewWorkerPool(ch, channels.PoolConfig{
+			Workers: 2, BatchSize: 50, QueueSize: 500, MaxAttempts: 2,
+			BackoffBase: time.Millisecond, BackoffMax: time.Millisecond,
+			Outcomes: channels.OutcomeFunc(campaigns.RouteOutcomes),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = p.Close(ctx)
+		})
+		r.chans[name], r.pools[name] = ch, p
+	}
+	cfg.BatchSize = max(cfg.BatchSize, 100)
+	r.engine = campaigns.NewEngine(state, state, src, campaigns.NewPoolDispatcher(r.pools), cfg)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = r.engine.Close(ctx)
+	})
+	return r
+}
+
+func (r *rig) keys(ch string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.sent[ch]...)
+}
+
+const body = `{
+  "id": "spring-sale",
+  "name": "Spring sale",
+  "segment": "all",
+  "channels": ["email", "sms", "apns"],
+  "content": {
+    "email": {"from": "shop@example.test", "subject": "Hi {{ profile.first_name }}", "html": "<p>Hello {{ profile.first_name }}</p>", "text": "Hello"},
+    "sms": {"body": "Sale! {{ profile.first_name | default: 'friend' }}"},
+    "push": {"title": "Sale", "body": "Hi {{ profile.first_name }}"}
+  }
+}`
+
+func waitStatus(t *testing.T, e *campaigns.Engine, id string, want campaigns.Status) campaigns.CampaignStatus {
+	t.Helper()
+	var st campaigns.CampaignStatus
+	channelstest.Eventually(t, 10*time.Second, func() bool {
+		var err error
+		st, err = e.Get(context.Background(), id)
+		return err == nil && st.Status == want
+	}, "campaign %s never reached %s (last %+v)", id, want, &st)
+	return st
+}
+
+func total(counts map[string]map[string]int64, ch string) int64 {
+	var n int64
+	for _, v := range counts[ch] {
+		n += v
+	}
+	return n
+}
+
+func TestCampaignDeliversEveryMemberWithAReason(t *testing.T) {
+	src := newSource(1000)
+	src.corrupt[src.members[5].Key] = true
+	r := newRig(t, memstate.New(), src, campaigns.EngineConfig{})
+	r.chans[channels.Email].Script(src.members[1].Email, channelstest.Answer{Err: channels.Permanent(channels.ReasonDeadAddress, "550", errors.New("user unknown"))})
+
+	ctx := context.Background()
+	st, created, err := r.engine.Create(ctx, []byte(body))
+	if err != nil || !created {
+		t.Fatalf("create: created=%v err=%v", created, err)
+	}
+	st = waitStatus(t, r.engine, st.ID, campaigns.StatusCompleted)
+
+	// Expected counts, computed from the source's rules.
+	want := map[string]map[string]int64{channels.Email: {}, channels.SMS: {}, channels.APNs: {}}
+	for i, m := range src.members {
+		if i == 5 {
+			for ch := range want {
+				want[ch][campaigns.ReasonCorruptRow]++
+			}
+			continue
+		}
+		switch {
+		case i%11 == 0:
+			want[channels.Email][campaigns.ReasonNoConsent]++
+		case m.Email == "":
+			want[channels.Email][campaigns.ReasonNoAddress]++
+		case i == 1:
+			want[channels.Email][campaigns.ReasonDeadAddress]++
+		default:
+			want[channels.Email][campaigns.ReasonSent]++
+		}
+		if m.Phone == "" {
+			want[channels.SMS][campaigns.ReasonNoAddress]++
+		} else {
+			want[channels.SMS][campaigns.ReasonSent]++
+		}
+		if len(m.APNs) == 0 {
+			want[channels.APNs][campaigns.ReasonNoAddress]++
+		} else {
+			want[channels.APNs][campaigns.ReasonSent]++
+		}
+	}
+	for ch, reasons := range want {
+		if total(st.Counts, ch) != int64(len(src.members)) {
+			t.Errorf("%s: counts add up to %d, want every member (%d): %v", ch, total(st.Counts, ch), len(src.members), st.Counts[ch])
+		}
+		for reason, n := range reasons {
+			if st.Counts[ch][reason] != n {
+				t.Errorf("%s/%s = %d, want %d", ch, reason, st.Counts[ch][reason], n)
+			}
+		}
+	}
+	// Exactly one send per (user, channel, address): no duplicates.
+	for ch := range want {
+		seen := map[string]bool{}
+		for _, k := range r.keys(ch) {
+			if seen[k] {
+				t.Errorf("%s: %s sent twice", ch, k)
+			}
+			seen[k] = true
+		}
+		if int64(len(seen)) != want[ch][campaigns.ReasonSent]+want[ch][campaigns.ReasonDeadAddress] {
+			t.Errorf("%s: %d distinct sends, want %d", ch, len(seen), want[ch][campaigns.ReasonSent]+want[ch][campaigns.ReasonDeadAddress])
+		}
+	}
+	if st.Checkpoint != fmt.Sprintf("%016x", src.members[len(src.members)-1].Key) {
+		t.Errorf("checkpoint = %s, want the last member's key", st.Checkpoint)
+	}
+
+	// Creating it again is a no-op; a different body under the same id is a conflict.
+	if _, created, err := r.engine.Create(ctx, []byte(body)); err != nil || created {
+		t.Fatalf("re-create: created=%v err=%v", created, err)
+	}
+	if got := len(r.keys(channels.SMS)); int64(got) != want[channels.SMS][campaigns.ReasonSent] {
+		t.Fatalf("re-create sent again: %d sms", got)
+	}
+	_, _, err = r.engine.Create(ctx, []byte(strings.Replace(body, "Spring sale", "Summer sale", 1)))
+	if !errors.Is(err, campaigns.ErrConflict) {
+		t.Fatalf("conflicting create: err = %v, want ErrConflict", err)
+	}
+}
+
+func TestCreateRejectsBadInputNamingTheField(t *testing.T) {
+	r := newRig(t, memstate.New(), newSource(1), campaigns.EngineConfig{})
+	tests := []struct {
+		name, body, field string
+	}{
+		{"not JSON", `{"id":`, "body"},
+		{"unknown field", `{"id":"a","segment":"all","channels":["sms"],"content":{"sms":{"body":"x"}},"colour":"red"}`, "colour"},
+		{"missing id", `{"segment":"all","channels":["sms"],"content":{"sms":{"body":"x"}}}`, "id"},
+		{"missing segment", `{"id":"a","channels":["sms"],"content":{"sms":{"body":"x"}}}`, "segment"},
+		{"unknown channel", `{"id":"a","segment":"all","channels":["fax"],"content":{}}`, "channels[0]"},
+		{"channel without content", `{"id":"a","segment":"all","channels":["email"],"content":{"sms":{"body":"x"}}}`, "content.email"},
+		{"wrong type", `{"id":"a","segment":"all","channels":["sms"],"content":{"sms":{"body":"x"}},"throttle_per_s":"fast"}`, "throttle_per_s"},
+		{"bad quiet hours", `{"id":"a","segment":"all","channels":["sms"],"content":{"sms":{"body":"x"}},"quiet_hours":{"start":"25:00","end":"08:00"}}`, "quiet_hours.start"},
+		{"bad ttl", `{"id":"a","segment":"all","channels":["sms"],"content":{"sms":{"body":"x"}},"ttl":"soon"}`, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := r.engine.Create(context.Background(), []byte(tc.body))
+			if err == nil {
+				t.Fatal("accepted bad input")
+			}
+			var fe *campaigns.FieldError
+			if tc.field != "" && (!errors.As(err, &fe) || fe.Field != tc.field) {
+				t.Fatalf("err = %v, want a FieldError on %q", err, tc.field)
+			}
+		})
+	}
+	t.Run("broken template names channel, field, line", func(t *testing.T) {
+		_, _, err := r.engine.Create(context.Background(), []byte(`{"id":"b","segment":"all","channels":["sms"],"content":{"sms":{"body":"Hi\n{{ profile.name | }}"}}}`))
+		if err == nil || !strings.Contains(err.Error(), "sms") || !strings.Contains(err.Error(), "body") || !strings.Contains(err.Error(), "2") {
+			t.Fatalf("err = %v, want channel, field and line", err)
+		}
+	})
+}
+
+func TestRenderErrorAndPoliciesSkipWithReasons(t *testing.T) {
+	src := newSource(300)
+	for i := range src.members {
+		if i%2 == 0 {
+			delete(src.members[i].Profile.(*profile).attrs, "first_name")
+		}
+	}
+	r := newRig(t, memstate.New(), src, campaigns.EngineConfig{})
+	b := `{"id":"skip-missing","segment":"all","channels":["sms"],
+	  "content":{"missing":"skip","sms":{"body":"Hi {{ profile.first_name }}"}}}`
+	st, _, err := r.engine.Create(context.Background(), []byte(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st = waitStatus(t, r.engine, st.ID, campaigns.StatusCompleted)
+	if got := st.Counts[channels.SMS][campaigns.ReasonRenderError]; got == 0 {
+		t.Fatalf("no render_error counted: %v", st.Counts)
+	}
+	if total(st.Counts, channels.SMS) != 300 {
+		t.Fatalf("counts %v do not add up to 300", st.Counts)
+	}
+
+	// Quiet hours covering the whole day skip everyone.
+	q := `{"id":"quiet","segment":"all","channels":["sms"],"quiet_hours":{"start":"00:00","end":"23:59"},
+	  "content":{"sms":{"body":"Hi"}}}`
+	st, _, err = r.engine.Create(context.Background(), []byte(q))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st = waitStatus(t, r.engine, st.ID, campaigns.StatusCompleted)
+	if st.Counts[channels.SMS][campaigns.ReasonSent] > 0 && st.Counts[channels.SMS][campaigns.ReasonQuietHours] == 0 {
+		t.Fatalf("quiet hours ignored: %v", st.Counts)
+	}
+}
+
+func TestPauseAndResumeSendEachMemberOnce(t *testing.T) {
+	src := newSource(3000)
+	r := newRig(t, memstate.New(), src, campaigns.EngineConfig{BatchSize: 100, MaxOpenBatches: 2})
+	gate := make(chan struct{})
+	var once sync.Once
+	r.chans[channels.SMS].OnSend(func(batch []*channels.Message) {
+		r.mu.Lock()
+		for _, m := range batch {
+			r.sent[channels.SMS] = append(r.sent[channels.SMS], m.IdempotencyKey)
+		}
+		n := len(r.sent[channels.SMS])
+		r.mu.Unlock()
+		if n > 500 {
+			once.Do(func() { close(gate) })
+		}
+	})
+	b := `{"id":"pausable","segment":"all","channels":["sms"],"content":{"sms":{"body":"Hi"}}}`
+	if _, _, err := r.engine.Create(context.Background(), []byte(b)); err != nil {
+		t.Fatal(err)
+	}
+	<-gate
+	st, err := r.engine.Pause(context.Background(), "pausable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Status != campaigns.StatusPaused {
+		t.Fatalf("status %s after pause", st.Status)
+	}
+	sentAtPause := len(r.keys(channels.SMS))
+	if sentAtPause >= 2571 {
+		t.Fatalf("pause did not stop the campaign early (%d sent)", sentAtPause)
+	}
+	if _, err := r.engine.Resume(context.Background(), "pausable"); err != nil {
+		t.Fatal(err)
+	}
+	st = waitStatus(t, r.engine, "pausable", campaigns.StatusCompleted)
+	keys := r.keys(channels.SMS)
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if seen[k] {
+			t.Fatalf("%s sent twice across pause/resume", k)
+		}
+		seen[k] = true
+	}
+	withPhone := 0
+	for _, m := range src.members {
+		if m.Phone != "" {
+			withPhone++
+		}
+	}
+	if len(seen) != withPhone || st.Counts[channels.SMS][campaigns.ReasonSent] != int64(withPhone) {
+		t.Fatalf("sent %d distinct (counted %d), want %d", len(seen), st.Counts[channels.SMS][campaigns.ReasonSent], withPhone)
+	}
+}
+
+// blackhole takes messages and never answers: a daemon killed (kill -9)
+// right after handing a batch to its providers.
+type blackhole struct {
+	mu   sync.Mutex
+	keys map[string][]string
+}
+
+func (b *blackhole) Dispatch(_ context.Context, ch string, _ channels.Lane, msgs []*channels.Message) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, m := range msgs {
+		b.keys[ch] = append(b.keys[ch], m.IdempotencyKey)
+	}
+	return len(msgs), nil
+}
+
+func (b *blackhole) Throttle(string, float64) {}
+
+func TestCrashMidCampaignResumesWithoutDuplicates(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	var clockMu sync.Mutex
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	state := memstate.New(memstate.WithClock(clock))
+	src := newSource(1000)
+
+	// Daemon A dispatches the first batches, then "dies": nothing it
+	// dispatched ever settles, and its lease is left to run out.
+	dead := &blackhole{keys: map[string][]string{}}
+	a := campaigns.NewEngine(state, state, src, dead, campaigns.EngineConfig{
+		Owner: "a", BatchSize: 100, MaxOpenBatches: 2, LeaseTTL: time.Hour, DrainTimeout: 50 * time.Millisecond,
+	}, campaigns.WithEngineClock(clock))
+	b := `{"id":"crashy","segment":"all","channels":["email","sms"],"content":{"email":{"from":"a@example.test","subject":"s","text":"t"},"sms":{"body":"Hi"}}}`
+	if _, _, err := a.Create(context.Background(), []byte(b)); err != nil {
+		t.Fatal(err)
+	}
+	channelstest.Eventually(t, 5*time.Second, func() bool {
+		dead.mu.Lock()
+		defer dead.mu.Unlock()
+		return len(dead.keys[channels.SMS]) > 0
+	}, "daemon A never dispatched")
+	st, err := a.Get(context.Background(), "crashy")
+	if err != nil || st.Status != campaigns.StatusRunning {
+		t.Fatalf("A: %+v %v", st, err)
+	}
+	clockMu.Lock()
+	now = now.Add(2 * time.Hour) // A's lease runs out
+	clockMu.Unlock()
+
+	// Daemon B starts, finds the campaign running and resumes it.
+	r := newRig(t, state, src, campaigns.EngineConfig{Owner: "b", BatchSize: 100})
+	if err := r.engine.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st = waitStatus(t, r.engine, "crashy", campaigns.StatusCompleted)
+	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = a.Close(closeCtx)
+
+	dead.mu.Lock()
+	deadEmail := append([]string(nil), dead.keys[channels.Email]...)
+	deadSMS := len(dead.keys[channels.SMS])
+	dead.mu.Unlock()
+
+	// Email has an idempotency handle: every in-doubt email is re-sent with the
+	// very key A used, and nothing is sent twice by B.
+	bEmail := map[string]bool{}
+	for _, k := range r.keys(channels.Email) {
+		if bEmail[k] {
+			t.Fatalf("B sent %s twice", k)
+		}
+		bEmail[k] = true
+	}
+	for _, k := range deadEmail {
+		if !bEmail[k] {
+			t.Fatalf("in-doubt email %s was not re-sent with its key", k)
+		}
+	}
+	// SMS has none: A's dispatched texts are reported in doubt, never re-sent.
+	if got := st.Counts[channels.SMS][campaigns.ReasonInDoubt]; got != int64(deadSMS) {
+		t.Fatalf("sms in_doubt = %d, want %d (what A dispatched)", got, deadSMS)
+	}
+	for _, k := range r.keys(channels.SMS) {
+		for _, dk := range func() []string { dead.mu.Lock(); defer dead.mu.Unlock(); return dead.keys[channels.SMS] }() {
+			if k == dk {
+				t.Fatalf("in-doubt sms %s re-sent", k)
+			}
+		}
+	}
+	for _, ch := range []string{channels.Email, channels.SMS} {
+		if total(st.Counts, ch) != int64(len(src.members)) {
+			t.Fatalf("%s counts %v add up to %d, want %d", ch, st.Counts[ch], total(st.Counts, ch), len(src.members))
+		}
+	}
+}

@@ -1,0 +1,54 @@
+package campaigns
+
+import (
+	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/templates"
+)
+
+// Consent is what a member recorded for one channel.
+type Consent uint8
+
+const (
+	ConsentUnknown Consent = iota // nothing recorded
+	ConsentGranted
+	ConsentDenied
+)
+
+// Member is one segment member as the pipeline reads it. A MemberIter fills
+// members in place, reusing their slices; strings may point into the shard
+// mapping and are valid only while the generation the iterator pinned is held.
+type Member struct {
+	Key    uint64
+	ID     string
+	Email  string
+	Phone  string
+	APNs   []string
+	FCM    []string
+	WebSub []channels.Subscription
+	// Consent per channel kind: email, sms, push (apns and fcm), webpush.
+	EmailConsent, SMSConsent, PushConsent, WebPushConsent Consent
+	// Profile is what templates read (id, locale, zone, attributes).
+	Profile templates.Profile
+	// Err is set when the member's row could not be read (a corrupt block):
+	// the member leaves with reason "corrupt_row" and the error is reported.
+	Err error
+}
+
+// MemberIter walks one segment of a pinned shard generation in ascending
+// user-key order.
+type MemberIter interface {
+	// Next fills dst[:n] with the next members and returns n; 0 with a nil
+	// error means the segment is exhausted.
+	Next(dst []Member) (n int, err error)
+	// Close releases the generation the iterator pinned.
+	Close() error
+}
+
+// MemberSource is the co-located shard, as the pipeline needs it.
+type MemberSource interface {
+	// Members pins the newest generation and iterates segment's members with a
+	// user key greater than after (all members when hasAfter is false).
+	Members(segment string, after uint64, hasAfter bool) (MemberIter, error)
+	// Generation is the newest published generation number.
+	Generation() uint64
+}

@@ -1,0 +1,293 @@
+package campaigns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/templates"
+)
+
+// Dispatcher hands messages to the channel worker pools. Dispatch blocks
+// while the channel's queue is full (that is the pipeline's backpressure) and
+// returns how many messages it took; the rest were not handed over.
+type Dispatcher interface {
+	Dispatch(ctx context.Context, channel string, lane channels.Lane, msgs []*channels.Message) (int, error)
+	// Throttle caps a campaign's messages per second over every channel (0 removes the cap).
+	Throttle(campaign string, perSecond float64)
+}
+
+// resolveStage turns each open position into one envelope per address, or
+// settles it with no_consent / no_address / corrupt_row.
+func resolveStage(_ context.Context, b *RecipientBatch) error {
+	r := b.run
+	nch := b.nch()
+	for m := range b.Members {
+		mem := &b.Members[m]
+		for c, ch := range r.channels {
+			p := m*nch + c
+			if b.pos[p].settled {
+				continue
+			}
+			if mem.Err != nil {
+				b.skip(p, ReasonCorruptRow)
+				continue
+			}
+			if !r.consents(ch, mem) {
+				b.skip(p, ReasonNoConsent)
+				continue
+			}
+			n := 0
+			switch ch {
+			case channels.APNs:
+				for _, t := range mem.APNs {
+					b.addEnvelope(p, t, nil)
+					n++
+				}
+			case channels.FCM:
+				for _, t := range mem.FCM {
+					b.addEnvelope(p, t, nil)
+					n++
+				}
+			case channels.Email:
+				if mem.Email != "" {
+					b.addEnvelope(p, mem.Email, nil)
+					n++
+				}
+			case channels.SMS:
+				if mem.Phone != "" {
+					b.addEnvelope(p, mem.Phone, nil)
+					n++
+				}
+			case channels.WebPush:
+				for i := range mem.WebSub {
+					b.addEnvelope(p, mem.WebSub[i].Endpoint, &mem.WebSub[i])
+					n++
+				}
+			case channels.Webhook:
+				b.addEnvelope(p, mem.ID, nil)
+				n++
+			}
+			if n == 0 {
+				b.skip(p, ReasonNoAddress)
+			}
+		}
+	}
+	return nil
+}
+
+// consents applies the campaign's consent rule: an explicit "no" always
+// skips; with require_consent, so does "nothing recorded".
+func (r *run) consents(ch string, m *Member) bool {
+	var c Consent
+	switch ch {
+	case channels.APNs, channels.FCM:
+		c = m.PushConsent
+	case channels.Email:
+		c = m.EmailConsent
+	case channels.SMS:
+		c = m.SMSConsent
+	case channels.WebPush:
+		c = m.WebPushConsent
+	default:
+		return true
+	}
+	if c == ConsentDenied {
+		return false
+	}
+	return c == ConsentGranted || !r.c.RequireConsent
+}
+
+// policyStage settles positions the campaign's policies forbid now: expired
+// (past the TTL) and quiet hours in the recipient's zone.
+func policyStage(_ context.Context, b *RecipientBatch) error {
+	r := b.run
+	now := r.now()
+	nch := b.nch()
+	if now.After(r.deadline()) {
+		for p := range b.pos {
+			b.skip(p, ReasonExpired)
+		}
+		return nil
+	}
+	q := r.c.QuietHours
+	if q == nil {
+		return nil
+	}
+	for m := range b.Members {
+		mem := &b.Members[m]
+		var loc *time.Location
+		if mem.Profile != nil {
+			loc = r.zone(mem.Profile.TimeZone())
+		}
+		if !q.Quiet(now, loc) {
+			continue
+		}
+		for c := range nch {
+			b.skip(m*nch+c, ReasonQuietHours)
+		}
+	}
+	return nil
+}
+
+// zone caches time zones by name: LoadLocation reads the zone database.
+func (r *run) zone(name string) *time.Location {
+	if name == "" {
+		return nil
+	}
+	r.zmu.Lock()
+	defer r.zmu.Unlock()
+	if loc, ok := r.zones[name]; ok {
+		return loc
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		loc = nil
+	}
+	r.zones[name] = loc
+	return loc
+}
+
+// renderStage renders each open position's content once (every address of
+// the position shares it) and settles render failures with render_error.
+func renderStage(_ context.Context, b *RecipientBatch) error {
+	r := b.run
+	nch := b.nch()
+	for p := range b.pos {
+		ps := &b.pos[p]
+		if ps.settled || ps.first < 0 {
+			continue
+		}
+		mem := &b.Members[p/nch]
+		e := &b.envs[ps.first]
+		var err error
+		switch r.channels[p%nch] {
+		case channels.APNs, channels.FCM:
+			err = r.set.RenderPush(mem.Profile, nil, &e.push)
+			e.msg.Push = &e.push
+		case channels.Email:
+			err = r.set.RenderMail(mem.Profile, nil, &e.mail)
+			e.msg.Mail = &e.mail
+		case channels.SMS:
+			err = r.set.RenderText(mem.Profile, nil, &e.text)
+			e.msg.Text = &e.text
+		case channels.WebPush:
+			err = r.set.RenderWebPush(mem.Profile, nil, &e.web)
+			e.msg.WebPush = &e.web
+		case channels.Webhook:
+			err = r.set.RenderHook(mem.Profile, nil, &e.hook)
+			e.msg.Hook = &e.hook
+		}
+		if err != nil {
+			var re *templates.RenderError
+			if !errors.As(err, &re) {
+				return fmt.Errorf("render %s for %s: %w", r.channels[p%nch], mem.ID, err)
+			}
+			r.noteRenderError(re)
+			b.skip(p, ReasonRenderError)
+			continue
+		}
+		for i := ps.first + 1; i < ps.first+ps.nenv; i++ {
+			o := &b.envs[i].msg
+			o.Push, o.Mail, o.Text, o.WebPush, o.Hook = e.msg.Push, e.msg.Mail, e.msg.Text, e.msg.WebPush, e.msg.Hook
+		}
+	}
+	return nil
+}
+
+// recordStage persists, before anything reaches a provider, which positions
+// are about to be dispatched and which are already settled, with the skip
+// counts. After a crash, a dispatched position that never settled is in
+// doubt; one that was never dispatched is simply sent again.
+func recordStage(ctx context.Context, b *RecipientBatch) error {
+	r := b.run
+	rep := BatchReport{
+		Seq:        b.Seq,
+		Dispatched: NewBitmap(len(b.pos)),
+		Done:       NewBitmap(len(b.pos)),
+		Counts:     b.takeCounts(),
+	}
+	for p := range b.pos {
+		ps := &b.pos[p]
+		switch {
+		case ps.settled:
+			rep.Done.Set(p)
+		default:
+			rep.Dispatched.Set(p)
+			ps.dispatched = true
+		}
+	}
+	rep.Final = b.open == 0
+	if _, err := r.progress.ReportBatch(ctx, r.lease, rep); err != nil {
+		return fmt.Errorf("record batch %d: %w", b.Seq, err)
+	}
+	b.remaining = b.open
+	if b.open == 0 {
+		b.finalReported = true
+		close(b.done)
+	}
+	return nil
+}
+
+// takeCounts returns the counts gathered so far and starts afresh.
+func (b *RecipientBatch) takeCounts() []Count {
+	out := make([]Count, 0, len(b.counts))
+	for k, n := range b.counts {
+		out = append(out, Count{Channel: b.run.channels[k.ch], Reason: k.reason, N: n})
+	}
+	clear(b.counts)
+	return out
+}
+
+// dispatchStage hands the batch's messages to the channel pools, channel by
+// channel. Messages Dispatch did not take settle as canceled, so the batch
+// stays open and a later run re-sends them.
+func dispatchStage(ctx context.Context, b *RecipientBatch) error {
+	r := b.run
+	nch := b.nch()
+	deadline := r.deadline()
+	msgs := b.msgBuf[:0]
+	for c, ch := range r.channels {
+		msgs = msgs[:0]
+		for p := c; p < len(b.pos); p += nch {
+			ps := &b.pos[p]
+			if ps.settled || ps.first < 0 {
+				continue
+			}
+			mem := &b.Members[p/nch]
+			for i := ps.first; i < ps.first+ps.nenv; i++ {
+				e := &b.envs[i]
+				m := &e.msg
+				m.ID = b.idempotency(r.c.ID, mem.Key, ch, int(i-ps.first))
+				m.IdempotencyKey = m.ID
+				m.Campaign = r.c.ID
+				m.UserID = mem.ID
+				m.UserKey = mem.Key
+				m.Deadline = deadline
+				m.High = r.lane == channels.LaneHigh
+				m.Ref = e
+				ps.outstanding++
+				msgs = append(msgs, m)
+			}
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		n, err := r.dispatch.Dispatch(ctx, ch, r.lane, msgs)
+		if n < len(msgs) {
+			cancelOut := channels.Outcome{Status: channels.OutcomeCanceled}
+			for _, m := range msgs[n:] {
+				cancelOut.Message = m
+				b.settle(m.Ref.(*envelope), &cancelOut)
+			}
+		}
+		if err != nil {
+			b.msgBuf = msgs
+			return fmt.Errorf("dispatch %s: %w", ch, err)
+		}
+	}
+	b.msgBuf = msgs
+	return nil
+}
