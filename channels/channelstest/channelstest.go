@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/notifyd/notifyd/channels"
 )
@@ -82,4 +83,24 @@ func truncate(s string) string {
 		return s[:300] + "..."
 	}
 	return s
+}
+
+// RequireRetryAfter fails unless err is a transient *channels.Error with the
+// given reason whose RetryAfter is want: what every provider must surface
+// from a 429/503 with a Retry-After header (or its protocol's equivalent).
+func RequireRetryAfter(t testing.TB, err error, reason channels.Reason, want time.Duration) *channels.Error {
+	t.Helper()
+	ce := RequireReason(t, err, reason, false)
+	if ce.RetryAfter != want {
+		t.Fatalf("RetryAfter = %v, want %v (%v)", ce.RetryAfter, want, ce)
+	}
+	return ce
+}
+
+// RequireResults fails unless a Send answered one result per message.
+func RequireResults(t testing.TB, batch []*channels.Message, results []channels.Result) {
+	t.Helper()
+	if len(results) != len(batch) {
+		t.Fatalf("Send returned %d results for %d messages", len(results), len(batch))
+	}
 }
