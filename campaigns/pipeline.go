@@ -61,7 +61,7 @@ type position struct {
 	settled     bool
 	accepted    bool
 	dispatched  bool
-	inDoubt     bool // dispatched by an earlier owner and never settled
+	inDoubt     bool  // dispatched by an earlier owner and never settled
 	first       int32 // index of its first envelope in Batch.envs, -1 if none
 	nenv        int32
 }

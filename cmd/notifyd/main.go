@@ -16,7 +16,9 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"shard": {"build, generate and inspect shard files", runShard},
+		"shard":    {"build, generate and inspect shard files", runShard},
+		"serve":    {"run the daemon (admin API, campaign engine, channel workers)", runServe},
+		"campaign": {"create, inspect and control campaigns through the admin API", runCampaign},
 	}
 }
 

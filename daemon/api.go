@@ -1,0 +1,222 @@
+package daemon
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/notifyd/notifyd/campaigns"
+	"github.com/notifyd/notifyd/templates"
+)
+
+// MaxBodyBytes caps an API request body.
+const MaxBodyBytes = 1 << 20
+
+// CampaignService is what the admin API needs from the campaign engine.
+type CampaignService interface {
+	Create(ctx context.Context, body []byte) (campaigns.CampaignStatus, bool, error)
+	Get(ctx context.Context, id string) (campaigns.CampaignStatus, error)
+	List(ctx context.Context, after string, limit int) ([]campaigns.CampaignStatus, error)
+	Pause(ctx context.Context, id string) (campaigns.CampaignStatus, error)
+	Resume(ctx context.Context, id string) (campaigns.CampaignStatus, error)
+	Cancel(ctx context.Context, id string) (campaigns.CampaignStatus, error)
+}
+
+// ReadyFunc reports whether the daemon can serve (shard mapped, state reachable).
+type ReadyFunc func(ctx context.Context) error
+
+// APIConfig configures the admin API.
+type APIConfig struct {
+	// Token is the bearer token every /v1 and /metrics request must carry.
+	Token string
+	// PublicMetrics serves /metrics without the token (for scrapers on a private network).
+	PublicMetrics bool
+}
+
+// NewAPI returns the admin API handler.
+func NewAPI(cfg APIConfig, svc CampaignService, ready ReadyFunc, gatherer prometheus.Gatherer, log *slog.Logger) http.Handler {
+	a := &api{svc: svc, log: log}
+	mux := http.NewServeMux()
+	auth := func(h http.HandlerFunc) http.Handler { return requireToken(cfg.Token, h) }
+	mux.Handle("POST /v1/campaigns", auth(a.create))
+	mux.Handle("GET /v1/campaigns", auth(a.list))
+	mux.Handle("GET /v1/campaigns/{id}", auth(a.get))
+	mux.Handle("POST /v1/campaigns/{id}/{action}", auth(a.action))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := ready(r.Context()); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	metrics := promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})
+	if cfg.PublicMetrics {
+		mux.Handle("GET /metrics", metrics)
+	} else {
+		mux.Handle("GET /metrics", requireToken(cfg.Token, metrics.ServeHTTP))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "", "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
+
+type api struct {
+	svc CampaignService
+	log *slog.Logger
+}
+
+// requireToken checks "Authorization: Bearer <token>" in constant time.
+func requireToken(token string, h http.HandlerFunc) http.Handler {
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if token == "" || subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="notifyd"`)
+			writeError(w, http.StatusUnauthorized, "", "missing or wrong bearer token")
+			return
+		}
+		h(w, r)
+	})
+}
+
+type apiError struct {
+	Error struct {
+		Field   string `json:"field,omitempty"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, field, msg string) {
+	var e apiError
+	e.Error.Field, e.Error.Message = field, msg
+	writeJSON(w, status, e)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// fail maps an engine error to a status and a JSON error naming the field.
+func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var fe *campaigns.FieldError
+	var ce *templates.CompileError
+	switch {
+	case errors.As(err, &fe):
+		writeError(w, http.StatusBadRequest, fe.Field, fe.Msg)
+	case errors.As(err, &ce):
+		writeError(w, http.StatusBadRequest, "content."+ce.Channel+"."+ce.Field, err.Error())
+	case errors.Is(err, campaigns.ErrNotFound):
+		writeError(w, http.StatusNotFound, "id", "campaign not found")
+	case errors.Is(err, campaigns.ErrConflict):
+		writeError(w, http.StatusConflict, "id", "a campaign with this id exists with a different definition")
+	case errors.Is(err, campaigns.ErrInvalidTransition), errors.Is(err, campaigns.ErrStatusChanged):
+		writeError(w, http.StatusConflict, "status", err.Error())
+	case errors.Is(err, campaigns.ErrHeld):
+		writeError(w, http.StatusConflict, "id", "campaign is being run by another daemon")
+	case errors.Is(err, campaigns.ErrEngineClose):
+		writeError(w, http.StatusServiceUnavailable, "", "daemon is shutting down")
+	default:
+		a.log.Error("admin API request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		writeError(w, http.StatusInternalServerError, "", "internal error; see the daemon's log")
+	}
+}
+
+func (a *api) create(w http.ResponseWriter, r *http.Request) {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		writeError(w, http.StatusUnsupportedMediaType, "", "Content-Type must be application/json")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body", "request body over "+strconv.Itoa(MaxBodyBytes)+" bytes")
+			return
+		}
+		writeError(w, http.StatusBadRequest, "body", "read body: "+err.Error())
+		return
+	}
+	st, created, err := a.svc.Create(r.Context(), body)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+		w.Header().Set("Location", "/v1/campaigns/"+st.ID)
+	}
+	writeJSON(w, status, st)
+}
+
+func (a *api) get(w http.ResponseWriter, r *http.Request) {
+	st, err := a.svc.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (a *api) list(w http.ResponseWriter, r *http.Request) {
+	limit := 100
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, "limit", "want an integer from 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	list, err := a.svc.List(r.Context(), r.URL.Query().Get("after"), limit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	resp := map[string]any{"campaigns": list}
+	if len(list) == limit {
+		resp["next"] = list[len(list)-1].ID
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (a *api) action(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var (
+		st  campaigns.CampaignStatus
+		err error
+	)
+	switch r.PathValue("action") {
+	case "pause":
+		st, err = a.svc.Pause(r.Context(), id)
+	case "resume":
+		st, err = a.svc.Resume(r.Context(), id)
+	case "cancel":
+		st, err = a.svc.Cancel(r.Context(), id)
+	default:
+		writeError(w, http.StatusNotFound, "action", "unknown action "+strconv.Quote(r.PathValue("action"))+"; want pause, resume or cancel")
+		return
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}

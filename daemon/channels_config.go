@@ -1,0 +1,203 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/channels/apns"
+	"github.com/notifyd/notifyd/channels/email"
+	"github.com/notifyd/notifyd/channels/fcm"
+	"github.com/notifyd/notifyd/channels/sms"
+	"github.com/notifyd/notifyd/channels/webhook"
+	"github.com/notifyd/notifyd/channels/webpush"
+)
+
+// ChannelsConfig configures each provider; a channel without a section is
+// off. Every outside endpoint can be overridden (proxies, relays, test rigs)
+// and every TLS endpoint takes a CA bundle.
+type ChannelsConfig struct {
+	APNs    *APNsConfig    `yaml:"apns"`
+	FCM     *FCMConfig     `yaml:"fcm"`
+	Email   *EmailConfig   `yaml:"email"`
+	SMS     *SMSConfig     `yaml:"sms"`
+	WebPush *WebPushConfig `yaml:"webpush"`
+	Webhook *WebhookConfig `yaml:"webhook"`
+}
+
+// APNsConfig: token auth (key_id, team_id, key) or certificate auth.
+type APNsConfig struct {
+	Topic               string     `yaml:"topic"`
+	Production          bool       `yaml:"production"`
+	Host                string     `yaml:"host"`
+	KeyID               string     `yaml:"key_id"`
+	TeamID              string     `yaml:"team_id"`
+	Key                 Secret     `yaml:"key"` // .p8 PEM
+	Certificate         Secret     `yaml:"certificate"`
+	CertificatePassword Secret     `yaml:"certificate_password"`
+	Connections         int        `yaml:"connections"`
+	TLS                 TLSConfig  `yaml:"tls"`
+	Pool                PoolConfig `yaml:"pool"`
+}
+
+// FCMConfig: HTTP v1 with a service account.
+type FCMConfig struct {
+	ProjectID   string     `yaml:"project_id"`
+	Credentials Secret     `yaml:"credentials"` // service-account JSON
+	Endpoint    string     `yaml:"endpoint"`
+	TLS         TLSConfig  `yaml:"tls"`
+	Pool        PoolConfig `yaml:"pool"`
+}
+
+// EmailConfig: SMTP with a connection pool.
+type EmailConfig struct {
+	Host            string     `yaml:"host"`
+	Port            int        `yaml:"port"`
+	TLSMode         string     `yaml:"tls_mode"` // starttls (default), starttls-opportunistic, tls, none
+	Auth            string     `yaml:"auth"`     // plain, login, cram-md5, none
+	Username        string     `yaml:"username"`
+	Password        Secret     `yaml:"password"`
+	HELO            string     `yaml:"helo"`
+	From            string     `yaml:"from"`
+	MessageIDDomain string     `yaml:"message_id_domain"`
+	Connections     int        `yaml:"connections"`
+	MessagesPerConn int        `yaml:"messages_per_connection"`
+	TLS             TLSConfig  `yaml:"tls"`
+	Pool            PoolConfig `yaml:"pool"`
+}
+
+// SMSConfig: Twilio Messages API.
+type SMSConfig struct {
+	AccountSID          string     `yaml:"account_sid"`
+	AuthToken           Secret     `yaml:"auth_token"`
+	APIKeySID           string     `yaml:"api_key_sid"`
+	APIKeySecret        Secret     `yaml:"api_key_secret"`
+	From                string     `yaml:"from"`
+	MessagingServiceSID string     `yaml:"messaging_service_sid"`
+	StatusCallback      string     `yaml:"status_callback"`
+	BaseURL             string     `yaml:"base_url"`
+	TLS                 TLSConfig  `yaml:"tls"`
+	Pool                PoolConfig `yaml:"pool"`
+}
+
+// WebPushConfig: VAPID keys (base64url).
+type WebPushConfig struct {
+	VAPIDPublicKey  string     `yaml:"vapid_public_key"`
+	VAPIDPrivateKey Secret     `yaml:"vapid_private_key"`
+	Subscriber      string     `yaml:"subscriber"`
+	TTL             Duration   `yaml:"ttl"`
+	AllowedHosts    []string   `yaml:"allowed_hosts"`
+	AllowPlainHTTP  bool       `yaml:"allow_plain_http"`
+	TLS             TLSConfig  `yaml:"tls"`
+	Pool            PoolConfig `yaml:"pool"`
+}
+
+// WebhookConfig: signed JSON POSTs.
+type WebhookConfig struct {
+	URL          string     `yaml:"url"`
+	Method       string     `yaml:"method"`
+	Secret       Secret     `yaml:"secret"`
+	Timeout      Duration   `yaml:"timeout"`
+	AllowedHosts []string   `yaml:"allowed_hosts"`
+	TLS          TLSConfig  `yaml:"tls"`
+	Pool         PoolConfig `yaml:"pool"`
+}
+
+func (t TLSConfig) channels() channels.TLS {
+	return channels.TLS{CAFile: t.CAFile, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+}
+
+func (c ChannelsConfig) validate() []error {
+	var errs []error
+	if c.APNs != nil && c.APNs.Topic == "" {
+		errs = append(errs, errors.New("channels.apns.topic: required (the app's bundle id)"))
+	}
+	if c.FCM != nil && c.FCM.ProjectID == "" {
+		errs = append(errs, errors.New("channels.fcm.project_id: required"))
+	}
+	if c.Email != nil && c.Email.Host == "" {
+		errs = append(errs, errors.New("channels.email.host: required"))
+	}
+	if c.SMS != nil && c.SMS.AccountSID == "" {
+		errs = append(errs, errors.New("channels.sms.account_sid: required"))
+	}
+	if c.WebPush != nil && c.WebPush.VAPIDPublicKey == "" {
+		errs = append(errs, errors.New("channels.webpush.vapid_public_key: required"))
+	}
+	return errs
+}
+
+// BuildChannels constructs every configured provider. Each provider checks
+// its own config; errors name the channel.
+func BuildChannels(c ChannelsConfig, log *slog.Logger) (map[string]ChannelSpec, error) {
+	out := map[string]ChannelSpec{}
+	var errs []error
+	add := func(name string, ch channels.Channel, err error, pool PoolConfig, def PoolConfig) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("configure %s: %w", name, err))
+			return
+		}
+		out[name] = ChannelSpec{Channel: ch, Pool: pool.or(def)}
+	}
+	if a := c.APNs; a != nil {
+		opts := []apns.Option{apns.WithLogger(log)}
+		if a.Connections > 0 {
+			opts = append(opts, apns.WithConnections(a.Connections))
+		}
+		s, err := apns.New(apns.Config{
+			Topic: a.Topic, Production: a.Production, Host: a.Host, KeyID: a.KeyID, TeamID: a.TeamID,
+			Key: []byte(a.Key.Value()), Certificate: []byte(a.Certificate.Value()), CertificatePassword: a.CertificatePassword.Value(),
+			TLS: a.TLS.channels(),
+		}, opts...)
+		add(channels.APNs, s, err, a.Pool, PoolConfig{Workers: 256, BatchSize: 1})
+	}
+	if f := c.FCM; f != nil {
+		s, err := fcm.New(fcm.Config{ProjectID: f.ProjectID, CredentialsJSON: []byte(f.Credentials.Value()), Endpoint: f.Endpoint, TLS: f.TLS.channels()}, fcm.WithLogger(log))
+		add(channels.FCM, s, err, f.Pool, PoolConfig{Workers: 4, BatchSize: 500})
+	}
+	if e := c.Email; e != nil {
+		s, err := email.New(email.Config{
+			Host: e.Host, Port: e.Port, TLSMode: email.TLSMode(e.TLSMode), TLS: e.TLS.channels(),
+			Auth: email.AuthMethod(e.Auth), Username: e.Username, Password: e.Password.Value(),
+			HELO: e.HELO, From: e.From, MessageIDDomain: e.MessageIDDomain,
+			Connections: e.Connections, MessagesPerConn: e.MessagesPerConn,
+		}, email.WithLogger(log))
+		add(channels.Email, s, err, e.Pool, PoolConfig{Workers: max(e.Connections, 4), BatchSize: 50})
+	}
+	if m := c.SMS; m != nil {
+		s, err := sms.New(sms.Config{
+			AccountSID: m.AccountSID, AuthToken: m.AuthToken.Value(), APIKeySID: m.APIKeySID, APIKeySecret: m.APIKeySecret.Value(),
+			From: m.From, MessagingServiceSID: m.MessagingServiceSID, StatusCallback: m.StatusCallback,
+			BaseURL: m.BaseURL, TLS: m.TLS.channels(),
+		}, sms.WithLogger(log))
+		add(channels.SMS, s, err, m.Pool, PoolConfig{Workers: 8, BatchSize: 10})
+	}
+	if w := c.WebPush; w != nil {
+		s, err := webpush.New(webpush.Config{
+			VAPIDPublicKey: w.VAPIDPublicKey, VAPIDPrivateKey: w.VAPIDPrivateKey.Value(), Subscriber: w.Subscriber,
+			TTL: time.Duration(w.TTL), AllowedHosts: w.AllowedHosts, AllowPlainHTTP: w.AllowPlainHTTP, TLS: w.TLS.channels(),
+		}, webpush.WithLogger(log))
+		add(channels.WebPush, s, err, w.Pool, PoolConfig{Workers: 4, BatchSize: 32})
+	}
+	if h := c.Webhook; h != nil {
+		s, err := webhook.New(webhook.Config{
+			URL: h.URL, Method: h.Method, Secret: h.Secret.Value(), Timeout: time.Duration(h.Timeout),
+			AllowedHosts: h.AllowedHosts, TLS: h.TLS.channels(),
+		}, webhook.WithLogger(log))
+		add(channels.Webhook, s, err, h.Pool, PoolConfig{Workers: 64, BatchSize: 1})
+	}
+	return out, errors.Join(errs...)
+}
+
+// or fills zero fields of p from def.
+func (p PoolConfig) or(def PoolConfig) PoolConfig {
+	if p.Workers == 0 {
+		p.Workers = def.Workers
+	}
+	if p.BatchSize == 0 {
+		p.BatchSize = def.BatchSize
+	}
+	return p
+}

@@ -1,0 +1,220 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is notifyd.yaml. Every field has a default that runs; see
+// notifyd.example.yaml for a documented example.
+type Config struct {
+	Shard    ShardConfig    `yaml:"shard"`
+	Redis    RedisConfig    `yaml:"redis"`
+	Admin    AdminConfig    `yaml:"admin"`
+	Engine   EngineConfig   `yaml:"engine"`
+	Channels ChannelsConfig `yaml:"channels"`
+}
+
+// ShardConfig says where the co-located store publishes its shard file.
+type ShardConfig struct {
+	Path string `yaml:"path"`
+	// PollInterval is how often the published path is checked for a new generation (default 2s).
+	PollInterval Duration `yaml:"poll_interval"`
+}
+
+// RedisConfig enables shared, restart-safe state. Without a URL, state is
+// kept in memory (single process: demo, tests).
+type RedisConfig struct {
+	URL Secret `yaml:"url"`
+	// Prefix of every key (default "notifyd:").
+	Prefix string `yaml:"prefix"`
+}
+
+// AdminConfig is the admin API.
+type AdminConfig struct {
+	// Listen is the address of the admin API (default 127.0.0.1:8080).
+	Listen string `yaml:"listen"`
+	// Token is the bearer token; required.
+	Token Secret `yaml:"token"`
+	// PublicMetrics serves /metrics without the token.
+	PublicMetrics bool `yaml:"public_metrics"`
+}
+
+// EngineConfig tunes the campaign engine.
+type EngineConfig struct {
+	Owner          string   `yaml:"owner"`
+	BatchSize      int      `yaml:"batch_size"`
+	MaxOpenBatches int      `yaml:"max_open_batches"`
+	LeaseTTL       Duration `yaml:"lease_ttl"`
+	DrainTimeout   Duration `yaml:"drain_timeout"`
+	// ShutdownTimeout bounds the SIGTERM drain (default 30s).
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// PoolConfig is a channel's worker pool: concurrency, queue and limits.
+type PoolConfig struct {
+	Workers     int `yaml:"workers"`
+	BatchSize   int `yaml:"batch_size"`
+	QueueSize   int `yaml:"queue_size"`
+	MaxAttempts int `yaml:"max_attempts"`
+	// RatePerSecond is the provider account's limit (0: unlimited); Burst its bucket.
+	RatePerSecond float64  `yaml:"rate_per_second"`
+	Burst         int      `yaml:"burst"`
+	BackoffBase   Duration `yaml:"backoff_base"`
+	BackoffMax    Duration `yaml:"backoff_max"`
+	SendTimeout   Duration `yaml:"send_timeout"`
+}
+
+// TLSConfig is the trust configuration of one provider endpoint.
+type TLSConfig struct {
+	CAFile             string `yaml:"ca_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// Duration reads "30s", "5m".
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: parse duration %q: want e.g. 30s or 5m", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Secret is a credential read from the environment ({env: NAME}), a file
+// ({file: PATH}) or, discouraged, inline. It never prints its value.
+type Secret struct {
+	value  string
+	source string
+}
+
+// UnmarshalYAML reads a secret reference and resolves it at once, so a
+// missing variable or file fails at start-up, naming where it came from.
+func (s *Secret) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		s.value, s.source = n.Value, fmt.Sprintf("inline value at line %d", n.Line)
+		return nil
+	case yaml.MappingNode:
+		var ref struct {
+			Env  string `yaml:"env"`
+			File string `yaml:"file"`
+		}
+		if err := n.Decode(&ref); err != nil {
+			return err
+		}
+		switch {
+		case ref.Env != "" && ref.File != "":
+			return fmt.Errorf("line %d: a secret takes env or file, not both", n.Line)
+		case ref.Env != "":
+			v, ok := os.LookupEnv(ref.Env)
+			if !ok {
+				return fmt.Errorf("line %d: environment variable %s is not set", n.Line, ref.Env)
+			}
+			s.value, s.source = v, "env "+ref.Env
+		case ref.File != "":
+			b, err := os.ReadFile(ref.File)
+			if err != nil {
+				return fmt.Errorf("line %d: read secret file: %w", n.Line, err)
+			}
+			s.value, s.source = strings.TrimRight(string(b), "\r\n"), "file "+ref.File
+		default:
+			return fmt.Errorf("line %d: a secret needs env: NAME or file: PATH", n.Line)
+		}
+		return nil
+	}
+	return fmt.Errorf("line %d: a secret is a string or {env: NAME} / {file: PATH}", n.Line)
+}
+
+// NewSecret wraps a value (tests, the demo).
+func NewSecret(v string) Secret { return Secret{value: v, source: "program"} }
+
+// Value returns the secret itself; pass it only to the client that needs it.
+func (s Secret) Value() string { return s.value }
+
+// Set reports whether a value was given.
+func (s Secret) Set() bool { return s.value != "" }
+
+// String never reveals the value.
+func (s Secret) String() string {
+	if s.value == "" {
+		return "[unset]"
+	}
+	return "[redacted " + s.source + "]"
+}
+
+// LogValue keeps the value out of structured logs.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalYAML keeps the value out of dumped configs.
+func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
+
+// LoadConfig reads and validates a YAML config file. Unknown keys are errors:
+// a typo must not silently fall back to a default.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(b)
+}
+
+// ParseConfig decodes and validates YAML config bytes.
+func ParseConfig(b []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+		return nil, fmt.Errorf("parse config: %w", err)
+	}
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Shard.PollInterval == 0 {
+		c.Shard.PollInterval = Duration(2 * time.Second)
+	}
+	if c.Redis.Prefix == "" {
+		c.Redis.Prefix = "notifyd:"
+	}
+	if c.Admin.Listen == "" {
+		c.Admin.Listen = "127.0.0.1:8080"
+	}
+	if c.Engine.ShutdownTimeout == 0 {
+		c.Engine.ShutdownTimeout = Duration(30 * time.Second)
+	}
+}
+
+// Validate checks what defaults cannot fix.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Shard.Path == "" {
+		errs = append(errs, errors.New("shard.path: required (the shard file the co-located store publishes)"))
+	}
+	if !c.Admin.Token.Set() {
+		errs = append(errs, errors.New("admin.token: required (e.g. token: {env: NOTIFYD_ADMIN_TOKEN})"))
+	} else if len(c.Admin.Token.Value()) < 16 {
+		errs = append(errs, errors.New("admin.token: must be at least 16 characters"))
+	}
+	errs = append(errs, c.Channels.validate()...)
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid config: %w", errors.Join(errs...))
+	}
+	return nil
+}

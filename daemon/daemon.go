@@ -1,0 +1,263 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
+
+	"github.com/notifyd/notifyd/campaigns"
+	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/store/memstate"
+	"github.com/notifyd/notifyd/store/redisstate"
+	"github.com/notifyd/notifyd/store/shard"
+)
+
+// ChannelSpec is one channel ready to be put behind a worker pool.
+type ChannelSpec struct {
+	Channel channels.Channel
+	Pool    PoolConfig
+}
+
+// Deps are what New takes besides the config: the channels (built from the
+// config by BuildChannels, or sandbox-backed by the demo) and injectables.
+type Deps struct {
+	Channels map[string]ChannelSpec
+	Logger   *slog.Logger
+	Now      func() time.Time
+	// Feedback receives dead-address records (default: kept in memory).
+	Feedback channels.FeedbackSink
+	// Listener, when set, serves the admin API instead of Admin.Listen (tests, the demo).
+	Listener net.Listener
+}
+
+// state is everything the engine keeps: memstate or redisstate.
+type state interface {
+	campaigns.CampaignStore
+	campaigns.ProgressStore
+}
+
+// Daemon is one running notifyd: shard, state, channel pools, campaign
+// engine and admin API.
+type Daemon struct {
+	cfg      *Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	shard    *shard.Store
+	state    state
+	redis    redis.UniversalClient
+	pools    map[string]*channels.Pool
+	engine   *campaigns.Engine
+	feedback channels.FeedbackSink
+	server   *http.Server
+	listener net.Listener
+}
+
+// New wires a daemon. Nothing runs until Run.
+func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
+	d := &Daemon{cfg: cfg, log: deps.Logger, reg: prometheus.NewRegistry(), pools: map[string]*channels.Pool{}, feedback: deps.Feedback}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
+	now := deps.Now
+	if now == nil {
+		now = time.Now
+	}
+	if d.feedback == nil {
+		d.feedback = &channels.MemoryFeedback{}
+	}
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var err error
+	if d.shard, err = shard.OpenStore(cfg.Shard.Path, shard.WithLogger(d.log)); err != nil {
+		return nil, fmt.Errorf("open shard: %w", err)
+	}
+	if cfg.Redis.URL.Set() {
+		opt, err := redis.ParseURL(cfg.Redis.URL.Value())
+		if err != nil {
+			// The URL may carry a password: never echo it.
+			return nil, errors.New("parse redis.url: not a valid redis:// or rediss:// URL")
+		}
+		d.redis = redis.NewClient(opt)
+		if err := d.redis.Ping(ctx).Err(); err != nil {
+			return nil, fmt.Errorf("connect to redis: %w", err)
+		}
+		rs, err := redisstate.New(d.redis, redisstate.WithPrefix(cfg.Redis.Prefix))
+		if err != nil {
+			return nil, fmt.Errorf("open redis state: %w", err)
+		}
+		d.state = rs
+	} else {
+		d.log.Warn("no redis.url configured: campaign state is kept in memory and lost on restart")
+		d.state = memstate.New(memstate.WithClock(now))
+	}
+
+	metrics, err := channels.NewMetrics(d.reg)
+	if err != nil {
+		return nil, fmt.Errorf("register channel metrics: %w", err)
+	}
+	names := make([]string, 0, len(deps.Channels))
+	for name := range deps.Channels {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		spec := deps.Channels[name]
+		pc := spec.Pool
+		opts := []channels.PoolOption{channels.WithLogger(d.log), channels.WithMetrics(metrics), channels.WithFeedbackSink(d.feedback)}
+		if pc.RatePerSecond > 0 {
+			burst := max(pc.Burst, pc.BatchSize, 1)
+			opts = append(opts, channels.WithAccountLimiter(rate.NewLimiter(rate.Limit(pc.RatePerSecond), burst)))
+		}
+		p, err := channels.NewWorkerPool(spec.Channel, channels.PoolConfig{
+			Workers: pc.Workers, BatchSize: pc.BatchSize, QueueSize: pc.QueueSize, MaxAttempts: pc.MaxAttempts,
+			BackoffBase: time.Duration(pc.BackoffBase), BackoffMax: time.Duration(pc.BackoffMax),
+			SendTimeout: time.Duration(pc.SendTimeout),
+			Outcomes:    channels.OutcomeFunc(campaigns.RouteOutcomes),
+		}, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("build %s pool: %w", name, err)
+		}
+		d.pools[name] = p
+	}
+
+	owner := cfg.Engine.Owner
+	if owner == "" {
+		host, _ := os.Hostname()
+		owner = host + "/" + strconv.Itoa(os.Getpid())
+	}
+	d.engine = campaigns.NewEngine(d.state, d.state, NewShardSource(d.shard), campaigns.NewPoolDispatcher(d.pools),
+		campaigns.EngineConfig{
+			Owner: owner, BatchSize: cfg.Engine.BatchSize, MaxOpenBatches: cfg.Engine.MaxOpenBatches,
+			LeaseTTL: time.Duration(cfg.Engine.LeaseTTL), DrainTimeout: time.Duration(cfg.Engine.DrainTimeout),
+		},
+		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log))
+
+	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics}, d.engine, d.ready, d.reg, d.log)
+	d.server = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	d.listener = deps.Listener
+	return d, nil
+}
+
+// Engine returns the campaign engine (the demo drives it in-process).
+func (d *Daemon) Engine() *campaigns.Engine { return d.engine }
+
+// Pools returns the channel pools by name.
+func (d *Daemon) Pools() map[string]*channels.Pool { return d.pools }
+
+// Registry returns the metrics registry.
+func (d *Daemon) Registry() *prometheus.Registry { return d.reg }
+
+// Shard returns the shard store.
+func (d *Daemon) Shard() *shard.Store { return d.shard }
+
+func (d *Daemon) ready(ctx context.Context) error {
+	r, err := d.shard.Acquire()
+	if err != nil {
+		return fmt.Errorf("shard: %w", err)
+	}
+	_ = r.Release()
+	if d.redis != nil {
+		if err := d.redis.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+	}
+	return nil
+}
+
+// Run serves until ctx ends, then shuts down gracefully: it stops taking
+// requests, stops campaign runs at their next batch (they stay running and
+// resume from their checkpoint on the next start), drains the channel
+// queues, and returns within Engine.ShutdownTimeout.
+func (d *Daemon) Run(ctx context.Context) error {
+	ln := d.listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", d.cfg.Admin.Listen); err != nil {
+			return fmt.Errorf("listen for admin API: %w", err)
+		}
+	}
+	for name, p := range d.pools {
+		if err := p.Start(ctx); err != nil {
+			return fmt.Errorf("start %s pool: %w", name, err)
+		}
+	}
+	if err := d.engine.Start(ctx); err != nil {
+		d.log.Error("resume campaigns", "error", err)
+	}
+	d.log.Info("notifyd serving", "admin", ln.Addr().String(), "shard", d.cfg.Shard.Path, "channels", len(d.pools))
+
+	errc := make(chan error, 1)
+	go func() {
+		if err := d.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serve admin API: %w", err)
+		}
+	}()
+	bg, stopBg := context.WithCancel(ctx)
+	defer stopBg()
+	go func() {
+		if err := d.shard.Run(bg, time.Duration(d.cfg.Shard.PollInterval)); err != nil && bg.Err() == nil {
+			d.log.Error("shard watcher stopped", "error", err)
+		}
+	}()
+	go d.tick(bg)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	return errors.Join(runErr, d.shutdown())
+}
+
+// tick starts scheduled campaigns when they are due.
+func (d *Daemon) tick(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := d.engine.Tick(ctx); err != nil {
+				d.log.Warn("start due campaigns", "error", err)
+			}
+		}
+	}
+}
+
+func (d *Daemon) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(d.cfg.Engine.ShutdownTimeout))
+	defer cancel()
+	d.log.Info("shutting down: draining in-flight work", "deadline", time.Duration(d.cfg.Engine.ShutdownTimeout))
+	var errs []error
+	if err := d.server.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("stop admin API: %w", err))
+	}
+	if err := d.engine.Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	for name, p := range d.pools {
+		if err := p.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("drain %s pool: %w", name, err))
+		}
+	}
+	if err := d.shard.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close shard: %w", err))
+	}
+	if d.redis != nil {
+		_ = d.redis.Close()
+	}
+	return errors.Join(errs...)
+}

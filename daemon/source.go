@@ -1,0 +1,119 @@
+package daemon
+
+import (
+	"fmt"
+
+	"github.com/notifyd/notifyd/campaigns"
+	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/store/shard"
+)
+
+// ShardSource serves campaign members from the co-located shard store.
+type ShardSource struct {
+	store *shard.Store
+}
+
+var _ campaigns.MemberSource = (*ShardSource)(nil)
+
+// NewShardSource reads members from store.
+func NewShardSource(store *shard.Store) *ShardSource { return &ShardSource{store: store} }
+
+// Generation is the newest published generation.
+func (s *ShardSource) Generation() uint64 {
+	r, err := s.store.Acquire()
+	if err != nil {
+		return 0
+	}
+	defer r.Release()
+	return r.Generation()
+}
+
+// Members pins the newest generation and iterates segment's members.
+func (s *ShardSource) Members(segment string, after uint64, hasAfter bool) (campaigns.MemberIter, error) {
+	r, err := s.store.Acquire()
+	if err != nil {
+		return nil, fmt.Errorf("pin shard generation: %w", err)
+	}
+	seg, err := r.Segment(segment)
+	if err != nil {
+		r.Release()
+		return nil, err
+	}
+	var it *shard.SegmentIter
+	if hasAfter {
+		if it, err = seg.IterAfterKey(after); err != nil {
+			r.Release()
+			return nil, err
+		}
+	} else {
+		it = seg.Iter()
+	}
+	return &shardIter{r: r, it: it}, nil
+}
+
+// shardIter fills campaign members from rows of one pinned generation.
+type shardIter struct {
+	r   *shard.Reader
+	it  *shard.SegmentIter
+	idx []uint32
+	web []shard.WebPushSubscription
+}
+
+// Next reads the next members. Each call allocates one slice of rows (the
+// members' Profiles point into it and must outlive the next call); strings
+// point into the mapping, which stays mapped until Close.
+func (si *shardIter) Next(dst []campaigns.Member) (int, error) {
+	if cap(si.idx) < len(dst) {
+		si.idx = make([]uint32, len(dst))
+	}
+	n := si.it.Next(si.idx[:len(dst)])
+	if n == 0 {
+		return 0, nil
+	}
+	rows := make([]shard.Row, n)
+	for i := range n {
+		m := &dst[i]
+		apns, fcm, web := m.APNs[:0], m.FCM[:0], m.WebSub[:0]
+		*m = campaigns.Member{}
+		row, err := si.r.Row(si.idx[i])
+		if err != nil {
+			key, kerr := si.r.KeyAt(si.idx[i])
+			if kerr != nil {
+				return i, fmt.Errorf("read row %d: %w", si.idx[i], kerr)
+			}
+			m.Key, m.Err = key, err
+			m.APNs, m.FCM, m.WebSub = apns, fcm, web
+			continue
+		}
+		rows[i] = row
+		m.Key = row.Key()
+		m.ID = row.ID()
+		m.Email = row.Email()
+		m.Phone = row.Phone()
+		m.APNs = row.APNsTokens(apns)
+		m.FCM = row.FCMTokens(fcm)
+		si.web = row.WebPush(si.web[:0])
+		for _, w := range si.web {
+			web = append(web, channels.Subscription{Endpoint: w.Endpoint, P256dh: w.P256dh, Auth: w.Auth})
+		}
+		m.WebSub = web
+		cs := row.Consents()
+		m.EmailConsent, m.SMSConsent = consent(cs.Email), consent(cs.SMS)
+		m.PushConsent, m.WebPushConsent = consent(cs.Push), consent(cs.WebPush)
+		m.Profile = &rows[i]
+	}
+	return n, nil
+}
+
+func consent(c shard.Consent) campaigns.Consent {
+	switch c {
+	case shard.ConsentGranted:
+		return campaigns.ConsentGranted
+	case shard.ConsentDenied:
+		return campaigns.ConsentDenied
+	}
+	return campaigns.ConsentUnknown
+}
+
+// Close releases the pinned generation.
+func (si *shardIter) Close() error { return si.r.Release() }
