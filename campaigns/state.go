@@ -1,0 +1,348 @@
+package campaigns
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// This file declares what the pipeline needs from its state layer. Two
+// implementations are held to one contract (store/statetest): store/redisstate
+// (shared between daemons, survives restarts) and store/memstate (one process).
+// Keep it to interfaces and plain types: behaviour belongs to the
+// implementations and is pinned down by the contract tests.
+
+// StateError is a condition of the state layer that the pipeline acts on.
+// Implementations wrap it ("claim batch: %w"); compare with errors.Is. Any
+// other error from a state method is an infrastructure failure (Redis down, a
+// timeout): the pipeline must pause and retry, never treat it as "not sent" or
+// "sent".
+type StateError string
+
+func (e StateError) Error() string { return string(e) }
+
+const (
+	// ErrNotFound: no campaign record with that id.
+	ErrNotFound StateError = "not found"
+	// ErrConflict: Create found a record with the same id and a different definition.
+	ErrConflict StateError = "conflicts with the existing definition"
+	// ErrInvalidTransition: the lifecycle does not allow from → to.
+	ErrInvalidTransition StateError = "invalid status transition"
+	// ErrStatusChanged: compare-and-set lost: the record's status is not the expected one.
+	ErrStatusChanged StateError = "status changed concurrently"
+	// ErrHeld: another owner holds a live lease on the campaign.
+	ErrHeld StateError = "campaign held by another owner"
+	// ErrLeaseLost: the caller's campaign lease expired or was taken over (fenced
+	// out). Stop sending for this campaign at once; Acquire again to continue.
+	ErrLeaseLost StateError = "campaign lease lost"
+	// ErrUnknownBatch: no open batch with that sequence number.
+	ErrUnknownBatch StateError = "unknown batch"
+	// ErrBatchFinal: the batch was already reported final; counts were not applied twice.
+	ErrBatchFinal StateError = "batch already final"
+	// ErrBatchOrder: a claimed batch must start after the last claimed one (members are visited in ascending key order).
+	ErrBatchOrder StateError = "batch range not after the last claimed batch"
+)
+
+// ClaimState is the answer to claiming one per-message dedup key.
+type ClaimState uint8
+
+const (
+	// Claimed: the key was free; the caller holds a fresh lease and may send.
+	Claimed ClaimState = iota + 1
+	// Duplicate: the message was confirmed within its window; do not send (reason "duplicate").
+	Duplicate
+	// Held: a live lease exists (another daemon, or an earlier attempt still in flight); do not send now.
+	Held
+	// InDoubt: an earlier lease expired without a confirm. The caller now holds a
+	// fresh lease, but the earlier attempt may have reached the provider: re-send
+	// with the same provider idempotency handle, or report "in_doubt" where the
+	// channel has none (SMS).
+	InDoubt
+)
+
+func (s ClaimState) String() string {
+	switch s {
+	case Claimed:
+		return "claimed"
+	case Duplicate:
+		return "duplicate"
+	case Held:
+		return "held"
+	case InDoubt:
+		return "in_doubt"
+	}
+	return "unknown"
+}
+
+// DedupKey names one logical message for per-message dedup (flows, triggers,
+// caller-given keys). Campaigns do not use per-message keys: see BatchLog.
+type DedupKey struct {
+	// Scope is the flow or trigger ("f:welcome"), or a caller-given dedup key ("k:order-123").
+	Scope string
+	// User is the recipient's 64-bit shard key; the record lives in the user's hash slot.
+	User uint64
+	// Channel is the channel name; empty dedups across channels.
+	Channel string
+}
+
+// DedupLog claims messages before dispatch and confirms them after the
+// provider accepted them. Every method is one batched round trip (per Redis
+// node), never one per key.
+type DedupLog interface {
+	// Claim answers per key, in order. Claimed and InDoubt give the caller a
+	// lease of length lease. The record lives for window (≥ lease) so that an
+	// expired lease is still recognised as in doubt, and a confirm as a duplicate,
+	// for as long as a duplicate would matter.
+	Claim(ctx context.Context, keys []DedupKey, lease, window time.Duration) ([]ClaimState, error)
+	// Confirm marks the keys sent; later claims within window answer Duplicate.
+	Confirm(ctx context.Context, keys []DedupKey, window time.Duration) error
+	// Release drops the caller's own unconfirmed leases (the send failed before
+	// reaching the provider), so the message can be claimed again at once.
+	// Confirmed records and other owners' leases are left alone.
+	Release(ctx context.Context, keys []DedupKey) error
+}
+
+// Status is a campaign's lifecycle state:
+// scheduled → running ⇄ paused → completed | cancelled | failed.
+type Status string
+
+const (
+	StatusScheduled Status = "scheduled"
+	StatusRunning   Status = "running"
+	StatusPaused    Status = "paused"
+	StatusCompleted Status = "completed"
+	StatusCancelled Status = "cancelled"
+	StatusFailed    Status = "failed"
+)
+
+// Valid reports whether s is one of the known statuses.
+func (s Status) Valid() bool {
+	switch s {
+	case StatusScheduled, StatusRunning, StatusPaused, StatusCompleted, StatusCancelled, StatusFailed:
+		return true
+	}
+	return false
+}
+
+// CanTransition is the lifecycle table, the one place it is written down.
+// completed and failed may go back to running: that is "retry failed", which
+// re-runs only the recipients that failed transiently. cancelled is final.
+func (s Status) CanTransition(to Status) bool {
+	switch s {
+	case StatusScheduled:
+		return to == StatusRunning || to == StatusPaused || to == StatusCancelled
+	case StatusRunning:
+		return to == StatusPaused || to == StatusCompleted || to == StatusCancelled || to == StatusFailed
+	case StatusPaused:
+		return to == StatusRunning || to == StatusCancelled || to == StatusFailed
+	case StatusCompleted, StatusFailed:
+		return to == StatusRunning
+	}
+	return false
+}
+
+// CampaignRecord is a stored campaign: its definition is opaque JSON owned by
+// the Campaign model; the store keeps status and timestamps beside it.
+type CampaignRecord struct {
+	ID         string
+	Definition json.RawMessage // compacted JSON
+	Status     Status
+	Created    time.Time
+	Updated    time.Time
+}
+
+// CampaignStore keeps campaign records.
+type CampaignStore interface {
+	// Create stores a new record in StatusScheduled. It is idempotent on id: if
+	// the id exists with the same definition (compared as compacted JSON) it
+	// returns the existing record and created=false; with a different one,
+	// ErrConflict.
+	Create(ctx context.Context, id string, definition []byte) (rec CampaignRecord, created bool, err error)
+	// Get returns the record or ErrNotFound.
+	Get(ctx context.Context, id string) (CampaignRecord, error)
+	// List returns up to limit records with id > after, in id order; fewer than
+	// limit means the end.
+	List(ctx context.Context, after string, limit int) ([]CampaignRecord, error)
+	// Transition is a compare-and-set from → to: ErrInvalidTransition if the
+	// lifecycle forbids it, ErrStatusChanged if the status is no longer from.
+	Transition(ctx context.Context, id string, from, to Status) (CampaignRecord, error)
+}
+
+// Lease is one owner's exclusive hold on a campaign's progress. Token is a
+// fencing token, strictly increasing per campaign: every write checks it, so a
+// daemon that lost its lease (paused by GC, partitioned) cannot write over the
+// daemon that took over.
+type Lease struct {
+	Campaign string
+	Owner    string
+	Token    int64
+}
+
+// Bitmap is a set of message positions within a batch, in Redis bit order
+// (bit i is byte i/8, mask 0x80>>(i%8)) so Redis can OR and count it natively.
+type Bitmap []byte
+
+// NewBitmap returns an empty bitmap for n positions.
+func NewBitmap(n int) Bitmap { return make(Bitmap, (n+7)/8) }
+
+// Set adds position i; the bitmap must have been made for more than i positions.
+func (b Bitmap) Set(i int) { b[i>>3] |= 0x80 >> (i & 7) }
+
+// Has reports whether position i is in the set (false past the end).
+func (b Bitmap) Has(i int) bool { return i>>3 < len(b) && b[i>>3]&(0x80>>(i&7)) != 0 }
+
+// Checkpoint is a campaign's durable cursor: every member with a user key ≤
+// Key is final (sent, skipped with a reason, or listed as a failure). Valid is
+// false until the first batch is final. Seq is the last batch it covers.
+type Checkpoint struct {
+	Seq   int64
+	Key   uint64
+	Valid bool
+}
+
+// Batch is a claimed batch above the checkpoint. Positions 0..Slots-1 are the
+// batch's messages; what position i means is the pipeline's choice and must be
+// reproducible from the campaign (e.g. member ordinal within First..Last in the
+// pinned shard generation × number of channels + channel index).
+type Batch struct {
+	Seq         int64
+	First, Last uint64 // user-key range, inclusive
+	Slots       int
+	Token       int64 // fencing token of the lease that claimed it
+	Final       bool
+	Dispatched  Bitmap // handed to a channel (may have reached the provider)
+	Confirmed   Bitmap // accepted by the provider
+	Done        Bitmap // settled: confirmed, or counted with a reason, or listed as a failure
+}
+
+// InDoubt reports whether position i was dispatched but never settled: after a
+// crash it may or may not have reached the provider.
+func (b Batch) InDoubt(i int) bool { return b.Dispatched.Has(i) && !b.Done.Has(i) }
+
+// Resume is what Acquire hands the new owner.
+type Resume struct {
+	Lease      Lease
+	Checkpoint Checkpoint
+	// LastClaimed is the highest user key any batch covers (valid when HasClaimed):
+	// new batches start after it.
+	LastClaimed uint64
+	HasClaimed  bool
+	// Open are the batches above the checkpoint in Seq order, final or not. A
+	// non-final batch claimed under an older Token belonged to a dead owner: its
+	// positions are settled (Done), in doubt (InDoubt) or never sent (neither).
+	Open []Batch
+}
+
+// Count is a counter per channel and outcome ("sent", or a reason).
+type Count struct {
+	Channel string
+	Reason  string
+	N       int64
+}
+
+// Failure is a transient failure kept for "retry failed".
+type Failure struct {
+	User    uint64
+	Channel string
+	Reason  string
+}
+
+// BatchReport is what the pipeline learned about one batch. Bitmaps are OR-ed
+// into what is stored, so a batch may be reported in parts (e.g. "dispatched"
+// before handing to channels, then outcomes); Counts and Failures are applied
+// once per report. Final closes the batch: the checkpoint then advances past
+// every final batch with no open batch before it.
+type BatchReport struct {
+	Seq        int64
+	Dispatched Bitmap
+	Confirmed  Bitmap
+	Done       Bitmap
+	Counts     []Count
+	Failures   []Failure
+	Final      bool
+}
+
+// Progress is a campaign's persisted status.
+type Progress struct {
+	Checkpoint Checkpoint
+	Counts     []Count // sorted by channel, reason
+	Failures   int64   // transient failures waiting for "retry failed"
+	Owner      string  // holder of the live lease, "" if none
+}
+
+// CampaignLeaser gives one owner at a time the right to advance a campaign.
+type CampaignLeaser interface {
+	// Acquire takes the campaign's lease for ttl with a new fencing token and
+	// returns where to resume; ErrHeld if another owner's lease is live. An owner
+	// re-acquiring its own live lease (a restart with the same owner id) gets a
+	// new token, which fences out its earlier incarnation.
+	Acquire(ctx context.Context, campaign, owner string, ttl time.Duration) (Resume, error)
+	// Renew extends the lease; ErrLeaseLost if it is no longer held.
+	Renew(ctx context.Context, lease Lease, ttl time.Duration) error
+	// Release gives the lease up (pause, completion) so another owner can acquire it at once.
+	Release(ctx context.Context, lease Lease) error
+}
+
+// BatchLog records campaign progress at O(in-flight) memory: one record per
+// open batch, none per message, and a cursor for everything before.
+type BatchLog interface {
+	// ClaimBatch records a new batch over user keys first..last (first > the last
+	// claimed key, else ErrBatchOrder) with slots message positions, and returns
+	// its sequence number. One round trip per batch.
+	ClaimBatch(ctx context.Context, lease Lease, first, last uint64, slots int) (seq int64, err error)
+	// ReportBatch applies a report and returns the checkpoint after it. One round
+	// trip per report. After any error other than a StateError the outcome is
+	// unknown: Acquire again (which returns the stored truth) rather than retry.
+	ReportBatch(ctx context.Context, lease Lease, r BatchReport) (Checkpoint, error)
+}
+
+// FailureLog serves "retry failed".
+type FailureLog interface {
+	// Failures pages through the campaign's transient failures; cursor "" starts,
+	// a returned next of "" ends. A page may be shorter than limit.
+	Failures(ctx context.Context, campaign, cursor string, limit int) (page []Failure, next string, err error)
+	// MarkRetried applies the outcome of retrying failures, atomically and under
+	// the caller's lease: r.Retried leave the list, then r.Failures (those that
+	// failed again) join it, and r.Counts are added (e.g. the old reason −1,
+	// "sent" +1).
+	MarkRetried(ctx context.Context, lease Lease, r RetryReport) error
+}
+
+// RetryReport is the outcome of a "retry failed" pass over some failures.
+type RetryReport struct {
+	Retried  []Failure
+	Failures []Failure
+	Counts   []Count
+}
+
+// ProgressStore is the whole campaign-progress side of the state layer.
+type ProgressStore interface {
+	CampaignLeaser
+	BatchLog
+	FailureLog
+	// Progress reads a campaign's checkpoint, counts and failure count.
+	Progress(ctx context.Context, campaign string) (Progress, error)
+}
+
+// Entry is one intake request (a campaign to create, a trigger to fire).
+type Entry struct {
+	ID      string
+	Payload []byte
+}
+
+// Intake is a durable queue of requests with consumer-group semantics: a read
+// entry stays pending until acknowledged, and a dead consumer's pending
+// entries can be reclaimed, so an enqueued request survives a restart.
+type Intake interface {
+	Enqueue(ctx context.Context, payload []byte) (id string, err error)
+	// Read returns up to count entries never delivered to the group, waiting up
+	// to block for the first one (block ≤ 0: do not wait). It never waits past
+	// ctx's deadline; a cancel without a deadline may only be noticed when block
+	// ends (Redis), so keep block to a few seconds.
+	Read(ctx context.Context, consumer string, count int, block time.Duration) ([]Entry, error)
+	// Ack marks entries done and forgets them.
+	Ack(ctx context.Context, ids ...string) error
+	// Reclaim moves up to count entries pending for at least minIdle (any
+	// consumer, including a previous incarnation of this one) to consumer.
+	Reclaim(ctx context.Context, consumer string, minIdle time.Duration, count int) ([]Entry, error)
+}

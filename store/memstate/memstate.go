@@ -1,0 +1,587 @@
+package memstate
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/notifyd/notifyd/campaigns"
+)
+
+var (
+	_ campaigns.DedupLog      = (*Dedup)(nil)
+	_ campaigns.ProgressStore = (*Store)(nil)
+	_ campaigns.CampaignStore = (*Store)(nil)
+	_ campaigns.Intake        = (*Store)(nil)
+)
+
+// Store holds all state of one process behind one mutex: the state layer is
+// touched once per batch, so contention is per batch, not per message.
+type Store struct {
+	now func() time.Time
+
+	mu        sync.Mutex
+	dedup     map[campaigns.DedupKey]dedupRecord
+	dedupOps  int // mutations since the last sweep of expired dedup records
+	progress  map[string]*progress
+	records   map[string]*campaigns.CampaignRecord
+	recordIDs []string // sorted, for List
+	intake    intake
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock sets the clock that stands in for Redis server time (leases,
+// windows, idle times, timestamps). Tests pass a fake one.
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// New returns an empty Store.
+func New(opts ...Option) *Store {
+	s := &Store{
+		now:      time.Now,
+		dedup:    make(map[campaigns.DedupKey]dedupRecord),
+		progress: make(map[string]*progress),
+		records:  make(map[string]*campaigns.CampaignRecord),
+		intake:   intake{pending: make(map[string]*intakeEntry), wake: make(chan struct{})},
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// ---- per-message dedup ----
+
+type dedupRecord struct {
+	confirmed bool
+	leaseEnd  time.Time
+	owner     string
+	expires   time.Time
+}
+
+// Dedup is a DedupLog for one owner; leases it takes can only be released by it.
+type Dedup struct {
+	s     *Store
+	owner string
+}
+
+// Dedup returns the DedupLog of owner (unique per process incarnation, e.g. host/pid/random).
+func (s *Store) Dedup(owner string) *Dedup { return &Dedup{s: s, owner: owner} }
+
+func checkLease(lease, window time.Duration) error {
+	if lease <= 0 || window < lease {
+		return fmt.Errorf("lease %v must be positive and window %v at least the lease", lease, window)
+	}
+	return nil
+}
+
+// Claim implements campaigns.DedupLog.
+func (d *Dedup) Claim(ctx context.Context, keys []campaigns.DedupKey, lease, window time.Duration) ([]campaigns.ClaimState, error) {
+	if err := checkLease(lease, window); err != nil {
+		return nil, fmt.Errorf("claim dedup keys: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("claim dedup keys: %w", err)
+	}
+	s := d.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	out := make([]campaigns.ClaimState, len(keys))
+	fresh := dedupRecord{leaseEnd: now.Add(lease), owner: d.owner, expires: now.Add(window)}
+	for i, k := range keys {
+		r, ok := s.dedup[k]
+		switch {
+		case !ok || !now.Before(r.expires):
+			s.dedup[k] = fresh
+			out[i] = campaigns.Claimed
+		case r.confirmed:
+			out[i] = campaigns.Duplicate
+		case now.Before(r.leaseEnd):
+			out[i] = campaigns.Held
+		default:
+			s.dedup[k] = fresh
+			out[i] = campaigns.InDoubt
+		}
+	}
+	s.sweepDedupLocked(now, len(keys))
+	return out, nil
+}
+
+// Confirm implements campaigns.DedupLog.
+func (d *Dedup) Confirm(ctx context.Context, keys []campaigns.DedupKey, window time.Duration) error {
+	if window <= 0 {
+		return fmt.Errorf("confirm dedup keys: window %v must be positive", window)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("confirm dedup keys: %w", err)
+	}
+	s := d.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for _, k := range keys {
+		s.dedup[k] = dedupRecord{confirmed: true, expires: now.Add(window)}
+	}
+	s.sweepDedupLocked(now, len(keys))
+	return nil
+}
+
+// Release implements campaigns.DedupLog.
+func (d *Dedup) Release(ctx context.Context, keys []campaigns.DedupKey) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("release dedup keys: %w", err)
+	}
+	s := d.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range keys {
+		if r, ok := s.dedup[k]; ok && !r.confirmed && r.owner == d.owner {
+			delete(s.dedup, k)
+		}
+	}
+	return nil
+}
+
+// sweepDedupLocked drops expired records once the mutations since the last
+// sweep reach half the map, which keeps the sweep amortised O(1) per key
+// (Redis expires keys itself).
+func (s *Store) sweepDedupLocked(now time.Time, ops int) {
+	s.dedupOps += ops
+	if s.dedupOps < 1024 || s.dedupOps < len(s.dedup)/2 {
+		return
+	}
+	s.dedupOps = 0
+	for k, r := range s.dedup {
+		if !now.Before(r.expires) {
+			delete(s.dedup, k)
+		}
+	}
+}
+
+// ---- campaign records ----
+
+func compactJSON(def []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, def); err != nil {
+		return nil, fmt.Errorf("parse definition: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+func copyRecord(r *campaigns.CampaignRecord) campaigns.CampaignRecord {
+	c := *r
+	c.Definition = slices.Clone(r.Definition)
+	return c
+}
+
+// Create implements campaigns.CampaignStore.
+func (s *Store) Create(ctx context.Context, id string, definition []byte) (campaigns.CampaignRecord, bool, error) {
+	if id == "" {
+		return campaigns.CampaignRecord{}, false, errors.New("create campaign: empty id")
+	}
+	def, err := compactJSON(definition)
+	if err != nil {
+		return campaigns.CampaignRecord{}, false, fmt.Errorf("create campaign %q: %w", id, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return campaigns.CampaignRecord{}, false, fmt.Errorf("create campaign %q: %w", id, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.records[id]; ok {
+		if !bytes.Equal(r.Definition, def) {
+			return campaigns.CampaignRecord{}, false, fmt.Errorf("create campaign %q: %w", id, campaigns.ErrConflict)
+		}
+		return copyRecord(r), false, nil
+	}
+	now := s.now()
+	r := &campaigns.CampaignRecord{ID: id, Definition: def, Status: campaigns.StatusScheduled, Created: now, Updated: now}
+	s.records[id] = r
+	i, _ := slices.BinarySearch(s.recordIDs, id)
+	s.recordIDs = slices.Insert(s.recordIDs, i, id)
+	return copyRecord(r), true, nil
+}
+
+// Get implements campaigns.CampaignStore.
+func (s *Store) Get(ctx context.Context, id string) (campaigns.CampaignRecord, error) {
+	if err := ctx.Err(); err != nil {
+		return campaigns.CampaignRecord{}, fmt.Errorf("get campaign %q: %w", id, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.records[id]
+	if !ok {
+		return campaigns.CampaignRecord{}, fmt.Errorf("get campaign %q: %w", id, campaigns.ErrNotFound)
+	}
+	return copyRecord(r), nil
+}
+
+// List implements campaigns.CampaignStore.
+func (s *Store) List(ctx context.Context, after string, limit int) ([]campaigns.CampaignRecord, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("list campaigns: limit %d must be positive", limit)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list campaigns: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, found := slices.BinarySearch(s.recordIDs, after)
+	if found {
+		i++
+	}
+	var out []campaigns.CampaignRecord
+	for ; i < len(s.recordIDs) && len(out) < limit; i++ {
+		out = append(out, copyRecord(s.records[s.recordIDs[i]]))
+	}
+	return out, nil
+}
+
+// Transition implements campaigns.CampaignStore.
+func (s *Store) Transition(ctx context.Context, id string, from, to campaigns.Status) (campaigns.CampaignRecord, error) {
+	if !from.CanTransition(to) {
+		return campaigns.CampaignRecord{}, fmt.Errorf("transition campaign %q from %q to %q: %w", id, from, to, campaigns.ErrInvalidTransition)
+	}
+	if err := ctx.Err(); err != nil {
+		return campaigns.CampaignRecord{}, fmt.Errorf("transition campaign %q: %w", id, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.records[id]
+	if !ok {
+		return campaigns.CampaignRecord{}, fmt.Errorf("transition campaign %q: %w", id, campaigns.ErrNotFound)
+	}
+	if r.Status != from {
+		return campaigns.CampaignRecord{}, fmt.Errorf("transition campaign %q from %q (now %q): %w", id, from, r.Status, campaigns.ErrStatusChanged)
+	}
+	r.Status = to
+	r.Updated = s.now()
+	return copyRecord(r), nil
+}
+
+// ---- campaign progress ----
+
+type failureKey struct {
+	user    uint64
+	channel string
+}
+
+type progress struct {
+	leaseOwner string
+	leaseToken int64
+	leaseEnd   time.Time
+
+	fence       int64 // last token handed out
+	nextSeq     int64
+	lastClaimed uint64
+	hasClaimed  bool
+	cp          campaigns.Checkpoint
+	batches     map[int64]*campaigns.Batch
+	counts      map[[2]string]int64
+	failures    map[failureKey]string
+}
+
+func (s *Store) progressLocked(campaign string) *progress {
+	p, ok := s.progress[campaign]
+	if !ok {
+		p = &progress{batches: make(map[int64]*campaigns.Batch), counts: make(map[[2]string]int64), failures: make(map[failureKey]string)}
+		s.progress[campaign] = p
+	}
+	return p
+}
+
+// heldLocked checks the caller still holds the live lease with its token.
+func (s *Store) heldLocked(l campaigns.Lease) (*progress, error) {
+	p, ok := s.progress[l.Campaign]
+	if !ok || p.leaseToken != l.Token || p.leaseOwner != l.Owner || !s.now().Before(p.leaseEnd) {
+		return nil, campaigns.ErrLeaseLost
+	}
+	return p, nil
+}
+
+func cloneBatch(b *campaigns.Batch) campaigns.Batch {
+	c := *b
+	c.Dispatched = slices.Clone(b.Dispatched)
+	c.Confirmed = slices.Clone(b.Confirmed)
+	c.Done = slices.Clone(b.Done)
+	return c
+}
+
+// Acquire implements campaigns.CampaignLeaser.
+func (s *Store) Acquire(ctx context.Context, campaign, owner string, ttl time.Duration) (campaigns.Resume, error) {
+	if campaign == "" || owner == "" || ttl <= 0 {
+		return campaigns.Resume{}, fmt.Errorf("acquire campaign %q: need a campaign, an owner and a positive ttl", campaign)
+	}
+	if err := ctx.Err(); err != nil {
+		return campaigns.Resume{}, fmt.Errorf("acquire campaign %q: %w", campaign, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	p := s.progressLocked(campaign)
+	if p.leaseOwner != "" && p.leaseOwner != owner && now.Before(p.leaseEnd) {
+		return campaigns.Resume{}, fmt.Errorf("acquire campaign %q: %w", campaign, campaigns.ErrHeld)
+	}
+	p.fence++
+	p.leaseOwner, p.leaseToken, p.leaseEnd = owner, p.fence, now.Add(ttl)
+	r := campaigns.Resume{
+		Lease:       campaigns.Lease{Campaign: campaign, Owner: owner, Token: p.fence},
+		Checkpoint:  p.cp,
+		LastClaimed: p.lastClaimed,
+		HasClaimed:  p.hasClaimed,
+	}
+	for _, b := range p.batches {
+		r.Open = append(r.Open, cloneBatch(b))
+	}
+	slices.SortFunc(r.Open, func(a, b campaigns.Batch) int { return int(a.Seq - b.Seq) })
+	return r, nil
+}
+
+// Renew implements campaigns.CampaignLeaser.
+func (s *Store) Renew(ctx context.Context, l campaigns.Lease, ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("renew campaign lease %q: ttl %v must be positive", l.Campaign, ttl)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("renew campaign lease %q: %w", l.Campaign, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, err := s.heldLocked(l)
+	if err != nil {
+		return fmt.Errorf("renew campaign lease %q: %w", l.Campaign, err)
+	}
+	p.leaseEnd = s.now().Add(ttl)
+	return nil
+}
+
+// Release implements campaigns.CampaignLeaser. Releasing a lease no longer
+// held is not an error: the goal (not holding it) is met.
+func (s *Store) Release(ctx context.Context, l campaigns.Lease) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("release campaign lease %q: %w", l.Campaign, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, err := s.heldLocked(l); err == nil {
+		p.leaseOwner, p.leaseEnd = "", time.Time{}
+	}
+	return nil
+}
+
+// ClaimBatch implements campaigns.BatchLog.
+func (s *Store) ClaimBatch(ctx context.Context, l campaigns.Lease, first, last uint64, slots int) (int64, error) {
+	if first > last || slots < 0 {
+		return 0, fmt.Errorf("claim batch of %q: bad range %d..%d or slots %d", l.Campaign, first, last, slots)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("claim batch of %q: %w", l.Campaign, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, err := s.heldLocked(l)
+	if err != nil {
+		return 0, fmt.Errorf("claim batch of %q: %w", l.Campaign, err)
+	}
+	if p.hasClaimed && first <= p.lastClaimed {
+		return 0, fmt.Errorf("claim batch of %q from key %d: %w", l.Campaign, first, campaigns.ErrBatchOrder)
+	}
+	p.nextSeq++
+	p.batches[p.nextSeq] = &campaigns.Batch{Seq: p.nextSeq, First: first, Last: last, Slots: slots, Token: l.Token}
+	p.lastClaimed, p.hasClaimed = last, true
+	return p.nextSeq, nil
+}
+
+func orInto(dst *campaigns.Bitmap, src campaigns.Bitmap) {
+	if len(*dst) < len(src) {
+		*dst = append(*dst, make([]byte, len(src)-len(*dst))...)
+	}
+	for i, b := range src {
+		(*dst)[i] |= b
+	}
+}
+
+// ReportBatch implements campaigns.BatchLog.
+func (s *Store) ReportBatch(ctx context.Context, l campaigns.Lease, r campaigns.BatchReport) (campaigns.Checkpoint, error) {
+	if err := ctx.Err(); err != nil {
+		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, err := s.heldLocked(l)
+	if err != nil {
+		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, err)
+	}
+	b, ok := p.batches[r.Seq]
+	switch {
+	case !ok && r.Seq >= 1 && r.Seq <= p.cp.Seq:
+		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, campaigns.ErrBatchFinal)
+	case !ok:
+		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, campaigns.ErrUnknownBatch)
+	case b.Final:
+		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, campaigns.ErrBatchFinal)
+	}
+	maxLen := (b.Slots + 7) / 8
+	if len(r.Dispatched) > maxLen || len(r.Confirmed) > maxLen || len(r.Done) > maxLen {
+		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: bitmap longer than %d slots", r.Seq, l.Campaign, b.Slots)
+	}
+	if err := checkChannels(r.Counts, r.Failures); err != nil {
+		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, err)
+	}
+	orInto(&b.Dispatched, r.Dispatched)
+	orInto(&b.Confirmed, r.Confirmed)
+	orInto(&b.Done, r.Done)
+	for _, c := range r.Counts {
+		p.counts[[2]string{c.Channel, c.Reason}] += c.N
+	}
+	for _, f := range r.Failures {
+		p.failures[failureKey{f.User, f.Channel}] = f.Reason
+	}
+	if r.Final {
+		b.Final = true
+		for {
+			next, ok := p.batches[p.cp.Seq+1]
+			if !ok || !next.Final {
+				break
+			}
+			p.cp = campaigns.Checkpoint{Seq: next.Seq, Key: next.Last, Valid: true}
+			delete(p.batches, next.Seq)
+		}
+	}
+	return p.cp, nil
+}
+
+// checkChannels keeps the contract of the Redis layout, where a channel name
+// is a field separator's neighbour and must not contain ':'.
+func checkChannels(counts []campaigns.Count, failures []campaigns.Failure) error {
+	for _, c := range counts {
+		if strings.Contains(c.Channel, ":") {
+			return fmt.Errorf("channel %q must not contain ':'", c.Channel)
+		}
+	}
+	for _, f := range failures {
+		if strings.Contains(f.Channel, ":") {
+			return fmt.Errorf("channel %q must not contain ':'", f.Channel)
+		}
+	}
+	return nil
+}
+
+func encodeFailureCursor(k failureKey) string {
+	return strconv.FormatUint(k.user, 16) + ":" + k.channel
+}
+
+func compareFailureKeys(a, b failureKey) int {
+	if a.user != b.user {
+		if a.user < b.user {
+			return -1
+		}
+		return 1
+	}
+	return strings.Compare(a.channel, b.channel)
+}
+
+// Failures implements campaigns.FailureLog. The cursor is the last key returned.
+func (s *Store) Failures(ctx context.Context, campaign, cursor string, limit int) ([]campaigns.Failure, string, error) {
+	if limit <= 0 {
+		return nil, "", fmt.Errorf("list failures of %q: limit %d must be positive", campaign, limit)
+	}
+	var after failureKey
+	hasAfter := cursor != ""
+	if hasAfter {
+		u, ch, ok := strings.Cut(cursor, ":")
+		n, err := strconv.ParseUint(u, 16, 64)
+		if !ok || err != nil {
+			return nil, "", fmt.Errorf("list failures of %q: bad cursor %q", campaign, cursor)
+		}
+		after = failureKey{n, ch}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, "", fmt.Errorf("list failures of %q: %w", campaign, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.progress[campaign]
+	if !ok {
+		return nil, "", nil
+	}
+	keys := make([]failureKey, 0, len(p.failures))
+	for k := range p.failures {
+		if !hasAfter || compareFailureKeys(k, after) > 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, compareFailureKeys)
+	next := ""
+	if len(keys) > limit {
+		keys = keys[:limit]
+		next = encodeFailureCursor(keys[limit-1])
+	}
+	out := make([]campaigns.Failure, len(keys))
+	for i, k := range keys {
+		out[i] = campaigns.Failure{User: k.user, Channel: k.channel, Reason: p.failures[k]}
+	}
+	return out, next, nil
+}
+
+// MarkRetried implements campaigns.FailureLog.
+func (s *Store) MarkRetried(ctx context.Context, l campaigns.Lease, r campaigns.RetryReport) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("mark failures of %q retried: %w", l.Campaign, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, err := s.heldLocked(l)
+	if err != nil {
+		return fmt.Errorf("mark failures of %q retried: %w", l.Campaign, err)
+	}
+	if err := checkChannels(r.Counts, r.Failures); err != nil {
+		return fmt.Errorf("mark failures of %q retried: %w", l.Campaign, err)
+	}
+	for _, f := range r.Retried {
+		delete(p.failures, failureKey{f.User, f.Channel})
+	}
+	for _, f := range r.Failures {
+		p.failures[failureKey{f.User, f.Channel}] = f.Reason
+	}
+	for _, c := range r.Counts {
+		p.counts[[2]string{c.Channel, c.Reason}] += c.N
+	}
+	return nil
+}
+
+// Progress implements campaigns.ProgressStore.
+func (s *Store) Progress(ctx context.Context, campaign string) (campaigns.Progress, error) {
+	if err := ctx.Err(); err != nil {
+		return campaigns.Progress{}, fmt.Errorf("read progress of %q: %w", campaign, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.progress[campaign]
+	if !ok {
+		return campaigns.Progress{}, nil
+	}
+	out := campaigns.Progress{Checkpoint: p.cp, Failures: int64(len(p.failures))}
+	if p.leaseOwner != "" && s.now().Before(p.leaseEnd) {
+		out.Owner = p.leaseOwner
+	}
+	for k, n := range p.counts {
+		out.Counts = append(out.Counts, campaigns.Count{Channel: k[0], Reason: k[1], N: n})
+	}
+	slices.SortFunc(out.Counts, func(a, b campaigns.Count) int {
+		if c := strings.Compare(a.Channel, b.Channel); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Reason, b.Reason)
+	})
+	return out, nil
+}

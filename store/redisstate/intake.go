@@ -1,0 +1,134 @@
+package redisstate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/notifyd/notifyd/campaigns"
+)
+
+// The intake is one stream with one consumer group. Ack is XACK + XDEL in
+// one transaction, so the stream holds only pending and undelivered entries
+// and needs no MAXLEN trimming (which could drop an unacknowledged request).
+
+// Enqueue implements campaigns.Intake.
+func (s *Store) Enqueue(ctx context.Context, payload []byte) (string, error) {
+	id, err := s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.intakeKey(), Values: []any{"p", payload}}).Result()
+	if err != nil {
+		return "", fmt.Errorf("enqueue intake request: %w", err)
+	}
+	return id, nil
+}
+
+// withGroup runs op, creating the consumer group (from the stream's start, so
+// requests enqueued before any daemon ran are read) if Redis says it is missing.
+func (s *Store) withGroup(ctx context.Context, op func() error) error {
+	err := op()
+	if err == nil || !redis.HasErrorPrefix(err, "NOGROUP") {
+		return err
+	}
+	if err := s.rdb.XGroupCreateMkStream(ctx, s.intakeKey(), s.group, "0").Err(); err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
+		return fmt.Errorf("create consumer group: %w", err)
+	}
+	return op()
+}
+
+func entriesFrom(msgs []redis.XMessage) []campaigns.Entry {
+	out := make([]campaigns.Entry, 0, len(msgs))
+	for _, m := range msgs {
+		p, _ := m.Values["p"].(string)
+		out = append(out, campaigns.Entry{ID: m.ID, Payload: []byte(p)})
+	}
+	return out
+}
+
+// Read implements campaigns.Intake with XREADGROUP … STREAMS intake >.
+func (s *Store) Read(ctx context.Context, consumer string, count int, block time.Duration) ([]campaigns.Entry, error) {
+	if consumer == "" || count <= 0 {
+		return nil, fmt.Errorf("read intake: need a consumer and a positive count (got %q, %d)", consumer, count)
+	}
+	// go-redis ignores context deadlines on sockets unless the client has
+	// ContextTimeoutEnabled, and a blocked XREADGROUP is only bounded by BLOCK:
+	// so never block past the caller's deadline.
+	if dl, ok := ctx.Deadline(); ok && block > 0 {
+		block = min(block, time.Until(dl))
+		if block <= 0 {
+			return nil, fmt.Errorf("read intake: %w", context.DeadlineExceeded)
+		}
+	}
+	if block <= 0 {
+		block = -1 // go-redis: no BLOCK argument (Redis reads BLOCK 0 as "forever")
+	} else if block < time.Millisecond {
+		block = time.Millisecond
+	}
+	var streams []redis.XStream
+	err := s.withGroup(ctx, func() error {
+		var err error
+		streams, err = s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group: s.group, Consumer: consumer, Streams: []string{s.intakeKey(), ">"}, Count: int64(count), Block: block,
+		}).Result()
+		return err
+	})
+	if errors.Is(err, redis.Nil) {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("read intake: %w", ctx.Err())
+		}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read intake: %w", err)
+	}
+	var out []campaigns.Entry
+	for _, st := range streams {
+		out = append(out, entriesFrom(st.Messages)...)
+	}
+	return out, nil
+}
+
+// Ack implements campaigns.Intake.
+func (s *Store) Ack(ctx context.Context, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	pipe := s.rdb.TxPipeline()
+	pipe.XAck(ctx, s.intakeKey(), s.group, ids...)
+	pipe.XDel(ctx, s.intakeKey(), ids...)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("ack intake entries: %w", err)
+	}
+	return nil
+}
+
+// Reclaim implements campaigns.Intake with XAUTOCLAIM, following its cursor
+// until count entries are claimed or the pending list has been scanned.
+func (s *Store) Reclaim(ctx context.Context, consumer string, minIdle time.Duration, count int) ([]campaigns.Entry, error) {
+	if consumer == "" || count <= 0 || minIdle < 0 {
+		return nil, errors.New("reclaim intake entries: need a consumer, a positive count and a non-negative idle time")
+	}
+	var out []campaigns.Entry
+	start := "0-0"
+	for len(out) < count {
+		var msgs []redis.XMessage
+		var next string
+		err := s.withGroup(ctx, func() error {
+			var err error
+			msgs, next, err = s.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+				Stream: s.intakeKey(), Group: s.group, Consumer: consumer, MinIdle: minIdle, Start: start, Count: int64(count - len(out)),
+			}).Result()
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("reclaim intake entries: %w", err)
+		}
+		out = append(out, entriesFrom(msgs)...)
+		if next == "0-0" || next == "" {
+			break
+		}
+		start = next
+	}
+	return out, nil
+}

@@ -1,0 +1,336 @@
+package redisstate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/notifyd/notifyd/campaigns"
+)
+
+// Campaign progress: a lease key, a progress hash (fence, seq, hi, cseq, cur),
+// one hash holding the open batch records and their bitmaps, a counts hash
+// and a failures sorted set — all under the campaign's hash tag, so each
+// operation is one script call in one slot. Nothing is written per message.
+
+type progressKeys struct{ lease, prog, bat, cnt, fail string }
+
+func (s *Store) progressKeys(campaign string) progressKeys {
+	return progressKeys{
+		lease: s.campaignKey(campaign, "lease"),
+		prog:  s.campaignKey(campaign, "prog"),
+		bat:   s.campaignKey(campaign, "bat"),
+		cnt:   s.campaignKey(campaign, "cnt"),
+		fail:  s.campaignKey(campaign, "fail"),
+	}
+}
+
+func leaseValue(l campaigns.Lease) string { return strconv.FormatInt(l.Token, 10) + ":" + l.Owner }
+
+// Acquire implements campaigns.CampaignLeaser. The lease is taken by a script
+// and the resume state read in the round trip after it: once the lease is
+// ours nobody else writes the campaign, so the read needs no atomicity with it.
+func (s *Store) Acquire(ctx context.Context, campaign, owner string, ttl time.Duration) (campaigns.Resume, error) {
+	if campaign == "" || owner == "" || ttl < time.Millisecond {
+		return campaigns.Resume{}, fmt.Errorf("acquire campaign %q: need a campaign, an owner and a ttl of at least 1ms", campaign)
+	}
+	k := s.progressKeys(campaign)
+	tok, err := s.acquire.Run(ctx, s.rdb, []string{k.lease, k.prog}, owner, ms(ttl)).Int64()
+	if err != nil {
+		return campaigns.Resume{}, fmt.Errorf("acquire campaign %q: %w", campaign, err)
+	}
+	if tok < 0 {
+		return campaigns.Resume{}, fmt.Errorf("acquire campaign %q: %w", campaign, campaigns.ErrHeld)
+	}
+	pipe := s.rdb.Pipeline()
+	progCmd := pipe.HGetAll(ctx, k.prog)
+	batCmd := pipe.HGetAll(ctx, k.bat)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return campaigns.Resume{}, fmt.Errorf("acquire campaign %q: read progress: %w", campaign, err)
+	}
+	r := campaigns.Resume{Lease: campaigns.Lease{Campaign: campaign, Owner: owner, Token: tok}}
+	prog := progCmd.Val()
+	if r.Checkpoint, err = checkpointFrom(prog["cseq"], prog["cur"]); err != nil {
+		return campaigns.Resume{}, fmt.Errorf("acquire campaign %q: %w", campaign, err)
+	}
+	if hi, ok := prog["hi"]; ok {
+		if r.LastClaimed, err = parseHex16(hi); err != nil {
+			return campaigns.Resume{}, fmt.Errorf("acquire campaign %q: parse last claimed key: %w", campaign, err)
+		}
+		r.HasClaimed = true
+	}
+	if r.Open, err = batchesFrom(batCmd.Val()); err != nil {
+		return campaigns.Resume{}, fmt.Errorf("acquire campaign %q: %w", campaign, err)
+	}
+	return r, nil
+}
+
+func checkpointFrom(cseq, cur string) (campaigns.Checkpoint, error) {
+	if cseq == "" || cseq == "0" {
+		return campaigns.Checkpoint{}, nil
+	}
+	seq, err := strconv.ParseInt(cseq, 10, 64)
+	if err != nil {
+		return campaigns.Checkpoint{}, fmt.Errorf("parse checkpoint seq %q: %w", cseq, err)
+	}
+	key, err := parseHex16(cur)
+	if err != nil {
+		return campaigns.Checkpoint{}, fmt.Errorf("parse checkpoint key %q: %w", cur, err)
+	}
+	return campaigns.Checkpoint{Seq: seq, Key: key, Valid: true}, nil
+}
+
+// batchesFrom decodes the batch hash: "<seq>" → "<first>:<last>:<slots>:<token>:<final>",
+// "<seq>d|c|f" → bitmaps.
+func batchesFrom(h map[string]string) ([]campaigns.Batch, error) {
+	var out []campaigns.Batch
+	for f, v := range h {
+		seq, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			continue // a bitmap field; read below with its batch
+		}
+		parts := strings.Split(v, ":")
+		if len(parts) != 5 {
+			return nil, fmt.Errorf("parse batch %d record %q", seq, v)
+		}
+		b := campaigns.Batch{Seq: seq, Final: parts[4] == "1"}
+		var e1, e2, e3, e4 error
+		b.First, e1 = parseHex16(parts[0])
+		b.Last, e2 = parseHex16(parts[1])
+		b.Slots, e3 = strconv.Atoi(parts[2])
+		b.Token, e4 = strconv.ParseInt(parts[3], 10, 64)
+		if err := errors.Join(e1, e2, e3, e4); err != nil {
+			return nil, fmt.Errorf("parse batch %d record: %w", seq, err)
+		}
+		n := (b.Slots + 7) / 8
+		b.Dispatched = bitmapField(h[f+"d"], n)
+		b.Confirmed = bitmapField(h[f+"c"], n)
+		b.Done = bitmapField(h[f+"f"], n)
+		out = append(out, b)
+	}
+	slices.SortFunc(out, func(a, b campaigns.Batch) int { return int(a.Seq - b.Seq) })
+	return out, nil
+}
+
+func bitmapField(v string, n int) campaigns.Bitmap {
+	b := campaigns.NewBitmap(0)
+	b = append(b, v...)
+	if len(b) < n {
+		b = append(b, make([]byte, n-len(b))...)
+	}
+	return b
+}
+
+// Renew implements campaigns.CampaignLeaser.
+func (s *Store) Renew(ctx context.Context, l campaigns.Lease, ttl time.Duration) error {
+	if ttl < time.Millisecond {
+		return fmt.Errorf("renew campaign lease %q: ttl %v must be at least 1ms", l.Campaign, ttl)
+	}
+	ok, err := s.renew.Run(ctx, s.rdb, []string{s.campaignKey(l.Campaign, "lease")}, leaseValue(l), ms(ttl)).Int64()
+	if err != nil {
+		return fmt.Errorf("renew campaign lease %q: %w", l.Campaign, err)
+	}
+	if ok != 1 {
+		return fmt.Errorf("renew campaign lease %q: %w", l.Campaign, campaigns.ErrLeaseLost)
+	}
+	return nil
+}
+
+// Release implements campaigns.CampaignLeaser.
+func (s *Store) Release(ctx context.Context, l campaigns.Lease) error {
+	if err := s.unlease.Run(ctx, s.rdb, []string{s.campaignKey(l.Campaign, "lease")}, leaseValue(l)).Err(); err != nil {
+		return fmt.Errorf("release campaign lease %q: %w", l.Campaign, err)
+	}
+	return nil
+}
+
+// ClaimBatch implements campaigns.BatchLog.
+func (s *Store) ClaimBatch(ctx context.Context, l campaigns.Lease, first, last uint64, slots int) (int64, error) {
+	if first > last || slots < 0 {
+		return 0, fmt.Errorf("claim batch of %q: bad range %d..%d or slots %d", l.Campaign, first, last, slots)
+	}
+	k := s.progressKeys(l.Campaign)
+	seq, err := s.claimBatch.Run(ctx, s.rdb, []string{k.lease, k.prog, k.bat},
+		leaseValue(l), l.Token, hex16(first), hex16(last), slots).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("claim batch of %q: %w", l.Campaign, err)
+	}
+	switch seq {
+	case -1:
+		return 0, fmt.Errorf("claim batch of %q: %w", l.Campaign, campaigns.ErrLeaseLost)
+	case -5:
+		return 0, fmt.Errorf("claim batch of %q from key %d: %w", l.Campaign, first, campaigns.ErrBatchOrder)
+	}
+	return seq, nil
+}
+
+func checkChannel(ch string) error {
+	if strings.Contains(ch, ":") {
+		return fmt.Errorf("channel %q must not contain ':'", ch)
+	}
+	return nil
+}
+
+func failurePrefix(f campaigns.Failure) string { return hex16(f.User) + ":" + f.Channel + ":" }
+
+// ReportBatch implements campaigns.BatchLog.
+func (s *Store) ReportBatch(ctx context.Context, l campaigns.Lease, r campaigns.BatchReport) (campaigns.Checkpoint, error) {
+	args := make([]any, 0, 7+2*len(r.Counts)+2*len(r.Failures))
+	final := 0
+	if r.Final {
+		final = 1
+	}
+	args = append(args, leaseValue(l), r.Seq, final, []byte(r.Dispatched), []byte(r.Confirmed), []byte(r.Done), len(r.Counts))
+	for _, c := range r.Counts {
+		if err := checkChannel(c.Channel); err != nil {
+			return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, err)
+		}
+		args = append(args, c.Channel+":"+c.Reason, c.N)
+	}
+	for _, f := range r.Failures {
+		if err := checkChannel(f.Channel); err != nil {
+			return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, err)
+		}
+		args = append(args, failurePrefix(f), f.Reason)
+	}
+	k := s.progressKeys(l.Campaign)
+	v, err := s.report.Run(ctx, s.rdb, []string{k.lease, k.prog, k.bat, k.cnt, k.fail}, args...).Slice()
+	if err != nil {
+		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, err)
+	}
+	if len(v) == 1 {
+		var cause error
+		switch code, _ := v[0].(int64); code {
+		case -1:
+			cause = campaigns.ErrLeaseLost
+		case -2:
+			cause = campaigns.ErrUnknownBatch
+		case -3:
+			cause = campaigns.ErrBatchFinal
+		case -4:
+			cause = errors.New("bitmap longer than the batch")
+		default:
+			cause = fmt.Errorf("unexpected reply %v", v)
+		}
+		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, cause)
+	}
+	cseq, _ := v[0].(int64)
+	cur, _ := v[1].(string)
+	cp, err := checkpointFrom(strconv.FormatInt(cseq, 10), cur)
+	if err != nil {
+		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, err)
+	}
+	return cp, nil
+}
+
+// Failures implements campaigns.FailureLog. The cursor is the last member
+// returned; pages are exact (ZRANGEBYLEX), in user-key order.
+func (s *Store) Failures(ctx context.Context, campaign, cursor string, limit int) ([]campaigns.Failure, string, error) {
+	if limit <= 0 {
+		return nil, "", fmt.Errorf("list failures of %q: limit %d must be positive", campaign, limit)
+	}
+	min := "-"
+	if cursor != "" {
+		min = "(" + cursor
+	}
+	members, err := s.rdb.ZRangeByLex(ctx, s.campaignKey(campaign, "fail"), &redis.ZRangeBy{Min: min, Max: "+", Count: int64(limit) + 1}).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("list failures of %q: %w", campaign, err)
+	}
+	next := ""
+	if len(members) > limit {
+		members = members[:limit]
+		next = members[limit-1]
+	}
+	out := make([]campaigns.Failure, 0, len(members))
+	for _, m := range members {
+		parts := strings.SplitN(m, ":", 3)
+		if len(parts) != 3 {
+			return nil, "", fmt.Errorf("list failures of %q: bad member %q", campaign, m)
+		}
+		u, err := parseHex16(parts[0])
+		if err != nil {
+			return nil, "", fmt.Errorf("list failures of %q: bad member %q: %w", campaign, m, err)
+		}
+		out = append(out, campaigns.Failure{User: u, Channel: parts[1], Reason: parts[2]})
+	}
+	return out, next, nil
+}
+
+// MarkRetried implements campaigns.FailureLog.
+func (s *Store) MarkRetried(ctx context.Context, l campaigns.Lease, r campaigns.RetryReport) error {
+	args := make([]any, 0, 3+len(r.Retried)+2*len(r.Failures)+2*len(r.Counts))
+	args = append(args, leaseValue(l), len(r.Retried))
+	for _, f := range r.Retried {
+		args = append(args, failurePrefix(f))
+	}
+	args = append(args, len(r.Failures))
+	for _, f := range r.Failures {
+		if err := checkChannel(f.Channel); err != nil {
+			return fmt.Errorf("mark failures of %q retried: %w", l.Campaign, err)
+		}
+		args = append(args, failurePrefix(f), f.Reason)
+	}
+	for _, c := range r.Counts {
+		if err := checkChannel(c.Channel); err != nil {
+			return fmt.Errorf("mark failures of %q retried: %w", l.Campaign, err)
+		}
+		args = append(args, c.Channel+":"+c.Reason, c.N)
+	}
+	k := s.progressKeys(l.Campaign)
+	ok, err := s.retried.Run(ctx, s.rdb, []string{k.lease, k.cnt, k.fail}, args...).Int64()
+	if err != nil {
+		return fmt.Errorf("mark failures of %q retried: %w", l.Campaign, err)
+	}
+	if ok != 1 {
+		return fmt.Errorf("mark failures of %q retried: %w", l.Campaign, campaigns.ErrLeaseLost)
+	}
+	return nil
+}
+
+// Progress implements campaigns.ProgressStore in one round trip.
+func (s *Store) Progress(ctx context.Context, campaign string) (campaigns.Progress, error) {
+	k := s.progressKeys(campaign)
+	pipe := s.rdb.Pipeline()
+	progCmd := pipe.HMGet(ctx, k.prog, "cseq", "cur")
+	cntCmd := pipe.HGetAll(ctx, k.cnt)
+	failCmd := pipe.ZCard(ctx, k.fail)
+	leaseCmd := pipe.Get(ctx, k.lease)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return campaigns.Progress{}, fmt.Errorf("read progress of %q: %w", campaign, err)
+	}
+	var out campaigns.Progress
+	pv := progCmd.Val()
+	cseq, _ := pv[0].(string)
+	cur, _ := pv[1].(string)
+	cp, err := checkpointFrom(cseq, cur)
+	if err != nil {
+		return campaigns.Progress{}, fmt.Errorf("read progress of %q: %w", campaign, err)
+	}
+	out.Checkpoint = cp
+	out.Failures = failCmd.Val()
+	if lv := leaseCmd.Val(); lv != "" {
+		_, out.Owner, _ = strings.Cut(lv, ":")
+	}
+	for f, v := range cntCmd.Val() {
+		ch, reason, _ := strings.Cut(f, ":")
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return campaigns.Progress{}, fmt.Errorf("read progress of %q: parse count %q: %w", campaign, f, err)
+		}
+		out.Counts = append(out.Counts, campaigns.Count{Channel: ch, Reason: reason, N: n})
+	}
+	slices.SortFunc(out.Counts, func(a, b campaigns.Count) int {
+		if c := strings.Compare(a.Channel, b.Channel); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Reason, b.Reason)
+	})
+	return out, nil
+}

@@ -1,0 +1,354 @@
+package redisstate_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/notifyd/notifyd/campaigns"
+	"github.com/notifyd/notifyd/store/redisstate"
+	"github.com/notifyd/notifyd/store/statetest"
+)
+
+// redisOptions reads REDIS_URL, or skips: these tests need a real server.
+func redisOptions(tb testing.TB) *redis.Options {
+	tb.Helper()
+	u := os.Getenv("REDIS_URL")
+	if u == "" {
+		tb.Skip("REDIS_URL is not set: skipping the tests against a real Redis (CI sets it; locally e.g. REDIS_URL=redis://127.0.0.1:6379/15)")
+	}
+	opt, err := redis.ParseURL(u)
+	if err != nil {
+		tb.Fatalf("parse REDIS_URL: %v", err)
+	}
+	return opt
+}
+
+func newClient(tb testing.TB) *redis.Client {
+	tb.Helper()
+	c := redis.NewClient(redisOptions(tb))
+	tb.Cleanup(func() { _ = c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		tb.Fatalf("ping redis at REDIS_URL: %v", err)
+	}
+	return c
+}
+
+// uniquePrefix gives each test its own key space and deletes it afterwards,
+// so tests can share a Redis (and run beside other users of it).
+func uniquePrefix(tb testing.TB, c *redis.Client) string {
+	tb.Helper()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	p := "notifyd-test:" + hex.EncodeToString(b[:]) + ":"
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		iter := c.Scan(ctx, 0, p+"*", 5000).Iterator()
+		var keys []string
+		for iter.Next(ctx) {
+			if keys = append(keys, iter.Val()); len(keys) == 5000 {
+				_ = c.Unlink(ctx, keys...).Err()
+				keys = keys[:0]
+			}
+		}
+		if len(keys) > 0 {
+			_ = c.Unlink(ctx, keys...).Err()
+		}
+	})
+	return p
+}
+
+func newStore(tb testing.TB, c *redis.Client, opts ...redisstate.Option) (*redisstate.Store, string) {
+	tb.Helper()
+	p := uniquePrefix(tb, c)
+	s, err := redisstate.New(c, append([]redisstate.Option{redisstate.WithPrefix(p)}, opts...)...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s, p
+}
+
+func contract(t *testing.T, opts ...redisstate.Option) {
+	c := newClient(t)
+	statetest.Run(t, func(t *testing.T) statetest.Impl {
+		s, _ := newStore(t, c, opts...)
+		return statetest.Impl{
+			Dedup:     func(owner string) campaigns.DedupLog { return s.Dedup(owner) },
+			Progress:  s,
+			Campaigns: s,
+			Intake:    s,
+			Lease:     300 * time.Millisecond,
+		}
+	})
+}
+
+func TestContract(t *testing.T) { contract(t) }
+
+// The per-user script grouping a Redis Cluster needs, exercised on one node.
+func TestContractClusterScripts(t *testing.T) { contract(t, redisstate.WithClusterScripts()) }
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer c.Close()
+	for _, tc := range []struct {
+		name string
+		opt  redisstate.Option
+	}{
+		{"brace in prefix", redisstate.WithPrefix("app{x}:")},
+		{"empty group", redisstate.WithGroup("")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := redisstate.New(c, tc.opt); err == nil {
+				t.Fatal("no error")
+			}
+		})
+	}
+}
+
+// ---- Redis unavailable ----
+
+// proxy forwards loopback TCP to Redis until Close, which drops every
+// connection at once: "Redis went away mid-campaign".
+type proxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln}
+	p.wg.Go(func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, in, out)
+			p.mu.Unlock()
+			p.wg.Go(func() { _, _ = io.Copy(out, in); _ = out.Close() })
+			p.wg.Go(func() { _, _ = io.Copy(in, out); _ = in.Close() })
+		}
+	})
+	t.Cleanup(p.Close)
+	return p
+}
+
+func (p *proxy) Close() {
+	_ = p.ln.Close()
+	p.mu.Lock()
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+func TestRedisOutageSurfacesAndMarksNothingSent(t *testing.T) {
+	ctx := context.Background()
+	direct := newClient(t)
+	opt := redisOptions(t)
+	px := startProxy(t, opt.Addr)
+	viaProxy := *opt
+	viaProxy.Addr = px.ln.Addr().String()
+	viaProxy.MaxRetries = -1 // surface the outage at once; the pipeline decides how to wait
+	viaProxy.DialTimeout = 200 * time.Millisecond
+	viaProxy.DialerRetries = 1
+	flaky := redis.NewClient(&viaProxy)
+	defer flaky.Close()
+
+	prefix := uniquePrefix(t, direct)
+	s, err := redisstate.New(flaky, redisstate.WithPrefix(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []campaigns.DedupKey{{Scope: "f:x", User: 1, Channel: "sms"}, {Scope: "f:x", User: 2, Channel: "sms"}}
+	d := s.Dedup("a")
+	got, err := d.Claim(ctx, keys, time.Hour, time.Hour)
+	if err != nil || got[0] != campaigns.Claimed {
+		t.Fatalf("claim before the outage: %v %v", got, err)
+	}
+	r, err := s.Acquire(ctx, "c1", "a", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := s.ClaimBatch(ctx, r.Lease, 1, 100, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	px.Close() // Redis is gone for this daemon.
+
+	done := campaigns.NewBitmap(10)
+	for i := range 10 {
+		done.Set(i)
+	}
+	for _, tc := range []struct {
+		name, verb string
+		call       func() error
+	}{
+		{"confirm", "confirm dedup keys", func() error { return d.Confirm(ctx, keys, time.Hour) }},
+		{"claim", "claim dedup keys", func() error { _, err := d.Claim(ctx, keys, time.Hour, time.Hour); return err }},
+		{"release", "release dedup keys", func() error { return d.Release(ctx, keys) }},
+		{"report", "report batch", func() error {
+			_, err := s.ReportBatch(ctx, r.Lease, campaigns.BatchReport{Seq: seq, Confirmed: done, Done: done, Final: true,
+				Counts: []campaigns.Count{{Channel: "sms", Reason: "sent", N: 10}}})
+			return err
+		}},
+		{"renew", "renew campaign lease", func() error { return s.Renew(ctx, r.Lease, time.Hour) }},
+		{"acquire", "acquire campaign", func() error { _, err := s.Acquire(ctx, "c2", "a", time.Hour); return err }},
+		{"progress", "read progress", func() error { _, err := s.Progress(ctx, "c1"); return err }},
+		{"create", "create campaign", func() error { _, _, err := s.Create(ctx, "c1", []byte(`{}`)); return err }},
+		{"enqueue", "enqueue intake request", func() error { _, err := s.Enqueue(ctx, []byte("x")); return err }},
+		{"read", "read intake", func() error { _, err := s.Read(ctx, "d", 1, 0); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call()
+			if err == nil {
+				t.Fatal("no error while Redis is unreachable")
+			}
+			var se campaigns.StateError
+			if errors.As(err, &se) {
+				t.Fatalf("an outage reads as a state answer: %v", err)
+			}
+			if !strings.HasPrefix(err.Error(), tc.verb) {
+				t.Fatalf("error %q does not start with %q", err, tc.verb)
+			}
+		})
+	}
+
+	// Seen from a healthy connection, nothing was marked sent.
+	healthy, err := redisstate.New(direct, redisstate.WithPrefix(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = healthy.Dedup("b").Claim(ctx, keys, time.Hour, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, st := range got {
+		if st != campaigns.Held {
+			t.Fatalf("key %d after the failed confirm = %v, want held (claimed, never confirmed)", i, st)
+		}
+	}
+	p, err := healthy.Progress(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Checkpoint.Valid || len(p.Counts) != 0 {
+		t.Fatalf("progress after the failed report = %+v", p)
+	}
+}
+
+// ---- key layout (docs/redis-keys.md) ----
+
+func TestKeyLayout(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t)
+	s, prefix := newStore(t, c)
+	d := s.Dedup("daemon-1")
+	keys := []campaigns.DedupKey{{Scope: "f:welcome", User: 0xabc, Channel: "email"}, {Scope: "k:order-1", User: 7, Channel: ""}}
+	if _, err := d.Claim(ctx, keys, time.Minute, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Confirm(ctx, keys[:1], time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Create(ctx, "spring", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Acquire(ctx, "spring", "daemon-1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := s.ClaimBatch(ctx, r.Lease, 1, 9, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReportBatch(ctx, r.Lease, campaigns.BatchReport{Seq: seq, Dispatched: campaigns.Bitmap{0xe0},
+		Counts: []campaigns.Count{{Channel: "email", Reason: "sent", N: 1}}, Failures: []campaigns.Failure{{User: 2, Channel: "sms", Reason: "network"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Enqueue(ctx, []byte("req")); err != nil {
+		t.Fatal(err)
+	}
+
+	want := map[string]struct {
+		typ string
+		ttl bool
+	}{
+		"d:{u:abc}:f:welcome:email": {"string", true},
+		"d:{u:7}:k:order-1:":        {"string", true},
+		"c:{c:spring}:rec":          {"hash", false},
+		"c:{c:spring}:lease":        {"string", true},
+		"c:{c:spring}:prog":         {"hash", false},
+		"c:{c:spring}:bat":          {"hash", false},
+		"c:{c:spring}:cnt":          {"hash", false},
+		"c:{c:spring}:fail":         {"zset", false},
+		"campaigns":                 {"zset", false},
+		"intake":                    {"stream", false},
+	}
+	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	seen := map[string]bool{}
+	tagged := regexp.MustCompile(`^(d:\{u:[0-9a-f]+\}:|c:\{c:[^}]+\}:)`)
+	for iter.Next(ctx) {
+		k := strings.TrimPrefix(iter.Val(), prefix)
+		seen[k] = true
+		w, ok := want[k]
+		if !ok {
+			t.Errorf("undocumented key %q", k)
+			continue
+		}
+		if k != "campaigns" && k != "intake" && !tagged.MatchString(k) {
+			t.Errorf("key %q carries no user or campaign hash tag", k)
+		}
+		typ, err := c.Type(ctx, iter.Val()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ttl, err := c.PTTL(ctx, iter.Val()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ != w.typ || (ttl > 0) != w.ttl {
+			t.Errorf("key %q: type %s ttl %v, want %s with ttl=%v", k, typ, ttl, w.typ, w.ttl)
+		}
+	}
+	for k := range want {
+		if !seen[k] {
+			t.Errorf("documented key %q was not written", k)
+		}
+	}
+	// The compact value forms of docs/redis-keys.md.
+	if v, _ := c.Get(ctx, prefix+"d:{u:abc}:f:welcome:email").Result(); v != "C" {
+		t.Errorf("confirmed value = %q, want C", v)
+	}
+	if v, _ := c.Get(ctx, prefix+"d:{u:7}:k:order-1:").Result(); !regexp.MustCompile(`^L\d+:daemon-1$`).MatchString(v) {
+		t.Errorf("leased value = %q, want L<ms>:<owner>", v)
+	}
+}

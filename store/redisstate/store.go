@@ -1,0 +1,380 @@
+package redisstate
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/notifyd/notifyd/campaigns"
+)
+
+var (
+	_ campaigns.DedupLog      = (*Dedup)(nil)
+	_ campaigns.ProgressStore = (*Store)(nil)
+	_ campaigns.CampaignStore = (*Store)(nil)
+	_ campaigns.Intake        = (*Store)(nil)
+)
+
+// DefaultPrefix starts every key notifyd writes.
+const DefaultPrefix = "notifyd:"
+
+// DefaultGroup is the intake stream's consumer group.
+const DefaultGroup = "notifyd"
+
+// Store is the Redis state layer. It holds no state of its own beyond the
+// client and the compiled scripts, so any number of Stores (and daemons) may
+// share one Redis.
+type Store struct {
+	rdb     redis.UniversalClient
+	prefix  string
+	group   string
+	cluster bool // group per-message scripts by hash tag (one slot per call)
+
+	claim, confirm, release        *redis.Script
+	acquire, renew, unlease        *redis.Script
+	claimBatch, report, retried    *redis.Script
+	createRecord, transitionRecord *redis.Script
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithPrefix sets the key prefix (DefaultPrefix otherwise). It must not
+// contain '{' or '}', which would move the hash tags.
+func WithPrefix(p string) Option { return func(s *Store) { s.prefix = p } }
+
+// WithGroup sets the intake consumer group (DefaultGroup otherwise).
+func WithGroup(g string) Option { return func(s *Store) { s.group = g } }
+
+// WithClusterScripts makes per-message scripts touch one hash tag per call
+// even on a single-node client. It is on by itself for a *redis.ClusterClient.
+func WithClusterScripts() Option { return func(s *Store) { s.cluster = true } }
+
+// New returns a Store on rdb.
+func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
+	s := &Store{rdb: rdb, prefix: DefaultPrefix, group: DefaultGroup}
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		s.cluster = true
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	if strings.ContainsAny(s.prefix, "{}") {
+		return nil, fmt.Errorf("configure redis state: prefix %q must not contain '{' or '}'", s.prefix)
+	}
+	if s.group == "" {
+		return nil, errors.New("configure redis state: empty consumer group")
+	}
+	s.claim = redis.NewScript(claimSrc)
+	s.confirm = redis.NewScript(confirmSrc)
+	s.release = redis.NewScript(releaseSrc)
+	s.acquire = redis.NewScript(acquireSrc)
+	s.renew = redis.NewScript(renewSrc)
+	s.unlease = redis.NewScript(unleaseSrc)
+	s.claimBatch = redis.NewScript(claimBatchSrc)
+	s.report = redis.NewScript(reportSrc)
+	s.retried = redis.NewScript(retriedSrc)
+	s.createRecord = redis.NewScript(createSrc)
+	s.transitionRecord = redis.NewScript(transitionSrc)
+	return s, nil
+}
+
+// ---- keys (docs/redis-keys.md) ----
+
+func hex16(v uint64) string {
+	var b [16]byte
+	const digits = "0123456789abcdef"
+	for i := 15; i >= 0; i-- {
+		b[i] = digits[v&0xf]
+		v >>= 4
+	}
+	return string(b[:])
+}
+
+func parseHex16(s string) (uint64, error) { return strconv.ParseUint(s, 16, 64) }
+
+// dedupKey is <prefix>d:{u:<user hex>}:<scope>:<channel>.
+func (s *Store) dedupKey(buf []byte, k campaigns.DedupKey) []byte {
+	buf = append(buf, s.prefix...)
+	buf = append(buf, "d:{u:"...)
+	buf = strconv.AppendUint(buf, k.User, 16)
+	buf = append(buf, "}:"...)
+	buf = append(buf, k.Scope...)
+	buf = append(buf, ':')
+	return append(buf, k.Channel...)
+}
+
+// campaignKey is <prefix>c:{c:<id>}:<part>.
+func (s *Store) campaignKey(id, part string) string {
+	return s.prefix + "c:{c:" + id + "}:" + part
+}
+
+func (s *Store) indexKey() string  { return s.prefix + "campaigns" }
+func (s *Store) intakeKey() string { return s.prefix + "intake" }
+
+// ---- per-message dedup ----
+
+// Dedup is a DedupLog for one owner; leases it takes can only be released by it.
+type Dedup struct {
+	s     *Store
+	owner string
+}
+
+// Dedup returns the DedupLog of owner (unique per process incarnation, e.g.
+// host/pid/random).
+func (s *Store) Dedup(owner string) *Dedup { return &Dedup{s: s, owner: owner} }
+
+// groups splits keys into script calls: one call for all keys on a single
+// node, one per user (hash tag) in cluster mode. idx maps back to positions.
+func (d *Dedup) groups(keys []campaigns.DedupKey) (calls [][]string, idx [][]int) {
+	names := make([]string, len(keys))
+	var buf []byte
+	for i, k := range keys {
+		buf = d.s.dedupKey(buf[:0], k)
+		names[i] = string(buf)
+	}
+	if !d.s.cluster {
+		all := make([]int, len(keys))
+		for i := range all {
+			all[i] = i
+		}
+		return [][]string{names}, [][]int{all}
+	}
+	byUser := make(map[uint64]int)
+	for i, k := range keys {
+		g, ok := byUser[k.User]
+		if !ok {
+			g = len(calls)
+			byUser[k.User] = g
+			calls = append(calls, nil)
+			idx = append(idx, nil)
+		}
+		calls[g] = append(calls[g], names[i])
+		idx[g] = append(idx[g], i)
+	}
+	return calls, idx
+}
+
+// runGrouped runs script once per group in one pipeline (on a cluster client
+// go-redis sends it as one pipeline per node). EVALSHA cannot fall back to
+// EVAL inside a pipeline, so groups answered NOSCRIPT are re-run with Run,
+// which loads the script; they were not executed, so this is safe.
+func (s *Store) runGrouped(ctx context.Context, script *redis.Script, calls [][]string, args ...any) ([]*redis.Cmd, error) {
+	if len(calls) == 1 {
+		c := script.Run(ctx, s.rdb, calls[0], args...)
+		return []*redis.Cmd{c}, c.Err()
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(calls))
+	for i, keys := range calls {
+		cmds[i] = script.EvalSha(ctx, pipe, keys, args...)
+	}
+	_, _ = pipe.Exec(ctx)
+	for i, c := range cmds {
+		if err := c.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			cmds[i] = script.Run(ctx, s.rdb, calls[i], args...)
+		}
+	}
+	for _, c := range cmds {
+		if err := c.Err(); err != nil {
+			return cmds, err
+		}
+	}
+	return cmds, nil
+}
+
+func ms(d time.Duration) int64 { return int64(d / time.Millisecond) }
+
+// Claim implements campaigns.DedupLog.
+func (d *Dedup) Claim(ctx context.Context, keys []campaigns.DedupKey, lease, window time.Duration) ([]campaigns.ClaimState, error) {
+	if lease < time.Millisecond || window < lease {
+		return nil, fmt.Errorf("claim dedup keys: lease %v must be at least 1ms and window %v at least the lease", lease, window)
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	calls, idx := d.groups(keys)
+	cmds, err := d.s.runGrouped(ctx, d.s.claim, calls, ms(lease), ms(window), d.owner)
+	if err != nil {
+		return nil, fmt.Errorf("claim dedup keys: %w", err)
+	}
+	out := make([]campaigns.ClaimState, len(keys))
+	for g, c := range cmds {
+		codes, err := c.Int64Slice()
+		if err != nil || len(codes) != len(idx[g]) {
+			return nil, fmt.Errorf("claim dedup keys: unexpected reply %v: %w", c.Val(), err)
+		}
+		for j, code := range codes {
+			out[idx[g][j]] = campaigns.ClaimState(code)
+		}
+	}
+	return out, nil
+}
+
+// Confirm implements campaigns.DedupLog.
+func (d *Dedup) Confirm(ctx context.Context, keys []campaigns.DedupKey, window time.Duration) error {
+	if window < time.Millisecond {
+		return fmt.Errorf("confirm dedup keys: window %v must be at least 1ms", window)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	calls, _ := d.groups(keys)
+	if _, err := d.s.runGrouped(ctx, d.s.confirm, calls, ms(window)); err != nil {
+		return fmt.Errorf("confirm dedup keys: %w", err)
+	}
+	return nil
+}
+
+// Release implements campaigns.DedupLog.
+func (d *Dedup) Release(ctx context.Context, keys []campaigns.DedupKey) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	calls, _ := d.groups(keys)
+	if _, err := d.s.runGrouped(ctx, d.s.release, calls, d.owner); err != nil {
+		return fmt.Errorf("release dedup keys: %w", err)
+	}
+	return nil
+}
+
+// ---- campaign records ----
+
+func compactJSON(def []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, def); err != nil {
+		return nil, fmt.Errorf("parse definition: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+func msTime(v any) time.Time {
+	n, _ := v.(int64)
+	return time.UnixMilli(n)
+}
+
+// Create implements campaigns.CampaignStore. The index entry is written first
+// (a different slot, so not in the same script): a crash between the two
+// leaves an index entry without a record, which List skips and a retried
+// Create completes.
+func (s *Store) Create(ctx context.Context, id string, definition []byte) (campaigns.CampaignRecord, bool, error) {
+	if id == "" {
+		return campaigns.CampaignRecord{}, false, errors.New("create campaign: empty id")
+	}
+	def, err := compactJSON(definition)
+	if err != nil {
+		return campaigns.CampaignRecord{}, false, fmt.Errorf("create campaign %q: %w", id, err)
+	}
+	if err := s.rdb.ZAddNX(ctx, s.indexKey(), redis.Z{Member: id}).Err(); err != nil {
+		return campaigns.CampaignRecord{}, false, fmt.Errorf("create campaign %q: index: %w", id, err)
+	}
+	v, err := s.createRecord.Run(ctx, s.rdb, []string{s.campaignKey(id, "rec")}, def).Slice()
+	if err != nil {
+		return campaigns.CampaignRecord{}, false, fmt.Errorf("create campaign %q: %w", id, err)
+	}
+	if code, _ := v[0].(int64); code == -1 {
+		return campaigns.CampaignRecord{}, false, fmt.Errorf("create campaign %q: %w", id, campaigns.ErrConflict)
+	}
+	if len(v) != 4 {
+		return campaigns.CampaignRecord{}, false, fmt.Errorf("create campaign %q: unexpected reply %v", id, v)
+	}
+	st, _ := v[1].(string)
+	rec := campaigns.CampaignRecord{ID: id, Definition: def, Status: campaigns.Status(st), Created: msTime(v[2]), Updated: msTime(v[3])}
+	return rec, v[0].(int64) == 1, nil
+}
+
+func recordFrom(id string, vals []any) (campaigns.CampaignRecord, bool) {
+	def, ok := vals[0].(string)
+	if !ok {
+		return campaigns.CampaignRecord{}, false
+	}
+	st, _ := vals[1].(string)
+	ct, _ := vals[2].(string)
+	ut, _ := vals[3].(string)
+	c, _ := strconv.ParseInt(ct, 10, 64)
+	u, _ := strconv.ParseInt(ut, 10, 64)
+	return campaigns.CampaignRecord{ID: id, Definition: json.RawMessage(def), Status: campaigns.Status(st), Created: time.UnixMilli(c), Updated: time.UnixMilli(u)}, true
+}
+
+// Get implements campaigns.CampaignStore.
+func (s *Store) Get(ctx context.Context, id string) (campaigns.CampaignRecord, error) {
+	vals, err := s.rdb.HMGet(ctx, s.campaignKey(id, "rec"), "def", "st", "ct", "ut").Result()
+	if err != nil {
+		return campaigns.CampaignRecord{}, fmt.Errorf("get campaign %q: %w", id, err)
+	}
+	rec, ok := recordFrom(id, vals)
+	if !ok {
+		return campaigns.CampaignRecord{}, fmt.Errorf("get campaign %q: %w", id, campaigns.ErrNotFound)
+	}
+	return rec, nil
+}
+
+// List implements campaigns.CampaignStore: ids from the index in lexical
+// order, records fetched in one pipeline per page.
+func (s *Store) List(ctx context.Context, after string, limit int) ([]campaigns.CampaignRecord, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("list campaigns: limit %d must be positive", limit)
+	}
+	var out []campaigns.CampaignRecord
+	for len(out) < limit {
+		min := "-"
+		if after != "" {
+			min = "(" + after
+		}
+		want := int64(limit - len(out))
+		ids, err := s.rdb.ZRangeByLex(ctx, s.indexKey(), &redis.ZRangeBy{Min: min, Max: "+", Count: want}).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list campaigns: %w", err)
+		}
+		if len(ids) == 0 {
+			break
+		}
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.SliceCmd, len(ids))
+		for i, id := range ids {
+			cmds[i] = pipe.HMGet(ctx, s.campaignKey(id, "rec"), "def", "st", "ct", "ut")
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("list campaigns: %w", err)
+		}
+		for i, c := range cmds {
+			if rec, ok := recordFrom(ids[i], c.Val()); ok {
+				out = append(out, rec)
+			}
+		}
+		after = ids[len(ids)-1]
+		if int64(len(ids)) < want {
+			break
+		}
+	}
+	return out, nil
+}
+
+// Transition implements campaigns.CampaignStore.
+func (s *Store) Transition(ctx context.Context, id string, from, to campaigns.Status) (campaigns.CampaignRecord, error) {
+	if !from.CanTransition(to) {
+		return campaigns.CampaignRecord{}, fmt.Errorf("transition campaign %q from %q to %q: %w", id, from, to, campaigns.ErrInvalidTransition)
+	}
+	v, err := s.transitionRecord.Run(ctx, s.rdb, []string{s.campaignKey(id, "rec")}, string(from), string(to)).Slice()
+	if err != nil {
+		return campaigns.CampaignRecord{}, fmt.Errorf("transition campaign %q: %w", id, err)
+	}
+	switch code, _ := v[0].(int64); code {
+	case -1:
+		return campaigns.CampaignRecord{}, fmt.Errorf("transition campaign %q: %w", id, campaigns.ErrNotFound)
+	case -2:
+		return campaigns.CampaignRecord{}, fmt.Errorf("transition campaign %q from %q (now %v): %w", id, from, v[1], campaigns.ErrStatusChanged)
+	}
+	if len(v) != 4 {
+		return campaigns.CampaignRecord{}, fmt.Errorf("transition campaign %q: unexpected reply %v", id, v)
+	}
+	def, _ := v[1].(string)
+	return campaigns.CampaignRecord{ID: id, Definition: json.RawMessage(def), Status: to, Created: msTime(v[2]), Updated: msTime(v[3])}, nil
+}
