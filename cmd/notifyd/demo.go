@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+
+	"github.com/notifyd/notifyd/daemon/demo"
+)
+
+// runDemo is the embedded default: no network, Redis or credentials.
+func runDemo(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	profiles := fs.Int("profiles", 100_000, "profiles to generate")
+	seed := fs.Uint64("seed", 1, "generator seed")
+	dir := fs.String("dir", "", "keep the generated shard in this directory (default: a temporary one)")
+	logPath := fs.String("log", "", "write the daemon's log (JSON) to this file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	opts := demo.Options{Profiles: *profiles, Seed: *seed, Dir: *dir, Out: stdout, Progress: isTerminal(stdout)}
+	if *logPath != "" {
+		f, err := os.Create(*logPath)
+		if err != nil {
+			fmt.Fprintf(stderr, "notifyd demo: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		opts.Log = slog.New(slog.NewJSONHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if _, err := demo.Run(ctx, opts); err != nil {
+		fmt.Fprintf(stderr, "notifyd demo: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
