@@ -17,6 +17,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"shard":    {"build, generate and inspect shard files", runShard},
+		"bench":    {"end-to-end benchmarks, as ratios against the machine's own limits", runBench},
 		"demo":     {"run a campaign over every channel against local sandboxes (no network, Redis or credentials)", runDemo},
 		"serve":    {"run the daemon (admin API, campaign engine, channel workers)", runServe},
 		"campaign": {"create, inspect and control campaigns through the admin API", runCampaign},

@@ -1,0 +1,49 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+)
+
+// TestFanoutSmall runs the fan-out benchmark end to end on a small segment
+// against the real Redis: every member is accounted for per channel and every
+// message reached a channel exactly once.
+func TestFanoutSmall(t *testing.T) {
+	url := os.Getenv("REDIS_URL")
+	if url == "" {
+		t.Skip("REDIS_URL not set: the fan-out benchmark needs Redis (.ci/run starts one)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := Fanout(ctx, FanoutOptions{Members: 5000, RedisURL: url, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent int64
+	for ch, counts := range res.Counts {
+		var total int64
+		for _, n := range counts {
+			total += n
+		}
+		if total != 5000 {
+			t.Errorf("%s: counts %v add up to %d, want 5000", ch, counts, total)
+		}
+		sent += counts["sent"]
+	}
+	// A member with several device tokens gets several APNs messages, so the
+	// channels saw at least one message per "sent" position.
+	if res.Messages < sent || res.Messages == 0 {
+		t.Errorf("channels accepted %d messages for %d sent positions", res.Messages, sent)
+	}
+	if res.SetNXPerSec <= 0 || res.Ratio <= 0 {
+		t.Errorf("no Redis baseline measured: %+v", res)
+	}
+}
+
+func TestFanoutNeedsRedis(t *testing.T) {
+	if _, err := Fanout(context.Background(), FanoutOptions{Members: 10}); err == nil {
+		t.Fatal("ran without Redis")
+	}
+}
