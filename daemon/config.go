@@ -155,6 +155,9 @@ func (s Secret) String() string {
 	return "[redacted " + s.source + "]"
 }
 
+// GoString keeps the value out of %#v.
+func (s Secret) GoString() string { return s.String() }
+
 // LogValue keeps the value out of structured logs.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 

@@ -1,0 +1,35 @@
+// Package webhook delivers notifications as signed JSON HTTP requests through
+// github.com/hashicorp/go-retryablehttp.
+//
+// It owns the webhook protocol only: building the request (JSON body,
+// Idempotency-Key, Stripe-style signature), refusing redirects, and
+// classifying every answer into a *channels.Error. It does not retry, sleep or
+// rate-limit: the worker pool in package channels owns that, so retryablehttp
+// runs with RetryMax 0 and a CheckRetry that never retries (see New).
+//
+// # Signature
+//
+// Every request carries
+//
+//	X-Notifyd-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
+//
+// Receivers call Verify(secret, header, body, time.Now(), 5*time.Minute):
+// it compares in constant time, accepts any of several v1 entries (secret
+// rotation) and refuses timestamps outside the tolerance (replays).
+//
+// # Classification
+//
+//	2xx                 accepted (X-Request-Id, if any, is the ProviderID)
+//	3xx                 rejected, permanent (redirects are never followed)
+//	401, 403            auth, permanent
+//	410 (DeadStatuses)  dead_address, permanent: the pool prunes the endpoint
+//	413                 invalid, permanent
+//	408                 unavailable, transient, Retry-After honoured (capped)
+//	429                 rate_limited, transient, Retry-After honoured (capped)
+//	other 4xx (incl. 404) rejected, permanent
+//	5xx                 unavailable, transient, Retry-After honoured (capped)
+//	network / timeout   network, transient
+//
+// Error strings and logs name only scheme and host of a URL: webhook URLs
+// often carry their credential in the userinfo, query or path.
+package webhook

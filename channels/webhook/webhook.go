@@ -1,0 +1,584 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/notifyd/notifyd/channels"
+)
+
+// Defaults for the optional Config fields.
+const (
+	DefaultMethod          = http.MethodPost
+	DefaultTimeout         = 10 * time.Second
+	DefaultMaxBodyBytes    = 1 << 20
+	DefaultMaxRetryAfter   = 10 * time.Minute
+	DefaultMaxConnsPerHost = 256
+	DefaultConcurrency     = 64
+)
+
+// respSnippetBytes is how much of an error response body is kept in the error
+// (receivers often explain a 4xx there); the rest is drained up to
+// respDrainBytes so the keep-alive connection can be reused.
+const (
+	respSnippetBytes = 256
+	respDrainBytes   = 64 << 10
+)
+
+// Config is what a webhook Sender needs. Only one of URL or a per-message
+// Hook.URL is required.
+type Config struct {
+	// URL is the default endpoint; Message.Hook.URL overrides it per message.
+	URL string
+	// Method is the default HTTP method (POST); Hook.Method overrides it.
+	Method string
+	// Secret signs every request (HMAC-SHA256). Empty sends unsigned requests.
+	Secret string
+	// SignatureHeader names the signature header (X-Notifyd-Signature).
+	SignatureHeader string
+	// Timeout bounds one request, connect to last response byte (10s).
+	Timeout time.Duration
+	// AllowedHosts, when set, restricts destinations: an exact host name, or
+	// "*.example.com" for any subdomain. Ports are ignored.
+	AllowedHosts []string
+	// AllowedSchemes restricts URL schemes; empty allows http and https.
+	AllowedSchemes []string
+	// TLS is the trust configuration for https endpoints.
+	TLS channels.TLS
+	// MaxBodyBytes rejects larger bodies as invalid (1 MiB).
+	MaxBodyBytes int
+	// MaxRetryAfter caps a receiver's Retry-After hint (10 min); retryablehttp
+	// itself would honour any value, including "come back next year".
+	MaxRetryAfter time.Duration
+	// DeadStatuses are statuses that mean "this recipient's endpoint is gone
+	// for good" and produce ReasonDeadAddress. Default: 410 only. 404 is not
+	// in the default set because a shared endpoint with a mistyped path would
+	// otherwise prune every recipient at once.
+	DeadStatuses []int
+	// MaxConnsPerHost sizes the keep-alive pool per host (256).
+	MaxConnsPerHost int
+	// Concurrency bounds parallel requests within one Send call (64).
+	Concurrency int
+}
+
+// Option configures optional Sender behaviour.
+type Option func(*Sender)
+
+// WithHTTPClient sends through c. Its Transport is used as is; its
+// CheckRedirect is replaced (redirects are never followed) on a copy.
+func WithHTTPClient(c *http.Client) Option { return func(s *Sender) { s.httpClient = c } }
+
+// WithLogger sets the structured logger.
+func WithLogger(l *slog.Logger) Option { return func(s *Sender) { s.logger = l } }
+
+// WithClock injects the clock used for signature timestamps, deadlines and
+// Retry-After dates.
+func WithClock(now func() time.Time) Option { return func(s *Sender) { s.now = now } }
+
+// Sender delivers Hook messages. It is safe for concurrent use.
+type Sender struct {
+	cfg        Config
+	defaultURL *url.URL
+	method     string
+	sigHeader  string
+	signer     *signer
+	client     *retryablehttp.Client
+	httpClient *http.Client
+	logger     *slog.Logger
+	now        func() time.Time
+	dead       map[int]bool
+
+	// warnedNetwork keeps a receiver outage from logging once per message.
+	warnedNetwork atomic.Bool
+}
+
+var _ channels.Channel = (*Sender)(nil)
+
+// New validates cfg and builds a Sender.
+func New(cfg Config, opts ...Option) (*Sender, error) {
+	s := &Sender{cfg: cfg, now: time.Now, logger: slog.Default()}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.logger == nil {
+		s.logger = slog.Default()
+	}
+	s.logger = s.logger.With("channel", channels.Webhook)
+	if err := s.applyDefaults(); err != nil {
+		return nil, err
+	}
+	if cfg.URL != "" {
+		u, err := s.checkURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("validate webhook config: url: %w", err)
+		}
+		s.defaultURL = u
+	}
+	hc, err := s.buildHTTPClient()
+	if err != nil {
+		return nil, err
+	}
+	// The pool owns retries (rate limits, deadlines and the attempt budget
+	// live there), so retryablehttp must only ever make one attempt. A
+	// CheckRetry that says "retry" with RetryMax 0 would also make Do call
+	// CloseIdleConnections on the shared transport for every 5xx, tearing
+	// down every other goroutine's keep-alive connections.
+	s.client = &retryablehttp.Client{
+		HTTPClient:   hc,
+		Logger:       nil, // it would log full URLs; we log redacted ones ourselves
+		RetryMax:     0,
+		CheckRetry:   func(context.Context, *http.Response, error) (bool, error) { return false, nil },
+		Backoff:      retryablehttp.DefaultBackoff,
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+	}
+	return s, nil
+}
+
+func (s *Sender) applyDefaults() error {
+	c := &s.cfg
+	if c.Method == "" {
+		c.Method = DefaultMethod
+	}
+	if !validMethod(c.Method) {
+		return fmt.Errorf("validate webhook config: method %q is not an HTTP token", c.Method)
+	}
+	if c.SignatureHeader == "" {
+		c.SignatureHeader = DefaultSignatureHeader
+	}
+	if !validHeaderName(c.SignatureHeader) {
+		return fmt.Errorf("validate webhook config: signature header %q is not a valid header name", c.SignatureHeader)
+	}
+	c.SignatureHeader = textproto.CanonicalMIMEHeaderKey(c.SignatureHeader)
+	if c.Timeout < 0 || c.MaxBodyBytes < 0 || c.MaxRetryAfter < 0 || c.MaxConnsPerHost < 0 || c.Concurrency < 0 {
+		return errors.New("validate webhook config: timeouts, sizes and counts must not be negative")
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxRetryAfter == 0 {
+		c.MaxRetryAfter = DefaultMaxRetryAfter
+	}
+	if c.MaxConnsPerHost == 0 {
+		c.MaxConnsPerHost = DefaultMaxConnsPerHost
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if len(c.AllowedSchemes) == 0 {
+		c.AllowedSchemes = []string{"https", "http"}
+	}
+	for i, sc := range c.AllowedSchemes {
+		sc = strings.ToLower(sc)
+		if sc != "http" && sc != "https" {
+			return fmt.Errorf("validate webhook config: scheme %q is not http or https", sc)
+		}
+		c.AllowedSchemes[i] = sc
+	}
+	for _, h := range c.AllowedHosts {
+		if h == "" || strings.ContainsAny(h, "/:@ ") {
+			return fmt.Errorf("validate webhook config: allowed host %q must be a bare host name or *.domain", h)
+		}
+	}
+	if c.DeadStatuses == nil {
+		c.DeadStatuses = []int{http.StatusGone}
+	}
+	s.dead = make(map[int]bool, len(c.DeadStatuses))
+	for _, st := range c.DeadStatuses {
+		if st < 400 || st > 499 {
+			return fmt.Errorf("validate webhook config: dead status %d is not a 4xx status", st)
+		}
+		s.dead[st] = true
+	}
+	s.method = c.Method
+	s.sigHeader = c.SignatureHeader
+	if c.Secret != "" {
+		s.signer = newSigner(c.Secret)
+	}
+	return nil
+}
+
+func (s *Sender) buildHTTPClient() (*http.Client, error) {
+	if s.httpClient != nil {
+		hc := *s.httpClient
+		hc.CheckRedirect = noRedirect
+		return &hc, nil
+	}
+	tlsCfg, err := s.cfg.TLS.Config()
+	if err != nil {
+		return nil, fmt.Errorf("build webhook TLS config: %w", err)
+	}
+	dialer := &net.Dialer{Timeout: s.cfg.Timeout, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		TLSClientConfig:       tlsCfg,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          4 * s.cfg.MaxConnsPerHost,
+		MaxIdleConnsPerHost:   s.cfg.MaxConnsPerHost,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   s.cfg.Timeout,
+		ExpectContinueTimeout: time.Second,
+	}
+	return &http.Client{Transport: tr, CheckRedirect: noRedirect}, nil
+}
+
+// noRedirect keeps the 3xx as the answer: following a redirect would send the
+// signed body to a destination the allow-list never saw.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// Name implements channels.Channel.
+func (s *Sender) Name() string { return channels.Webhook }
+
+// Close releases idle connections.
+func (s *Sender) Close() error {
+	s.client.HTTPClient.CloseIdleConnections()
+	return nil
+}
+
+// Send delivers each message's Hook and answers per message, in order.
+// Requests of one batch run in parallel (up to Config.Concurrency).
+func (s *Sender) Send(ctx context.Context, batch []*channels.Message) []channels.Result {
+	results := make([]channels.Result, len(batch))
+	workers := min(s.cfg.Concurrency, len(batch))
+	if workers <= 1 {
+		for i, m := range batch {
+			results[i] = s.sendOne(ctx, m)
+		}
+		return results
+	}
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(batch) {
+					return
+				}
+				results[i] = s.sendOne(ctx, batch[i])
+			}
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+func (s *Sender) sendOne(ctx context.Context, m *channels.Message) channels.Result {
+	if err := ctx.Err(); err != nil {
+		return channels.Result{Err: channels.Classify(fmt.Errorf("send webhook: %w", err))}
+	}
+	if m == nil || m.Hook == nil {
+		return channels.Result{Err: channels.Permanent(channels.ReasonInvalid, "", errors.New("send webhook: message has no Hook content"))}
+	}
+	now := s.now()
+	if !m.Deadline.IsZero() && !now.Before(m.Deadline) {
+		return channels.Result{Err: channels.Permanent(channels.ReasonExpired, "", fmt.Errorf("send webhook: deadline passed %s ago", now.Sub(m.Deadline).Round(time.Millisecond)))}
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	req, target, err := s.buildRequest(rctx, m, now)
+	if err != nil {
+		return channels.Result{Err: channels.Permanent(channels.ReasonInvalid, "", err)}
+	}
+
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return channels.Result{Err: s.classifyTransportError(ctx, req.Method, target, err)}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		drain(resp)
+		s.warnedNetwork.Store(false)
+		return channels.Result{ProviderID: resp.Header.Get("X-Request-Id")}
+	}
+	snippet := readSnippet(resp.Body)
+	drain(resp)
+	return channels.Result{Err: s.classifyStatus(resp, req.Method, target, snippet)}
+}
+
+// drain reads what is left of a response (bounded) so its connection can go
+// back to the keep-alive pool; an empty body costs nothing.
+func drain(resp *http.Response) {
+	if resp.ContentLength == 0 {
+		return
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, respDrainBytes))
+}
+
+func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, now time.Time) (*retryablehttp.Request, *url.URL, error) {
+	h := m.Hook
+	target := s.defaultURL
+	if h.URL != "" {
+		u, err := s.checkURL(h.URL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("build webhook request: %w", err)
+		}
+		target = u
+	}
+	if target == nil {
+		return nil, nil, errors.New("build webhook request: no URL in the message or the config")
+	}
+	method := s.method
+	if h.Method != "" {
+		method = strings.ToUpper(h.Method)
+		if !validMethod(method) {
+			return nil, nil, fmt.Errorf("build webhook request: method %q is not an HTTP token", h.Method)
+		}
+	}
+	if len(h.Body) > s.cfg.MaxBodyBytes {
+		return nil, nil, fmt.Errorf("build webhook request: body is %d bytes, limit %d", len(h.Body), s.cfg.MaxBodyBytes)
+	}
+	if len(h.Body) > 0 && !json.Valid(h.Body) {
+		return nil, nil, errors.New("build webhook request: body is not valid JSON")
+	}
+	var body any
+	if len(h.Body) > 0 {
+		body = h.Body
+	}
+	req, err := retryablehttp.NewRequestWithContext(ctx, method, target.String(), body)
+	if err != nil {
+		// http.NewRequest's error repeats the URL; say only what kind of request failed.
+		return nil, nil, fmt.Errorf("build webhook request: %s %s: invalid request", method, redactURL(target))
+	}
+	hdr := req.Header
+	for k, v := range h.Headers {
+		if !validHeaderName(k) {
+			return nil, nil, fmt.Errorf("build webhook request: header name %q is not a valid token", k)
+		}
+		if strings.ContainsAny(v, "\r\n\x00") {
+			return nil, nil, fmt.Errorf("build webhook request: header %s: value contains CR, LF or NUL", k)
+		}
+		ck := textproto.CanonicalMIMEHeaderKey(k)
+		if reservedHeader(ck) || ck == s.sigHeader {
+			return nil, nil, fmt.Errorf("build webhook request: header %s is set by notifyd and cannot be overridden", ck)
+		}
+		hdr[ck] = []string{v}
+	}
+	// One backing array for the fixed headers' value slices: four
+	// allocations fewer per request on the hot path.
+	vals := make([]string, 4)
+	// The template may name the body's type (a text body, a vendor JSON
+	// type); otherwise it is JSON.
+	if _, set := hdr["Content-Type"]; len(h.Body) > 0 && !set {
+		vals[0] = "application/json"
+		hdr["Content-Type"] = vals[0:1:1]
+	}
+	vals[1] = "notifyd-webhook/1"
+	hdr["User-Agent"] = vals[1:2:2]
+	if m.IdempotencyKey != "" {
+		if strings.ContainsAny(m.IdempotencyKey, "\r\n\x00") {
+			return nil, nil, errors.New("build webhook request: idempotency key contains CR, LF or NUL")
+		}
+		vals[2] = m.IdempotencyKey
+		hdr["Idempotency-Key"] = vals[2:3:3]
+	}
+	if s.signer != nil {
+		vals[3] = s.signer.sign(now.Unix(), h.Body)
+		hdr[s.sigHeader] = vals[3:4:4]
+	}
+	return req, target, nil
+}
+
+// checkURL parses raw and applies the scheme and host allow-lists. Errors
+// never repeat the URL: it may carry a token in its path or query.
+func (s *Sender) checkURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, errors.New("parse URL: malformed")
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if !slices.Contains(s.cfg.AllowedSchemes, scheme) {
+		return nil, fmt.Errorf("parse URL: scheme %q not allowed", u.Scheme)
+	}
+	host := u.Hostname()
+	if host == "" {
+		return nil, errors.New("parse URL: no host")
+	}
+	if len(s.cfg.AllowedHosts) > 0 && !hostAllowed(s.cfg.AllowedHosts, host) {
+		return nil, fmt.Errorf("parse URL: host %q not in the allowed hosts", host)
+	}
+	return u, nil
+}
+
+func hostAllowed(allowed []string, host string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	for _, a := range allowed {
+		a = strings.ToLower(a)
+		if suffix, ok := strings.CutPrefix(a, "*."); ok {
+			if strings.HasSuffix(host, "."+suffix) {
+				return true
+			}
+			continue
+		}
+		if host == a {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Sender) classifyTransportError(parent context.Context, method string, target *url.URL, err error) *channels.Error {
+	// The url.Error from net/http repeats the full URL; keep only its cause.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	wrapped := fmt.Errorf("%s %s: %w", method, redactURL(target), err)
+	if perr := parent.Err(); perr != nil {
+		return channels.Classify(fmt.Errorf("%s %s: %w", method, redactURL(target), perr))
+	}
+	code := "network"
+	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+		code = "timeout"
+	}
+	if s.warnedNetwork.CompareAndSwap(false, true) {
+		s.logger.Warn("webhook request failed", "host", target.Host, "code", code, "err", wrapped)
+	}
+	return channels.Transient(channels.ReasonNetwork, code, 0, wrapped)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (s *Sender) classifyStatus(resp *http.Response, method string, target *url.URL, snippet string) *channels.Error {
+	st := resp.StatusCode
+	code := strconv.Itoa(st)
+	msg := fmt.Sprintf("%s %s: status %d", method, redactURL(target), st)
+	if snippet != "" {
+		msg += ": " + snippet
+	}
+	cause := errors.New(msg)
+	switch {
+	case st == http.StatusRequestTimeout:
+		return channels.Transient(channels.ReasonUnavailable, code, s.retryAfter(resp), cause)
+	case st == http.StatusTooManyRequests:
+		return channels.Transient(channels.ReasonRateLimited, code, s.retryAfter(resp), cause)
+	case st == http.StatusUnauthorized || st == http.StatusForbidden:
+		return channels.Permanent(channels.ReasonAuth, code, cause)
+	case s.dead[st]:
+		return channels.Permanent(channels.ReasonDeadAddress, code, cause)
+	case st == http.StatusRequestEntityTooLarge:
+		return channels.Permanent(channels.ReasonInvalid, code, cause)
+	case st >= 300 && st < 400:
+		return channels.Permanent(channels.ReasonRejected, code, fmt.Errorf("%w (redirects are not followed)", cause))
+	case st >= 400 && st < 500:
+		return channels.Permanent(channels.ReasonRejected, code, cause)
+	case st >= 500 && st < 600:
+		return channels.Transient(channels.ReasonUnavailable, code, s.retryAfter(resp), cause)
+	default:
+		return channels.Transient(channels.ReasonUnknown, code, 0, cause)
+	}
+}
+
+// retryAfter reads Retry-After as delay-seconds or an HTTP-date, capped at
+// MaxRetryAfter. A date in the past or an unparsable value gives zero.
+func (s *Sender) retryAfter(resp *http.Response) time.Duration {
+	return ParseRetryAfter(resp.Header.Get("Retry-After"), s.now(), s.cfg.MaxRetryAfter)
+}
+
+// ParseRetryAfter reads a Retry-After value (RFC 9110 §10.2.3: delay-seconds
+// or HTTP-date) relative to now, capped at limit (no cap when limit <= 0).
+func ParseRetryAfter(v string, now time.Time, limit time.Duration) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		if limit > 0 && secs > int64(limit/time.Second)+1 {
+			return limit
+		}
+		d = time.Duration(secs) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	if d < 0 {
+		return 0
+	}
+	if limit > 0 && d > limit {
+		return limit
+	}
+	return d
+}
+
+func readSnippet(r io.Reader) string {
+	var buf [respSnippetBytes]byte
+	n, _ := io.ReadFull(r, buf[:])
+	b := bytes.TrimSpace(buf[:n])
+	// Keep the error single-line and printable: it ends up in logs.
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c < 0x20 || c == 0x7f {
+			c = ' '
+		}
+		out = append(out, c)
+	}
+	return string(out)
+}
+
+// redactURL keeps scheme and host only: webhook URLs routinely carry their
+// credential in the userinfo, the query or the path itself (Slack-style
+// /services/T000/B000/XXXX), so none of those may reach a log or an error.
+func redactURL(u *url.URL) string {
+	if u == nil {
+		return "<no url>"
+	}
+	s := u.Scheme + "://" + u.Host
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+		s += "/[redacted]"
+	}
+	return s
+}
+
+func reservedHeader(k string) bool {
+	switch k {
+	case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Idempotency-Key":
+		return true
+	}
+	return false
+}
+
+func validMethod(m string) bool { return m != "" && isToken(m) }
+
+func validHeaderName(k string) bool { return k != "" && isToken(k) }
+
+// isToken reports whether s is an RFC 9110 token (tchar only).
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,248 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/store/shard"
+	"github.com/notifyd/notifyd/store/shard/shardgen"
+)
+
+// countingChannel accepts everything and counts: the API tests are about the
+// daemon, the channel tests drive the real providers.
+type countingChannel struct {
+	name string
+	n    atomic.Int64
+}
+
+func (c *countingChannel) Name() string { return c.name }
+func (c *countingChannel) Send(_ context.Context, batch []*channels.Message) []channels.Result {
+	c.n.Add(int64(len(batch)))
+	return make([]channels.Result, len(batch))
+}
+
+func writeTestShard(t *testing.T, n int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "test.shard")
+	w, err := shard.NewWriter(path, shard.WriterOptions{Generation: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := shardgen.New(3)
+	var p shard.Profile
+	for i := range uint64(n) {
+		g.Profile(i, &p)
+		if err := w.Add(&p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+const testToken = "test-token-0123456789abcdef"
+
+type testDaemon struct {
+	base string
+	sms  *countingChannel
+	log  *syncBuffer
+	stop func() error
+}
+
+func startDaemon(t *testing.T) *testDaemon {
+	t.Helper()
+	cfg, err := ParseConfig([]byte("shard:\n  path: " + writeTestShard(t, 300) + "\nadmin:\n  token: " + testToken + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	td := &testDaemon{base: "http://" + ln.Addr().String(), sms: &countingChannel{name: channels.SMS}, log: &syncBuffer{}}
+	logger := slog.New(slog.NewTextHandler(td.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	d, err := New(context.Background(), cfg, Deps{
+		Channels: map[string]ChannelSpec{channels.SMS: {Channel: td.sms, Pool: PoolConfig{Workers: 1, BatchSize: 50}}},
+		Logger:   logger, Listener: ln,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	var once sync.Once
+	var stopErr error
+	td.stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case stopErr = <-done:
+			case <-time.After(40 * time.Second):
+				stopErr = context.DeadlineExceeded
+			}
+		})
+		return stopErr
+	}
+	t.Cleanup(func() { _ = td.stop() })
+	return td
+}
+
+func (td *testDaemon) do(t *testing.T, method, path, token, contentType string, body []byte) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, td.base+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	_ = json.Unmarshal(raw, &out)
+	if out == nil {
+		out = map[string]any{"raw": string(raw)}
+	}
+	return resp.StatusCode, out
+}
+
+const smsCampaign = `{"id":"api-test","segment":"all","channels":["sms"],"content":{"sms":{"body":"Hi {{ profile.first_name | default: 'there' }}"}}}`
+
+func errField(m map[string]any) string {
+	e, _ := m["error"].(map[string]any)
+	f, _ := e["field"].(string)
+	return f
+}
+
+func TestAdminAPI(t *testing.T) {
+	td := startDaemon(t)
+	big := bytes.Repeat([]byte(" "), MaxBodyBytes+10)
+	tests := []struct {
+		name, method, path, token, ctype string
+		body                             []byte
+		status                           int
+		field                            string
+	}{
+		{"healthz needs no token", "GET", "/healthz", "", "", nil, 200, ""},
+		{"readyz", "GET", "/readyz", "", "", nil, 200, ""},
+		{"no token", "GET", "/v1/campaigns", "", "", nil, 401, ""},
+		{"wrong token", "GET", "/v1/campaigns", "nope-nope-nope-nope", "", nil, 401, ""},
+		{"metrics need the token", "GET", "/metrics", "", "", nil, 401, ""},
+		{"metrics", "GET", "/metrics", testToken, "", nil, 200, ""},
+		{"malformed JSON", "POST", "/v1/campaigns", testToken, "application/json", []byte(`{"id":`), 400, "body"},
+		{"unknown field", "POST", "/v1/campaigns", testToken, "application/json", []byte(`{"id":"x","segment":"all","channels":["sms"],"content":{"sms":{"body":"a"}},"bogus":1}`), 400, "bogus"},
+		{"missing segment", "POST", "/v1/campaigns", testToken, "application/json", []byte(`{"id":"x","channels":["sms"],"content":{"sms":{"body":"a"}}}`), 400, "segment"},
+		{"broken template", "POST", "/v1/campaigns", testToken, "application/json", []byte(`{"id":"x","segment":"all","channels":["sms"],"content":{"sms":{"body":"{{ profile.x | nosuchfilter }}"}}}`), 400, "content.sms.body"},
+		{"wrong content type", "POST", "/v1/campaigns", testToken, "text/plain", []byte(smsCampaign), 415, ""},
+		{"body too large", "POST", "/v1/campaigns", testToken, "application/json", big, 413, "body"},
+		{"unknown campaign", "GET", "/v1/campaigns/nope", testToken, "", nil, 404, "id"},
+		{"bad limit", "GET", "/v1/campaigns?limit=0", testToken, "", nil, 400, "limit"},
+		{"unknown action", "POST", "/v1/campaigns/x/explode", testToken, "", nil, 404, "action"},
+		{"no such endpoint", "GET", "/v2/anything", testToken, "", nil, 404, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := td.do(t, tc.method, tc.path, tc.token, tc.ctype, tc.body)
+			if status != tc.status {
+				t.Fatalf("status %d, want %d: %v", status, tc.status, body)
+			}
+			if tc.field != "" && errField(body) != tc.field {
+				t.Fatalf("error field %q, want %q: %v", errField(body), tc.field, body)
+			}
+		})
+	}
+
+	t.Run("create, idempotent create, conflict, completion", func(t *testing.T) {
+		status, body := td.do(t, "POST", "/v1/campaigns", testToken, "application/json", []byte(smsCampaign))
+		if status != 201 {
+			t.Fatalf("create: %d %v", status, body)
+		}
+		if status, _ := td.do(t, "POST", "/v1/campaigns", testToken, "application/json", []byte(smsCampaign)); status != 200 {
+			t.Fatalf("repeat create: %d", status)
+		}
+		other := strings.Replace(smsCampaign, "Hi", "Hello", 1)
+		if status, body := td.do(t, "POST", "/v1/campaigns", testToken, "application/json", []byte(other)); status != 409 {
+			t.Fatalf("conflicting create: %d %v", status, body)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			_, body = td.do(t, "GET", "/v1/campaigns/api-test", testToken, "", nil)
+			if body["status"] == "completed" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("never completed: %v", body)
+			}
+			time.Sleep(20 * time.Millisecond) // polling the API, not waiting for a result blindly
+		}
+		counts := body["counts"].(map[string]any)["sms"].(map[string]any)
+		var total float64
+		for _, n := range counts {
+			total += n.(float64)
+		}
+		if total != 300 {
+			t.Fatalf("sms counts %v add up to %v, want 300", counts, total)
+		}
+		if sent := counts["sent"].(float64); int64(sent) != td.sms.n.Load() {
+			t.Fatalf("counted %v sent, channel saw %d", sent, td.sms.n.Load())
+		}
+		if status, body := td.do(t, "POST", "/v1/campaigns/api-test/pause", testToken, "", nil); status != 409 {
+			t.Fatalf("pausing a completed campaign: %d %v", status, body)
+		}
+		status, body = td.do(t, "GET", "/v1/campaigns?limit=10", testToken, "", nil)
+		if status != 200 || len(body["campaigns"].([]any)) != 1 {
+			t.Fatalf("list: %d %v", status, body)
+		}
+		_, metrics := td.do(t, "GET", "/metrics", testToken, "", nil)
+		if !strings.Contains(metrics["raw"].(string), `notifyd_channel_messages_total{channel="sms"`) {
+			t.Fatalf("metrics lack channel counters")
+		}
+	})
+
+	if err := td.stop(); err != nil {
+		t.Fatalf("graceful shutdown: %v", err)
+	}
+	if strings.Contains(td.log.String(), testToken) {
+		t.Fatal("the admin token appears in the log")
+	}
+}
