@@ -288,6 +288,12 @@ func (e *Engine) load(ctx context.Context, id string) (*compiled, error) {
 
 // start moves a campaign from `from` to running and runs it in the background.
 func (e *Engine) start(ctx context.Context, id string, from Status) error {
+	return e.startWith(ctx, id, from, false)
+}
+
+// startWith starts a run: a delivery pass, or (retry) a pass over the
+// campaign's transient failures.
+func (e *Engine) startWith(ctx context.Context, id string, from Status, retry bool) error {
 	cc, err := e.load(ctx, id)
 	if err != nil {
 		return err
@@ -321,11 +327,11 @@ func (e *Engine) start(ctx context.Context, id string, from Status) error {
 	}
 	r := newRun(cc.c, cc.set, e, res.Lease, e.now())
 	e.wg.Add(1)
-	go e.runLoop(rctx, r, res, h)
+	go e.runLoop(rctx, r, res, h, retry)
 	return nil
 }
 
-func (e *Engine) runLoop(ctx context.Context, r *run, res Resume, h *runHandle) {
+func (e *Engine) runLoop(ctx context.Context, r *run, res Resume, h *runHandle, retry bool) {
 	defer e.wg.Done()
 	defer close(h.done)
 	defer func() {
@@ -337,7 +343,12 @@ func (e *Engine) runLoop(ctx context.Context, r *run, res Resume, h *runHandle) 
 	defer stopRenew()
 	go e.renew(renewCtx, r.lease, h)
 
-	err := r.execute(ctx, res)
+	var err error
+	if retry {
+		err = r.retryFailed(ctx)
+	} else {
+		err = r.execute(ctx, res)
+	}
 	stopRenew()
 	bg := context.WithoutCancel(ctx)
 	switch {

@@ -67,6 +67,19 @@ func (it *iter) Next(dst []campaigns.Member) (int, error) {
 
 func (it *iter) Close() error { return nil }
 
+func (s *source) Pin() (campaigns.PinnedSource, error) { return s, nil }
+
+func (s *source) LookupKey(key uint64, dst *campaigns.Member) (bool, error) {
+	i := sort.Search(len(s.members), func(i int) bool { return s.members[i].Key >= key })
+	if i == len(s.members) || s.members[i].Key != key {
+		return false, nil
+	}
+	*dst = s.members[i]
+	return true, nil
+}
+
+func (s *source) Close() error { return nil }
+
 // newSource makes n members; member i has an email unless i%10==0, a phone
 // unless i%7==0, an APNs token when i%3==0, email consent denied when i%11==0.
 func newSource(n int) *source {
@@ -486,5 +499,55 @@ func TestCrashMidCampaignResumesWithoutDuplicates(t *testing.T) {
 		if total(st.Counts, ch) != int64(len(src.members)) {
 			t.Fatalf("%s counts %v add up to %d, want %d", ch, st.Counts[ch], total(st.Counts, ch), len(src.members))
 		}
+	}
+}
+
+func TestRetryFailedResendsOnlyTransientFailures(t *testing.T) {
+	src := newSource(400)
+	r := newRig(t, memstate.New(), src, campaigns.EngineConfig{BatchSize: 100})
+	// Three phones fail every attempt with a transient error; one is dead.
+	flaky := []string{src.members[1].Phone, src.members[2].Phone, src.members[150].Phone}
+	outage := channelstest.Answer{Err: channels.Transient(channels.ReasonUnavailable, "503", 0, errors.New("provider down"))}
+	for _, p := range flaky {
+		r.chans[channels.SMS].Script(p, outage)
+	}
+	r.chans[channels.SMS].Script(src.members[3].Phone, channelstest.Answer{Err: channels.Permanent(channels.ReasonDeadAddress, "21211", errors.New("invalid number"))})
+	b := `{"id":"retry-me","segment":"all","channels":["sms","email"],"content":{"sms":{"body":"Hi"},"email":{"from":"a@example.test","subject":"s","text":"t"}}}`
+	if _, _, err := r.engine.Create(context.Background(), []byte(b)); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, r.engine, "retry-me", campaigns.StatusCompleted)
+	if st.Counts[channels.SMS][campaigns.ReasonRetriesExhausted] != 3 || st.Failures != 3 {
+		t.Fatalf("want 3 retryable failures, got %v (listed %d)", st.Counts[channels.SMS], st.Failures)
+	}
+	if _, err := r.engine.Pause(context.Background(), "retry-me"); !errors.Is(err, campaigns.ErrInvalidTransition) {
+		t.Fatalf("pause of a completed campaign: %v", err)
+	}
+
+	// The provider recovers for two of them.
+	r.chans[channels.SMS].Script(flaky[0])
+	r.chans[channels.SMS].Script(flaky[1])
+	emailsBefore := len(r.keys(channels.Email))
+	smsBefore := len(r.keys(channels.SMS))
+	if _, err := r.engine.RetryFailed(context.Background(), "retry-me"); err != nil {
+		t.Fatal(err)
+	}
+	st = waitStatus(t, r.engine, "retry-me", campaigns.StatusCompleted)
+	if got := len(r.keys(channels.Email)); got != emailsBefore {
+		t.Fatalf("retry re-sent %d emails that had not failed", got-emailsBefore)
+	}
+	// Only the 3 failed phones were tried again (twice each: MaxAttempts 2).
+	if got := len(r.keys(channels.SMS)) - smsBefore; got != 2+2 {
+		t.Fatalf("retry made %d sms attempts, want 4 (2 recovered once, 1 failing twice)", got)
+	}
+	sms := st.Counts[channels.SMS]
+	if sms[campaigns.ReasonRetriesExhausted] != 1 || st.Failures != 1 {
+		t.Fatalf("after retry: %v, listed %d; want 1 still failing", sms, st.Failures)
+	}
+	if sms[campaigns.ReasonDeadAddress] != 1 {
+		t.Fatalf("dead address was retried or lost: %v", sms)
+	}
+	if total(st.Counts, channels.SMS) != 400 {
+		t.Fatalf("sms counts %v add up to %d, want 400", sms, total(st.Counts, channels.SMS))
 	}
 }

@@ -51,4 +51,15 @@ type MemberSource interface {
 	Members(segment string, after uint64, hasAfter bool) (MemberIter, error)
 	// Generation is the newest published generation number.
 	Generation() uint64
+	// Pin pins the newest generation for point lookups by user key ("retry failed").
+	Pin() (PinnedSource, error)
+}
+
+// PinnedSource looks members up by user key in one pinned generation.
+type PinnedSource interface {
+	// LookupKey fills dst with the member whose user key is key; false if
+	// the generation has no such member (it left the shard).
+	LookupKey(key uint64, dst *Member) (bool, error)
+	// Close releases the generation.
+	Close() error
 }

@@ -29,6 +29,7 @@ type CampaignService interface {
 	Pause(ctx context.Context, id string) (campaigns.CampaignStatus, error)
 	Resume(ctx context.Context, id string) (campaigns.CampaignStatus, error)
 	Cancel(ctx context.Context, id string) (campaigns.CampaignStatus, error)
+	RetryFailed(ctx context.Context, id string) (campaigns.CampaignStatus, error)
 }
 
 // ReadyFunc reports whether the daemon can serve (shard mapped, state reachable).
@@ -210,8 +211,10 @@ func (a *api) action(w http.ResponseWriter, r *http.Request) {
 		st, err = a.svc.Resume(r.Context(), id)
 	case "cancel":
 		st, err = a.svc.Cancel(r.Context(), id)
+	case "retry-failed":
+		st, err = a.svc.RetryFailed(r.Context(), id)
 	default:
-		writeError(w, http.StatusNotFound, "action", "unknown action "+strconv.Quote(r.PathValue("action"))+"; want pause, resume or cancel")
+		writeError(w, http.StatusNotFound, "action", "unknown action "+strconv.Quote(r.PathValue("action"))+"; want pause, resume, cancel or retry-failed")
 		return
 	}
 	if err != nil {

@@ -72,38 +72,83 @@ func (si *shardIter) Next(dst []campaigns.Member) (int, error) {
 	}
 	rows := make([]shard.Row, n)
 	for i := range n {
-		m := &dst[i]
-		apns, fcm, web := m.APNs[:0], m.FCM[:0], m.WebSub[:0]
-		*m = campaigns.Member{}
-		row, err := si.r.Row(si.idx[i])
-		if err != nil {
-			key, kerr := si.r.KeyAt(si.idx[i])
-			if kerr != nil {
-				return i, fmt.Errorf("read row %d: %w", si.idx[i], kerr)
-			}
-			m.Key, m.Err = key, err
-			m.APNs, m.FCM, m.WebSub = apns, fcm, web
-			continue
+		if err := fill(si.r, si.idx[i], &dst[i], &rows[i], &si.web); err != nil {
+			return i, err
 		}
-		rows[i] = row
-		m.Key = row.Key()
-		m.ID = row.ID()
-		m.Email = row.Email()
-		m.Phone = row.Phone()
-		m.APNs = row.APNsTokens(apns)
-		m.FCM = row.FCMTokens(fcm)
-		si.web = row.WebPush(si.web[:0])
-		for _, w := range si.web {
-			web = append(web, channels.Subscription{Endpoint: w.Endpoint, P256dh: w.P256dh, Auth: w.Auth})
-		}
-		m.WebSub = web
-		cs := row.Consents()
-		m.EmailConsent, m.SMSConsent = consent(cs.Email), consent(cs.SMS)
-		m.PushConsent, m.WebPushConsent = consent(cs.Push), consent(cs.WebPush)
-		m.Profile = &rows[i]
 	}
 	return n, nil
 }
+
+// fill reads row idx into m, reusing m's slices. A row whose block is
+// corrupt still yields its key (from the separately checksummed key column)
+// and m.Err, so the recipient is reported rather than lost.
+func fill(r *shard.Reader, idx uint32, m *campaigns.Member, row *shard.Row, web *[]shard.WebPushSubscription) error {
+	apns, fcm, subs := m.APNs[:0], m.FCM[:0], m.WebSub[:0]
+	*m = campaigns.Member{}
+	var err error
+	*row, err = r.Row(idx)
+	if err != nil {
+		key, kerr := r.KeyAt(idx)
+		if kerr != nil {
+			return fmt.Errorf("read row %d: %w", idx, kerr)
+		}
+		m.Key, m.Err = key, err
+		m.APNs, m.FCM, m.WebSub = apns, fcm, subs
+		return nil
+	}
+	m.Key = row.Key()
+	m.ID = row.ID()
+	m.Email = row.Email()
+	m.Phone = row.Phone()
+	m.APNs = row.APNsTokens(apns)
+	m.FCM = row.FCMTokens(fcm)
+	*web = row.WebPush((*web)[:0])
+	for _, w := range *web {
+		subs = append(subs, channels.Subscription{Endpoint: w.Endpoint, P256dh: w.P256dh, Auth: w.Auth})
+	}
+	m.WebSub = subs
+	cs := row.Consents()
+	m.EmailConsent, m.SMSConsent = consent(cs.Email), consent(cs.SMS)
+	m.PushConsent, m.WebPushConsent = consent(cs.Push), consent(cs.WebPush)
+	m.Profile = row
+	return nil
+}
+
+// Pin pins the newest generation for lookups by user key.
+func (s *ShardSource) Pin() (campaigns.PinnedSource, error) {
+	r, err := s.store.Acquire()
+	if err != nil {
+		return nil, fmt.Errorf("pin shard generation: %w", err)
+	}
+	return &shardPin{r: r}, nil
+}
+
+type shardPin struct {
+	r   *shard.Reader
+	web []shard.WebPushSubscription
+}
+
+// LookupKey finds the row with user key key by binary search.
+func (p *shardPin) LookupKey(key uint64, dst *campaigns.Member) (bool, error) {
+	var i uint32
+	if key > 0 {
+		var err error
+		if i, err = p.r.FirstRowAfter(key - 1); err != nil {
+			return false, err
+		}
+	}
+	if uint64(i) >= p.r.Rows() {
+		return false, nil
+	}
+	k, err := p.r.KeyAt(i)
+	if err != nil || k != key {
+		return false, err
+	}
+	return true, fill(p.r, i, dst, new(shard.Row), &p.web)
+}
+
+// Close releases the generation.
+func (p *shardPin) Close() error { return p.r.Release() }
 
 func consent(c shard.Consent) campaigns.Consent {
 	switch c {

@@ -17,11 +17,11 @@ import (
 // runCampaign is the admin API client: notifyd campaign create|get|list|pause|resume|cancel.
 func runCampaign(args []string, stdout, stderr io.Writer) int {
 	usage := func() {
-		fmt.Fprintln(stderr, `usage: notifyd campaign <create|get|list|pause|resume|cancel> [flags] [ID]
+		fmt.Fprintln(stderr, `usage: notifyd campaign <create|get|list|pause|resume|cancel|retry-failed> [flags] [ID]
   create -f FILE     create a campaign from a JSON file ("-" for stdin); idempotent on its id
   get ID             show a campaign's status and counts
   list [--after ID] [--limit N]
-  pause|resume|cancel ID
+  pause|resume|cancel|retry-failed ID
 flags (every subcommand):
   --addr URL         admin API (default $NOTIFYD_ADDR or http://127.0.0.1:8080)
   --token-file PATH  bearer token file (default: $NOTIFYD_ADMIN_TOKEN)`)
@@ -92,7 +92,7 @@ flags (every subcommand):
 			q.Set("after", *after)
 		}
 		out, err = c.do(ctx, http.MethodGet, "/v1/campaigns?"+q.Encode(), nil)
-	case "pause", "resume", "cancel":
+	case "pause", "resume", "cancel", "retry-failed":
 		if !needID() {
 			return 2
 		}

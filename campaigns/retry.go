@@ -1,0 +1,143 @@
+package campaigns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// ReasonLeftShard settles a failure being retried whose member is no longer
+// in the shard.
+const ReasonLeftShard = "left_shard"
+
+// RetryFailed re-runs only the recipients whose messages failed transiently
+// (retries exhausted) on a completed or failed campaign. It returns at once;
+// the campaign is running until the pass ends, then completed again.
+func (e *Engine) RetryFailed(ctx context.Context, id string) (CampaignStatus, error) {
+	rec, err := e.store.Get(ctx, id)
+	if err != nil {
+		return CampaignStatus{}, err
+	}
+	if rec.Status != StatusCompleted && rec.Status != StatusFailed {
+		return CampaignStatus{}, fmt.Errorf("retry failed recipients of %s (%s): %w", id, rec.Status, ErrInvalidTransition)
+	}
+	if err := e.startWith(ctx, id, rec.Status, true); err != nil {
+		return CampaignStatus{}, err
+	}
+	return e.Get(ctx, id)
+}
+
+// retryFailed pages through the campaign's transient failures (the cursor
+// moves past each page, so a failure that fails again is not revisited in
+// this pass) and re-sends each (member, channel) once.
+func (r *run) retryFailed(ctx context.Context) error {
+	pin, err := r.source.Pin()
+	if err != nil {
+		return fmt.Errorf("pin shard generation: %w", err)
+	}
+	defer pin.Close()
+	cursor := ""
+	for ctx.Err() == nil {
+		page, next, err := r.progress.Failures(ctx, r.c.ID, cursor, r.cfg.BatchSize)
+		if err != nil {
+			return fmt.Errorf("list failures: %w", err)
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		if err := r.retryPage(ctx, pin, page); err != nil {
+			return err
+		}
+		if next == "" {
+			return nil
+		}
+		cursor = next
+	}
+	return errStopped
+}
+
+func (r *run) retryPage(ctx context.Context, pin PinnedSource, page []Failure) error {
+	// One member per distinct user (failures are sorted by user), and only
+	// the failed channels' positions are left open.
+	b := r.getBatch(len(page))
+	b.Members = b.Members[:0]
+	type want struct{ m, ch int }
+	var wants []want
+	var gone []Failure
+	for _, f := range page {
+		chIdx := -1
+		for i, ch := range r.channels {
+			if ch == f.Channel {
+				chIdx = i
+			}
+		}
+		if chIdx < 0 {
+			continue
+		}
+		if n := len(b.Members); n == 0 || b.Members[n-1].Key != f.User {
+			b.Members = b.Members[:n+1]
+			ok, err := pin.LookupKey(f.User, &b.Members[n])
+			if err != nil {
+				return fmt.Errorf("look up member %016x: %w", f.User, err)
+			}
+			if !ok {
+				b.Members = b.Members[:n]
+				gone = append(gone, f)
+				continue
+			}
+		}
+		wants = append(wants, want{len(b.Members) - 1, chIdx})
+	}
+	b.reset(r, len(b.Members))
+	open := make([]bool, len(b.pos))
+	for _, w := range wants {
+		open[w.m*b.nch()+w.ch] = true
+	}
+	for p := range b.pos {
+		if !open[p] {
+			b.pos[p].settled = true // not part of this retry: not counted
+			b.open--
+		}
+	}
+	stages := MultiStage{StageFunc(resolveStage), StageFunc(policyStage), StageFunc(renderStage)}
+	if err := stages.Exec(ctx, b); err != nil {
+		return err
+	}
+	b.remaining = b.open
+	if b.open == 0 {
+		close(b.done)
+	} else if err := dispatchStage(ctx, b); err != nil {
+		b.abort()
+		<-b.done
+		return err
+	}
+	<-b.done
+
+	b.mu.Lock()
+	rep := RetryReport{Retried: page, Failures: append([]Failure(nil), b.failures...), Counts: b.takeCounts()}
+	canceled := false
+	for p := range b.pos {
+		if b.pos[p].reason == ReasonCanceled {
+			canceled = true
+		}
+	}
+	b.mu.Unlock()
+	if canceled {
+		// Keep them all listed: the next "retry failed" sees them again.
+		return errStopped
+	}
+	for _, f := range gone {
+		rep.Counts = append(rep.Counts, Count{Channel: f.Channel, Reason: ReasonLeftShard, N: 1})
+	}
+	for _, f := range page {
+		rep.Counts = append(rep.Counts, Count{Channel: f.Channel, Reason: f.Reason, N: -1})
+	}
+	if err := r.progress.MarkRetried(context.WithoutCancel(ctx), r.lease, rep); err != nil {
+		if errors.Is(err, ErrLeaseLost) {
+			return err
+		}
+		return fmt.Errorf("record retried failures: %w", err)
+	}
+	r.putBatch(b)
+	return nil
+}
