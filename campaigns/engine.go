@@ -303,9 +303,19 @@ func (e *Engine) startWith(ctx context.Context, id string, from Status, retry bo
 		e.mu.Unlock()
 		return ErrEngineClose
 	}
-	if _, busy := e.runs[id]; busy {
+	if h, busy := e.runs[id]; busy {
 		e.mu.Unlock()
-		return nil
+		if from == StatusRunning {
+			return nil // already running here
+		}
+		// The previous run recorded its final status and is winding down:
+		// wait for it so two runs never overlap.
+		select {
+		case <-h.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return e.startWith(ctx, id, from, retry)
 	}
 	e.mu.Unlock()
 	if from != StatusRunning {

@@ -123,7 +123,23 @@ func (r *run) execute(ctx context.Context, res Resume) error {
 	return err
 }
 
+// drainContext outlives ctx by d: a batch whose stages began finishes
+// recording and dispatching after a pause or shutdown, so positions are not
+// left "dispatched" in the progress record without being handed to a
+// channel (which a later run would have to treat as in doubt).
+func drainContext(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(d, cancel)
+		<-dctx.Done()
+		t.Stop()
+	})
+	return dctx, func() { stop(); cancel() }
+}
+
 func (r *run) produce(ctx context.Context, res Resume, fin chan<- *RecipientBatch) error {
+	sctx, cancel := drainContext(ctx, r.cfg.DrainTimeout)
+	defer cancel()
 	// First the batches an earlier owner left open: their positions are
 	// settled, in doubt, or never sent.
 	for _, ob := range res.Open {
@@ -137,7 +153,7 @@ func (r *run) produce(ctx context.Context, res Resume, fin chan<- *RecipientBatc
 		if err != nil {
 			return err
 		}
-		if err := r.stages.Exec(ctx, b); err != nil {
+		if err := r.stages.Exec(sctx, b); err != nil {
 			b.abort()
 			fin <- b
 			return err
@@ -167,7 +183,7 @@ func (r *run) produce(ctx context.Context, res Resume, fin chan<- *RecipientBatc
 			return fmt.Errorf("claim batch: %w", err)
 		}
 		b.Seq = seq
-		if err := r.stages.Exec(ctx, b); err != nil {
+		if err := r.stages.Exec(sctx, b); err != nil {
 			b.abort()
 			fin <- b
 			return err
