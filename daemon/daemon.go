@@ -57,6 +57,8 @@ type Daemon struct {
 	shard    *shard.Store
 	state    state
 	redis    redis.UniversalClient
+	intake   campaigns.Intake
+	owner    string
 	pools    map[string]*channels.Pool
 	engine   *campaigns.Engine
 	feedback channels.FeedbackSink
@@ -98,6 +100,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			return nil, fmt.Errorf("open redis state: %w", err)
 		}
 		d.state = rs
+		d.intake = rs
 	} else {
 		d.log.Warn("no redis.url configured: campaign state is kept in memory and lost on restart")
 		d.state = memstate.New(memstate.WithClock(now))
@@ -137,6 +140,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		host, _ := os.Hostname()
 		owner = host + "/" + strconv.Itoa(os.Getpid())
 	}
+	d.owner = owner
 	d.engine = campaigns.NewEngine(d.state, d.state, NewShardSource(d.shard), campaigns.NewPoolDispatcher(d.pools),
 		campaigns.EngineConfig{
 			Owner: owner, BatchSize: cfg.Engine.BatchSize, MaxOpenBatches: cfg.Engine.MaxOpenBatches,
@@ -212,12 +216,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}()
 	go d.tick(bg)
+	if d.intake != nil {
+		go intakeLoop(bg, d.intake, func(ctx context.Context, body []byte) error {
+			_, _, err := d.engine.Create(ctx, body)
+			return err
+		}, IntakeConfig{Consumer: d.owner}, d.log)
+	}
 
 	var runErr error
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:
 	}
+	stopBg() // intake first: nothing new starts while in-flight work drains
 	return errors.Join(runErr, d.shutdown())
 }
 

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,7 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/store/redisstate"
 	"github.com/notifyd/notifyd/store/shard"
 	"github.com/notifyd/notifyd/store/shard/shardgen"
 )
@@ -81,9 +86,9 @@ type testDaemon struct {
 	stop func() error
 }
 
-func startDaemon(t *testing.T) *testDaemon {
+func startDaemon(t *testing.T, extraYAML ...string) *testDaemon {
 	t.Helper()
-	cfg, err := ParseConfig([]byte("shard:\n  path: " + writeTestShard(t, 300) + "\nadmin:\n  token: " + testToken + "\n"))
+	cfg, err := ParseConfig([]byte("shard:\n  path: " + writeTestShard(t, 300) + "\nadmin:\n  token: " + testToken + "\n" + strings.Join(extraYAML, "")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +160,19 @@ func errField(m map[string]any) string {
 }
 
 func TestAdminAPI(t *testing.T) {
-	td := startDaemon(t)
+	t.Run("memory state", func(t *testing.T) { testAdminAPI(t, startDaemon(t)) })
+	t.Run("redis state", func(t *testing.T) {
+		url := os.Getenv("REDIS_URL")
+		if url == "" {
+			t.Skip("REDIS_URL not set (.ci/run starts Redis and sets it)")
+		}
+		testAdminAPI(t, startDaemon(t, fmt.Sprintf("redis:\n  url: %s\n  prefix: %q\n", url, uniquePrefix())))
+	})
+}
+
+func uniquePrefix() string { return fmt.Sprintf("notifyd-test:%d:", time.Now().UnixNano()) }
+
+func testAdminAPI(t *testing.T, td *testDaemon) {
 	big := bytes.Repeat([]byte(" "), MaxBodyBytes+10)
 	tests := []struct {
 		name, method, path, token, ctype string
@@ -244,5 +261,61 @@ func TestAdminAPI(t *testing.T) {
 	}
 	if strings.Contains(td.log.String(), testToken) {
 		t.Fatal("the admin token appears in the log")
+	}
+}
+
+// TestIntakeStream: a campaign enqueued on the Redis intake stream is created
+// and delivered; a malformed entry is acknowledged (and logged), not retried
+// forever; nothing stays pending.
+func TestIntakeStream(t *testing.T) {
+	url := os.Getenv("REDIS_URL")
+	if url == "" {
+		t.Skip("REDIS_URL not set (.ci/run starts Redis and sets it)")
+	}
+	prefix := uniquePrefix()
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	rs, err := redisstate.New(rdb, redisstate.WithPrefix(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Enqueued before any daemon runs: the request must survive until one does.
+	if _, err := rs.Enqueue(context.Background(), []byte(`{"id":"bad","segment":`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.Enqueue(context.Background(), []byte(strings.Replace(smsCampaign, "api-test", "from-stream", 1))); err != nil {
+		t.Fatal(err)
+	}
+	td := startDaemon(t, fmt.Sprintf("redis:\n  url: %s\n  prefix: %q\n", url, prefix))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		status, body := td.do(t, "GET", "/v1/campaigns/from-stream", testToken, "", nil)
+		if status == 200 && body["status"] == "completed" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("enqueued campaign never completed: %d %v", status, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for {
+		n, err := rdb.XLen(context.Background(), prefix+"intake").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d intake entries left unacknowledged", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(td.log.String(), "intake entry rejected") {
+		t.Fatalf("the malformed entry was not reported:\n%s", td.log.String())
 	}
 }

@@ -1,0 +1,85 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/notifyd/notifyd/campaigns"
+	"github.com/notifyd/notifyd/templates"
+)
+
+// IntakeConfig tunes the stream intake.
+type IntakeConfig struct {
+	// Consumer names this daemon in the consumer group (default: the engine owner).
+	Consumer string
+	// Block is how long one read waits for new entries (default 2s).
+	Block time.Duration
+	// MinIdle is how long an entry stays pending with a dead consumer before
+	// this daemon takes it over (default 1m).
+	MinIdle time.Duration
+}
+
+// intakeLoop creates campaigns enqueued on the intake stream (a campaign's
+// JSON, as POST /v1/campaigns takes it). An entry is acknowledged once the
+// campaign is stored, or when it can never succeed (bad input, a conflicting
+// definition), which is logged with the entry id. On any other error it stays
+// pending and is retried, by this daemon or another one after MinIdle.
+func intakeLoop(ctx context.Context, in campaigns.Intake, create func(context.Context, []byte) error, cfg IntakeConfig, log *slog.Logger) {
+	if cfg.Block <= 0 {
+		cfg.Block = 2 * time.Second
+	}
+	if cfg.MinIdle <= 0 {
+		cfg.MinIdle = time.Minute
+	}
+	log = log.With("component", "intake", "consumer", cfg.Consumer)
+	backoff := 100 * time.Millisecond
+	lastReclaim := time.Time{}
+	for ctx.Err() == nil {
+		var entries []campaigns.Entry
+		var err error
+		if time.Since(lastReclaim) >= cfg.MinIdle/2 {
+			lastReclaim = time.Now()
+			entries, err = in.Reclaim(ctx, cfg.Consumer, cfg.MinIdle, 100)
+		}
+		if err == nil && len(entries) == 0 {
+			entries, err = in.Read(ctx, cfg.Consumer, 100, cfg.Block)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn("read intake stream", "error", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 30*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		for _, e := range entries {
+			err := create(ctx, e.Payload)
+			switch {
+			case err == nil:
+			case permanentCreateError(err):
+				log.Error("intake entry rejected; acknowledged so it is not retried", "entry", e.ID, "error", err)
+			default:
+				log.Warn("intake entry not processed; it stays pending", "entry", e.ID, "error", err)
+				continue
+			}
+			if err := in.Ack(ctx, e.ID); err != nil {
+				log.Warn("acknowledge intake entry", "entry", e.ID, "error", err)
+			}
+		}
+	}
+}
+
+// permanentCreateError reports whether retrying the same request cannot help.
+func permanentCreateError(err error) bool {
+	var fe *campaigns.FieldError
+	var ce *templates.CompileError
+	return errors.As(err, &fe) || errors.As(err, &ce) || errors.Is(err, campaigns.ErrConflict)
+}
