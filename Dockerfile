@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Build: a static notifyd binary.
+# notifyd: a static binary in a minimal, non-root image.
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
@@ -7,11 +7,16 @@ RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/notifyd ./cmd/notifyd
 
-# Run: distroless static, non-root. The shard file is shared with the co-located
-# store through a read-only volume mounted at /var/lib/notifyd.
+# distroless/static: no shell, no package manager; runs as uid 65532.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/notifyd /usr/local/bin/notifyd
+COPY notifyd.example.yaml /etc/notifyd/notifyd.example.yaml
 USER nonroot:nonroot
+# The co-located store publishes its shard file into this (read-only) volume.
 VOLUME ["/var/lib/notifyd"]
+EXPOSE 8080
+ENV NOTIFYD_ADDR=http://127.0.0.1:8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["/usr/local/bin/notifyd", "health"]
 ENTRYPOINT ["/usr/local/bin/notifyd"]
-CMD ["--help"]
+CMD ["serve", "--config", "/etc/notifyd/notifyd.yaml"]

@@ -111,3 +111,16 @@ func TestExampleConfigParses(t *testing.T) {
 		t.Fatalf("example does not configure every channel: %+v", c.Channels)
 	}
 }
+
+func TestComposeConfigParses(t *testing.T) {
+	t.Setenv("NOTIFYD_REDIS_URL", "redis://redis:6379/0")
+	t.Setenv("NOTIFYD_ADMIN_TOKEN", "compose-token-0123456789")
+	t.Setenv("WEBHOOK_SECRET", "s3cret")
+	c, err := LoadConfig("../deploy/notifyd.compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Shard.Path != "/var/lib/notifyd/shard.bin" || !c.Redis.URL.Set() || c.Channels.Webhook == nil {
+		t.Fatalf("compose config: %+v", c)
+	}
+}

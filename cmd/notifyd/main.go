@@ -19,6 +19,7 @@ func commands() map[string]command {
 		"shard":    {"build, generate and inspect shard files", runShard},
 		"bench":    {"end-to-end benchmarks, as ratios against the machine's own limits", runBench},
 		"demo":     {"run a campaign over every channel against local sandboxes (no network, Redis or credentials)", runDemo},
+		"health":   {"check a running daemon's /healthz (container health check)", runHealth},
 		"serve":    {"run the daemon (admin API, campaign engine, channel workers)", runServe},
 		"campaign": {"create, inspect and control campaigns through the admin API", runCampaign},
 	}

@@ -1,12 +1,330 @@
 package main
 
 import (
+	"bufio"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+	_ "time/tzdata" // validate IANA zones on hosts without a zone database
+
+	"github.com/notifyd/notifyd/store/shard"
+	"github.com/notifyd/notifyd/store/shard/shardgen"
 )
 
-// runShard is filled in by the shard store work (issue 2).
+const shardUsage = `usage:
+  notifyd shard build --profiles FILE [--out PATH] [--format auto|jsonl|csv] [--generation N]
+  notifyd shard inspect PATH [--json]
+  notifyd shard generate --profiles N --out PATH [--seed S] [--format jsonl|csv|shard]
+`
+
 func runShard(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "notifyd shard: not built yet")
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, shardUsage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	ctx := context.Background()
+	switch args[0] {
+	case "build":
+		return shardBuild(ctx, args[1:], stdout, stderr)
+	case "inspect":
+		return shardInspect(ctx, args[1:], stdout, stderr)
+	case "generate":
+		return shardGenerate(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "notifyd shard: unknown subcommand %q\n%s", args[0], shardUsage)
 	return 2
+}
+
+// parseFlags parses flags that may come before or after positional
+// arguments ("inspect PATH --json").
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("notifyd shard "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func formatFor(path, flagValue string) (shard.Format, error) {
+	switch flagValue {
+	case "jsonl", "json":
+		return shard.FormatJSONL, nil
+	case "csv":
+		return shard.FormatCSV, nil
+	case "", "auto":
+		if strings.EqualFold(filepath.Ext(path), ".csv") {
+			return shard.FormatCSV, nil
+		}
+		return shard.FormatJSONL, nil
+	}
+	return "", fmt.Errorf("unknown format %q (auto, jsonl or csv)", flagValue)
+}
+
+func shardBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("build", stderr)
+	in := fs.String("profiles", "", "profiles file: JSON Lines (.jsonl) or CSV (.csv)")
+	out := fs.String("out", "", "shard file to publish (default: the profiles path with .shard)")
+	format := fs.String("format", "auto", "input format: auto (by extension), jsonl or csv")
+	gen := fs.Uint64("generation", 0, "generation number (default: current Unix time)")
+	blockRows := fs.Int("block-rows", shard.DefaultBlockRows, "rows per checksummed block")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return 2
+	}
+	if *in == "" || len(pos) > 0 {
+		fmt.Fprintf(stderr, "notifyd shard build: --profiles FILE is required and no positional arguments are taken\n%s", shardUsage)
+		return 2
+	}
+	if *out == "" {
+		*out = strings.TrimSuffix(*in, filepath.Ext(*in)) + ".shard"
+	}
+	f, err := formatFor(*in, *format)
+	if err != nil {
+		fmt.Fprintf(stderr, "notifyd shard build: %v\n", err)
+		return 2
+	}
+	if *gen == 0 {
+		*gen = uint64(time.Now().Unix())
+	}
+	start := time.Now()
+	stats, err := buildShard(ctx, *in, *out, f, shard.WriterOptions{Generation: *gen, BlockRows: *blockRows})
+	if err != nil {
+		fmt.Fprintf(stderr, "notifyd shard build: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "built %s: generation %d, %d rows, %d segments, %d bytes (%.1f bytes/profile) in %s\n",
+		*out, *gen, stats.Rows, stats.Segments, stats.Bytes, float64(stats.Bytes)/float64(max(stats.Rows, 1)),
+		time.Since(start).Round(time.Millisecond))
+	return 0
+}
+
+func buildShard(ctx context.Context, in, out string, format shard.Format, opts shard.WriterOptions) (shard.CommitStats, error) {
+	src, err := os.Open(in)
+	if err != nil {
+		return shard.CommitStats{}, fmt.Errorf("open profiles: %w", err)
+	}
+	defer src.Close()
+	w, err := shard.NewWriter(out, opts)
+	if err != nil {
+		return shard.CommitStats{}, err
+	}
+	err = shard.ReadProfiles(src, format, func(_ int, p *shard.Profile) error { return w.Add(p) })
+	if err != nil {
+		w.Abort()
+		return shard.CommitStats{}, fmt.Errorf("%s: %w", in, err)
+	}
+	return w.Commit(ctx)
+}
+
+type inspectJSON struct {
+	Path       string            `json:"path"`
+	Generation uint64            `json:"generation"`
+	Rows       uint64            `json:"rows"`
+	Bytes      int               `json:"bytes"`
+	BlockRows  uint64            `json:"block_rows"`
+	Attributes []string          `json:"attributes"`
+	Segments   map[string]uint64 `json:"segments"`
+	OK         bool              `json:"ok"`
+	Problems   []string          `json:"problems,omitempty"`
+	Error      string            `json:"error,omitempty"`
+}
+
+func shardInspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("inspect", stderr)
+	asJSON := fs.Bool("json", false, "print a JSON summary")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return 2
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(stderr, "notifyd shard inspect: want exactly one PATH\n%s", shardUsage)
+		return 2
+	}
+	path := pos[0]
+	r, err := shard.Open(path)
+	if err != nil {
+		if *asJSON {
+			json.NewEncoder(stdout).Encode(inspectJSON{Path: path, Error: err.Error()})
+		}
+		fmt.Fprintf(stderr, "notifyd shard inspect: %v\n", err)
+		return 1
+	}
+	defer r.Release()
+	rep := r.Verify(ctx)
+	if *asJSON {
+		out := inspectJSON{Path: path, Generation: r.Generation(), Rows: r.Rows(), Bytes: r.Size(),
+			BlockRows: r.BlockRows(), Attributes: r.AttrNames(), Segments: map[string]uint64{}, OK: rep.OK()}
+		for _, s := range r.Segments() {
+			out.Segments[s.Name] = s.Members
+		}
+		for _, p := range rep.Problems {
+			out.Problems = append(out.Problems, p.Error())
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(out)
+	} else {
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "file\t%s\n", path)
+		fmt.Fprintf(tw, "bytes\t%d (%.1f per row)\n", r.Size(), float64(r.Size())/float64(max(r.Rows(), 1)))
+		fmt.Fprintf(tw, "generation\t%d\n", r.Generation())
+		fmt.Fprintf(tw, "rows\t%d (%d per block)\n", r.Rows(), r.BlockRows())
+		fmt.Fprintf(tw, "attributes\t%s\n", strings.Join(r.AttrNames(), ", "))
+		fmt.Fprintf(tw, "segments\t%d\n", len(r.Segments()))
+		for _, s := range r.Segments() {
+			fmt.Fprintf(tw, "  %s\t%d\t(%.1f%%)\n", s.Name, s.Members, 100*float64(s.Members)/float64(max(r.Rows(), 1)))
+		}
+		verdict := fmt.Sprintf("ok (%d sections, %d blocks, %d segment bitmaps verified)", rep.Sections, rep.Blocks, rep.Segments)
+		if !rep.OK() {
+			verdict = fmt.Sprintf("CORRUPT (%d problems)", len(rep.Problems))
+		}
+		fmt.Fprintf(tw, "checksums\t%s\n", verdict)
+		tw.Flush()
+	}
+	if !rep.OK() {
+		for _, p := range rep.Problems {
+			fmt.Fprintf(stderr, "notifyd shard inspect: %v\n", p)
+		}
+		return 1
+	}
+	return 0
+}
+
+func shardGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("generate", stderr)
+	n := fs.Uint64("profiles", 0, "number of profiles")
+	out := fs.String("out", "", "output path")
+	seed := fs.Uint64("seed", 1, "random seed (same seed, same profiles)")
+	format := fs.String("format", "", "jsonl, csv or shard (default: by the extension of --out)")
+	gen := fs.Uint64("generation", 1, "generation number (shard format)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return 2
+	}
+	if *n == 0 || *out == "" || len(pos) > 0 {
+		fmt.Fprintf(stderr, "notifyd shard generate: --profiles N (N > 0) and --out PATH are required\n%s", shardUsage)
+		return 2
+	}
+	if *format == "" {
+		switch strings.ToLower(filepath.Ext(*out)) {
+		case ".shard":
+			*format = "shard"
+		case ".csv":
+			*format = "csv"
+		default:
+			*format = "jsonl"
+		}
+	}
+	g := shardgen.New(*seed)
+	start := time.Now()
+	var size int64
+	switch *format {
+	case "shard":
+		var stats shard.CommitStats
+		stats, err = generateShard(ctx, g, *n, *out, *gen)
+		size = int64(stats.Bytes)
+	case "jsonl", "csv":
+		size, err = generateText(g, *n, *out, *format)
+	default:
+		fmt.Fprintf(stderr, "notifyd shard generate: unknown format %q (jsonl, csv or shard)\n", *format)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "notifyd shard generate: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "generated %s: %d profiles (seed %d, %s), %d bytes (%.1f bytes/profile) in %s\n",
+		*out, *n, *seed, *format, size, float64(size)/float64(*n), time.Since(start).Round(time.Millisecond))
+	return 0
+}
+
+func generateShard(ctx context.Context, g *shardgen.Generator, n uint64, out string, gen uint64) (shard.CommitStats, error) {
+	w, err := shard.NewWriter(out, shard.WriterOptions{Generation: gen})
+	if err != nil {
+		return shard.CommitStats{}, err
+	}
+	var p shard.Profile
+	for i := range n {
+		g.Profile(i, &p)
+		if err := w.Add(&p); err != nil {
+			w.Abort()
+			return shard.CommitStats{}, err
+		}
+	}
+	return w.Commit(ctx)
+}
+
+func generateText(g *shardgen.Generator, n uint64, out, format string) (size int64, err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
+	if err != nil {
+		return 0, fmt.Errorf("create output: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	bw := bufio.NewWriterSize(tmp, 1<<20)
+	var p shard.Profile
+	var line []byte
+	var cw *csv.Writer
+	attrs := shardgen.CSVAttrs()
+	if format == "csv" {
+		cw = csv.NewWriter(bw)
+		cw.Write(shard.CSVColumns(attrs...))
+	}
+	for i := range n {
+		g.Profile(i, &p)
+		if cw != nil {
+			cw.Write(shard.CSVRecord(&p, attrs))
+			continue
+		}
+		line = append(shard.AppendJSON(line[:0], &p), '\n')
+		bw.Write(line)
+	}
+	if cw != nil {
+		cw.Flush()
+		if err := cw.Error(); err != nil {
+			return 0, fmt.Errorf("write %s: %w", out, err)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return 0, fmt.Errorf("write %s: %w", out, err)
+	}
+	st, err := tmp.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("stat %s: %w", out, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return 0, fmt.Errorf("close %s: %w", out, err)
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return 0, fmt.Errorf("publish %s: %w", out, err)
+	}
+	return st.Size(), nil
 }

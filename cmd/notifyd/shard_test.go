@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/notifyd/notifyd/store/shard"
+)
+
+func runCmd(args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = run(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+type inspectOut struct {
+	Generation uint64            `json:"generation"`
+	Rows       uint64            `json:"rows"`
+	Segments   map[string]uint64 `json:"segments"`
+	OK         bool              `json:"ok"`
+	Problems   []string          `json:"problems"`
+}
+
+func inspectJSONOf(t *testing.T, path string) (int, inspectOut, string) {
+	t.Helper()
+	code, out, errOut := runCmd("shard", "inspect", path, "--json")
+	var got inspectOut
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("inspect --json printed %q: %v", out, err)
+	}
+	return code, got, errOut
+}
+
+func TestShardBuildAndInspectSample(t *testing.T) {
+	dir := t.TempDir()
+	results := map[string]inspectOut{}
+	for _, in := range []string{"profiles.jsonl", "profiles.csv"} {
+		t.Run(in, func(t *testing.T) {
+			out := filepath.Join(dir, in+".shard")
+			code, stdout, stderr := runCmd("shard", "build", "--profiles", filepath.Join("..", "..", "testdata", in), "--out", out, "--generation", "42")
+			if code != 0 || !strings.Contains(stdout, "200 rows") {
+				t.Fatalf("build exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+			}
+			code, got, stderr := inspectJSONOf(t, out)
+			if code != 0 || !got.OK || got.Generation != 42 || got.Rows != 200 || got.Segments["all"] != 200 {
+				t.Fatalf("inspect exit %d: %+v %s", code, got, stderr)
+			}
+			results[in] = got
+			code, text, _ := runCmd("shard", "inspect", out)
+			if code != 0 || !strings.Contains(text, "checksums") || !strings.Contains(text, "ok (") {
+				t.Fatalf("inspect text exit %d: %s", code, text)
+			}
+		})
+	}
+	// The two bundled samples hold the same profiles.
+	j, c := results["profiles.jsonl"], results["profiles.csv"]
+	for name, n := range j.Segments {
+		if c.Segments[name] != n {
+			t.Errorf("segment %s: %d members from JSON Lines, %d from CSV", name, n, c.Segments[name])
+		}
+	}
+	rj, err := shard.Open(filepath.Join(dir, "profiles.jsonl.shard"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rj.Release()
+	rc, err := shard.Open(filepath.Join(dir, "profiles.csv.shard"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Release()
+	for i := range uint32(rj.Rows()) {
+		a, _ := rj.Row(i)
+		b, ok := rc.Lookup(a.ID())
+		if !ok {
+			t.Fatalf("%s missing from the CSV build", a.ID())
+		}
+		var pa, pb shard.Profile
+		a.Profile(&pa)
+		b.Profile(&pb)
+		if pa.Email != pb.Email || pa.Phone != pb.Phone || pa.Consent != pb.Consent || len(pa.Attributes) != len(pb.Attributes) ||
+			strings.Join(pa.FCM, ",") != strings.Join(pb.FCM, ",") || len(pa.WebPush) != len(pb.WebPush) {
+			t.Fatalf("%s differs between JSON Lines and CSV:\n%+v\n%+v", a.ID(), pa, pb)
+		}
+	}
+}
+
+func TestShardBuildRejectsBadLine(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, file, body, want string
+	}{
+		{"json bad phone", "p.jsonl", "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"c\",\"phone\":\"12\"}\n", "line 3"},
+		{"json not json", "p.jsonl", "{\"id\":\"a\"}\nnot json\n", "line 2"},
+		{"csv bad consent", "p.csv", "id,consent_sms\na,true\nb,maybe\n", "line 3"},
+		{"duplicate id", "p.jsonl", "{\"id\":\"a\"}\n{\"id\":\"a\"}\n", `duplicate id "a"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := filepath.Join(dir, tc.file)
+			if err := os.WriteFile(in, []byte(tc.body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(dir, "out.shard")
+			code, _, stderr := runCmd("shard", "build", "--profiles", in, "--out", out)
+			if code != 1 || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want 1 and %q", code, stderr, tc.want)
+			}
+			if _, err := os.Stat(out); err == nil {
+				t.Fatal("a failed build published a shard")
+			}
+		})
+	}
+}
+
+func TestShardInspectCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.shard")
+	if code, _, stderr := runCmd("shard", "generate", "--profiles", "500", "--out", good); code != 0 {
+		t.Fatalf("generate: %s", stderr)
+	}
+	b, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		mutate  func([]byte) []byte
+		wantErr string
+	}{
+		{"flipped byte mid-file", func(b []byte) []byte { b[len(b)/2] ^= 0xff; return b }, "checksum mismatch"},
+		{"truncated", func(b []byte) []byte { return b[:len(b)-100] }, "truncated"},
+		{"not a shard", func([]byte) []byte {
+			return []byte("hello, world, this is not a shard file at all; padding padding padding")
+		}, "bad magic"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, "bad.shard")
+			if err := os.WriteFile(path, tc.mutate(append([]byte(nil), b...)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			code, got, stderr := inspectJSONOf(t, path)
+			if code != 1 || got.OK || !strings.Contains(stderr, tc.wantErr) || !strings.Contains(stderr, path) {
+				t.Fatalf("exit %d ok=%v stderr %q; want exit 1 naming %q and the file", code, got.OK, stderr, tc.wantErr)
+			}
+		})
+	}
+	t.Run("missing file", func(t *testing.T) {
+		if code, _, stderr := runCmd("shard", "inspect", filepath.Join(dir, "nope.shard")); code != 1 || !strings.Contains(stderr, "no such file") {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+	})
+}
+
+func TestShardGenerateIsDeterministic(t *testing.T) {
+	dir := t.TempDir()
+	read := func(name string, seed string) []byte {
+		path := filepath.Join(dir, name)
+		if code, _, stderr := runCmd("shard", "generate", "--profiles", "300", "--seed", seed, "--out", path); code != 0 {
+			t.Fatalf("generate: %s", stderr)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	tests := []struct {
+		name      string
+		a, b      []byte
+		wantEqual bool
+	}{
+		{"same seed jsonl", read("a.jsonl", "7"), read("b.jsonl", "7"), true},
+		{"other seed jsonl", read("c.jsonl", "7"), read("d.jsonl", "8"), false},
+		{"same seed shard", read("a.shard", "7"), read("b.shard", "7"), true},
+		{"same seed csv", read("a.csv", "7"), read("b.csv", "7"), true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if bytes.Equal(tc.a, tc.b) != tc.wantEqual {
+				t.Fatalf("equal=%v, want %v", bytes.Equal(tc.a, tc.b), tc.wantEqual)
+			}
+		})
+	}
+}
+
+func TestShardUsage(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		code int
+	}{
+		{"no subcommand", []string{"shard"}, 2},
+		{"unknown subcommand", []string{"shard", "frobnicate"}, 2},
+		{"build without profiles", []string{"shard", "build"}, 2},
+		{"inspect without path", []string{"shard", "inspect"}, 2},
+		{"generate without count", []string{"shard", "generate", "--out", "x.jsonl"}, 2},
+		{"bad flag", []string{"shard", "inspect", "--nope", "x"}, 2},
+		{"help", []string{"shard", "help"}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if code, _, stderr := runCmd(tc.args...); code != tc.code || stderr == "" {
+				t.Fatalf("exit %d (want %d), stderr %q", code, tc.code, stderr)
+			}
+		})
+	}
+}
