@@ -143,6 +143,9 @@ func (c *Campaign) Validate() error {
 	if !idPattern.MatchString(c.ID) {
 		return &FieldError{Field: "id", Msg: "required: 1-128 characters of letters, digits and . _ : - (not starting with punctuation)"}
 	}
+	if strings.HasPrefix(c.ID, FlowPrefix) {
+		return &FieldError{Field: "id", Msg: "the prefix " + FlowPrefix + " is reserved for flows"}
+	}
 	if strings.TrimSpace(c.Segment) == "" {
 		return &FieldError{Field: "segment", Msg: "required"}
 	}

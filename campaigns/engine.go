@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -194,17 +195,27 @@ func (e *Engine) status(ctx context.Context, rec CampaignRecord) (CampaignStatus
 
 // List pages through campaigns in id order.
 func (e *Engine) List(ctx context.Context, after string, limit int) ([]CampaignStatus, error) {
-	recs, err := e.store.List(ctx, after, limit)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]CampaignStatus, 0, len(recs))
-	for _, rec := range recs {
-		st, err := e.status(ctx, rec)
+	out := make([]CampaignStatus, 0, limit)
+	for len(out) < limit {
+		want := limit - len(out)
+		recs, err := e.store.List(ctx, after, want)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, st)
+		for _, rec := range recs {
+			after = rec.ID
+			if strings.HasPrefix(rec.ID, FlowPrefix) {
+				continue // flows share the store; they are listed by the flow engine
+			}
+			st, err := e.status(ctx, rec)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, st)
+		}
+		if len(recs) < want {
+			break
+		}
 	}
 	return out, nil
 }
@@ -426,6 +437,9 @@ func (e *Engine) Tick(ctx context.Context) error {
 		}
 		for _, rec := range recs {
 			after = rec.ID
+			if strings.HasPrefix(rec.ID, FlowPrefix) {
+				continue
+			}
 			switch rec.Status {
 			case StatusRunning:
 				e.mu.Lock()

@@ -78,6 +78,16 @@ func (s *source) LookupKey(key uint64, dst *campaigns.Member) (bool, error) {
 	return true, nil
 }
 
+func (s *source) LookupID(id string, dst *campaigns.Member) (bool, error) {
+	for i := range s.members {
+		if s.members[i].ID == id {
+			*dst = s.members[i]
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 func (s *source) Close() error { return nil }
 
 // newSource makes n members; member i has an email unless i%10==0, a phone

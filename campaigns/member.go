@@ -1,6 +1,8 @@
 package campaigns
 
 import (
+	"time"
+
 	"github.com/notifyd/notifyd/channels"
 	"github.com/notifyd/notifyd/templates"
 )
@@ -29,6 +31,13 @@ type Member struct {
 	EmailConsent, SMSConsent, PushConsent, WebPushConsent Consent
 	// Profile is what templates read (id, locale, zone, attributes).
 	Profile templates.Profile
+	// Scope names the message for dedup and provider idempotency when it is
+	// not the campaign (a flow's re-entry window, a caller's key); "" for campaigns.
+	Scope string
+	// Arrived is when the trigger reached notifyd; zero for campaigns.
+	Arrived time.Time
+	// Event is what a trigger carried (event.* in templates); nil for campaigns.
+	Event map[string]any
 	// Err is set when the member's row could not be read (a corrupt block):
 	// the member leaves with reason "corrupt_row" and the error is reported.
 	Err error
@@ -60,6 +69,8 @@ type PinnedSource interface {
 	// LookupKey fills dst with the member whose user key is key; false if
 	// the generation has no such member (it left the shard).
 	LookupKey(key uint64, dst *Member) (bool, error)
+	// LookupID fills dst with the member whose external id is id (a trigger's user).
+	LookupID(id string, dst *Member) (bool, error)
 	// Close releases the generation.
 	Close() error
 }

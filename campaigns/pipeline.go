@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/notifyd/notifyd/channels"
@@ -95,6 +96,9 @@ type RecipientBatch struct {
 	First   uint64
 	Last    uint64
 	Members []Member
+	// deadline is when the batch's messages expire (campaign start + TTL,
+	// or a trigger's processing time + the flow's TTL).
+	deadline time.Time
 
 	pos  []position
 	envs []envelope
@@ -122,6 +126,7 @@ func (b *RecipientBatch) Slots() int { return len(b.Members) * b.nch() }
 func (b *RecipientBatch) reset(r *run, members int) {
 	b.run = r
 	b.Seq, b.First, b.Last = 0, 0, 0
+	b.deadline = r.deadline()
 	n := members * len(r.channels)
 	if cap(b.pos) < n {
 		b.pos = make([]position, n)

@@ -50,13 +50,20 @@ func (r *run) noteRenderError(re *templates.RenderError) {
 }
 
 func newRun(c *Campaign, set *templates.Set, e *Engine, lease Lease, started time.Time) *run {
+	r := newRunFor(c, set, e.now, e.log, e.dispatch, e.source, e.cfg)
+	r.lease, r.progress, r.started = lease, e.progress, started
+	return r
+}
+
+// newRunFor builds the pipeline context of a campaign or of a flow's view.
+func newRunFor(c *Campaign, set *templates.Set, now func() time.Time, log *slog.Logger, dispatch Dispatcher, source MemberSource, cfg EngineConfig) *run {
 	r := &run{
 		c: c, set: set, channels: c.Channels, lane: channels.LaneNormal,
-		started: started, ttl: c.TTLOrDefault(), now: e.now,
-		log:   e.log.With("campaign", c.ID),
-		lease: lease, progress: e.progress, dispatch: e.dispatch, source: e.source, cfg: e.cfg,
+		started: now(), ttl: c.TTLOrDefault(), now: now,
+		log:      log.With("campaign", c.ID),
+		dispatch: dispatch, source: source, cfg: cfg,
 		zones: map[string]*time.Location{},
-		free:  make(chan *RecipientBatch, e.cfg.MaxOpenBatches+1),
+		free:  make(chan *RecipientBatch, cfg.MaxOpenBatches+1),
 	}
 	if c.Priority == "high" {
 		r.lane = channels.LaneHigh

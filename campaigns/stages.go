@@ -106,7 +106,7 @@ func policyStage(_ context.Context, b *RecipientBatch) error {
 	r := b.run
 	now := r.now()
 	nch := b.nch()
-	if now.After(r.deadline()) {
+	if now.After(b.deadline) {
 		for p := range b.pos {
 			b.skip(p, ReasonExpired)
 		}
@@ -165,19 +165,19 @@ func renderStage(_ context.Context, b *RecipientBatch) error {
 		var err error
 		switch r.channels[p%nch] {
 		case channels.APNs, channels.FCM:
-			err = r.set.RenderPush(mem.Profile, nil, &e.push)
+			err = r.set.RenderPush(mem.Profile, mem.Event, &e.push)
 			e.msg.Push = &e.push
 		case channels.Email:
-			err = r.set.RenderMail(mem.Profile, nil, &e.mail)
+			err = r.set.RenderMail(mem.Profile, mem.Event, &e.mail)
 			e.msg.Mail = &e.mail
 		case channels.SMS:
-			err = r.set.RenderText(mem.Profile, nil, &e.text)
+			err = r.set.RenderText(mem.Profile, mem.Event, &e.text)
 			e.msg.Text = &e.text
 		case channels.WebPush:
-			err = r.set.RenderWebPush(mem.Profile, nil, &e.web)
+			err = r.set.RenderWebPush(mem.Profile, mem.Event, &e.web)
 			e.msg.WebPush = &e.web
 		case channels.Webhook:
-			err = r.set.RenderHook(mem.Profile, nil, &e.hook)
+			err = r.set.RenderHook(mem.Profile, mem.Event, &e.hook)
 			e.msg.Hook = &e.hook
 		}
 		if err != nil {
@@ -247,7 +247,7 @@ func (b *RecipientBatch) takeCounts() []Count {
 func dispatchStage(ctx context.Context, b *RecipientBatch) error {
 	r := b.run
 	nch := b.nch()
-	deadline := r.deadline()
+	deadline := b.deadline
 	msgs := b.msgBuf[:0]
 	for c, ch := range r.channels {
 		msgs = msgs[:0]
@@ -260,7 +260,12 @@ func dispatchStage(ctx context.Context, b *RecipientBatch) error {
 			for i := ps.first; i < ps.first+ps.nenv; i++ {
 				e := &b.envs[i]
 				m := &e.msg
-				m.ID = b.idempotency(r.c.ID, mem.Key, ch, int(i-ps.first))
+				scope := r.c.ID
+				if mem.Scope != "" {
+					scope = mem.Scope
+				}
+				m.ID = b.idempotency(scope, mem.Key, ch, int(i-ps.first))
+				m.Arrived = mem.Arrived
 				m.IdempotencyKey = m.ID
 				m.Campaign = r.c.ID
 				m.UserID = mem.ID

@@ -52,6 +52,10 @@ type Message struct {
 	// message to a provider after it; providers pass it on where the protocol
 	// has a field for it (apns-expiration, FCM ttl, web push TTL).
 	Deadline time.Time
+	// Arrived is when the request that caused this message reached notifyd (a
+	// trigger's arrival); zero for campaign messages. Trigger latency is
+	// measured from it to the provider request.
+	Arrived time.Time
 	// High marks time-sensitive messages (APNs priority 10, FCM high priority, web push Urgency high).
 	High bool
 

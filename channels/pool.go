@@ -56,6 +56,9 @@ type PoolConfig struct {
 	// (default 10,000). Submit blocks while it is full. Retries re-enter
 	// without waiting, so it may be exceeded by at most the messages in flight.
 	QueueSize int
+	// HighReserve is extra queue room only LaneHigh may use, so triggers are
+	// taken even while a campaign keeps the queue full (default QueueSize/4).
+	HighReserve int
 	// MaxAttempts is the most Send calls per message (default 5).
 	MaxAttempts int
 	// BackoffBase and BackoffMax shape the exponential backoff (default 1s, 5m).
@@ -191,6 +194,7 @@ func NewWorkerPool(ch Channel, cfg PoolConfig, opts ...PoolOption) (*Pool, error
 	cfg.Workers = orDefault(cfg.Workers, 1)
 	cfg.BatchSize = orDefault(cfg.BatchSize, 1)
 	cfg.QueueSize = orDefault(cfg.QueueSize, DefaultQueueSize)
+	cfg.HighReserve = orDefault(cfg.HighReserve, max(cfg.QueueSize/4, 1))
 	cfg.MaxAttempts = orDefault(cfg.MaxAttempts, DefaultMaxAttempts)
 	cfg.BackoffBase = orDefault(cfg.BackoffBase, DefaultBackoffBase)
 	cfg.BackoffMax = orDefault(cfg.BackoffMax, DefaultBackoffMax)
@@ -453,7 +457,12 @@ func validateSubmit(lane Lane, msgs []*Message) error {
 
 // enqueueLocked queues as many of msgs as fit and wakes enough workers.
 func (p *Pool) enqueueLocked(lane Lane, msgs []*Message, now time.Time) int {
-	n := min(len(msgs), p.cfg.QueueSize-p.ready-len(p.retries))
+	limit := p.cfg.QueueSize
+	if lane == LaneHigh {
+		// Triggers must never wait behind a campaign that filled the queue.
+		limit += p.cfg.HighReserve
+	}
+	n := min(len(msgs), limit-p.ready-len(p.retries))
 	if n <= 0 {
 		return 0
 	}

@@ -514,6 +514,16 @@ func TestPoolBackpressure(t *testing.T) {
 		t.Fatalf("TrySubmit on a nearly full queue = %d, %v; want 1, ErrQueueFull", n, err)
 	}
 
+	t.Run("high lane has reserved room", func(t *testing.T) {
+		r := newRig(t, channels.PoolConfig{QueueSize: 4, HighReserve: 2})
+		if n, err := r.pool.TrySubmit(channels.LaneNormal, msg("n1", "a", "c"), msg("n2", "a", "c"), msg("n3", "a", "c"), msg("n4", "a", "c"), msg("n5", "a", "c")); n != 4 || !errors.Is(err, channels.ErrQueueFull) {
+			t.Fatalf("normal lane took %d (%v), want 4 and ErrQueueFull", n, err)
+		}
+		if n, err := r.pool.TrySubmit(channels.LaneHigh, msg("h1", "b", "t"), msg("h2", "b", "t"), msg("h3", "b", "t")); n != 2 || !errors.Is(err, channels.ErrQueueFull) {
+			t.Fatalf("high lane took %d (%v) of a full queue, want its reserve of 2", n, err)
+		}
+	})
+
 	t.Run("blocked submit returns ctx error", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		type res struct {

@@ -41,6 +41,8 @@ type APIConfig struct {
 	Token string
 	// PublicMetrics serves /metrics without the token (for scrapers on a private network).
 	PublicMetrics bool
+	// Events serves GET /v1/events (the live view); nil: not served.
+	Events http.Handler
 }
 
 // NewAPI returns the admin API handler.
@@ -52,6 +54,9 @@ func NewAPI(cfg APIConfig, svc CampaignService, ready ReadyFunc, gatherer promet
 	mux.Handle("GET /v1/campaigns", auth(a.list))
 	mux.Handle("GET /v1/campaigns/{id}", auth(a.get))
 	mux.Handle("POST /v1/campaigns/{id}/{action}", auth(a.action))
+	if cfg.Events != nil {
+		mux.Handle("GET /v1/events", auth(cfg.Events.ServeHTTP))
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

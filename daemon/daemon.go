@@ -40,6 +40,8 @@ type Deps struct {
 	Feedback channels.FeedbackSink
 	// Listener, when set, serves the admin API instead of Admin.Listen (tests, the demo).
 	Listener net.Listener
+	// Events configures the live view (GET /v1/events); zero: once a second.
+	Events EventsConfig
 }
 
 // state is everything the engine keeps: memstate or redisstate.
@@ -54,6 +56,8 @@ type Daemon struct {
 	cfg      *Config
 	log      *slog.Logger
 	reg      *prometheus.Registry
+	live     *prometheus.Registry // channel metrics only, read by the events hub
+	events   *EventHub
 	shard    *shard.Store
 	state    state
 	redis    redis.UniversalClient
@@ -68,7 +72,7 @@ type Daemon struct {
 
 // New wires a daemon. Nothing runs until Run.
 func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: deps.Logger, reg: prometheus.NewRegistry(), pools: map[string]*channels.Pool{}, feedback: deps.Feedback}
+	d := &Daemon{cfg: cfg, log: deps.Logger, reg: prometheus.NewRegistry(), live: prometheus.NewRegistry(), pools: map[string]*channels.Pool{}, feedback: deps.Feedback}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -106,7 +110,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		d.state = memstate.New(memstate.WithClock(now))
 	}
 
-	metrics, err := channels.NewMetrics(d.reg)
+	metrics, err := channels.NewMetrics(teeRegisterer{d.reg, d.live})
 	if err != nil {
 		return nil, fmt.Errorf("register channel metrics: %w", err)
 	}
@@ -148,8 +152,14 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		},
 		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log))
 
-	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics}, d.engine, d.ready, d.reg, d.log)
+	if deps.Events.Now == nil {
+		deps.Events.Now = now
+	}
+	d.wireEvents(deps.Events)
+	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics, Events: d.events},
+		d.events.Track(d.engine), d.ready, d.reg, d.log)
 	d.server = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	d.server.RegisterOnShutdown(d.events.Close) // Shutdown waits for idle connections; streams never are
 	d.listener = deps.Listener
 	return d, nil
 }
@@ -216,6 +226,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}()
 	go d.tick(bg)
+	go d.events.Run(bg)
 	if d.intake != nil {
 		go intakeLoop(bg, d.intake, func(ctx context.Context, body []byte) error {
 			_, _, err := d.engine.Create(ctx, body)

@@ -26,6 +26,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		"/v1/campaigns":               {"get", "post"},
 		"/v1/campaigns/{id}":          {"get"},
 		"/v1/campaigns/{id}/{action}": {"post"},
+		"/v1/events":                  {"get"},
 		"/healthz":                    {"get"},
 		"/readyz":                     {"get"},
 		"/metrics":                    {"get"},

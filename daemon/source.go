@@ -147,6 +147,15 @@ func (p *shardPin) LookupKey(key uint64, dst *campaigns.Member) (bool, error) {
 	return true, fill(p.r, i, dst, new(shard.Row), &p.web)
 }
 
+// LookupID finds a user by external id (binary search on its key).
+func (p *shardPin) LookupID(id string, dst *campaigns.Member) (bool, error) {
+	row, ok, err := p.r.Find(id)
+	if err != nil || !ok {
+		return false, err
+	}
+	return true, fill(p.r, row.Index(), dst, new(shard.Row), &p.web)
+}
+
 // Close releases the generation.
 func (p *shardPin) Close() error { return p.r.Release() }
 

@@ -21,7 +21,7 @@ import (
 
 const shardUsage = `usage:
   notifyd shard build --profiles FILE [--out PATH] [--format auto|jsonl|csv] [--generation N]
-  notifyd shard inspect PATH [--json]
+  notifyd shard inspect PATH [--json] [--rows N]
   notifyd shard generate --profiles N --out PATH [--seed S] [--format jsonl|csv|shard]
 `
 
@@ -156,6 +156,7 @@ type inspectJSON struct {
 func shardInspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("inspect", stderr)
 	asJSON := fs.Bool("json", false, "print a JSON summary")
+	sample := fs.Int("rows", 0, "also print the first N rows (text mode)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return 2
@@ -204,6 +205,7 @@ func shardInspect(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		fmt.Fprintf(tw, "checksums\t%s\n", verdict)
 		tw.Flush()
+		printRows(stdout, r, *sample)
 	}
 	if !rep.OK() {
 		for _, p := range rep.Problems {
@@ -327,4 +329,25 @@ func generateText(g *shardgen.Generator, n uint64, out, format string) (size int
 		return 0, fmt.Errorf("publish %s: %w", out, err)
 	}
 	return st.Size(), nil
+}
+
+// printRows prints the first n rows, one line each, for a quick look.
+func printRows(w io.Writer, r *shard.Reader, n int) {
+	for i := range uint32(min(uint64(max(n, 0)), r.Rows())) {
+		row, err := r.Row(i)
+		if err != nil {
+			fmt.Fprintf(w, "row %d: %v\n", i, err)
+			continue
+		}
+		var attrs []string
+		row.Attrs(func(name string, v shard.Value) bool {
+			attrs = append(attrs, fmt.Sprintf("%s=%v", name, v.Any()))
+			return true
+		})
+		c := row.Consents()
+		fmt.Fprintf(w, "row %d key=%016x id=%s email=%q phone=%q locale=%q tz=%q apns=%d fcm=%d webpush=%d consent(email=%s sms=%s push=%s webpush=%s) %s\n",
+			i, row.Key(), row.ID(), row.Email(), row.Phone(), row.Locale(), row.TimeZone(),
+			len(row.APNsTokens(nil)), len(row.FCMTokens(nil)), len(row.WebPush(nil)),
+			c.Email, c.SMS, c.Push, c.WebPush, strings.Join(attrs, " "))
+	}
 }

@@ -50,8 +50,8 @@ func TestShardBuildAndInspectSample(t *testing.T) {
 				t.Fatalf("inspect exit %d: %+v %s", code, got, stderr)
 			}
 			results[in] = got
-			code, text, _ := runCmd("shard", "inspect", out)
-			if code != 0 || !strings.Contains(text, "checksums") || !strings.Contains(text, "ok (") {
+			code, text, _ := runCmd("shard", "inspect", out, "--rows", "3")
+			if code != 0 || !strings.Contains(text, "checksums") || !strings.Contains(text, "ok (") || strings.Count(text, "\nrow ") != 3 {
 				t.Fatalf("inspect text exit %d: %s", code, text)
 			}
 		})

@@ -219,7 +219,7 @@ func cachedShard(dir string, n int, out io.Writer) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("make bench cache: %w", err)
 	}
-	path := filepath.Join(dir, fmt.Sprintf("fanout-%d.shard", n))
+	path := filepath.Join(dir, fmt.Sprintf("fanout-%d-v%d.shard", n, shard.FormatVersion))
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}

@@ -1,0 +1,193 @@
+package campaigns
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/notifyd/notifyd/templates"
+)
+
+// FlowPrefix marks flow records in the CampaignStore; campaign ids may not use it.
+const FlowPrefix = "flow:"
+
+// Flow is a segment-triggered (or event-triggered) message: defined once,
+// fired per user when a trigger arrives. It is the JSON body of POST /v1/flows.
+type Flow struct {
+	ID      string      `json:"id"`
+	Name    string      `json:"name,omitempty"`
+	Trigger FlowTrigger `json:"trigger"`
+	// Channels and Content are as for a campaign; templates also see event.*.
+	Channels []string       `json:"channels"`
+	Content  templates.Spec `json:"content"`
+	Vars     map[string]any `json:"vars,omitempty"`
+	// ReEntry allows at most one message per user and channel per window
+	// (default 24h; "0s" sends on every trigger, deduplicated only by the
+	// trigger's idempotency key).
+	ReEntry *Duration `json:"reentry,omitempty"`
+	// Delay holds a trigger this long before sending (kept in memory: a
+	// restart drops delayed triggers not yet due — see the closing note).
+	Delay Duration `json:"delay,omitempty"`
+	// TTL is how long after processing a message may still be handed to a
+	// provider (default 1h).
+	TTL            Duration    `json:"ttl,omitempty"`
+	QuietHours     *QuietHours `json:"quiet_hours,omitempty"`
+	RequireConsent bool        `json:"require_consent,omitempty"`
+}
+
+// FlowTrigger says what fires a flow: entering a segment, or a named event.
+type FlowTrigger struct {
+	Segment string `json:"segment,omitempty"`
+	Event   string `json:"event,omitempty"`
+}
+
+// Defaults of a flow.
+const (
+	DefaultReEntry = 24 * time.Hour
+	DefaultFlowTTL = time.Hour
+)
+
+// DecodeFlow reads and validates a flow; errors name the field.
+func DecodeFlow(body []byte) (*Flow, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var f Flow
+	if err := dec.Decode(&f); err != nil {
+		return nil, jsonFieldError(err)
+	}
+	if dec.More() {
+		return nil, &FieldError{Field: "body", Msg: "trailing data after the JSON object"}
+	}
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+// Validate checks the flow without compiling its templates.
+func (f *Flow) Validate() error {
+	if !idPattern.MatchString(f.ID) {
+		return &FieldError{Field: "id", Msg: "required: 1-128 characters of letters, digits and . _ : - (not starting with punctuation)"}
+	}
+	switch {
+	case f.Trigger.Segment == "" && f.Trigger.Event == "":
+		return &FieldError{Field: "trigger", Msg: "required: {\"segment\": NAME} or {\"event\": NAME}"}
+	case f.Trigger.Segment != "" && f.Trigger.Event != "":
+		return &FieldError{Field: "trigger", Msg: "give a segment or an event, not both"}
+	}
+	c := f.campaign()
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if f.ReEntry != nil && *f.ReEntry < 0 {
+		return &FieldError{Field: "reentry", Msg: "must not be negative"}
+	}
+	if f.Delay < 0 {
+		return &FieldError{Field: "delay", Msg: "must not be negative"}
+	}
+	return nil
+}
+
+// ReEntryWindow is the flow's re-entry window (0: none).
+func (f *Flow) ReEntryWindow() time.Duration {
+	if f.ReEntry == nil {
+		return DefaultReEntry
+	}
+	return time.Duration(*f.ReEntry)
+}
+
+// campaign is the view of the flow that the pipeline stages work on.
+func (f *Flow) campaign() *Campaign {
+	ttl := f.TTL
+	if ttl == 0 {
+		ttl = Duration(DefaultFlowTTL)
+	}
+	seg := f.Trigger.Segment
+	if seg == "" {
+		seg = "event:" + f.Trigger.Event
+	}
+	return &Campaign{
+		ID: f.ID, Name: f.Name, Segment: seg, Channels: f.Channels, Content: f.Content, Vars: f.Vars,
+		TTL: ttl, QuietHours: f.QuietHours, RequireConsent: f.RequireConsent, Priority: "high",
+	}
+}
+
+// Trigger is one "user U just entered segment S / did event E" notice, as
+// POST /v1/triggers and the intake stream take it. It names a flow, or a
+// segment or event that fires every active flow listening for it.
+type Trigger struct {
+	Flow    string `json:"flow,omitempty"`
+	Segment string `json:"segment,omitempty"`
+	Event   string `json:"event,omitempty"`
+	UserID  string `json:"user_id"`
+	// Properties are event.* in templates.
+	Properties map[string]any `json:"properties,omitempty"`
+	// IdempotencyKey makes a re-delivered trigger a no-op (within 24h, or
+	// the flow's re-entry window if longer).
+	IdempotencyKey string     `json:"idempotency_key,omitempty"`
+	OccurredAt     *time.Time `json:"occurred_at,omitempty"`
+}
+
+// MaxTriggersPerRequest bounds one POST /v1/triggers.
+const MaxTriggersPerRequest = 1000
+
+// DecodeTriggers reads one trigger object or {"triggers": [...]}.
+func DecodeTriggers(body []byte) ([]Trigger, error) {
+	trimmed := bytes.TrimSpace(body)
+	var batch struct {
+		Triggers []Trigger `json:"triggers"`
+	}
+	var one Trigger
+	var list []Trigger
+	if bytes.Contains(trimmed, []byte(`"triggers"`)) {
+		dec := json.NewDecoder(bytes.NewReader(trimmed))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&batch); err != nil {
+			return nil, jsonFieldError(err)
+		}
+		list = batch.Triggers
+		if len(list) == 0 {
+			return nil, &FieldError{Field: "triggers", Msg: "empty"}
+		}
+	} else {
+		dec := json.NewDecoder(bytes.NewReader(trimmed))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&one); err != nil {
+			return nil, jsonFieldError(err)
+		}
+		list = []Trigger{one}
+	}
+	if len(list) > MaxTriggersPerRequest {
+		return nil, &FieldError{Field: "triggers", Msg: fmt.Sprintf("at most %d per request, got %d", MaxTriggersPerRequest, len(list))}
+	}
+	for i := range list {
+		if err := list[i].validate(); err != nil {
+			if len(list) > 1 || bytes.Contains(trimmed, []byte(`"triggers"`)) {
+				err.Field = fmt.Sprintf("triggers[%d].%s", i, err.Field)
+			}
+			return nil, err
+		}
+	}
+	return list, nil
+}
+
+func (t *Trigger) validate() *FieldError {
+	if strings.TrimSpace(t.UserID) == "" {
+		return &FieldError{Field: "user_id", Msg: "required"}
+	}
+	n := 0
+	for _, s := range []string{t.Flow, t.Segment, t.Event} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return &FieldError{Field: "flow", Msg: "give exactly one of flow, segment or event"}
+	}
+	if len(t.IdempotencyKey) > 200 {
+		return &FieldError{Field: "idempotency_key", Msg: "at most 200 characters"}
+	}
+	return nil
+}

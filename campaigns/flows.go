@@ -1,0 +1,663 @@
+package campaigns
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/notifyd/notifyd/channels"
+)
+
+// Reasons specific to triggers.
+const (
+	ReasonUnknownUser      = "unknown_user"
+	ReasonDuplicate        = "duplicate"
+	ReasonDedupUnavailable = "dedup_unavailable"
+)
+
+// FlowConfig tunes trigger processing; zero fields take defaults.
+type FlowConfig struct {
+	// Workers process triggers in parallel (default 2): one waits on the
+	// dedup store while another renders.
+	Workers int
+	// QueueSize bounds triggers accepted but not yet processed (default 20,000);
+	// beyond it Fire answers ErrOverloaded.
+	QueueSize int
+	// MaxBatch is the most triggers processed (and claimed in one dedup round
+	// trip) together (default 256). Batches form only under load: a lone
+	// trigger is processed at once.
+	MaxBatch int
+	// Lease is how long a dedup claim is held before it counts as in doubt (default 5m).
+	Lease time.Duration
+}
+
+func (c FlowConfig) withDefaults() FlowConfig {
+	if c.Workers <= 0 {
+		c.Workers = 2
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = 20_000
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 256
+	}
+	if c.Lease <= 0 {
+		c.Lease = 5 * time.Minute
+	}
+	return c
+}
+
+// ErrOverloaded: the trigger queue is full; the caller should retry later.
+var ErrOverloaded = errors.New("trigger queue full")
+
+// ErrUnknownFlow: a trigger named a flow that does not exist or is deleted.
+var ErrUnknownFlow = errors.New("unknown flow")
+
+// FlowEngine runs flows: it keeps their definitions, routes triggers to
+// them, and sends each trigger's messages through the same stages as a
+// campaign, on the high-priority lane, with per-message dedup.
+type FlowEngine struct {
+	store    CampaignStore
+	dedup    DedupLog
+	source   MemberSource
+	dispatch Dispatcher
+	cfg      FlowConfig
+	ecfg     EngineConfig
+	now      func() time.Time
+	log      *slog.Logger
+
+	mu        sync.RWMutex
+	flows     map[string]*activeFlow
+	bySegment map[string][]*activeFlow
+	byEvent   map[string][]*activeFlow
+
+	queue   chan *job
+	wg      sync.WaitGroup
+	timers  sync.WaitGroup
+	stop    chan struct{}
+	stopped bool
+}
+
+type activeFlow struct {
+	f      *Flow
+	run    *run
+	status Status
+	window time.Duration
+
+	mu     sync.Mutex
+	counts map[[2]string]int64
+	fired  int64
+}
+
+func (af *activeFlow) count(ch, reason string, n int64) {
+	af.mu.Lock()
+	af.counts[[2]string{ch, reason}] += n
+	af.mu.Unlock()
+}
+
+type job struct {
+	flow    *activeFlow
+	trig    Trigger
+	arrived time.Time
+}
+
+// NewFlowEngine wires a flow engine; call Load, then Start.
+func NewFlowEngine(store CampaignStore, dedup DedupLog, source MemberSource, dispatch Dispatcher, cfg FlowConfig, opts ...EngineOption) *FlowEngine {
+	// Reuse the engine options (clock, logger) through a throwaway Engine.
+	e := &Engine{now: time.Now, log: slog.Default()}
+	for _, o := range opts {
+		o(e)
+	}
+	cfg = cfg.withDefaults()
+	return &FlowEngine{
+		store: store, dedup: dedup, source: source, dispatch: dispatch, cfg: cfg,
+		ecfg: EngineConfig{BatchSize: cfg.MaxBatch, MaxOpenBatches: 1}.withDefaults(),
+		now:  e.now, log: e.log.With("component", "flows"),
+		flows: map[string]*activeFlow{}, bySegment: map[string][]*activeFlow{}, byEvent: map[string][]*activeFlow{},
+		queue: make(chan *job, cfg.QueueSize), stop: make(chan struct{}),
+	}
+}
+
+// FlowStatus is a flow as the API shows it.
+type FlowStatus struct {
+	ID       string                      `json:"id"`
+	Name     string                      `json:"name,omitempty"`
+	Status   Status                      `json:"status"`
+	Trigger  FlowTrigger                 `json:"trigger"`
+	Channels []string                    `json:"channels"`
+	Fired    int64                       `json:"triggers"`
+	Counts   map[string]map[string]int64 `json:"counts"`
+}
+
+func (af *activeFlow) snapshot() FlowStatus {
+	af.mu.Lock()
+	defer af.mu.Unlock()
+	st := FlowStatus{ID: af.f.ID, Name: af.f.Name, Status: af.status, Trigger: af.f.Trigger, Channels: af.f.Channels, Fired: af.fired, Counts: map[string]map[string]int64{}}
+	for k, n := range af.counts {
+		m := st.Counts[k[0]]
+		if m == nil {
+			m = map[string]int64{}
+			st.Counts[k[0]] = m
+		}
+		m[k[1]] = n
+	}
+	return st
+}
+
+// Load reads the stored flows (after a restart).
+func (fe *FlowEngine) Load(ctx context.Context) error {
+	after := FlowPrefix
+	for {
+		recs, err := fe.store.List(ctx, after, 200)
+		if err != nil {
+			return fmt.Errorf("list flows: %w", err)
+		}
+		for _, rec := range recs {
+			after = rec.ID
+			if !strings.HasPrefix(rec.ID, FlowPrefix) {
+				return nil
+			}
+			if rec.Status == StatusCancelled {
+				continue
+			}
+			f, err := DecodeFlow(rec.Definition)
+			if err != nil {
+				fe.log.Error("stored flow no longer valid; skipped", "flow", rec.ID, "error", err)
+				continue
+			}
+			if _, err := fe.activate(f, rec.Status); err != nil {
+				fe.log.Error("stored flow does not compile; skipped", "flow", rec.ID, "error", err)
+			}
+		}
+		if len(recs) < 200 {
+			return nil
+		}
+	}
+}
+
+func (fe *FlowEngine) activate(f *Flow, status Status) (*activeFlow, error) {
+	c := f.campaign()
+	set, err := c.Compile(fe.now)
+	if err != nil {
+		return nil, err
+	}
+	r := newRunFor(c, set, fe.now, fe.log, fe.dispatch, fe.source, fe.ecfg)
+	af := &activeFlow{f: f, run: r, status: status, window: f.ReEntryWindow(), counts: map[[2]string]int64{}}
+	fe.mu.Lock()
+	defer fe.mu.Unlock()
+	if old := fe.flows[f.ID]; old != nil {
+		af.counts, af.fired = old.counts, old.fired
+		fe.unindex(old)
+	}
+	fe.flows[f.ID] = af
+	if f.Trigger.Segment != "" {
+		fe.bySegment[f.Trigger.Segment] = append(fe.bySegment[f.Trigger.Segment], af)
+	} else {
+		fe.byEvent[f.Trigger.Event] = append(fe.byEvent[f.Trigger.Event], af)
+	}
+	return af, nil
+}
+
+func (fe *FlowEngine) unindex(af *activeFlow) {
+	drop := func(m map[string][]*activeFlow, k string) {
+		list := m[k][:0]
+		for _, x := range m[k] {
+			if x != af {
+				list = append(list, x)
+			}
+		}
+		m[k] = list
+	}
+	drop(fe.bySegment, af.f.Trigger.Segment)
+	drop(fe.byEvent, af.f.Trigger.Event)
+}
+
+// CreateFlow stores and activates a flow; idempotent on its id.
+func (fe *FlowEngine) CreateFlow(ctx context.Context, body []byte) (FlowStatus, bool, error) {
+	f, err := DecodeFlow(body)
+	if err != nil {
+		return FlowStatus{}, false, err
+	}
+	if _, err := f.campaign().Compile(fe.now); err != nil {
+		return FlowStatus{}, false, err
+	}
+	def, err := json.Marshal(f)
+	if err != nil {
+		return FlowStatus{}, false, fmt.Errorf("encode flow: %w", err)
+	}
+	rec, created, err := fe.store.Create(ctx, FlowPrefix+f.ID, def)
+	if err != nil {
+		return FlowStatus{}, false, fmt.Errorf("store flow %s: %w", f.ID, err)
+	}
+	if created {
+		if rec, err = fe.store.Transition(ctx, rec.ID, StatusScheduled, StatusRunning); err != nil {
+			return FlowStatus{}, false, err
+		}
+	}
+	fe.mu.RLock()
+	af := fe.flows[f.ID]
+	fe.mu.RUnlock()
+	if af == nil {
+		if af, err = fe.activate(f, rec.Status); err != nil {
+			return FlowStatus{}, false, err
+		}
+	}
+	return af.snapshot(), created, nil
+}
+
+// GetFlow returns a flow's status and counts.
+func (fe *FlowEngine) GetFlow(_ context.Context, id string) (FlowStatus, error) {
+	fe.mu.RLock()
+	af := fe.flows[id]
+	fe.mu.RUnlock()
+	if af == nil {
+		return FlowStatus{}, ErrNotFound
+	}
+	return af.snapshot(), nil
+}
+
+// ListFlows returns every flow, by id.
+func (fe *FlowEngine) ListFlows(context.Context) []FlowStatus {
+	fe.mu.RLock()
+	out := make([]FlowStatus, 0, len(fe.flows))
+	for _, af := range fe.flows {
+		out = append(out, af.snapshot())
+	}
+	fe.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// SetFlowStatus pauses (paused), resumes (running) or deletes (cancelled) a flow.
+func (fe *FlowEngine) SetFlowStatus(ctx context.Context, id string, to Status) (FlowStatus, error) {
+	fe.mu.RLock()
+	af := fe.flows[id]
+	fe.mu.RUnlock()
+	if af == nil {
+		return FlowStatus{}, ErrNotFound
+	}
+	af.mu.Lock()
+	from := af.status
+	af.mu.Unlock()
+	if from == to {
+		return af.snapshot(), nil
+	}
+	if _, err := fe.store.Transition(ctx, FlowPrefix+id, from, to); err != nil {
+		return FlowStatus{}, err
+	}
+	af.mu.Lock()
+	af.status = to
+	af.mu.Unlock()
+	if to == StatusCancelled {
+		fe.mu.Lock()
+		delete(fe.flows, id)
+		fe.unindex(af)
+		fe.mu.Unlock()
+	}
+	return af.snapshot(), nil
+}
+
+// TriggerResult is the answer for one trigger of a request.
+type TriggerResult struct {
+	// Flows are the flows the trigger was queued for.
+	Flows []string `json:"flows,omitempty"`
+	// Status is "accepted", "unknown_user", "no_flow", "unknown_flow" or "overloaded".
+	Status string `json:"status"`
+}
+
+// Fire routes triggers to flows and queues them; it never blocks on
+// delivery. The user is looked up at once, so an unknown one is answered
+// (and counted) here.
+func (fe *FlowEngine) Fire(ctx context.Context, triggers []Trigger) ([]TriggerResult, error) {
+	arrived := fe.now()
+	pin, err := fe.source.Pin()
+	if err != nil {
+		return nil, fmt.Errorf("pin shard generation: %w", err)
+	}
+	defer pin.Close()
+	out := make([]TriggerResult, len(triggers))
+	var m Member
+	for i := range triggers {
+		t := &triggers[i]
+		flows := fe.route(t)
+		if len(flows) == 0 {
+			out[i].Status = "no_flow"
+			if t.Flow != "" {
+				out[i].Status = "unknown_flow"
+			}
+			continue
+		}
+		ok, err := pin.LookupID(t.UserID, &m)
+		if err != nil {
+			return nil, fmt.Errorf("look up user: %w", err)
+		}
+		for _, af := range flows {
+			af.mu.Lock()
+			af.fired++
+			af.mu.Unlock()
+			if !ok {
+				for _, ch := range af.f.Channels {
+					af.count(ch, ReasonUnknownUser, 1)
+				}
+			}
+		}
+		if !ok {
+			out[i].Status = ReasonUnknownUser
+			continue
+		}
+		out[i].Status = "accepted"
+		for _, af := range flows {
+			j := &job{flow: af, trig: *t, arrived: arrived}
+			if d := time.Duration(af.f.Delay); d > 0 {
+				fe.later(j, d)
+			} else if !fe.enqueue(j) {
+				out[i].Status = "overloaded"
+				continue
+			}
+			out[i].Flows = append(out[i].Flows, af.f.ID)
+		}
+	}
+	return out, nil
+}
+
+func (fe *FlowEngine) route(t *Trigger) []*activeFlow {
+	fe.mu.RLock()
+	defer fe.mu.RUnlock()
+	var list []*activeFlow
+	switch {
+	case t.Flow != "":
+		if af := fe.flows[t.Flow]; af != nil {
+			list = []*activeFlow{af}
+		}
+	case t.Segment != "":
+		list = fe.bySegment[t.Segment]
+	default:
+		list = fe.byEvent[t.Event]
+	}
+	out := make([]*activeFlow, 0, len(list))
+	for _, af := range list {
+		af.mu.Lock()
+		active := af.status == StatusRunning
+		af.mu.Unlock()
+		if active {
+			out = append(out, af)
+		}
+	}
+	return out
+}
+
+func (fe *FlowEngine) enqueue(j *job) bool {
+	select {
+	case fe.queue <- j:
+		return true
+	default:
+		for _, ch := range j.flow.f.Channels {
+			j.flow.count(ch, "overloaded", 1)
+		}
+		return false
+	}
+}
+
+// later holds a delayed trigger in memory until it is due.
+func (fe *FlowEngine) later(j *job, d time.Duration) {
+	fe.timers.Add(1)
+	t := time.NewTimer(d)
+	go func() {
+		defer fe.timers.Done()
+		select {
+		case <-t.C:
+			fe.enqueue(j)
+		case <-fe.stop:
+			t.Stop()
+			for _, ch := range j.flow.f.Channels {
+				j.flow.count(ch, "dropped_at_shutdown", 1)
+			}
+		}
+	}()
+}
+
+// Start runs the trigger workers until Close.
+func (fe *FlowEngine) Start(ctx context.Context) {
+	for range fe.cfg.Workers {
+		fe.wg.Add(1)
+		go fe.work(context.WithoutCancel(ctx))
+	}
+}
+
+// Close stops taking triggers, processes those queued, and waits for their
+// outcomes (or ctx).
+func (fe *FlowEngine) Close(ctx context.Context) error {
+	fe.mu.Lock()
+	if fe.stopped {
+		fe.mu.Unlock()
+		return nil
+	}
+	fe.stopped = true
+	fe.mu.Unlock()
+	close(fe.stop)
+	fe.timers.Wait()
+	close(fe.queue)
+	done := make(chan struct{})
+	go func() { fe.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("drain triggers: %w", ctx.Err())
+	}
+}
+
+// work takes whatever is queued (up to MaxBatch, never waiting to fill a
+// batch) and processes it, one group per flow.
+func (fe *FlowEngine) work(ctx context.Context) {
+	defer fe.wg.Done()
+	jobs := make([]*job, 0, fe.cfg.MaxBatch)
+	for {
+		j, ok := <-fe.queue
+		if !ok {
+			return
+		}
+		jobs = append(jobs[:0], j)
+	fill:
+		for len(jobs) < fe.cfg.MaxBatch {
+			select {
+			case j, ok := <-fe.queue:
+				if !ok {
+					break fill
+				}
+				jobs = append(jobs, j)
+			default:
+				break fill
+			}
+		}
+		sort.SliceStable(jobs, func(a, b int) bool { return jobs[a].flow.f.ID < jobs[b].flow.f.ID })
+		for start := 0; start < len(jobs); {
+			end := start + 1
+			for end < len(jobs) && jobs[end].flow == jobs[start].flow {
+				end++
+			}
+			fe.process(ctx, jobs[start].flow, jobs[start:end])
+			start = end
+		}
+	}
+}
+
+// flowBatch is a RecipientBatch of one flow plus its dedup claims.
+type flowBatch struct {
+	b       *RecipientBatch
+	af      *activeFlow
+	keys    []DedupKey
+	keyPos  []int
+	claimed []bool
+	pin     PinnedSource
+}
+
+func (fe *FlowEngine) process(ctx context.Context, af *activeFlow, jobs []*job) {
+	pin, err := fe.source.Pin()
+	if err != nil {
+		fe.log.Error("pin shard generation for triggers", "error", err)
+		for _, ch := range af.f.Channels {
+			af.count(ch, ReasonCorruptRow, int64(len(jobs)))
+		}
+		return
+	}
+	r := af.run
+	b := &RecipientBatch{Members: make([]Member, len(jobs))}
+	n := 0
+	for _, j := range jobs {
+		m := &b.Members[n]
+		ok, err := pin.LookupID(j.trig.UserID, m)
+		if err != nil || !ok {
+			// The user left the shard between Fire and now.
+			for _, ch := range af.f.Channels {
+				af.count(ch, ReasonUnknownUser, 1)
+			}
+			continue
+		}
+		m.Event = j.trig.Properties
+		m.Arrived = j.arrived
+		m.Scope = fe.scope(af, j)
+		n++
+	}
+	b.Members = b.Members[:n]
+	b.reset(r, n)
+	b.deadline = fe.now().Add(r.ttl)
+	fb := &flowBatch{b: b, af: af, pin: pin}
+	stages := MultiStage{StageFunc(resolveStage), StageFunc(policyStage), StageFunc(fb.dedupStage(fe, jobs)), StageFunc(renderStage)}
+	b.remaining = b.open
+	if err := stages.Exec(ctx, b); err != nil {
+		fe.log.Error("process triggers", "flow", af.f.ID, "error", err)
+		b.abort()
+	} else if b.open == 0 {
+		close(b.done)
+	} else if err := dispatchStage(ctx, b); err != nil {
+		fe.log.Error("dispatch triggered messages", "flow", af.f.ID, "error", err)
+		b.abort()
+	}
+	go fb.finish(fe)
+}
+
+// scope is the provider idempotency scope of a trigger's messages: stable
+// for re-deliveries of the same trigger, distinct across re-entry windows.
+func (fe *FlowEngine) scope(af *activeFlow, j *job) string {
+	if j.trig.IdempotencyKey != "" {
+		return "f:" + af.f.ID + ":k:" + j.trig.IdempotencyKey
+	}
+	w := af.window
+	if w <= 0 {
+		return "f:" + af.f.ID + ":t:" + strconv.FormatInt(j.arrived.UnixNano(), 36)
+	}
+	return "f:" + af.f.ID + ":w:" + strconv.FormatInt(j.arrived.UnixNano()/int64(w), 36)
+}
+
+// dedupWindow is how long a confirmed trigger message blocks another.
+func (fb *flowBatch) dedupWindow() time.Duration {
+	if fb.af.window > 0 {
+		return fb.af.window
+	}
+	return 24 * time.Hour
+}
+
+// dedupStage claims one key per open position in one round trip: the
+// flow's re-entry key (user × channel), or the trigger's idempotency key
+// when the flow has no re-entry window.
+func (fb *flowBatch) dedupStage(fe *FlowEngine, jobs []*job) func(ctx context.Context, b *RecipientBatch) error {
+	return func(ctx context.Context, b *RecipientBatch) error {
+		nch := b.nch()
+		for p := range b.pos {
+			if b.pos[p].settled {
+				continue
+			}
+			mem := &b.Members[p/nch]
+			scope := "f:" + fb.af.f.ID
+			if fb.af.window <= 0 {
+				if !strings.Contains(mem.Scope, ":k:") {
+					continue // no re-entry rule and no idempotency key: every trigger sends
+				}
+				scope = mem.Scope
+			}
+			fb.keys = append(fb.keys, DedupKey{Scope: scope, User: mem.Key, Channel: b.run.channels[p%nch]})
+			fb.keyPos = append(fb.keyPos, p)
+		}
+		if len(fb.keys) == 0 {
+			return nil
+		}
+		states, err := fe.dedup.Claim(ctx, fb.keys, fe.cfg.Lease, fb.dedupWindow())
+		if err != nil {
+			// Without the dedup record we cannot promise "at most once": send nothing.
+			fe.log.Error("claim trigger dedup keys; triggers not sent", "flow", fb.af.f.ID, "error", err)
+			for _, p := range fb.keyPos {
+				b.skip(p, ReasonDedupUnavailable)
+			}
+			fb.keys, fb.keyPos = nil, nil
+			return nil
+		}
+		fb.claimed = make([]bool, len(states))
+		for i, st := range states {
+			p := fb.keyPos[i]
+			switch st {
+			case Claimed:
+				fb.claimed[i] = true
+			case InDoubt:
+				fb.claimed[i] = true
+				if b.run.channels[p%nch] == channels.SMS {
+					b.skip(p, ReasonInDoubt)
+				} else {
+					b.pos[p].inDoubt = true
+				}
+			default:
+				b.skip(p, ReasonDuplicate)
+			}
+		}
+		return nil
+	}
+}
+
+// finish waits for the batch's outcomes, confirms the claims of what was
+// accepted, releases the rest (so a later trigger may send), and counts.
+func (fb *flowBatch) finish(fe *FlowEngine) {
+	b := fb.b
+	<-b.done
+	defer fb.pin.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var confirm, release []DedupKey
+	b.mu.Lock()
+	for i, p := range fb.keyPos {
+		if fb.claimed == nil || !fb.claimed[i] {
+			continue
+		}
+		if b.pos[p].accepted {
+			confirm = append(confirm, fb.keys[i])
+		} else {
+			release = append(release, fb.keys[i])
+		}
+	}
+	counts := b.takeCounts()
+	for p := range b.pos {
+		if b.pos[p].reason == ReasonCanceled {
+			counts = append(counts, Count{Channel: b.run.channels[p%b.nch()], Reason: ReasonCanceled, N: 1})
+		}
+	}
+	b.mu.Unlock()
+	for _, c := range counts {
+		fb.af.count(c.Channel, c.Reason, c.N)
+	}
+	if len(confirm) > 0 {
+		if err := fe.dedup.Confirm(ctx, confirm, fb.dedupWindow()); err != nil {
+			fe.log.Error("confirm trigger dedup keys; they count as in doubt after their lease", "flow", fb.af.f.ID, "error", err)
+		}
+	}
+	if len(release) > 0 {
+		if err := fe.dedup.Release(ctx, release); err != nil {
+			fe.log.Warn("release trigger dedup keys", "flow", fb.af.f.ID, "error", err)
+		}
+	}
+}

@@ -1,0 +1,243 @@
+package campaigns_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/notifyd/notifyd/campaigns"
+	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/channels/channelstest"
+	"github.com/notifyd/notifyd/store/memstate"
+)
+
+type flowRig struct {
+	*rig
+	flows *campaigns.FlowEngine
+
+	mu     sync.Mutex
+	bodies map[string][]string // channel → rendered SMS bodies / email subjects, in send order
+}
+
+func newFlowRig(t *testing.T, dedup campaigns.DedupLog, members ...int) *flowRig {
+	t.Helper()
+	state := memstate.New()
+	n := 50
+	if len(members) > 0 {
+		n = members[0]
+	}
+	r := newRig(t, state, newSource(n), campaigns.EngineConfig{})
+	fr := &flowRig{rig: r, bodies: map[string][]string{}}
+	r.chans[channels.SMS].OnSend(func(batch []*channels.Message) {
+		fr.mu.Lock()
+		defer fr.mu.Unlock()
+		for _, m := range batch {
+			fr.bodies[channels.SMS] = append(fr.bodies[channels.SMS], m.To+"|"+m.Text.Body)
+		}
+	})
+	if dedup == nil {
+		dedup = state.Dedup("test")
+	}
+	fr.flows = campaigns.NewFlowEngine(state, dedup, r.src, campaigns.NewPoolDispatcher(r.pools), campaigns.FlowConfig{})
+	fr.flows.Start(context.Background())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = fr.flows.Close(ctx)
+	})
+	return fr
+}
+
+func (fr *flowRig) sms() []string {
+	fr.mu.Lock()
+	defer fr.mu.Unlock()
+	return append([]string(nil), fr.bodies[channels.SMS]...)
+}
+
+func (fr *flowRig) waitCount(t *testing.T, flow, ch, reason string, n int64) campaigns.FlowStatus {
+	t.Helper()
+	var st campaigns.FlowStatus
+	channelstest.Eventually(t, 5*time.Second, func() bool {
+		var err error
+		st, err = fr.flows.GetFlow(context.Background(), flow)
+		return err == nil && st.Counts[ch][reason] >= n
+	}, "flow %s never counted %d %s/%s (last %+v)", flow, n, ch, reason, &st)
+	return st
+}
+
+const welcomeFlow = `{"id":"welcome","trigger":{"segment":"new_signups"},"channels":["sms"],
+  "content":{"sms":{"body":"Welcome {{ profile.first_name }}! Code {{ event.code | default: 'NONE' }}"}}}`
+
+func TestFlowSendsOnTriggerWithEventBindings(t *testing.T) {
+	fr := newFlowRig(t, nil)
+	ctx := context.Background()
+	st, created, err := fr.flows.CreateFlow(ctx, []byte(welcomeFlow))
+	if err != nil || !created || st.Status != campaigns.StatusRunning {
+		t.Fatalf("create flow: %+v %v %v", st, created, err)
+	}
+	if _, created, err := fr.flows.CreateFlow(ctx, []byte(welcomeFlow)); err != nil || created {
+		t.Fatalf("re-create: created=%v err=%v", created, err)
+	}
+	if _, _, err := fr.flows.CreateFlow(ctx, []byte(strings.Replace(welcomeFlow, "Welcome", "Hello", 1))); !errors.Is(err, campaigns.ErrConflict) {
+		t.Fatalf("conflicting flow: %v", err)
+	}
+	// Flows do not show up as campaigns, and are not started as campaigns.
+	if list, err := fr.engine.List(ctx, "", 10); err != nil || len(list) != 0 {
+		t.Fatalf("campaign list shows flows: %v %v", list, err)
+	}
+
+	u := fr.src.members[1]
+	res, err := fr.flows.Fire(ctx, []campaigns.Trigger{
+		{Segment: "new_signups", UserID: u.ID, Properties: map[string]any{"code": "WELCOME10"}},
+		{Segment: "new_signups", UserID: "no-such-user"},
+		{Flow: "nope", UserID: u.ID},
+		{Segment: "nobody_listens", UserID: u.ID},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"accepted", campaigns.ReasonUnknownUser, "unknown_flow", "no_flow"}
+	for i, w := range want {
+		if res[i].Status != w {
+			t.Errorf("trigger %d: %s, want %s", i, res[i].Status, w)
+		}
+	}
+	st = fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonSent, 1)
+	if st.Counts[channels.SMS][campaigns.ReasonUnknownUser] != 1 {
+		t.Errorf("unknown user not counted: %v", st.Counts)
+	}
+	got := fr.sms()
+	if len(got) != 1 || got[0] != u.Phone+"|Welcome Ann1! Code WELCOME10" {
+		t.Fatalf("sent %q", got)
+	}
+
+	// Re-entry: the same user again within 24h gets nothing.
+	if _, err := fr.flows.Fire(ctx, []campaigns.Trigger{{Flow: "welcome", UserID: u.ID}}); err != nil {
+		t.Fatal(err)
+	}
+	fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonDuplicate, 1)
+	if n := len(fr.sms()); n != 1 {
+		t.Fatalf("re-entry sent again: %d messages", n)
+	}
+
+	// Paused flows take no triggers; deleted ones are gone.
+	if _, err := fr.flows.SetFlowStatus(ctx, "welcome", campaigns.StatusPaused); err != nil {
+		t.Fatal(err)
+	}
+	res, _ = fr.flows.Fire(ctx, []campaigns.Trigger{{Segment: "new_signups", UserID: fr.src.members[2].ID}})
+	if res[0].Status != "no_flow" {
+		t.Fatalf("paused flow took a trigger: %+v", res[0])
+	}
+	if _, err := fr.flows.SetFlowStatus(ctx, "welcome", campaigns.StatusCancelled); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fr.flows.GetFlow(ctx, "welcome"); !errors.Is(err, campaigns.ErrNotFound) {
+		t.Fatalf("deleted flow still there: %v", err)
+	}
+}
+
+func TestFlowIdempotencyKeyWithoutReEntry(t *testing.T) {
+	fr := newFlowRig(t, nil)
+	ctx := context.Background()
+	f := strings.Replace(welcomeFlow, `"channels"`, `"reentry":"0s","channels"`, 1)
+	if _, _, err := fr.flows.CreateFlow(ctx, []byte(f)); err != nil {
+		t.Fatal(err)
+	}
+	u := fr.src.members[1].ID
+	fire := func(key string) {
+		if _, err := fr.flows.Fire(ctx, []campaigns.Trigger{{Flow: "welcome", UserID: u, IdempotencyKey: key}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fire("order-1")
+	fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonSent, 1)
+	fire("order-1") // a re-delivered trigger
+	fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonDuplicate, 1)
+	fire("order-2") // a new event: no re-entry limit
+	fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonSent, 2)
+	if n := len(fr.sms()); n != 2 {
+		t.Fatalf("sent %d, want 2", n)
+	}
+}
+
+// brokenDedup is a dedup store that is down.
+type brokenDedup struct{}
+
+func (brokenDedup) Claim(context.Context, []campaigns.DedupKey, time.Duration, time.Duration) ([]campaigns.ClaimState, error) {
+	return nil, errors.New("dial tcp 127.0.0.1:6379: connection refused")
+}
+func (brokenDedup) Confirm(context.Context, []campaigns.DedupKey, time.Duration) error { return nil }
+func (brokenDedup) Release(context.Context, []campaigns.DedupKey) error                { return nil }
+
+func TestFlowWithDedupStoreDownSendsNothing(t *testing.T) {
+	fr := newFlowRig(t, brokenDedup{})
+	ctx := context.Background()
+	if _, _, err := fr.flows.CreateFlow(ctx, []byte(welcomeFlow)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fr.flows.Fire(ctx, []campaigns.Trigger{{Flow: "welcome", UserID: fr.src.members[1].ID}}); err != nil {
+		t.Fatal(err)
+	}
+	fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonDedupUnavailable, 1)
+	if n := len(fr.sms()); n != 0 {
+		t.Fatalf("sent %d messages without a dedup record", n)
+	}
+}
+
+func TestTriggersAreNotStuckBehindACampaign(t *testing.T) {
+	fr := newFlowRig(t, nil, 2000)
+	ctx := context.Background()
+	if _, _, err := fr.flows.CreateFlow(ctx, []byte(welcomeFlow)); err != nil {
+		t.Fatal(err)
+	}
+	// Hold the SMS pool's workers while a campaign fills its queue.
+	gate := make(chan struct{})
+	var openGate sync.Once
+	t.Cleanup(func() { openGate.Do(func() { close(gate) }) }) // never leave workers blocked
+	var order []string
+	var mu sync.Mutex
+	fr.chans[channels.SMS].OnSend(func(batch []*channels.Message) {
+		<-gate
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range batch {
+			order = append(order, m.Campaign)
+		}
+	})
+	b := `{"id":"big","segment":"all","channels":["sms"],"content":{"sms":{"body":"sale"}}}`
+	if _, _, err := fr.engine.Create(ctx, []byte(b)); err != nil {
+		t.Fatal(err)
+	}
+	// Both workers hold a full batch and a backlog waits behind them.
+	channelstest.Eventually(t, 5*time.Second, func() bool {
+		st := fr.pools[channels.SMS].Stats()
+		return st.IdleWorkers == 0 && st.Queued[channels.LaneNormal] > 300
+	}, "campaign never filled the pool")
+	if _, err := fr.flows.Fire(ctx, []campaigns.Trigger{{Flow: "welcome", UserID: fr.src.members[3].ID}}); err != nil {
+		t.Fatal(err)
+	}
+	var last channels.PoolStats
+	channelstest.Eventually(t, 5*time.Second, func() bool {
+		last = fr.pools[channels.SMS].Stats()
+		return last.Queued[channels.LaneHigh] > 0
+	}, "trigger never queued: %+v", &last)
+	openGate.Do(func() { close(gate) })
+	fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonSent, 1)
+	waitStatus(t, fr.engine, "big", campaigns.StatusCompleted)
+	mu.Lock()
+	defer mu.Unlock()
+	pos := -1
+	for i, c := range order {
+		if c == "welcome" {
+			pos = i
+		}
+	}
+	// The workers were busy with at most one batch each (2 workers × 50)
+	// when the trigger arrived; it must go out right after them.
+	if pos < 0 || pos > 2*50+50 {
+		t.Fatalf("trigger sent at position %d of %d, behind the campaign's backlog", pos, len(order))
+	}
+}

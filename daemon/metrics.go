@@ -1,0 +1,167 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/notifyd/notifyd/campaigns"
+)
+
+// teeRegisterer registers every collector on two registries: the daemon's
+// (served on /metrics) and the events hub's private one, which holds only
+// the channel metrics so the hub can read them every second without running
+// the scrape-time collectors below.
+type teeRegisterer struct{ main, live prometheus.Registerer }
+
+func (t teeRegisterer) Register(c prometheus.Collector) error {
+	if err := t.main.Register(c); err != nil {
+		return err
+	}
+	if err := t.live.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			t.main.Unregister(c)
+			return err
+		}
+	}
+	return nil
+}
+
+func (t teeRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := t.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+func (t teeRegisterer) Unregister(c prometheus.Collector) bool {
+	t.live.Unregister(c)
+	return t.main.Unregister(c)
+}
+
+// campaignLister is the part of the campaign store the status gauge reads.
+type campaignLister interface {
+	List(ctx context.Context, after string, limit int) ([]campaigns.CampaignRecord, error)
+}
+
+// maxListedCampaigns bounds one scrape's walk over the stored campaigns
+// (a few pipelined round trips per 500); past it the gauge says so.
+const maxListedCampaigns = 20000
+
+// opsCollector reports campaign and shard state at scrape time, so none of
+// it costs the send path anything.
+//
+// Cardinality: a campaign id appears only in notifyd_campaign_progress_ratio,
+// and only while the campaign is in the live view (active, or finished less
+// than EventsConfig.Linger ago) — one series per concurrently visible
+// campaign. Outcome counts are per channel and reason, never per campaign:
+// notifyd_campaign_messages_total{campaign,channel,reason} would leave ~80
+// series behind per campaign forever, which over a year of daily sends
+// is what takes a Prometheus down.
+type opsCollector struct {
+	hub   *EventHub
+	store campaignLister
+	shard ShardInfoFunc
+	log   *slog.Logger
+
+	campaigns  *prometheus.Desc
+	listed     *prometheus.Desc
+	progress   *prometheus.Desc
+	recipients *prometheus.Desc
+	generation *prometheus.Desc
+	rows       *prometheus.Desc
+	segments   *prometheus.Desc
+	streams    *prometheus.Desc
+}
+
+func newOpsCollector(hub *EventHub, store campaignLister, shard ShardInfoFunc, log *slog.Logger) *opsCollector {
+	return &opsCollector{
+		hub: hub, store: store, shard: shard, log: log,
+		campaigns: prometheus.NewDesc("notifyd_campaigns", "Stored campaigns by lifecycle status.", []string{"status"}, nil),
+		listed: prometheus.NewDesc("notifyd_campaigns_listed_complete",
+			"1 if notifyd_campaigns covers every stored campaign, 0 if the walk stopped at its cap or failed.", nil, nil),
+		progress: prometheus.NewDesc("notifyd_campaign_progress_ratio",
+			"Settled recipient positions over members × channels, for campaigns in the live view.", []string{"campaign", "status"}, nil),
+		recipients: prometheus.NewDesc("notifyd_campaign_recipients_total",
+			"Recipient positions settled by campaigns run on this daemon, by channel and reason (sent, or why not).", []string{"channel", "reason"}, nil),
+		generation: prometheus.NewDesc("notifyd_shard_generation", "Generation of the newest mapped shard file.", nil, nil),
+		rows:       prometheus.NewDesc("notifyd_shard_rows", "Members (rows) in the newest mapped shard file.", nil, nil),
+		segments:   prometheus.NewDesc("notifyd_shard_segments", "Segments in the newest mapped shard file.", nil, nil),
+		streams:    prometheus.NewDesc("notifyd_events_streams", "Open GET /v1/events streams.", nil, nil),
+	}
+}
+
+func (c *opsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.campaigns, c.listed, c.progress, c.recipients, c.generation, c.rows, c.segments, c.streams} {
+		ch <- d
+	}
+}
+
+func (c *opsCollector) Collect(ch chan<- prometheus.Metric) {
+	c.collectStatuses(ch)
+	if snap := c.hub.Latest(); snap != nil {
+		for id, cs := range snap.Campaigns {
+			if cs.Progress != nil {
+				ch <- prometheus.MustNewConstMetric(c.progress, prometheus.GaugeValue, *cs.Progress, id, cs.Status)
+			}
+		}
+	}
+	for k, n := range c.hub.RecipientTotals() {
+		ch <- prometheus.MustNewConstMetric(c.recipients, prometheus.CounterValue, float64(n), k[0], k[1])
+	}
+	if info, segs, ok := c.shard(); ok {
+		ch <- prometheus.MustNewConstMetric(c.generation, prometheus.GaugeValue, float64(info.Generation))
+		ch <- prometheus.MustNewConstMetric(c.rows, prometheus.GaugeValue, float64(info.Rows))
+		ch <- prometheus.MustNewConstMetric(c.segments, prometheus.GaugeValue, float64(len(segs)))
+	}
+	ch <- prometheus.MustNewConstMetric(c.streams, prometheus.GaugeValue, float64(c.hub.Subscribers()))
+}
+
+// collectStatuses counts stored campaigns by status. Every status is
+// reported, zeros included, so a panel's "running" line drops to 0 rather
+// than vanishing.
+func (c *opsCollector) collectStatuses(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	counts := map[campaigns.Status]int{}
+	for _, s := range []campaigns.Status{campaigns.StatusScheduled, campaigns.StatusRunning, campaigns.StatusPaused,
+		campaigns.StatusCompleted, campaigns.StatusCancelled, campaigns.StatusFailed} {
+		counts[s] = 0
+	}
+	complete, after, seen := 1.0, "", 0
+	for {
+		page, err := c.store.List(ctx, after, 500)
+		if err != nil {
+			c.log.Warn("metrics: list campaigns", "error", err)
+			complete = 0
+			break
+		}
+		for _, rec := range page {
+			counts[rec.Status]++
+		}
+		seen += len(page)
+		if len(page) < 500 {
+			break
+		}
+		if seen >= maxListedCampaigns {
+			complete = 0
+			break
+		}
+		after = page[len(page)-1].ID
+	}
+	statuses := make([]string, 0, len(counts))
+	for s := range counts {
+		statuses = append(statuses, string(s))
+	}
+	sort.Strings(statuses)
+	for _, s := range statuses {
+		ch <- prometheus.MustNewConstMetric(c.campaigns, prometheus.GaugeValue, float64(counts[campaigns.Status(s)]), s)
+	}
+	ch <- prometheus.MustNewConstMetric(c.listed, prometheus.GaugeValue, complete)
+}

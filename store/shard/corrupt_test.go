@@ -1,0 +1,346 @@
+package shard
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// smallShard builds rows u-0..u-(n-1) with 16 rows per block and returns the
+// file bytes.
+func smallShard(t testing.TB, n int) []byte {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "small.shard")
+	w, err := NewWriter(path, WriterOptions{Generation: 3, BlockRows: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		p := Profile{ID: fmt.Sprintf("u-%d", i), Email: fmt.Sprintf("user%d@example.com", i), Locale: "en-US",
+			Segments: []string{"all"}}
+		if i%2 == 0 {
+			p.Segments = append(p.Segments, "even")
+		}
+		p.SetAttr("first_name", StringValue(fmt.Sprintf("name-%d", i%7)))
+		p.SetAttr("n", IntValue(int64(i)))
+		if err := w.Add(&p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func sectionOf(t testing.TB, b []byte, kind uint32) sectionEntry {
+	t.Helper()
+	h := decodeHeader(b)
+	for i := range h.sections {
+		if e := decodeSection(b[headerSize+i*sectionEntrySize:]); e.kind == kind {
+			return e
+		}
+	}
+	t.Fatalf("no section %d", kind)
+	return sectionEntry{}
+}
+
+// resealTable rewrites the section table and header checksums after a test
+// edited them, so that a deeper check is what fails.
+func resealTable(b []byte) {
+	h := decodeHeader(b)
+	h.tableCRC = crc(b[headerSize : headerSize+uint64(h.sections)*sectionEntrySize])
+	h.encode(b)
+}
+
+func writeTemp(t testing.TB, b []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "c.shard")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestOpenRejectsDamagedHeader(t *testing.T) {
+	good := smallShard(t, 100)
+	tests := []struct {
+		name    string
+		mutate  func([]byte) []byte
+		section string
+		reason  string
+	}{
+		{"empty file", func(b []byte) []byte { return nil }, "header", "truncated"},
+		{"truncated", func(b []byte) []byte { return b[:len(b)-9] }, "header", "truncated"},
+		{"bad magic", func(b []byte) []byte { b[0] = 'X'; return b }, "header", "bad magic"},
+		{"header bit flip", func(b []byte) []byte { b[20] ^= 1; return b }, "header", "checksum mismatch"},
+		{"bad version", func(b []byte) []byte {
+			h := decodeHeader(b)
+			h.version = 9
+			h.encode(b)
+			return b
+		}, "header", "unsupported format version 9"},
+		{"section table bit flip", func(b []byte) []byte { b[headerSize+10] ^= 1; return b }, "section table", "checksum mismatch"},
+		{"section offset out of range", func(b []byte) []byte {
+			binary.LittleEndian.PutUint64(b[headerSize+8:], uint64(len(b)))
+			resealTable(b)
+			return b
+		}, "attrs", "out of range"},
+		{"rows directory out of range", func(b []byte) []byte {
+			for i := range 6 {
+				e := b[headerSize+i*sectionEntrySize:]
+				if binary.LittleEndian.Uint32(e) == kindRows {
+					binary.LittleEndian.PutUint64(e[32:], 1<<40)
+				}
+			}
+			resealTable(b)
+			return b
+		}, "rows", "block directory out of range"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeTemp(t, tc.mutate(append([]byte(nil), good...)))
+			r, err := Open(path)
+			if err == nil {
+				r.Release()
+				t.Fatal("Open succeeded")
+			}
+			var ce *CorruptError
+			if !errors.As(err, &ce) || !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error %v is not a *CorruptError", err)
+			}
+			if ce.Section != tc.section || !strings.Contains(err.Error(), tc.reason) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("error %q: want section %q, reason %q and the path", err, tc.section, tc.reason)
+			}
+		})
+	}
+}
+
+func TestCorruptBlockIsContained(t *testing.T) {
+	good := smallShard(t, 100) // 7 blocks of 16 rows
+	type check func(t *testing.T, r *Reader)
+	rowsFail := func(first, last uint32) check {
+		return func(t *testing.T, r *Reader) {
+			for i := uint32(0); i < uint32(r.Rows()); i++ {
+				_, err := r.Row(i)
+				inRange := i >= first && i <= last
+				if inRange != (err != nil) {
+					t.Fatalf("row %d: error %v, want failure=%v", i, err, inRange)
+				}
+				var ce *CorruptError
+				if err != nil && (!errors.As(err, &ce) || !ce.HasRows || ce.FirstRow != uint64(first) || ce.LastRow != uint64(last)) {
+					t.Fatalf("row %d: error %v does not name rows %d-%d", i, err, first, last)
+				}
+			}
+		}
+	}
+	flipIn := func(kind uint32, at func(e sectionEntry, b []byte) uint64) func([]byte) {
+		return func(b []byte) {
+			e := sectionOf(t, b, kind)
+			b[e.offset+at(e, b)] ^= 0x40
+		}
+	}
+	rowBlockByte := func(block uint64) func(e sectionEntry, b []byte) uint64 {
+		return func(e sectionEntry, b []byte) uint64 {
+			d := b[e.offset+e.aux+16*block:]
+			return binary.LittleEndian.Uint64(d) + uint64(binary.LittleEndian.Uint32(d[8:])) - 1
+		}
+	}
+	tests := []struct {
+		name   string
+		mutate func([]byte)
+		check  check
+	}{
+		{"row block 2 data", flipIn(kindRows, rowBlockByte(2)), rowsFail(32, 47)},
+		{"row block 6 (short last block)", flipIn(kindRows, rowBlockByte(6)), rowsFail(96, 99)},
+		{"row block directory entry", func(b []byte) {
+			e := sectionOf(t, b, kindRows)
+			b[e.offset+e.aux+16*3+12] ^= 1 // the block's stored CRC
+		}, rowsFail(48, 63)},
+		{"keys block 1", flipIn(kindKeys, func(e sectionEntry, b []byte) uint64 { return e.aux + 8*20 + 3 }), func(t *testing.T, r *Reader) {
+			rowsFail(16, 31)(t, r)
+			failed := 0
+			for i := range 100 {
+				if _, _, err := r.Find(fmt.Sprintf("u-%d", i)); err != nil {
+					failed++
+				}
+			}
+			if failed != 16 {
+				t.Fatalf("%d lookups failed, want the 16 of the corrupt keys block", failed)
+			}
+		}},
+		{"segment bitmap", func(b []byte) {
+			e := sectionOf(t, b, kindBitmaps)
+			b[e.offset+e.length-1] ^= 0x10
+		}, func(t *testing.T, r *Reader) {
+			bad, good := 0, 0
+			for _, s := range r.Segments() {
+				_, err := r.Segment(s.Name)
+				var ce *CorruptError
+				switch {
+				case err == nil:
+					good++
+				case errors.As(err, &ce) && ce.Segment == s.Name:
+					bad++
+				default:
+					t.Fatalf("segment %s: unexpected error %v", s.Name, err)
+				}
+			}
+			if bad != 1 || good != 1 {
+				t.Fatalf("%d bad and %d good segments, want 1 and 1", bad, good)
+			}
+			rowsFail(1, 0)(t, r) // no row is affected
+		}},
+		{"dictionary block", flipIn(kindStrings, func(e sectionEntry, b []byte) uint64 {
+			return binary.LittleEndian.Uint64(b[e.offset+e.aux:]) + 4*2 + 2
+		}), func(t *testing.T, r *Reader) {
+			if _, err := r.Row(0); err == nil || !strings.Contains(err.Error(), "dictionary") {
+				t.Fatalf("row 0: error %v, want a dictionary error", err)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := append([]byte(nil), good...)
+			tc.mutate(b)
+			path := writeTemp(t, b)
+			r, err := Open(path)
+			if err != nil {
+				t.Fatalf("Open: %v (block damage must not fail Open)", err)
+			}
+			defer r.Release()
+			tc.check(t, r)
+			if rep := r.Verify(context.Background()); rep.OK() {
+				t.Fatal("Verify found nothing")
+			} else if !strings.Contains(rep.Problems[0].Error(), path) {
+				t.Fatalf("problem %q does not name the file", rep.Problems[0])
+			}
+		})
+	}
+}
+
+func TestCorruptBlockLeavesLookupsElsewhere(t *testing.T) {
+	b := smallShard(t, 100)
+	e := sectionOf(t, b, kindRows)
+	d := b[e.offset+e.aux+16*0:]
+	b[e.offset+binary.LittleEndian.Uint64(d)+100] ^= 1
+	r, err := Open(writeTemp(t, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Release()
+	failed, found := 0, 0
+	for i := range 100 {
+		row, ok, err := r.Find(fmt.Sprintf("u-%d", i))
+		switch {
+		case err != nil:
+			failed++
+		case ok && row.ID() == fmt.Sprintf("u-%d", i):
+			found++
+		default:
+			t.Fatalf("u-%d: not found and no error", i)
+		}
+	}
+	if failed != 16 || found != 84 {
+		t.Fatalf("%d lookups failed and %d succeeded, want 16 and 84", failed, found)
+	}
+}
+
+func TestSortEntriesOrdersCollisionsByID(t *testing.T) {
+	var spill []byte
+	var entries []spillEntry
+	for _, id := range []string{"zed", "amy", "kim"} {
+		rec := []byte{0, 0, 0, 0, byte(len(id))} // no segments; consent; two offsets (unused here)
+		rec = append(rec, id...)
+		entries = append(entries, spillEntry{key: 5, loc: uint64(len(spill))<<24 | uint64(len(rec))})
+		spill = append(spill, rec...)
+	}
+	tests := []struct {
+		name    string
+		extra   []string
+		want    []string
+		wantErr string
+	}{
+		{"collision run sorted by id", nil, []string{"amy", "kim", "zed"}, ""},
+		{"duplicate id", []string{"kim"}, nil, `duplicate id "kim"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &Writer{entries: append([]spillEntry(nil), entries...)}
+			sp := append([]byte(nil), spill...)
+			for _, id := range tc.extra {
+				rec := append([]byte{0, 0, 0, 0, byte(len(id))}, id...)
+				w.entries = append(w.entries, spillEntry{key: 5, loc: uint64(len(sp))<<24 | uint64(len(rec))})
+				sp = append(sp, rec...)
+			}
+			err := w.sortEntries(sp)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, e := range w.entries {
+				if got := recordID(e.record(sp)); got != tc.want[i] {
+					t.Fatalf("entry %d: %q, want %q", i, got, tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+// TestFormatVectors pins the values docs/shard-format.md gives for writers
+// in other languages.
+func TestFormatVectors(t *testing.T) {
+	tests := []struct {
+		name      string
+		got, want uint64
+	}{
+		{"crc32c 123456789", uint64(crc([]byte("123456789"))), 0xE3069283},
+		{"xxh64 empty", Key(""), 0xEF46DB3751D8E999},
+		{"xxh64 u-1", Key("u-1"), 0x821A0434B1F1DD6A},
+		{"xxh64 a x 40", Key(strings.Repeat("a", 40)), 0x569EA6843111EF03},
+		{"uvarint 300", uint64(binary.LittleEndian.Uint16(binary.AppendUvarint(nil, 300))), 0x02AC},
+		{"svarint -7", zigzag(-7), 0x0D},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.got != tc.want {
+				t.Errorf("got %#x, want %#x", tc.got, tc.want)
+			}
+		})
+	}
+}
+
+func TestGallopMatchesBinarySearch(t *testing.T) {
+	keys := []uint64{3, 3, 5, 9, 9, 9, 12, 40, 41, 100}
+	var b []byte
+	for _, k := range keys {
+		b = binary.LittleEndian.AppendUint64(b, k)
+	}
+	n := uint64(len(keys))
+	for k := uint64(0); k <= 101; k++ {
+		want := uint64(sort.Search(len(keys), func(i int) bool { return keys[i] >= k }))
+		for guess := uint64(0); guess <= n+3; guess++ {
+			if got := gallop(b, n, k, guess); got != want {
+				t.Fatalf("gallop(k=%d, guess=%d) = %d, want %d", k, guess, got, want)
+			}
+		}
+	}
+	if gallop(nil, 0, 5, 0) != 0 {
+		t.Fatal("empty input")
+	}
+}

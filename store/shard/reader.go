@@ -1,0 +1,805 @@
+package shard
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"os"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+const (
+	blockUnchecked uint32 = iota
+	blockOK
+	blockBad
+)
+
+// blockStates records per block whether its checksum was verified. It is
+// allocated on first use so that Open stays O(1) in the row count.
+type blockStates struct {
+	once sync.Once
+	n    uint64
+	s    []atomic.Uint32
+}
+
+func (b *blockStates) get() []atomic.Uint32 {
+	b.once.Do(b.init)
+	return b.s
+}
+
+func (b *blockStates) init() { b.s = make([]atomic.Uint32, b.n) }
+
+// blockView is a verified block, decoded once so that reading an item is
+// two offset loads and a slice.
+type blockView struct {
+	offs  []byte // u32 offsets[k+1]
+	items []byte
+}
+
+// Reader is one mapped generation of a shard file. It is safe for concurrent
+// use. It holds a reference count: Open returns it with one reference, Acquire
+// adds one, Release drops one, and the mapping is unmapped when the count
+// reaches zero. Every string obtained from it (or from its Rows) points into
+// the mapping and must not be used after the last Release.
+type Reader struct {
+	path       string
+	data       []byte
+	refs       atomic.Int64
+	generation uint64
+	rows       uint64
+	blockRows  uint64
+	blockShift uint // blockRows is a power of two: row/blockRows is a shift
+	sections   []sectionEntry
+
+	keyCRCs   []byte
+	keys      []byte
+	keyStates blockStates
+
+	fences     []byte
+	fenceCRC   uint32
+	fenceOnce  sync.Once
+	fencesGood bool
+
+	rowTable varTable
+	strTable varTable
+
+	attrNames []string
+	attrIndex map[string]AttrID
+
+	segments  []segment
+	segIndex  map[string]int
+	unmapOnce sync.Once
+	unmapErr  error
+}
+
+// varTable is a blocked table of variable-length items (rows or strings).
+type varTable struct {
+	mu         sync.Mutex // serialises first-use verification (writes views)
+	name       string
+	sec        []byte
+	count      uint64
+	blockItems uint64
+	shift      uint
+	dir        []byte
+	nb         uint64
+	once       sync.Once
+	blks       []tableBlock // allocated on first use: Open stays O(1)
+}
+
+// tableBlock is one block's verification state and, once verified, its view
+// (written under the table's mutex before the state turns OK). Keeping both
+// in one element puts a row read's bookkeeping in a single cache line.
+type tableBlock struct {
+	state atomic.Uint32
+	view  blockView
+}
+
+func (t *varTable) blocks() []tableBlock {
+	t.once.Do(t.allocBlocks)
+	return t.blks
+}
+
+func (t *varTable) allocBlocks() { t.blks = make([]tableBlock, t.nb) }
+
+// Open maps the shard at path and validates its header and section table.
+// It reads a fixed number of bytes whatever the row count; blocks are
+// verified on first use. The caller owns one reference and must Release it.
+func Open(path string) (*Reader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open shard: %w", err)
+	}
+	defer f.Close()
+	data, err := mapFile(f)
+	if err != nil {
+		return nil, err
+	}
+	r, err := newReader(path, data)
+	if err != nil {
+		unmap(data)
+		return nil, err
+	}
+	return r, nil
+}
+
+// newReader validates data (a mapping, or any byte slice in tests and fuzzing).
+func newReader(path string, data []byte) (*Reader, error) {
+	r := &Reader{path: path, data: data}
+	r.refs.Store(1)
+	size := uint64(len(data))
+	if size < headerSize {
+		return nil, r.corrupt("header", "truncated: file has %d bytes, the header needs %d", size, headerSize)
+	}
+	if string(data[:8]) != magic {
+		return nil, r.corrupt("header", "bad magic %q (not a notifyd shard)", data[:8])
+	}
+	h := decodeHeader(data)
+	if got := crc(data[:60]); got != h.headerCRC {
+		return nil, r.corrupt("header", "checksum mismatch (stored %08x, computed %08x)", h.headerCRC, got)
+	}
+	if h.version != formatVersion {
+		return nil, r.corrupt("header", "unsupported format version %d (this build reads %d)", h.version, formatVersion)
+	}
+	if h.fileLength != size {
+		return nil, r.corrupt("header", "truncated or extended: header says %d bytes, file has %d", h.fileLength, size)
+	}
+	if !validBlockItems(uint64(h.blockRows)) {
+		return nil, r.corrupt("header", "block rows %d is not a power of two in 1..%d", h.blockRows, maxBlockRows)
+	}
+	if h.rows > 1<<32-1 {
+		return nil, r.corrupt("header", "row count %d exceeds 2^32-1", h.rows)
+	}
+	if h.sections == 0 || h.sections > 64 || h.tableOffset != headerSize ||
+		headerSize+uint64(h.sections)*sectionEntrySize > size {
+		return nil, r.corrupt("section table", "%d sections at offset %d do not fit in %d bytes", h.sections, h.tableOffset, size)
+	}
+	table := data[headerSize : headerSize+uint64(h.sections)*sectionEntrySize]
+	if got := crc(table); got != h.tableCRC {
+		return nil, r.corrupt("section table", "checksum mismatch (stored %08x, computed %08x)", h.tableCRC, got)
+	}
+	r.generation, r.rows, r.blockRows = h.generation, h.rows, uint64(h.blockRows)
+	r.blockShift = uint(bits.TrailingZeros64(r.blockRows))
+	byKind := map[uint32]sectionEntry{}
+	for i := range h.sections {
+		e := decodeSection(table[i*sectionEntrySize:])
+		name := kindName(e.kind)
+		if e.offset%8 != 0 || e.offset < uint64(len(table))+headerSize || e.length > size || e.offset > size-e.length {
+			return nil, r.corrupt(name, "section %d at offset %d length %d out of range (file %d bytes, 8-byte aligned)", i, e.offset, e.length, size)
+		}
+		if _, dup := byKind[e.kind]; dup {
+			return nil, r.corrupt("section table", "section kind %d appears twice", e.kind)
+		}
+		byKind[e.kind] = e
+		r.sections = append(r.sections, e)
+	}
+	for _, k := range []uint32{kindKeys, kindFences, kindRows, kindStrings, kindAttrs, kindBitmaps, kindSegments} {
+		if _, ok := byKind[k]; !ok {
+			return nil, r.corrupt("section table", "missing %s section", kindName(k))
+		}
+	}
+	if err := r.initKeys(byKind[kindKeys]); err != nil {
+		return nil, err
+	}
+	fe := byKind[kindFences]
+	if fe.count != r.keyStates.n || fe.length != 8*fe.count {
+		return nil, r.corrupt("fences", "%d fences in %d bytes, want %d", fe.count, fe.length, r.keyStates.n)
+	}
+	r.fences, r.fenceCRC = r.section(fe), fe.crc
+	if err := r.initVarTable(&r.rowTable, byKind[kindRows], r.rows, r.blockRows); err != nil {
+		return nil, err
+	}
+	st := byKind[kindStrings]
+	if !validBlockItems(uint64(st.blockItems)) || st.count > 1<<32-1 {
+		return nil, r.corrupt("strings", "block items %d or count %d out of range", st.blockItems, st.count)
+	}
+	if err := r.initVarTable(&r.strTable, st, st.count, uint64(st.blockItems)); err != nil {
+		return nil, err
+	}
+	if err := r.initAttrs(byKind[kindAttrs]); err != nil {
+		return nil, err
+	}
+	if err := r.initSegments(byKind[kindSegments], byKind[kindBitmaps]); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Reader) section(e sectionEntry) []byte { return r.data[e.offset : e.offset+e.length] }
+
+func (r *Reader) initKeys(e sectionEntry) error {
+	if e.count != r.rows || uint64(e.blockItems) != r.blockRows {
+		return r.corrupt("keys", "count %d / block items %d disagree with header (%d rows, %d per block)", e.count, e.blockItems, r.rows, r.blockRows)
+	}
+	nb := (r.rows + r.blockRows - 1) / r.blockRows
+	sec := r.section(e)
+	if e.aux%8 != 0 || e.aux < 4*nb || e.aux > e.length || (e.length-e.aux)/8 < r.rows {
+		return r.corrupt("keys", "layout out of range (aux %d, length %d, %d blocks)", e.aux, e.length, nb)
+	}
+	r.keyCRCs = sec[:4*nb]
+	r.keys = sec[e.aux : e.aux+8*r.rows]
+	r.keyStates.n = nb
+	return nil
+}
+
+func (r *Reader) initVarTable(t *varTable, e sectionEntry, count, blockItems uint64) error {
+	name := kindName(e.kind)
+	if e.count != count || uint64(e.blockItems) != blockItems {
+		return r.corrupt(name, "count %d / block items %d disagree with header", e.count, e.blockItems)
+	}
+	nb := (count + blockItems - 1) / blockItems
+	if e.aux > e.length || (e.length-e.aux)/16 < nb {
+		return r.corrupt(name, "block directory out of range (at %d, %d blocks, section %d bytes)", e.aux, nb, e.length)
+	}
+	*t = varTable{name: name, sec: r.section(e), count: count, blockItems: blockItems, shift: uint(bits.TrailingZeros64(blockItems))}
+	t.dir = t.sec[e.aux : e.aux+16*nb]
+	t.nb = nb
+	return nil
+}
+
+func validBlockItems(n uint64) bool { return n > 0 && n <= maxBlockRows && n&(n-1) == 0 }
+
+// parseNames reads u32 count, count u32 lengths, then the bytes, returning
+// zero-copy strings and the offset after the names.
+func parseNames(b []byte, count uint64) ([]string, uint64, bool) {
+	if uint64(len(b)) < 4 || uint64(binary.LittleEndian.Uint32(b)) != count || (uint64(len(b))-4)/4 < count {
+		return nil, 0, false
+	}
+	names := make([]string, count)
+	pos := 4 + 4*count
+	for i := range count {
+		n := uint64(binary.LittleEndian.Uint32(b[4+4*i:]))
+		if n == 0 || n > maxNameLen || n > uint64(len(b))-pos {
+			return nil, 0, false
+		}
+		names[i] = bstr(b[pos : pos+n])
+		pos += n
+	}
+	return names, pos, true
+}
+
+func (r *Reader) initAttrs(e sectionEntry) error {
+	sec := r.section(e)
+	if got := crc(sec); got != e.crc {
+		return r.corrupt("attrs", "checksum mismatch (stored %08x, computed %08x)", e.crc, got)
+	}
+	if e.count > maxAttributes {
+		return r.corrupt("attrs", "%d attributes, limit %d", e.count, maxAttributes)
+	}
+	names, _, ok := parseNames(sec, e.count)
+	if !ok {
+		return r.corrupt("attrs", "malformed name list")
+	}
+	r.attrNames = names
+	r.attrIndex = make(map[string]AttrID, len(names))
+	for i, n := range names {
+		r.attrIndex[n] = AttrID(i)
+	}
+	return nil
+}
+
+// AttrID identifies an attribute within one generation. Resolve it once per
+// generation with Reader.AttrID and read rows by id in hot loops.
+type AttrID uint32
+
+// Path returns the file this generation was mapped from.
+func (r *Reader) Path() string { return r.path }
+
+// Generation returns the generation number stored in the header.
+func (r *Reader) Generation() uint64 { return r.generation }
+
+// Rows returns the number of rows.
+func (r *Reader) Rows() uint64 { return r.rows }
+
+// BlockRows returns the number of rows per checksummed block.
+func (r *Reader) BlockRows() uint64 { return r.blockRows }
+
+// Size returns the file size in bytes.
+func (r *Reader) Size() int { return len(r.data) }
+
+// AttrID resolves an attribute name for this generation.
+func (r *Reader) AttrID(name string) (AttrID, bool) {
+	id, ok := r.attrIndex[name]
+	return id, ok
+}
+
+// AttrNames returns the attribute names by id. Do not modify the slice.
+func (r *Reader) AttrNames() []string { return r.attrNames }
+
+// Acquire adds a reference. It reports false when the generation was already
+// released for good (its mapping is gone).
+func (r *Reader) Acquire() bool {
+	for {
+		n := r.refs.Load()
+		if n <= 0 {
+			return false
+		}
+		if r.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// Release drops a reference and unmaps the file when none is left.
+func (r *Reader) Release() error {
+	n := r.refs.Add(-1)
+	if n < 0 {
+		return errors.New("release shard: more releases than acquisitions")
+	}
+	if n == 0 {
+		r.unmapOnce.Do(func() {
+			if r.data != nil {
+				r.unmapErr = unmap(r.data)
+			}
+		})
+		return r.unmapErr
+	}
+	return nil
+}
+
+// Close is Release, for io.Closer.
+func (r *Reader) Close() error { return r.Release() }
+
+// bstr makes a string that shares b's memory.
+func bstr(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+func (r *Reader) rowRangeOfBlock(b uint64) (uint64, uint64) {
+	first := b * r.blockRows
+	return first, min(first+r.blockRows, r.rows) - 1
+}
+
+// keyBlock verifies keys block b if needed.
+func (r *Reader) keyBlock(b uint64) error {
+	st := &r.keyStates.get()[b]
+	switch st.Load() {
+	case blockOK:
+		return nil
+	case blockBad:
+		return r.verifyKeyBlock(b)
+	}
+	err := r.verifyKeyBlock(b)
+	if err == nil {
+		st.Store(blockOK)
+	} else {
+		st.Store(blockBad)
+	}
+	return err
+}
+
+func (r *Reader) verifyKeyBlock(b uint64) error {
+	first, last := r.rowRangeOfBlock(b)
+	blk := r.keys[first*8 : (last+1)*8]
+	bad := func(format string, args ...any) error {
+		return &CorruptError{Path: r.path, Section: "keys", Block: int64(b), FirstRow: first, LastRow: last, HasRows: true, Reason: fmt.Sprintf(format, args...)}
+	}
+	if want, got := binary.LittleEndian.Uint32(r.keyCRCs[4*b:]), crc(blk); want != got {
+		return bad("checksum mismatch (stored %08x, computed %08x)", want, got)
+	}
+	for i := 8; i < len(blk); i += 8 {
+		if binary.LittleEndian.Uint64(blk[i:]) < binary.LittleEndian.Uint64(blk[i-8:]) {
+			return bad("keys out of order at row %d", first+uint64(i/8))
+		}
+	}
+	return nil
+}
+
+// keyAt returns the user key of row i, verifying its block on first use.
+func (r *Reader) keyAt(i uint64) (uint64, error) {
+	if err := r.keyBlock(i >> r.blockShift); err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint64(r.keys[i*8:]), nil
+}
+
+// FirstRowAfter returns the index of the first row whose key is greater than
+// k (Rows() when there is none): where a campaign resumes after checkpoint k.
+func (r *Reader) FirstRowAfter(k uint64) (uint32, error) {
+	if k == ^uint64(0) {
+		return uint32(r.rows), nil
+	}
+	i, err := r.lowerBound(k + 1)
+	return uint32(i), err
+}
+
+// lowerBound returns the first row with key >= k. With intact fences it
+// reads only the one keys block the answer lies in.
+func (r *Reader) lowerBound(k uint64) (uint64, error) {
+	r.fenceOnce.Do(func() { r.fencesGood = crc(r.fences) == r.fenceCRC })
+	lo, hi := uint64(0), r.rows
+	if r.fencesGood && r.rows > 0 {
+		// b = the last block whose first key is < k (or block 0). Keys are
+		// uniform hashes, so k's position is predictable: start there.
+		nb := r.keyStates.n
+		fl := gallop(r.fences, nb, k, uint64(float64(k)/(1<<64)*float64(nb)))
+		b := max(fl, 1) - 1
+		lo, hi = b*r.blockRows, min((b+1)*r.blockRows, r.rows)
+		if err := r.keyBlock(b); err != nil {
+			// When the next block starts with k itself, the answer is there
+			// unless a rare collision run spans the boundary: serve it
+			// rather than fail a row that is intact.
+			if fl < r.keyStates.n && binary.LittleEndian.Uint64(r.fences[fl*8:]) == k {
+				return fl * r.blockRows, nil
+			}
+			return 0, err
+		}
+		if binary.LittleEndian.Uint64(r.keys[lo*8:]) != binary.LittleEndian.Uint64(r.fences[b*8:]) {
+			return 0, &CorruptError{Path: r.path, Section: "fences", Block: int64(b), FirstRow: lo, LastRow: hi - 1, HasRows: true,
+				Reason: "fence disagrees with the block's first key"}
+		}
+		f0, f1 := binary.LittleEndian.Uint64(r.fences[b*8:]), uint64(math.MaxUint64)
+		if b+1 < nb {
+			f1 = binary.LittleEndian.Uint64(r.fences[(b+1)*8:])
+		}
+		n := hi - lo
+		guess := uint64(0)
+		if k > f0 && f1 > f0 {
+			guess = uint64(float64(k-f0) / float64(f1-f0) * float64(n))
+		}
+		return lo + gallop(r.keys[lo*8:hi*8], n, k, guess), nil
+	}
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		v, err := r.keyAt(mid)
+		if err != nil {
+			return 0, err
+		}
+		if v < k {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo, nil
+}
+
+// gallop returns the first index i in [0, n) with u64 keys[i] >= k (n if
+// none), starting from a guess and doubling its steps away from it. With a
+// good guess it touches a few neighbouring cache lines instead of the
+// log2(n) scattered probes of a binary search, which matters when every
+// probe is a cache and TLB miss in a multi-gigabyte mapping.
+func gallop(keys []byte, n, k, guess uint64) uint64 {
+	if n == 0 {
+		return 0
+	}
+	key := func(i uint64) uint64 { return binary.LittleEndian.Uint64(keys[i*8:]) }
+	g := min(guess, n-1)
+	var lo, hi uint64
+	if key(g) < k {
+		lo, hi = g+1, n
+		for step := uint64(1); ; step *= 2 {
+			p := g + step
+			if p >= n {
+				break
+			}
+			if key(p) >= k {
+				hi = p
+				break
+			}
+			lo = p + 1
+		}
+	} else {
+		lo, hi = 0, g
+		for step := uint64(1); ; step *= 2 {
+			if step > g {
+				break
+			}
+			p := g - step
+			if key(p) < k {
+				lo = p + 1
+				break
+			}
+			hi = p
+		}
+	}
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if key(mid) < k {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
+// Lookup finds the row of an external id. It returns ok=false when the id is
+// absent or the blocks on its path are corrupt (Find tells which).
+func (r *Reader) Lookup(id string) (Row, bool) {
+	row, ok, _ := r.Find(id)
+	return row, ok
+}
+
+// Find is Lookup with the error of a corrupt block on the search path.
+func (r *Reader) Find(id string) (Row, bool, error) {
+	k := Key(id)
+	i, err := r.lowerBound(k)
+	if err != nil {
+		return Row{}, false, err
+	}
+	// Equal keys are rare hash collisions; the writer orders them by id.
+	for ; i < r.rows; i++ {
+		v, err := r.keyAt(i)
+		if err != nil {
+			return Row{}, false, err
+		}
+		if v != k {
+			break
+		}
+		row, err := r.Row(uint32(i))
+		if err != nil {
+			return Row{}, false, err
+		}
+		if row.ID() == id {
+			return row, true, nil
+		}
+	}
+	return Row{}, false, nil
+}
+
+// Row returns row i. The error is a *CorruptError when the row's block (or a
+// dictionary block it references) failed verification.
+func (r *Reader) Row(i uint32) (Row, error) {
+	if uint64(i) >= r.rows {
+		return Row{}, fmt.Errorf("read row %d: out of range (%d rows)", i, r.rows)
+	}
+	rec, err := r.rowTable.item(r, uint64(i))
+	if err != nil {
+		return Row{}, err
+	}
+	// The header offsets are decoded once here; every accessor needs one.
+	attrs, j := readUvarint(rec, 1)
+	tokens, j := readUvarint(rec, j)
+	return Row{r: r, i: i, rec: rec, id: uint32(j), attrs: uint32(attrs), tokens: uint32(tokens)}, nil
+}
+
+// item returns item i of a table, verifying its block on first use.
+func (t *varTable) item(r *Reader, i uint64) ([]byte, error) {
+	b := i >> t.shift
+	blk := &t.blocks()[b]
+	if blk.state.Load() != blockOK {
+		if err := r.checkBlock(t, b); err != nil {
+			return nil, err
+		}
+	}
+	return blk.view.item(i & (t.blockItems - 1)), nil
+}
+
+func (v *blockView) item(j uint64) []byte {
+	o := v.offs[4*j : 4*j+8]
+	return v.items[binary.LittleEndian.Uint32(o):binary.LittleEndian.Uint32(o[4:])]
+}
+
+// view decodes block b's layout from the directory (not yet verified).
+func (t *varTable) view(b uint64) (blockView, bool) {
+	ent := t.dir[b*16:]
+	off, n := binary.LittleEndian.Uint64(ent), uint64(binary.LittleEndian.Uint32(ent[8:]))
+	if off > uint64(len(t.sec)) || n > uint64(len(t.sec))-off {
+		return blockView{}, false
+	}
+	k := min(t.blockItems, t.count-b*t.blockItems)
+	hdr := 4 * (k + 1)
+	if n < hdr {
+		return blockView{}, false
+	}
+	blk := t.sec[off : off+n]
+	return blockView{offs: blk[:hdr], items: blk[hdr:]}, true
+}
+
+// str returns dictionary string id. The caller has verified (through the
+// row block that references it) that the id is in range and its block valid.
+func (r *Reader) str(id uint64) string {
+	t := &r.strTable
+	return bstr(t.blks[id>>t.shift].view.item(id & (t.blockItems - 1)))
+}
+
+// checkBlock verifies block b of t once; the outcome sticks for the mapping.
+func (r *Reader) checkBlock(t *varTable, b uint64) error {
+	st := &t.blocks()[b].state
+	if st.Load() == blockOK {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch st.Load() {
+	case blockOK:
+		return nil
+	case blockBad:
+		return r.verifyBlock(t, b)
+	}
+	err := r.verifyBlock(t, b)
+	if err == nil {
+		st.Store(blockOK)
+	} else {
+		st.Store(blockBad)
+	}
+	return err
+}
+
+// verifyBlock checks block b and, when its layout is sound, records its view
+// (t.mu held). Readers use the view only once the state is OK.
+func (r *Reader) verifyBlock(t *varTable, b uint64) error {
+	first := b * t.blockItems
+	k := min(t.blockItems, t.count-first)
+	bad := func(format string, args ...any) error {
+		e := &CorruptError{Path: r.path, Section: t.name, Block: int64(b), Reason: fmt.Sprintf(format, args...)}
+		if t == &r.rowTable {
+			e.FirstRow, e.LastRow, e.HasRows = first, first+k-1, true
+		} else {
+			e.Reason = fmt.Sprintf("items %d-%d: %s", first, first+k-1, e.Reason)
+		}
+		return e
+	}
+	ent := t.dir[b*16:]
+	off, n := binary.LittleEndian.Uint64(ent), uint64(binary.LittleEndian.Uint32(ent[8:]))
+	if off > uint64(len(t.sec)) || n > uint64(len(t.sec))-off {
+		return bad("block at %d length %d out of section range (%d bytes)", off, n, len(t.sec))
+	}
+	blk := t.sec[off : off+n]
+	if want, got := binary.LittleEndian.Uint32(ent[12:]), crc(blk); want != got {
+		return bad("checksum mismatch (stored %08x, computed %08x)", want, got)
+	}
+	hdr := 4 * (k + 1)
+	if n < hdr || binary.LittleEndian.Uint32(blk) != 0 || uint64(binary.LittleEndian.Uint32(blk[4*k:])) != n-hdr {
+		return bad("item offsets do not match block length")
+	}
+	for j := uint64(0); j < k; j++ {
+		if binary.LittleEndian.Uint32(blk[4*j+4:]) < binary.LittleEndian.Uint32(blk[4*j:]) {
+			return bad("item offsets decrease at item %d", first+j)
+		}
+	}
+	v, _ := t.view(b)
+	t.blks[b].view = v
+	if t != &r.rowTable {
+		return nil
+	}
+	for j := uint64(0); j < k; j++ {
+		rec := v.item(j)
+		if err := r.checkRecord(rec, first+j); err != nil {
+			return bad("row %d: %v", first+j, err)
+		}
+	}
+	return nil
+}
+
+// checkRecord walks a whole row record once, so that accessors can later read
+// it without re-checking, and so that dictionary blocks it references are
+// verified before any string of this row is handed out.
+func (r *Reader) checkRecord(rec []byte, row uint64) error {
+	if len(rec) == 0 {
+		return errors.New("empty record")
+	}
+	c := rec[0]
+	for s := 0; s < 8; s += 2 {
+		if (c>>s)&3 == 3 {
+			return errors.New("invalid consent value")
+		}
+	}
+	attrsAt, i, ok := uvarint(rec, 1)
+	if !ok || attrsAt > uint64(len(rec)) {
+		return errors.New("attribute offset out of range")
+	}
+	tokensAt, i, ok := uvarint(rec, i)
+	if !ok || tokensAt > uint64(len(rec)) {
+		return errors.New("token offset out of range")
+	}
+	str := func(what string) error {
+		n, next, ok := uvarint(rec, i)
+		if !ok || n > uint64(len(rec)-next) {
+			return fmt.Errorf("%s overruns the record", what)
+		}
+		i = next + int(n)
+		return nil
+	}
+	if err := str("id"); err != nil {
+		return err
+	}
+	id, _ := parseID(rec)
+	if len(id) == 0 {
+		return errors.New("empty id")
+	}
+	if k, err := r.keyAt(row); err != nil {
+		return fmt.Errorf("key: %w", err)
+	} else if k != Key(bstr(id)) {
+		return errors.New("key does not match the id's hash")
+	}
+	if err := str("email"); err != nil {
+		return err
+	}
+	if err := str("phone"); err != nil {
+		return err
+	}
+	var v uint64
+	for range 2 {
+		if v, i, ok = uvarint(rec, i); !ok || v > r.strTable.count {
+			return errors.New("bad locale/timezone reference")
+		}
+		if v > 0 {
+			if err := r.checkString(v - 1); err != nil {
+				return err
+			}
+		}
+	}
+	if uint64(i) != attrsAt {
+		return errors.New("attribute offset does not match the record")
+	}
+	n, next, ok := uvarint(rec, i)
+	if !ok || n > uint64(len(rec)-next) {
+		return errors.New("bad attribute count")
+	}
+	i = next
+	prev := int64(-1)
+	for range n {
+		tag, next, ok := uvarint(rec, i)
+		if !ok || tag>>3 >= uint64(len(r.attrNames)) || int64(tag>>3) <= prev {
+			return errors.New("bad attribute tag")
+		}
+		prev = int64(tag >> 3)
+		i = next
+		switch tag & 7 {
+		case tagDictString:
+			if v, i, ok = uvarint(rec, i); !ok || v >= r.strTable.count {
+				return errors.New("bad attribute string reference")
+			}
+			if err := r.checkString(v); err != nil {
+				return err
+			}
+		case tagInlineString:
+			if err := str("attribute string"); err != nil {
+				return err
+			}
+		case tagInt:
+			if _, i, ok = uvarint(rec, i); !ok {
+				return errors.New("bad int attribute")
+			}
+		case tagFloat:
+			if len(rec)-i < 8 {
+				return errors.New("float attribute overruns the record")
+			}
+			i += 8
+		case tagFalse, tagTrue:
+		case tagTime:
+			if _, i, ok = uvarint(rec, i); !ok {
+				return errors.New("bad time attribute")
+			}
+			if v, i, ok = uvarint(rec, i); !ok || v >= 1e9 {
+				return errors.New("bad time attribute nanoseconds")
+			}
+		default:
+			return errors.New("unknown attribute type")
+		}
+	}
+	if uint64(i) != tokensAt {
+		return errors.New("token offset does not match the record")
+	}
+	for _, per := range [...]int{1, 1, 3} {
+		n, next, ok := uvarint(rec, i)
+		if !ok || n > uint64(len(rec)-next) {
+			return errors.New("bad token count")
+		}
+		i = next
+		for range n * uint64(per) {
+			if err := str("token"); err != nil {
+				return err
+			}
+		}
+	}
+	if i != len(rec) {
+		return fmt.Errorf("%d trailing bytes", len(rec)-i)
+	}
+	return nil
+}
+
+func (r *Reader) checkString(id uint64) error {
+	if err := r.checkBlock(&r.strTable, id>>r.strTable.shift); err != nil {
+		return fmt.Errorf("references a corrupt dictionary block: %w", err)
+	}
+	return nil
+}

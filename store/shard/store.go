@@ -1,0 +1,154 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Store follows a published shard path. New work takes the newest generation
+// with Acquire; work already running keeps the Reader it acquired, whose
+// mapping stays valid until its last Release, even after the Store moved on.
+type Store struct {
+	path   string
+	logger *slog.Logger
+	after  func(time.Duration) <-chan time.Time
+
+	mu      sync.Mutex
+	cur     *Reader
+	curID   fileID
+	closed  bool
+	lastErr error
+}
+
+// fileID identifies one published file: an atomic rename changes the inode.
+type fileID struct {
+	dev, ino uint64
+	size     int64
+	mtime    time.Time
+}
+
+func statID(path string) (fileID, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fileID{}, err
+	}
+	id := fileID{size: st.Size(), mtime: st.ModTime()}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		id.dev, id.ino = uint64(sys.Dev), sys.Ino
+	}
+	return id, nil
+}
+
+// StoreOption configures a Store.
+type StoreOption func(*Store)
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) StoreOption { return func(s *Store) { s.logger = l } }
+
+// WithAfter replaces time.After in Run, so tests drive polling by hand.
+func WithAfter(after func(time.Duration) <-chan time.Time) StoreOption {
+	return func(s *Store) { s.after = after }
+}
+
+// OpenStore maps the generation currently published at path.
+func OpenStore(path string, opts ...StoreOption) (*Store, error) {
+	s := &Store{path: path, logger: slog.New(slog.DiscardHandler), after: time.After}
+	for _, o := range opts {
+		o(s)
+	}
+	id, err := statID(path)
+	if err != nil {
+		return nil, fmt.Errorf("open shard store: %w", err)
+	}
+	r, err := Open(path)
+	if err != nil {
+		return nil, err
+	}
+	s.cur, s.curID = r, id
+	return s, nil
+}
+
+// Acquire pins the newest generation. The caller must Release it.
+func (s *Store) Acquire() (*Reader, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("acquire shard: store closed")
+	}
+	s.cur.Acquire() // cannot fail: the store holds a reference
+	return s.cur, nil
+}
+
+// Refresh checks the published path once and swaps to a new generation if
+// the file changed. It reports whether it swapped. A new file that fails to
+// open is reported and the current generation stays in service.
+func (s *Store) Refresh(ctx context.Context) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("refresh shard: %w", err)
+	}
+	id, err := statID(s.path)
+	if err != nil {
+		return false, fmt.Errorf("refresh shard: %w", err)
+	}
+	s.mu.Lock()
+	same := id == s.curID || s.closed
+	s.mu.Unlock()
+	if same {
+		return false, nil
+	}
+	r, err := Open(s.path)
+	if err != nil {
+		return false, fmt.Errorf("refresh shard: %w", err)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		r.Release()
+		return false, nil
+	}
+	old := s.cur
+	s.cur, s.curID = r, id
+	s.mu.Unlock()
+	s.logger.Info("shard generation swapped", "path", s.path,
+		"old_generation", old.Generation(), "new_generation", r.Generation(), "rows", r.Rows())
+	if r.Generation() <= old.Generation() {
+		s.logger.Warn("shard generation did not increase", "path", s.path,
+			"old_generation", old.Generation(), "new_generation", r.Generation())
+	}
+	return true, old.Release()
+}
+
+// Run polls the published path every interval until ctx ends. Errors are
+// logged once per distinct message so a bad publication does not flood logs.
+func (s *Store) Run(ctx context.Context, interval time.Duration) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.after(interval):
+		}
+		_, err := s.Refresh(ctx)
+		if err != nil && ctx.Err() == nil && (s.lastErr == nil || s.lastErr.Error() != err.Error()) {
+			s.logger.Error("shard refresh failed; keeping current generation", "path", s.path, "err", err)
+		}
+		s.lastErr = err
+	}
+}
+
+// Close drops the store's reference. Readers still acquired stay mapped
+// until they are released.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.cur.Release()
+}

@@ -1,0 +1,149 @@
+package shard_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/notifyd/notifyd/channels/channelstest"
+	"github.com/notifyd/notifyd/store/shard"
+)
+
+func publish(t *testing.T, path string, gen uint64, ids ...string) {
+	t.Helper()
+	w, err := shard.NewWriter(path, shard.WriterOptions{Generation: gen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		p := shard.Profile{ID: id, Email: id + "@example.com", Segments: []string{"all"}}
+		if err := w.Add(&p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStoreGenerations(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "pub.shard")
+	publish(t, path, 1, "a", "b")
+	logger, logs := channelstest.NewLogger()
+	s, err := shard.OpenStore(path, shard.WithLogger(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	pinned, err := s.Acquire() // a running campaign pins generation 1
+	if err != nil {
+		t.Fatal(err)
+	}
+	row, _ := pinned.Lookup("a")
+	email := row.Email() // zero-copy into generation 1's mapping
+
+	steps := []struct {
+		name      string
+		publish   func()
+		swapped   bool
+		wantGen   uint64
+		wantError bool
+	}{
+		{"unchanged file", func() {}, false, 1, false},
+		{"new generation", func() { publish(t, path, 2, "a", "b", "c") }, true, 2, false},
+		{"corrupt publication keeps current", func() {
+			tmp := path + ".bad"
+			if err := os.WriteFile(tmp, []byte("NTFYSHRD garbage"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, path); err != nil {
+				t.Fatal(err)
+			}
+		}, false, 2, true},
+		{"recovery", func() { publish(t, path, 3, "z") }, true, 3, false},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			st.publish()
+			swapped, err := s.Refresh(ctx)
+			if (err != nil) != st.wantError || swapped != st.swapped {
+				t.Fatalf("Refresh = %v, %v; want swapped=%v error=%v", swapped, err, st.swapped, st.wantError)
+			}
+			cur, err := s.Acquire()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cur.Release()
+			if cur.Generation() != st.wantGen {
+				t.Fatalf("generation %d, want %d", cur.Generation(), st.wantGen)
+			}
+		})
+	}
+	// Generation 1 is still mapped for its campaign.
+	if email != "a@example.com" || pinned.Generation() != 1 {
+		t.Fatalf("pinned generation changed under the campaign: %q gen %d", email, pinned.Generation())
+	}
+	if err := pinned.Release(); err != nil {
+		t.Fatalf("release of the last reference: %v", err)
+	}
+	if pinned.Acquire() {
+		t.Fatal("Acquire after the last release succeeded")
+	}
+	if err := pinned.Release(); err == nil {
+		t.Fatal("extra Release: no error")
+	}
+	if got := logs.String(); !contains(got, "shard generation swapped") {
+		t.Fatalf("no swap logged: %s", got)
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestStoreRunPolls(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pub.shard")
+	publish(t, path, 1, "a")
+	tick := make(chan time.Time)
+	s, err := shard.OpenStore(path, shard.WithAfter(func(time.Duration) <-chan time.Time { return tick }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, time.Hour) }()
+
+	publish(t, path, 2, "a", "b")
+	tick <- time.Time{} // one poll
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r, err := s.Acquire()
+		if err != nil {
+			t.Fatal(err)
+		}
+		gen := r.Generation()
+		r.Release()
+		if gen == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("store did not pick up generation 2")
+		}
+		select {
+		case tick <- time.Time{}:
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Fatalf("Run returned %v, want context.Canceled", err)
+	}
+	s.Close()
+	if _, err := s.Acquire(); err == nil {
+		t.Fatal("Acquire after Close succeeded")
+	}
+}
