@@ -531,12 +531,14 @@ func (fe *FlowEngine) process(ctx context.Context, af *activeFlow, jobs []*job) 
 	b.deadline = fe.now().Add(r.ttl)
 	fb := &flowBatch{b: b, af: af, pin: pin}
 	stages := MultiStage{StageFunc(resolveStage), StageFunc(policyStage), StageFunc(fb.dedupStage(fe, jobs)), StageFunc(renderStage)}
+	err = stages.Exec(ctx, b)
+	// Stages settle skipped positions; what is still open awaits outcomes.
 	b.remaining = b.open
-	if err := stages.Exec(ctx, b); err != nil {
+	if err != nil {
 		fe.log.Error("process triggers", "flow", af.f.ID, "error", err)
 		b.abort()
 	} else if b.open == 0 {
-		close(b.done)
+		b.closeDone()
 	} else if err := dispatchStage(ctx, b); err != nil {
 		fe.log.Error("dispatch triggered messages", "flow", af.f.ID, "error", err)
 		b.abort()

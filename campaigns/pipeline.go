@@ -115,6 +115,20 @@ type RecipientBatch struct {
 
 	finalReported bool
 	msgBuf        []*channels.Message
+	// doneMu is never reset: a closer from the batch's previous use may
+	// still be unlocking it when the batch is reused.
+	doneMu     sync.Mutex
+	doneClosed bool
+}
+
+// closeDone marks the batch settled (once).
+func (b *RecipientBatch) closeDone() {
+	b.doneMu.Lock()
+	defer b.doneMu.Unlock()
+	if !b.doneClosed {
+		b.doneClosed = true
+		close(b.done)
+	}
 }
 
 // nch is the number of channels of the campaign.
@@ -144,6 +158,7 @@ func (b *RecipientBatch) reset(r *run, members int) {
 	}
 	b.failures = b.failures[:0]
 	b.done = make(chan struct{})
+	b.doneClosed = false
 	b.keys = nil
 	b.finalReported = false
 }
@@ -226,7 +241,7 @@ func (b *RecipientBatch) settle(e *envelope, out *channels.Outcome) {
 	}
 	b.mu.Unlock()
 	if final {
-		close(b.done)
+		b.closeDone()
 	}
 }
 
@@ -251,10 +266,9 @@ func (b *RecipientBatch) abort() {
 			ps.reason = ReasonCanceled
 		}
 	}
-	wasOpen := b.remaining > 0
 	b.remaining = remaining
-	if remaining == 0 && wasOpen {
-		close(b.done)
+	if remaining == 0 {
+		b.closeDone()
 	}
 }
 

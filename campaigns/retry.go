@@ -105,7 +105,7 @@ func (r *run) retryPage(ctx context.Context, pin PinnedSource, page []Failure) e
 	}
 	b.remaining = b.open
 	if b.open == 0 {
-		close(b.done)
+		b.closeDone()
 	} else if err := dispatchStage(ctx, b); err != nil {
 		b.abort()
 		<-b.done

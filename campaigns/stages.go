@@ -226,7 +226,7 @@ func recordStage(ctx context.Context, b *RecipientBatch) error {
 	b.remaining = b.open
 	if b.open == 0 {
 		b.finalReported = true
-		close(b.done)
+		b.closeDone()
 	}
 	return nil
 }

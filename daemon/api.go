@@ -43,6 +43,8 @@ type APIConfig struct {
 	PublicMetrics bool
 	// Events serves GET /v1/events (the live view); nil: not served.
 	Events http.Handler
+	// Flows serves /v1/flows and /v1/triggers; nil: not served.
+	Flows FlowService
 }
 
 // NewAPI returns the admin API handler.
@@ -54,6 +56,9 @@ func NewAPI(cfg APIConfig, svc CampaignService, ready ReadyFunc, gatherer promet
 	mux.Handle("GET /v1/campaigns", auth(a.list))
 	mux.Handle("GET /v1/campaigns/{id}", auth(a.get))
 	mux.Handle("POST /v1/campaigns/{id}/{action}", auth(a.action))
+	if cfg.Flows != nil {
+		a.flowRoutes(mux, auth, cfg.Flows)
+	}
 	if cfg.Events != nil {
 		mux.Handle("GET /v1/events", auth(cfg.Events.ServeHTTP))
 	}
@@ -136,6 +141,9 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusConflict, "status", err.Error())
 	case errors.Is(err, campaigns.ErrHeld):
 		writeError(w, http.StatusConflict, "id", "campaign is being run by another daemon")
+	case errors.Is(err, campaigns.ErrOverloaded):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, "", "trigger queue full; retry later")
 	case errors.Is(err, campaigns.ErrEngineClose):
 		writeError(w, http.StatusServiceUnavailable, "", "daemon is shutting down")
 	default:

@@ -20,6 +20,7 @@ type Config struct {
 	Redis    RedisConfig    `yaml:"redis"`
 	Admin    AdminConfig    `yaml:"admin"`
 	Engine   EngineConfig   `yaml:"engine"`
+	Flows    FlowsConfig    `yaml:"flows"`
 	Channels ChannelsConfig `yaml:"channels"`
 }
 
@@ -57,6 +58,13 @@ type EngineConfig struct {
 	DrainTimeout   Duration `yaml:"drain_timeout"`
 	// ShutdownTimeout bounds the SIGTERM drain (default 30s).
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// FlowsConfig tunes trigger processing (zero: defaults).
+type FlowsConfig struct {
+	Workers   int `yaml:"workers"`
+	QueueSize int `yaml:"queue_size"`
+	MaxBatch  int `yaml:"max_batch"`
 }
 
 // PoolConfig is a channel's worker pool: concurrency, queue and limits.

@@ -65,6 +65,8 @@ type Daemon struct {
 	owner    string
 	pools    map[string]*channels.Pool
 	engine   *campaigns.Engine
+	flows    *campaigns.FlowEngine
+	dedupOf  func(owner string) campaigns.DedupLog
 	feedback channels.FeedbackSink
 	server   *http.Server
 	listener net.Listener
@@ -105,9 +107,12 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		}
 		d.state = rs
 		d.intake = rs
+		d.dedupOf = func(owner string) campaigns.DedupLog { return rs.Dedup(owner) }
 	} else {
 		d.log.Warn("no redis.url configured: campaign state is kept in memory and lost on restart")
-		d.state = memstate.New(memstate.WithClock(now))
+		ms := memstate.New(memstate.WithClock(now))
+		d.state = ms
+		d.dedupOf = func(owner string) campaigns.DedupLog { return ms.Dedup(owner) }
 	}
 
 	metrics, err := channels.NewMetrics(teeRegisterer{d.reg, d.live})
@@ -151,12 +156,19 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			LeaseTTL: time.Duration(cfg.Engine.LeaseTTL), DrainTimeout: time.Duration(cfg.Engine.DrainTimeout),
 		},
 		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log))
+	d.flows = campaigns.NewFlowEngine(d.state, d.dedupOf(owner), NewShardSource(d.shard), campaigns.NewPoolDispatcher(d.pools),
+		campaigns.FlowConfig{Workers: cfg.Flows.Workers, QueueSize: cfg.Flows.QueueSize, MaxBatch: cfg.Flows.MaxBatch},
+		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log))
+	if err := d.flows.Load(ctx); err != nil {
+		return nil, err
+	}
 
 	if deps.Events.Now == nil {
 		deps.Events.Now = now
 	}
 	d.wireEvents(deps.Events)
-	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics, Events: d.events},
+	d.events.SetFlows(func() []campaigns.FlowStatus { return d.flows.ListFlows(context.Background()) })
+	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics, Events: d.events, Flows: d.flows},
 		d.events.Track(d.engine), d.ready, d.reg, d.log)
 	d.server = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	d.server.RegisterOnShutdown(d.events.Close) // Shutdown waits for idle connections; streams never are
@@ -210,6 +222,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.engine.Start(ctx); err != nil {
 		d.log.Error("resume campaigns", "error", err)
 	}
+	d.flows.Start(ctx)
 	d.log.Info("notifyd serving", "admin", ln.Addr().String(), "shard", d.cfg.Shard.Path, "channels", len(d.pools))
 
 	errc := make(chan error, 1)
@@ -228,10 +241,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go d.tick(bg)
 	go d.events.Run(bg)
 	if d.intake != nil {
-		go intakeLoop(bg, d.intake, func(ctx context.Context, body []byte) error {
-			_, _, err := d.engine.Create(ctx, body)
-			return err
-		}, IntakeConfig{Consumer: d.owner}, d.log)
+		go intakeLoop(bg, d.intake, d.intakeRequest, IntakeConfig{Consumer: d.owner}, d.log)
 	}
 
 	var runErr error
@@ -266,6 +276,9 @@ func (d *Daemon) shutdown() error {
 	var errs []error
 	if err := d.server.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("stop admin API: %w", err))
+	}
+	if err := d.flows.Close(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if err := d.engine.Close(ctx); err != nil {
 		errs = append(errs, err)

@@ -121,7 +121,7 @@ type FlowSnapshot struct {
 func IsSkipReason(reason string) bool {
 	switch reason {
 	case campaigns.ReasonNoAddress, campaigns.ReasonNoConsent, campaigns.ReasonQuietHours,
-		campaigns.ReasonExpired, campaigns.ReasonLeftShard, "duplicate", "capped":
+		campaigns.ReasonExpired, campaigns.ReasonLeftShard, campaigns.ReasonDuplicate, campaigns.ReasonUnknownUser, "capped":
 		return true
 	}
 	return false
@@ -203,6 +203,51 @@ type EventHub struct {
 	lastErr  string
 	done     chan struct{}
 	closeOne sync.Once
+
+	flows     func() []campaigns.FlowStatus
+	prevFlows map[string]int64 // sent per flow at the last sample
+}
+
+// SetFlows makes the hub report flows (the flow engine's ListFlows).
+func (h *EventHub) SetFlows(list func() []campaigns.FlowStatus) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.flows = list
+}
+
+// flowSnapshots fills snap.Flows; called with h.mu held.
+func (h *EventHub) flowSnapshots(snap *Snapshot, interval float64) {
+	if h.flows == nil {
+		return
+	}
+	if h.prevFlows == nil {
+		h.prevFlows = map[string]int64{}
+	}
+	for _, st := range h.flows() {
+		fs := FlowSnapshot{ID: st.ID, Status: string(st.Status), Tally: newTally(), ByChannel: map[string]Tally{}}
+		for ch, byReason := range st.Counts {
+			t := newTally()
+			for reason, n := range byReason {
+				switch {
+				case reason == campaigns.ReasonSent:
+					t.Sent += n
+				case IsSkipReason(reason):
+					t.Skipped[reason] += n
+					fs.Skipped[reason] += n
+				default:
+					t.Failed[reason] += n
+					fs.Failed[reason] += n
+				}
+			}
+			fs.Sent += t.Sent
+			fs.ByChannel[ch] = t
+		}
+		if prev, ok := h.prevFlows[st.ID]; ok && interval > 0 {
+			fs.SentPerS = float64(fs.Sent-prev) / interval
+		}
+		h.prevFlows[st.ID] = fs.Sent
+		snap.Flows[st.ID] = fs
+	}
 }
 
 // recipientKey is a campaign outcome count: notifyd_campaign_recipients_total.
@@ -437,6 +482,7 @@ func (h *EventHub) Sample(ctx context.Context) {
 		snap.Campaigns[id] = c
 	}
 	h.channelSnapshots(snap, families, stats, interval)
+	h.flowSnapshots(snap, interval)
 	h.prevAt = now
 
 	b, err := json.Marshal(snap)

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"time"
@@ -82,4 +83,34 @@ func permanentCreateError(err error) bool {
 	var fe *campaigns.FieldError
 	var ce *templates.CompileError
 	return errors.As(err, &fe) || errors.As(err, &ce) || errors.Is(err, campaigns.ErrConflict)
+}
+
+// intakeRequest handles one intake entry: a trigger ({"trigger": {...}}), a
+// batch of them ({"triggers": [...]}), or a campaign (its JSON).
+func (d *Daemon) intakeRequest(ctx context.Context, body []byte) error {
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(body, &probe); err != nil {
+		return &campaigns.FieldError{Field: "body", Msg: "not a JSON object"}
+	}
+	if t, ok := probe["trigger"]; ok {
+		body = t
+	}
+	if _, ok := probe["trigger"]; ok || probe["triggers"] != nil {
+		triggers, err := campaigns.DecodeTriggers(body)
+		if err != nil {
+			return err
+		}
+		res, err := d.flows.Fire(ctx, triggers)
+		if err != nil {
+			return err
+		}
+		for _, r := range res {
+			if r.Status == "overloaded" {
+				return campaigns.ErrOverloaded // stays pending; retried
+			}
+		}
+		return nil
+	}
+	_, _, err := d.engine.Create(ctx, body)
+	return err
 }
