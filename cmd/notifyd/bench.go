@@ -8,14 +8,18 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"time"
 
 	"github.com/notifyd/notifyd/daemon/bench"
 )
 
 // runBench runs the end-to-end benchmarks; each prints a machine-readable last line.
 func runBench(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "trigger" {
+		return runBenchTrigger(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "fanout" {
-		fmt.Fprintln(stderr, "usage: notifyd bench fanout [--members N] [--redis URL]")
+		fmt.Fprintln(stderr, "usage: notifyd bench fanout [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL]")
 		return 2
 	}
 	fs := flag.NewFlagSet("bench fanout", flag.ContinueOnError)
@@ -45,5 +49,30 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "pipeline %.0f msgs/s; bare pipelined SET NX %.0f/s on the same Redis; ratio %.2f; peak heap %.1f MiB\n",
 		res.MsgsPerSec, res.SetNXPerSec, res.Ratio, res.HeapMiB)
 	fmt.Fprintf(stdout, "msgs_per_s=%.0f redis_setnx_per_s=%.0f ratio=%.2f heap_mib=%.1f\n", res.MsgsPerSec, res.SetNXPerSec, res.Ratio, res.HeapMiB)
+	return 0
+}
+
+func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench trigger", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	rate := fs.Int("rate", 10_000, "triggers per second")
+	dur := fs.Duration("duration", 10*time.Second, "how long to sustain the rate")
+	members := fs.Int("members", 100_000, "shard size")
+	redisURL := fs.String("redis", os.Getenv("REDIS_URL"), "Redis URL for dedup (default $REDIS_URL; empty: in memory)")
+	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	res, err := bench.Trigger(ctx, bench.TriggerOptions{Rate: *rate, Duration: *dur, Members: *members, RedisURL: *redisURL, CacheDir: *cache, Out: stderr})
+	if err != nil {
+		fmt.Fprintf(stderr, "notifyd bench trigger: %v\n", err)
+		return 1
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	fmt.Fprintf(stdout, "trigger: %d fired in %s (%d accepted, %d reached the provider), dedup in %s\n", res.Fired, res.Elapsed.Round(time.Millisecond), res.Accepted, res.Sent, res.Dedup)
+	fmt.Fprintf(stdout, "latency from arrival to provider request: p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms\n", ms(res.P50), ms(res.P99), ms(res.P999), ms(res.Max))
+	fmt.Fprintf(stdout, "rate_per_s=%.0f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f\n", res.RatePerSec, ms(res.P50), ms(res.P99), ms(res.P999))
 	return 0
 }

@@ -47,3 +47,20 @@ func TestFanoutNeedsRedis(t *testing.T) {
 		t.Fatal("ran without Redis")
 	}
 }
+
+// TestTriggerSmall runs the trigger benchmark briefly: every accepted
+// trigger reaches the provider and the percentiles are ordered.
+func TestTriggerSmall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := Trigger(ctx, TriggerOptions{Rate: 500, Duration: time.Second, Members: 2000, CacheDir: t.TempDir(), RedisURL: os.Getenv("REDIS_URL")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Fired < 400 || res.Accepted != res.Fired || res.Sent != res.Accepted {
+		t.Fatalf("fired %d, accepted %d, reached the provider %d", res.Fired, res.Accepted, res.Sent)
+	}
+	if !(res.P50 <= res.P99 && res.P99 <= res.P999 && res.P999 <= res.Max) || res.P50 <= 0 {
+		t.Fatalf("percentiles out of order: %+v", res)
+	}
+}
