@@ -2,6 +2,7 @@ package campaigns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 
@@ -27,7 +28,7 @@ func NewPoolDispatcher(pools map[string]*channels.Pool) *PoolDispatcher {
 func (d *PoolDispatcher) Dispatch(ctx context.Context, channel string, lane channels.Lane, msgs []*channels.Message) (int, error) {
 	p := d.pools[channel]
 	if p == nil {
-		return 0, fmt.Errorf("dispatch to %s: channel not configured", channel)
+		return 0, fmt.Errorf("dispatch to %s: %w", channel, ErrChannelNotConfigured)
 	}
 	return p.Submit(ctx, lane, msgs...)
 }
@@ -44,3 +45,9 @@ func (d *PoolDispatcher) Throttle(campaign string, perSecond float64) {
 		p.SetCampaignLimiter(campaign, lim)
 	}
 }
+
+// Has reports whether channel has a pool.
+func (d *PoolDispatcher) Has(channel string) bool { return d.pools[channel] != nil }
+
+// ErrChannelNotConfigured: a campaign or flow uses a channel this daemon has no provider for.
+var ErrChannelNotConfigured = errors.New("channel not configured")

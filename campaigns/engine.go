@@ -103,8 +103,10 @@ func NewEngine(store CampaignStore, progress ProgressStore, source MemberSource,
 
 // Errors of the engine's API; the admin API maps them to HTTP statuses.
 var (
-	ErrNotRunning  = errors.New("campaign is not running")
-	ErrEngineClose = errors.New("engine is shutting down")
+	// ErrUnknownSegment: the shard has no segment by that name.
+	ErrUnknownSegment = errors.New("unknown segment")
+	ErrNotRunning     = errors.New("campaign is not running")
+	ErrEngineClose    = errors.New("engine is shutting down")
 )
 
 // Status is a campaign as the API shows it.
@@ -132,10 +134,21 @@ func (e *Engine) Create(ctx context.Context, body []byte) (CampaignStatus, bool,
 	if err != nil {
 		return CampaignStatus{}, false, err
 	}
+	if err := checkChannels(c.Channels, e.dispatch); err != nil {
+		return CampaignStatus{}, false, err
+	}
 	set, err := c.Compile(e.now)
 	if err != nil {
 		return CampaignStatus{}, false, err
 	}
+	it, err := e.source.Members(c.Segment, 0, false)
+	if errors.Is(err, ErrUnknownSegment) {
+		return CampaignStatus{}, false, &FieldError{Field: "segment", Msg: fmt.Sprintf("no segment %q in the shard", c.Segment)}
+	}
+	if err != nil {
+		return CampaignStatus{}, false, fmt.Errorf("check segment %q: %w", c.Segment, err)
+	}
+	_ = it.Close()
 	def, err := json.Marshal(c)
 	if err != nil {
 		return CampaignStatus{}, false, fmt.Errorf("encode campaign: %w", err)
@@ -381,11 +394,15 @@ func (e *Engine) runLoop(ctx context.Context, r *run, res Resume, h *runHandle, 
 		}
 	case errors.Is(err, errStopped) || ctx.Err() != nil:
 		r.log.Info("campaign run stopped", "cause", context.Cause(ctx))
-	default:
-		r.log.Error("campaign run failed; it resumes from its checkpoint when resumed", "error", err)
-		if _, terr := e.store.Transition(bg, r.c.ID, StatusRunning, StatusPaused); terr != nil {
-			r.log.Error("pause failed campaign", "error", terr)
+	case errors.Is(err, ErrUnknownSegment), errors.Is(err, ErrChannelNotConfigured):
+		r.log.Error("campaign failed", "error", err)
+		if _, terr := e.store.Transition(bg, r.c.ID, StatusRunning, StatusFailed); terr != nil {
+			r.log.Error("mark campaign failed", "error", terr)
 		}
+	default:
+		// Infrastructure (Redis down, a lost lease): the campaign stays
+		// running and Tick resumes it from its checkpoint once it can.
+		r.log.Error("campaign run interrupted; it resumes from its checkpoint", "error", err)
 	}
 	if rerr := e.progress.Release(bg, r.lease); rerr != nil && !errors.Is(rerr, ErrLeaseLost) {
 		r.log.Warn("release campaign lease", "error", rerr)
@@ -515,4 +532,14 @@ func (e *Engine) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("stop campaign runs: %w", ctx.Err())
 	}
+}
+
+// checkChannels rejects channels this daemon cannot send on.
+func checkChannels(chs []string, d Dispatcher) error {
+	for i, ch := range chs {
+		if !d.Has(ch) {
+			return &FieldError{Field: fmt.Sprintf("channels[%d]", i), Msg: fmt.Sprintf("channel %q is not configured on this daemon", ch)}
+		}
+	}
+	return nil
 }

@@ -40,7 +40,7 @@ func (s *source) Generation() uint64 { return 1 }
 
 func (s *source) Members(segment string, after uint64, hasAfter bool) (campaigns.MemberIter, error) {
 	if segment != "all" {
-		return nil, fmt.Errorf("segment %q not found", segment)
+		return nil, fmt.Errorf("%w: %q", campaigns.ErrUnknownSegment, segment)
 	}
 	i := 0
 	if hasAfter {
@@ -301,6 +301,7 @@ func TestCreateRejectsBadInputNamingTheField(t *testing.T) {
 		{"unknown field", `{"id":"a","segment":"all","channels":["sms"],"content":{"sms":{"body":"x"}},"colour":"red"}`, "colour"},
 		{"missing id", `{"segment":"all","channels":["sms"],"content":{"sms":{"body":"x"}}}`, "id"},
 		{"missing segment", `{"id":"a","channels":["sms"],"content":{"sms":{"body":"x"}}}`, "segment"},
+		{"unknown segment", `{"id":"a","segment":"nope","channels":["sms"],"content":{"sms":{"body":"x"}}}`, "segment"},
 		{"unknown channel", `{"id":"a","segment":"all","channels":["fax"],"content":{}}`, "channels[0]"},
 		{"channel without content", `{"id":"a","segment":"all","channels":["email"],"content":{"sms":{"body":"x"}}}`, "content.email"},
 		{"wrong type", `{"id":"a","segment":"all","channels":["sms"],"content":{"sms":{"body":"x"}},"throttle_per_s":"fast"}`, "throttle_per_s"},
@@ -434,6 +435,8 @@ func (b *blackhole) Dispatch(_ context.Context, ch string, _ channels.Lane, msgs
 }
 
 func (b *blackhole) Throttle(string, float64) {}
+
+func (b *blackhole) Has(string) bool { return true }
 
 func TestCrashMidCampaignResumesWithoutDuplicates(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)

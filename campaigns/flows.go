@@ -225,6 +225,9 @@ func (fe *FlowEngine) CreateFlow(ctx context.Context, body []byte) (FlowStatus, 
 	if err != nil {
 		return FlowStatus{}, false, err
 	}
+	if err := checkChannels(f.Channels, fe.dispatch); err != nil {
+		return FlowStatus{}, false, err
+	}
 	if _, err := f.campaign().Compile(fe.now); err != nil {
 		return FlowStatus{}, false, err
 	}

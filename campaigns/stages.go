@@ -17,6 +17,8 @@ type Dispatcher interface {
 	Dispatch(ctx context.Context, channel string, lane channels.Lane, msgs []*channels.Message) (int, error)
 	// Throttle caps a campaign's messages per second over every channel (0 removes the cap).
 	Throttle(campaign string, perSecond float64)
+	// Has reports whether the channel is configured on this daemon.
+	Has(channel string) bool
 }
 
 // resolveStage turns each open position into one envelope per address, or

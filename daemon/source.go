@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/notifyd/notifyd/campaigns"
@@ -37,6 +38,9 @@ func (s *ShardSource) Members(segment string, after uint64, hasAfter bool) (camp
 	seg, err := r.Segment(segment)
 	if err != nil {
 		r.Release()
+		if errors.Is(err, shard.ErrNoSegment) {
+			return nil, fmt.Errorf("%w: %w", campaigns.ErrUnknownSegment, err)
+		}
 		return nil, err
 	}
 	var it *shard.SegmentIter
