@@ -55,6 +55,11 @@ type Options struct {
 	Progress bool
 	// Log receives the daemon's log (default: discarded, it would garble the bar).
 	Log *slog.Logger
+	// RedisURL, when set, keeps the daemon's state in Redis (under a fresh
+	// key prefix) instead of in memory.
+	RedisURL string
+	// RecordLimit is how many requests each sandbox keeps for Summary.Records (default 20).
+	RecordLimit int
 }
 
 // Summary is what the demo measured.
@@ -66,6 +71,10 @@ type Summary struct {
 	Feedback  int            // dead-address records
 	Samples   map[string]string
 	PerSecond float64 // messages handed to providers per second
+	// Records are the requests each sandbox kept (Options.RecordLimit per provider).
+	Records map[string][]sandbox.Received
+	// ShardPath is the generated shard (removed after Run unless Options.Dir was given).
+	ShardPath string
 }
 
 // The demo's content: every channel, personalised, with fallbacks.
@@ -109,7 +118,10 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		dir = tmp
 	}
 
-	sb, err := startSandboxes()
+	if opts.RecordLimit <= 0 {
+		opts.RecordLimit = 20
+	}
+	sb, err := startSandboxes(opts.RecordLimit)
 	if err != nil {
 		return nil, err
 	}
@@ -132,6 +144,9 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		Shard:  daemon.ShardConfig{Path: shardPath, PollInterval: daemon.Duration(time.Second)},
 		Admin:  daemon.AdminConfig{Listen: "127.0.0.1:0", Token: daemon.NewSecret(token)},
 		Engine: daemon.EngineConfig{Owner: "demo", BatchSize: 1000, MaxOpenBatches: 8, ShutdownTimeout: daemon.Duration(30 * time.Second)},
+	}
+	if opts.RedisURL != "" {
+		cfg.Redis = daemon.RedisConfig{URL: daemon.NewSecret(opts.RedisURL), Prefix: "notifyd-demo:" + randomHex(6) + ":"}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -182,7 +197,8 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	elapsed := time.Since(start)
 	bar.done(settled(st), elapsed)
 
-	s := &Summary{Campaign: st, Elapsed: elapsed, Members: members, Received: sb.received(), Feedback: feedback.Len(), Samples: sb.samples()}
+	s := &Summary{Campaign: st, Elapsed: elapsed, Members: members, Received: sb.received(), Feedback: feedback.Len(), Samples: sb.samples(),
+		Records: sb.records(), ShardPath: shardPath}
 	var sent int64
 	for _, byReason := range st.Counts {
 		sent += byReason[campaigns.ReasonSent]
@@ -262,7 +278,7 @@ const (
 	smtpUser   = "demo"
 )
 
-func startSandboxes() (_ *sandboxes, err error) {
+func startSandboxes(keep int) (_ *sandboxes, err error) {
 	sb := &sandboxes{}
 	defer func() {
 		if err != nil {
@@ -278,24 +294,24 @@ func startSandboxes() (_ *sandboxes, err error) {
 		return nil, fmt.Errorf("encode APNs key: %w", err)
 	}
 	sb.apnsKey = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	if sb.apns, err = sandbox.NewAPNs(sandbox.APNsOptions{TokenKey: &key.PublicKey, KeyID: apnsKeyID, TeamID: apnsTeamID, Topics: []string{apnsTopic}, RecordLimit: 20}); err != nil {
+	if sb.apns, err = sandbox.NewAPNs(sandbox.APNsOptions{TokenKey: &key.PublicKey, KeyID: apnsKeyID, TeamID: apnsTeamID, Topics: []string{apnsTopic}, RecordLimit: keep}); err != nil {
 		return nil, fmt.Errorf("start APNs sandbox: %w", err)
 	}
 	sb.closers = append(sb.closers, sb.apns.Close)
 	sb.apns.Faults.Add(sandbox.Fault{Match: "00*", Status: http.StatusGone, Reason: "Unregistered"})
 
-	if sb.fcm, err = sandbox.NewFCM(sandbox.FCMOptions{ProjectID: "notifyd-demo", RecordLimit: 20}); err != nil {
+	if sb.fcm, err = sandbox.NewFCM(sandbox.FCMOptions{ProjectID: "notifyd-demo", RecordLimit: keep}); err != nil {
 		return nil, fmt.Errorf("start FCM sandbox: %w", err)
 	}
 	sb.closers = append(sb.closers, sb.fcm.Close)
 
-	if sb.smtp, err = sandbox.NewSMTP(sandbox.SMTPOptions{Username: smtpUser, Password: "demo-password", RecorderLimit: 20}); err != nil {
+	if sb.smtp, err = sandbox.NewSMTP(sandbox.SMTPOptions{Username: smtpUser, Password: "demo-password", RecorderLimit: keep}); err != nil {
 		return nil, fmt.Errorf("start SMTP sandbox: %w", err)
 	}
 	sb.closers = append(sb.closers, sb.smtp.Close)
 
 	sb.twilioToken = randomHex(16)
-	if sb.twilio, err = sandbox.NewTwilio(sandbox.TwilioOptions{AccountSID: "AC" + randomHex(16), AuthToken: sb.twilioToken, RecordLimit: 20}); err != nil {
+	if sb.twilio, err = sandbox.NewTwilio(sandbox.TwilioOptions{AccountSID: "AC" + randomHex(16), AuthToken: sb.twilioToken, RecordLimit: keep}); err != nil {
 		return nil, fmt.Errorf("start Twilio sandbox: %w", err)
 	}
 	sb.closers = append(sb.closers, sb.twilio.Close)
@@ -314,7 +330,7 @@ func startSandboxes() (_ *sandboxes, err error) {
 	sb.webpush.Faults.Add(sandbox.Fault{Match: "gone-*", Status: http.StatusGone})
 
 	sb.secret = randomHex(16)
-	if sb.webhook, err = sandbox.NewWebhook(sandbox.WebhookOptions{Secret: sb.secret, RecorderLimit: 20}); err != nil {
+	if sb.webhook, err = sandbox.NewWebhook(sandbox.WebhookOptions{Secret: sb.secret, RecorderLimit: keep}); err != nil {
 		return nil, fmt.Errorf("start webhook sandbox: %w", err)
 	}
 	sb.closers = append(sb.closers, sb.webhook.Close)
@@ -359,6 +375,13 @@ func (sb *sandboxes) senders(log *slog.Logger) (map[string]daemon.ChannelSpec, e
 	h, err := webhook.New(webhook.Config{URL: sb.webhook.URL(), Secret: sb.secret}, webhook.WithLogger(log))
 	add(channels.Webhook, h, err, daemon.PoolConfig{Workers: 32, BatchSize: 1, QueueSize: 20000})
 	return out, errors.Join(errs...)
+}
+
+func (sb *sandboxes) records() map[string][]sandbox.Received {
+	return map[string][]sandbox.Received{
+		channels.APNs: sb.apns.Recorder.All(), channels.FCM: sb.fcm.Recorder.All(), channels.Email: sb.smtp.Recorder.All(),
+		channels.SMS: sb.twilio.Recorder.All(), channels.WebPush: sb.webpush.Recorder.All(), channels.Webhook: sb.webhook.Recorder.All(),
+	}
 }
 
 func (sb *sandboxes) received() map[string]int {
