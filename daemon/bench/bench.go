@@ -40,14 +40,18 @@ type FanoutOptions struct {
 
 // FanoutResult is what the benchmark measured.
 type FanoutResult struct {
-	Messages     int64
-	Elapsed      time.Duration
-	MsgsPerSec   float64
-	SetNXPerSec  float64
-	Ratio        float64
-	HeapMiB      float64 // peak live heap while sending
-	Counts       map[string]map[string]int64
-	ShardMembers uint64
+	Messages    int64
+	Elapsed     time.Duration
+	MsgsPerSec  float64
+	SetNXPerSec float64
+	Ratio       float64
+	HeapMiB     float64 // peak live heap while sending
+	// RedisPeakBytes is the peak growth of Redis's used_memory while
+	// sending (progress records, claims); RedisBytesPerMsg divides it by Messages.
+	RedisPeakBytes   int64
+	RedisBytesPerMsg float64
+	Counts           map[string]map[string]int64
+	ShardMembers     uint64
 }
 
 // noop accepts every message at once: the benchmark measures notifyd, not a provider.
@@ -124,6 +128,7 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 		return nil, err
 	}
 
+	cleanup(ctx, rdb, prefix+"setnx:") // the baseline's keys must not count as the pipeline's memory
 	state, err := redisstate.New(rdb, redisstate.WithPrefix(prefix))
 	if err != nil {
 		return nil, err
@@ -149,6 +154,7 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 
 	runtime.GC()
 	heap := startHeapSampler()
+	redisMem := startRedisMemSampler(ctx, rdb)
 	id := "fanout-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	fmt.Fprintf(opts.Out, "sending campaign %s to %d members...\n", id, opts.Members)
 	start := time.Now()
@@ -160,6 +166,7 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 	}
 	elapsed := time.Since(start)
 	peak := heap.stop()
+	redisPeak := redisMem.stop()
 	st, err := engine.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -172,6 +179,10 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 		ShardMembers: uint64(opts.Members),
 	}
 	res.MsgsPerSec = float64(res.Messages) / elapsed.Seconds()
+	res.RedisPeakBytes = redisPeak
+	if res.Messages > 0 {
+		res.RedisBytesPerMsg = float64(redisPeak) / float64(res.Messages)
+	}
 	res.Ratio = res.MsgsPerSec / setnx
 	return res, nil
 }
@@ -273,4 +284,45 @@ func startHeapSampler() *heapSampler {
 func (h *heapSampler) stop() float64 {
 	close(h.stopc)
 	return <-h.done
+}
+
+// redisMemSampler records the peak growth of Redis's used_memory.
+type redisMemSampler struct {
+	stopc chan struct{}
+	done  chan int64
+}
+
+func usedMemory(ctx context.Context, rdb *redis.Client) (int64, error) {
+	info, err := rdb.InfoMap(ctx, "memory").Result()
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(info["Memory"]["used_memory"], 10, 64)
+}
+
+func startRedisMemSampler(ctx context.Context, rdb *redis.Client) *redisMemSampler {
+	s := &redisMemSampler{stopc: make(chan struct{}), done: make(chan int64, 1)}
+	base, _ := usedMemory(ctx, rdb)
+	go func() {
+		var peak int64
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if m, err := usedMemory(ctx, rdb); err == nil {
+				peak = max(peak, m-base)
+			}
+			select {
+			case <-s.stopc:
+				s.done <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *redisMemSampler) stop() int64 {
+	close(s.stopc)
+	return <-s.done
 }
