@@ -221,6 +221,12 @@ func (b *RecipientBatch) settle(e *envelope, out *channels.Outcome) {
 	default:
 		if ps.reason == "" || ps.reason == ReasonCanceled {
 			ps.reason = outcomeReason(out)
+			if ps.reason == ReasonInDoubt && b.run.channels[e.ch] != channels.SMS {
+				// Stopped mid-attempt, but the provider collapses a re-send with
+				// the same idempotency handle: leave the position open for the
+				// next run instead of reporting it in doubt.
+				ps.reason = ReasonCanceled
+			}
 		}
 	}
 	final := false

@@ -215,7 +215,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	for name, p := range d.pools {
-		if err := p.Start(ctx); err != nil {
+		// Not ctx: a SIGTERM must not cancel sends in flight; shutdown()
+		// drains the pools with its own deadline.
+		if err := p.Start(context.WithoutCancel(ctx)); err != nil {
 			return fmt.Errorf("start %s pool: %w", name, err)
 		}
 	}

@@ -239,9 +239,8 @@ func (c *compiler) compileContent(ct Content) *variant {
 			headers:  c.compileHeaders(h.Headers, fieldCap),
 			jsonBody: jsonBody,
 		}
-		if h.URL == "" {
-			c.errs = append(c.errs, &CompileError{Channel: c.channel, Locale: c.locale, Field: "url", Err: errors.New("webhook needs a url")})
-		} else if !strings.Contains(h.URL, "{") {
+		// An empty url sends to the webhook channel's configured default endpoint.
+		if h.URL != "" && !strings.Contains(h.URL, "{") {
 			if err := checkWebhookURL(h.URL); err != nil {
 				c.errs = append(c.errs, &CompileError{Channel: c.channel, Locale: c.locale, Field: "url", Err: err})
 			}
@@ -643,7 +642,7 @@ func (s *Set) RenderHook(p Profile, event map[string]any, dst *channels.Hook) er
 	if dst.URL, err = hf.url.str(st); err != nil {
 		return err
 	}
-	if !hf.url.isConst {
+	if !hf.url.isConst && dst.URL != "" {
 		if err := checkWebhookURL(dst.URL); err != nil {
 			return &RenderError{Channel: ChannelWebhook, Field: "url", Reason: ReasonInvalidOutput, Err: err}
 		}

@@ -46,8 +46,8 @@ type FanoutResult struct {
 	SetNXPerSec float64
 	Ratio       float64
 	HeapMiB     float64 // peak live heap while sending
-	// RedisPeakBytes is the peak growth of Redis's used_memory while
-	// sending (progress records, claims); RedisBytesPerMsg divides it by Messages.
+	// RedisPeakBytes is the peak size of the keys the pipeline keeps in Redis
+	// while sending (MEMORY USAGE over its prefix); RedisBytesPerMsg divides it by Messages.
 	RedisPeakBytes   int64
 	RedisBytesPerMsg float64
 	Counts           map[string]map[string]int64
@@ -154,7 +154,7 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 
 	runtime.GC()
 	heap := startHeapSampler()
-	redisMem := startRedisMemSampler(ctx, rdb)
+	redisMem := startRedisMemSampler(ctx, rdb, prefix)
 	id := "fanout-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	fmt.Fprintf(opts.Out, "sending campaign %s to %d members...\n", id, opts.Members)
 	start := time.Now()
@@ -292,27 +292,36 @@ type redisMemSampler struct {
 	done  chan int64
 }
 
-func usedMemory(ctx context.Context, rdb *redis.Client) (int64, error) {
-	info, err := rdb.InfoMap(ctx, "memory").Result()
-	if err != nil {
-		return 0, err
+// progressBytes sums MEMORY USAGE over every key under prefix: the state
+// the pipeline keeps in Redis (progress records, claims, counts).
+func progressBytes(ctx context.Context, rdb *redis.Client, prefix string) (int64, error) {
+	var total int64
+	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		n, err := rdb.MemoryUsage(ctx, iter.Val()).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return 0, err
+		}
+		total += n
 	}
-	return strconv.ParseInt(info["Memory"]["used_memory"], 10, 64)
+	return total, iter.Err()
 }
 
-func startRedisMemSampler(ctx context.Context, rdb *redis.Client) *redisMemSampler {
+func startRedisMemSampler(ctx context.Context, rdb *redis.Client, prefix string) *redisMemSampler {
 	s := &redisMemSampler{stopc: make(chan struct{}), done: make(chan int64, 1)}
-	base, _ := usedMemory(ctx, rdb)
 	go func() {
 		var peak int64
-		t := time.NewTicker(50 * time.Millisecond)
+		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if m, err := usedMemory(ctx, rdb); err == nil {
-				peak = max(peak, m-base)
+			if m, err := progressBytes(ctx, rdb, prefix); err == nil {
+				peak = max(peak, m)
 			}
 			select {
 			case <-s.stopc:
+				if m, err := progressBytes(ctx, rdb, prefix); err == nil {
+					peak = max(peak, m)
+				}
 				s.done <- peak
 				return
 			case <-t.C:
