@@ -267,7 +267,7 @@ func TestAPNsSandboxClientCertificate(t *testing.T) {
 
 func mustPoolOf(t *testing.T) *x509.CertPool {
 	t.Helper()
-	_, pemBytes, err := apnsSelfSignedCert()
+	_, _, pemBytes, err := loopbackCert()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,21 +2,17 @@ package sandbox
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/hmac"
 	"crypto/md5" //nolint:gosec // CRAM-MD5 is defined on MD5 (RFC 2195)
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log"
-	"math/big"
 	"mime"
 	"mime/multipart"
 	"mime/quotedprintable"
@@ -120,7 +116,7 @@ func NewSMTP(opts SMTPOptions) (*SMTP, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	cert, pool, err := smtpLoopbackCert()
+	cert, pool, _, err := loopbackCert()
 	if err != nil {
 		return nil, fmt.Errorf("start SMTP sandbox: %w", err)
 	}
@@ -556,42 +552,6 @@ func (c *smtpCRAMServer) Next(resp []byte) ([]byte, bool, error) {
 	return nil, true, c.verify(user, digest, c.challenge)
 }
 
-// smtpLoopbackCert issues a self-signed ECDSA certificate for the loopback
-// names, valid for a day, and a pool that trusts it.
-func smtpLoopbackCert() (tls.Certificate, *x509.CertPool, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("generate key: %w", err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("generate serial: %w", err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "notifyd SMTP sandbox"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("create certificate: %w", err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("parse certificate: %w", err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool, nil
-}
 
 // smtpCRAMDigest is HMAC-MD5(secret, challenge) in hex, per RFC 2195.
 func smtpCRAMDigest(secret string, challenge []byte) string {

@@ -80,7 +80,7 @@ func NewTwilio(opts TwilioOptions) (*Twilio, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	cert, pool, err := issueLoopbackCert()
+	cert, pool, _, err := loopbackCert()
 	if err != nil {
 		return nil, err
 	}
