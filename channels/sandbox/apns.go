@@ -516,4 +516,3 @@ func apnsReadAtMost(r io.Reader, buf []byte) (int, error) {
 	}
 	return n, nil
 }
-

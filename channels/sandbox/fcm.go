@@ -438,4 +438,3 @@ func fcmError(w http.ResponseWriter, httpStatus int, status, fcmCode, msg string
 	_, _ = w.Write(b)
 	return httpStatus
 }
-

@@ -552,7 +552,6 @@ func (c *smtpCRAMServer) Next(resp []byte) ([]byte, bool, error) {
 	return nil, true, c.verify(user, digest, c.challenge)
 }
 
-
 // smtpCRAMDigest is HMAC-MD5(secret, challenge) in hex, per RFC 2195.
 func smtpCRAMDigest(secret string, challenge []byte) string {
 	m := hmac.New(md5.New, []byte(secret))

@@ -474,4 +474,3 @@ func webPushDecrypt(body []byte, ua *ecdh.PrivateKey, auth []byte) ([]byte, erro
 	}
 	return plain[:i], nil
 }
-
