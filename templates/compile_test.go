@@ -1,6 +1,8 @@
 package templates
 
 import (
+	"github.com/notifyd/notifyd/channels"
+
 	"encoding/json"
 	"errors"
 	"strings"
@@ -217,5 +219,24 @@ func TestFastPathCoverage(t *testing.T) {
 				t.Fatalf("fast = %v, want %v", f.segs != nil, tc.fast)
 			}
 		})
+	}
+}
+
+// A webhook without a url renders an empty URL: the webhook channel then
+// sends to its configured default endpoint.
+func TestWebhookURLDefaultsToTheChannels(t *testing.T) {
+	set, err := Compile(Spec{Content: Content{Webhook: &WebhookSpec{Body: `{"u":"{{ profile.id }}"}`}}}, Options{})
+	if err != nil {
+		t.Fatalf("compile without url: %v", err)
+	}
+	var h channels.Hook
+	if err := set.RenderHook(newProfile("u-1", "", "", nil), nil, &h); err != nil {
+		t.Fatal(err)
+	}
+	if h.URL != "" || string(h.Body) != `{"u":"u-1"}` {
+		t.Fatalf("rendered %q %s", h.URL, h.Body)
+	}
+	if _, err := Compile(Spec{Content: Content{Webhook: &WebhookSpec{URL: "ftp://x"}}}, Options{}); err == nil {
+		t.Fatal("a non-http url compiled")
 	}
 }
