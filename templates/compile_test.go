@@ -1,12 +1,12 @@
 package templates
 
 import (
-	"github.com/notifyd/notifyd/channels"
-
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/notifyd/notifyd/channels"
 )
 
 func TestCompileErrors(t *testing.T) {
