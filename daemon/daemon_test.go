@@ -294,7 +294,24 @@ func TestIntakeStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	td := startDaemon(t, fmt.Sprintf("redis:\n  url: %s\n  prefix: %q\n", url, prefix))
+	flow := `{"id":"stream-flow","trigger":{"event":"signup"},"channels":["sms"],"content":{"sms":{"body":"hi {{ event.plan }}"}}}`
+	if status, body := td.do(t, "POST", "/v1/flows", testToken, "application/json", []byte(flow)); status != 201 {
+		t.Fatalf("create flow: %d %v", status, body)
+	}
+	if _, err := rs.Enqueue(context.Background(), []byte(`{"trigger":{"event":"signup","user_id":"u-5","properties":{"plan":"pro"}}}`)); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, body := td.do(t, "GET", "/v1/flows/stream-flow", testToken, "", nil)
+		if body["triggers"] == 1.0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the trigger on the stream never reached its flow: %v", body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	for {
 		status, body := td.do(t, "GET", "/v1/campaigns/from-stream", testToken, "", nil)
 		if status == 200 && body["status"] == "completed" {

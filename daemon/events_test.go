@@ -603,3 +603,27 @@ func BenchmarkEventHubSample(b *testing.B) {
 		f.hub.Sample(ctx)
 	}
 }
+
+func TestEventHubReportsFlows(t *testing.T) {
+	f := newHubFixture(t, EventsConfig{})
+	sent := int64(10)
+	f.hub.SetFlows(func() []campaigns.FlowStatus {
+		return []campaigns.FlowStatus{{ID: "welcome", Status: campaigns.StatusRunning, Counts: map[string]map[string]int64{
+			"sms": {"sent": sent, "duplicate": 2, "dedup_unavailable": 1},
+		}}}
+	})
+	f.hub.Sample(context.Background())
+	sent = 30
+	f.clock.Advance(2 * time.Second)
+	f.hub.Sample(context.Background())
+	fs, ok := f.hub.Latest().Flows["welcome"]
+	if !ok {
+		t.Fatalf("no flow in the snapshot: %+v", f.hub.Latest().Flows)
+	}
+	if fs.Sent != 30 || fs.Skipped["duplicate"] != 2 || fs.Failed["dedup_unavailable"] != 1 || fs.ByChannel["sms"].Sent != 30 {
+		t.Fatalf("flow snapshot %+v", fs)
+	}
+	if fs.SentPerS != 10 {
+		t.Fatalf("sent/s = %v, want 10 (20 more in 2s)", fs.SentPerS)
+	}
+}
