@@ -61,6 +61,7 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 	rate := fs.Int("rate", 10_000, "triggers per second")
 	dur := fs.Duration("duration", 10*time.Second, "how long to sustain the rate")
 	members := fs.Int("members", 100_000, "shard size")
+	provider := fs.String("provider", "webhook", "webhook (real sender, in-process sandbox) or noop (notifyd's own share)")
 	redisURL := fs.String("redis", os.Getenv("REDIS_URL"), "Redis URL for dedup (default $REDIS_URL; empty: in memory)")
 	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
@@ -82,13 +83,13 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	res, err := bench.Trigger(ctx, bench.TriggerOptions{Rate: *rate, Duration: *dur, Members: *members, RedisURL: *redisURL, CacheDir: *cache, Out: stderr})
+	res, err := bench.Trigger(ctx, bench.TriggerOptions{Rate: *rate, Duration: *dur, Members: *members, RedisURL: *redisURL, Provider: *provider, CacheDir: *cache, Out: stderr})
 	if err != nil {
 		fmt.Fprintf(stderr, "notifyd bench trigger: %v\n", err)
 		return 1
 	}
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	fmt.Fprintf(stdout, "trigger: %d fired in %s (%d accepted, %d reached the provider), dedup in %s\n", res.Fired, res.Elapsed.Round(time.Millisecond), res.Accepted, res.Sent, res.Dedup)
+	fmt.Fprintf(stdout, "trigger: %d fired in %s (%d accepted, %d reached the provider: %s), dedup in %s\n", res.Fired, res.Elapsed.Round(time.Millisecond), res.Accepted, res.Sent, res.Provider, res.Dedup)
 	fmt.Fprintf(stdout, "latency from arrival to provider request: p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms\n", ms(res.P50), ms(res.P99), ms(res.P999), ms(res.Max))
 	fmt.Fprintf(stdout, "rate_per_s=%.0f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f\n", res.RatePerSec, ms(res.P50), ms(res.P99), ms(res.P999))
 	return 0

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -30,6 +31,10 @@ type TriggerOptions struct {
 	Duration time.Duration // how long to sustain it (default 10s)
 	Members  int           // shard size (default 100,000)
 	RedisURL string        // dedup in Redis when set, else in memory
+	// Provider is "webhook" (default: the real webhook sender against the
+	// in-process webhook sandbox, whose own CPU shares the 2 cores) or
+	// "noop" (accepts at once: what notifyd alone adds).
+	Provider string
 	CacheDir string
 	Out      io.Writer
 	Log      *slog.Logger
@@ -42,6 +47,7 @@ type TriggerResult struct {
 	RatePerSec            float64 // triggers fired per second, sustained
 	P50, P99, P999, Max   time.Duration
 	Dedup                 string
+	Provider              string
 }
 
 // stamped records, for each message a provider is about to be asked to
@@ -123,7 +129,16 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 		return nil, err
 	}
 	defer sender.Close()
-	ch := &stamped{Channel: sender, samples: make([]time.Duration, 0, opts.Rate*int(opts.Duration/time.Second+1))}
+	var inner channels.Channel = sender
+	switch opts.Provider {
+	case "", "webhook":
+		res.Provider = "webhook sandbox"
+	case "noop":
+		inner, res.Provider = &noop{name: channels.Webhook, accepted: new(atomic.Int64), results: make([]channels.Result, 1000)}, "no-op"
+	default:
+		return nil, fmt.Errorf("unknown provider %q: want webhook or noop", opts.Provider)
+	}
+	ch := &stamped{Channel: inner, samples: make([]time.Duration, 0, opts.Rate*int(opts.Duration/time.Second+1))}
 	pool, err := channels.NewWorkerPool(ch, channels.PoolConfig{Workers: 32, BatchSize: 1, QueueSize: 50_000,
 		Outcomes: channels.OutcomeFunc(campaigns.RouteOutcomes)}, channels.WithLogger(opts.Log))
 	if err != nil {
@@ -145,7 +160,7 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 
 	fmt.Fprintf(opts.Out, "firing %d triggers/s for %s (dedup in %s)...\n", opts.Rate, opts.Duration, res.Dedup)
 	rng := rand.New(rand.NewPCG(1, 2))
-	const tick = 5 * time.Millisecond
+	const tick = time.Millisecond
 	per := opts.Rate * int(tick) / int(time.Second)
 	t := time.NewTicker(tick)
 	defer t.Stop()
