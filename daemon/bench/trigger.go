@@ -165,12 +165,12 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	start := time.Now()
-	batch := make([]campaigns.Trigger, 0, per)
+	batch := make([]campaigns.Trigger, 0, max(10*per, 100))
 	for n := 0; time.Since(start) < opts.Duration; n++ {
 		// Catch up if a tick was late, so the rate is sustained on average.
 		due := int(time.Since(start)*time.Duration(opts.Rate)/time.Second) - res.Fired
 		batch = batch[:0]
-		for i := range min(max(due, 0), 10*per) {
+		for i := range min(max(due, 0), max(10*per, 100)) {
 			batch = append(batch, campaigns.Trigger{
 				Event: "purchase", UserID: shardgen.ID(rng.Uint64N(uint64(opts.Members))),
 				Properties:     map[string]any{"order": n*per + i},
