@@ -160,7 +160,7 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 
 	fmt.Fprintf(opts.Out, "firing %d triggers/s for %s (dedup in %s)...\n", opts.Rate, opts.Duration, res.Dedup)
 	rng := rand.New(rand.NewPCG(1, 2))
-	const tick = time.Millisecond
+	const tick = 5 * time.Millisecond
 	per := opts.Rate * int(tick) / int(time.Second)
 	t := time.NewTicker(tick)
 	defer t.Stop()
