@@ -12,8 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -579,20 +577,5 @@ func (s *Sender) refreshToken() {
 }
 
 func (s *Sender) retryAfter(h string) time.Duration {
-	h = strings.TrimSpace(h)
-	if h == "" {
-		return 0
-	}
-	if secs, err := strconv.ParseInt(h, 10, 64); err == nil {
-		if secs < 0 {
-			return 0
-		}
-		return time.Duration(secs) * time.Second
-	}
-	if t, err := http.ParseTime(h); err == nil {
-		if d := t.Sub(s.now()); d > 0 {
-			return d
-		}
-	}
-	return 0
+	return channels.ParseRetryAfter(h, s.now(), 0) // the pool caps it
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	twclient "github.com/twilio/twilio-go/client"
@@ -103,18 +102,5 @@ func ctxError(ctx context.Context, m *channels.Message, now time.Time) error {
 
 // parseRetryAfter reads Retry-After in seconds or as an HTTP date, capped at a day.
 func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		return time.Duration(min(secs, int64(24*time.Hour/time.Second))) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return min(t.Sub(now), 24*time.Hour)
-	}
-	return 0
+	return channels.ParseRetryAfter(v, now, 24*time.Hour)
 }

@@ -433,19 +433,7 @@ func classify(status int, retryAfter string, now time.Time, err error) *channels
 // parseRetryAfter reads delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
 // Unparseable or past values give zero: the pool's own backoff applies.
 func parseRetryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		return time.Duration(min(secs, int64(365*24*time.Hour/time.Second))) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
+	return channels.ParseRetryAfter(v, now, 365*24*time.Hour)
 }
 
 // readReason extracts a short, printable reason from an error answer:
