@@ -3,6 +3,7 @@ package shard_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -332,5 +333,39 @@ func TestConcurrentFirstUse(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// The published file must be readable by the daemon, which usually runs as
+// another user than the store that writes it.
+func TestPublishedShardIsWorldReadable(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mode os.FileMode
+		want os.FileMode
+	}{
+		{"default", 0, 0o644},
+		{"explicit", 0o640, 0o640},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "s.shard")
+			w, err := shard.NewWriter(path, shard.WriterOptions{Mode: tc.mode})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Add(&shard.Profile{ID: "u-1"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Commit(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			st, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm() != tc.want {
+				t.Fatalf("mode %v, want %v", st.Mode().Perm(), tc.want)
+			}
+		})
 	}
 }

@@ -30,10 +30,20 @@ type WriterOptions struct {
 	// TempDir holds the spill file (default: the output's directory, so the
 	// spill lives on the same disk as the result).
 	TempDir string
+	// Mode is the published file's permission bits (default 0644: readable
+	// by the daemon's user, writable only by the store).
+	Mode os.FileMode
 	// MaxDictStrings caps the string dictionary (default 4Mi entries). Once it
 	// is full, new attribute strings are stored inline in their row, so a
 	// high-cardinality attribute cannot make the writer's memory unbounded.
 	MaxDictStrings int
+}
+
+func (o WriterOptions) mode() os.FileMode {
+	if o.Mode == 0 {
+		return 0o644
+	}
+	return o.Mode.Perm()
 }
 
 // Writer streams profiles into a new shard generation. Profiles may arrive in
@@ -365,6 +375,11 @@ func (w *Writer) Commit(ctx context.Context) (CommitStats, error) {
 	size, err := w.writeFile(ctx, tmp, spill)
 	if err != nil {
 		return CommitStats{}, err
+	}
+	// CreateTemp makes the file 0600; the published shard is read by the
+	// co-located daemon, which usually runs as another user.
+	if err := tmp.Chmod(w.opts.mode()); err != nil {
+		return CommitStats{}, fmt.Errorf("chmod %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Sync(); err != nil {
 		return CommitStats{}, fmt.Errorf("fsync %s: %w", tmp.Name(), err)
