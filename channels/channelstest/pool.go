@@ -17,6 +17,13 @@ import (
 // drained with a 30 s limit.
 func SendThroughPool(t testing.TB, ch channels.Channel, cfg channels.PoolConfig, msgs ...*channels.Message) ([]channels.Outcome, []channels.Feedback) {
 	t.Helper()
+	return SendThroughPoolWith(t, ch, cfg, nil, msgs...)
+}
+
+// SendThroughPoolWith is SendThroughPool with extra pool options (an
+// account limiter, a clock).
+func SendThroughPoolWith(t testing.TB, ch channels.Channel, cfg channels.PoolConfig, opts []channels.PoolOption, msgs ...*channels.Message) ([]channels.Outcome, []channels.Feedback) {
+	t.Helper()
 	if cfg.Workers == 0 {
 		cfg.Workers = 4
 	}
@@ -33,7 +40,7 @@ func SendThroughPool(t testing.TB, ch channels.Channel, cfg channels.PoolConfig,
 	cfg.Outcomes = outs
 	fb := &channels.MemoryFeedback{}
 	logger, _ := NewLogger()
-	p, err := channels.NewWorkerPool(ch, cfg, channels.WithFeedbackSink(fb), channels.WithLogger(logger))
+	p, err := channels.NewWorkerPool(ch, cfg, append([]channels.PoolOption{channels.WithFeedbackSink(fb), channels.WithLogger(logger)}, opts...)...)
 	if err != nil {
 		t.Fatalf("create pool: %v", err)
 	}
