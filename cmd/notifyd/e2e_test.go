@@ -91,9 +91,6 @@ func TestKill9MidCampaignResumes(t *testing.T) {
 		// stops end one incarnation each; the next resumes. The last
 		// incarnation runs the campaign to completion.
 		stops []e2eStop
-		// knownBug, when set, skips the case unless NOTIFYD_E2E_KNOWN_BUGS=1:
-		// it fails today for the reason given.
-		knownBug string
 	}{
 		{name: "kill -9, same owner re-acquires its lease", owner: "e2e-node-1",
 			stops: []e2eStop{{at: e2eMembers / 3, kill: true}}},
@@ -106,9 +103,6 @@ func TestKill9MidCampaignResumes(t *testing.T) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.knownBug != "" && os.Getenv("NOTIFYD_E2E_KNOWN_BUGS") != "1" {
-				t.Skip("known bug, set NOTIFYD_E2E_KNOWN_BUGS=1 to run: " + tc.knownBug)
-			}
 			testCrashResume(t, rdb, redisURL, bin, shardPath, members, tc.owner, fmt.Sprintf("e2e-kill9-%d", i), tc.stops)
 		})
 	}
