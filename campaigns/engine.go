@@ -65,6 +65,7 @@ type Engine struct {
 	wg       sync.WaitGroup
 	baseCtx  context.Context
 	closed   bool
+	onRun    func(id string, fresh bool)
 }
 
 type compiled struct {
@@ -82,6 +83,14 @@ type EngineOption func(*Engine)
 
 // WithEngineClock injects the clock.
 func WithEngineClock(now func() time.Time) EngineOption { return func(e *Engine) { e.now = now } }
+
+// WithRunObserver is told whenever a campaign run starts here; fresh is
+// true when the campaign had never run (its counts start from zero). The
+// live view uses it so campaigns started by the intake stream or the
+// scheduler show up even if they finish within a second.
+func WithRunObserver(f func(id string, fresh bool)) EngineOption {
+	return func(e *Engine) { e.onRun = f }
+}
 
 // WithEngineLogger sets the logger.
 func WithEngineLogger(l *slog.Logger) EngineOption { return func(e *Engine) { e.log = l } }
@@ -360,6 +369,9 @@ func (e *Engine) startWith(ctx context.Context, id string, from Status, retry bo
 		e.dispatch.Throttle(id, cc.c.Throttle)
 	}
 	r := newRun(cc.c, cc.set, e, res.Lease, e.now())
+	if e.onRun != nil {
+		e.onRun(id, from == StatusScheduled)
+	}
 	e.wg.Add(1)
 	go e.runLoop(rctx, r, res, h, retry)
 	return nil

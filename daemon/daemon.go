@@ -155,7 +155,12 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			Owner: owner, BatchSize: cfg.Engine.BatchSize, MaxOpenBatches: cfg.Engine.MaxOpenBatches,
 			LeaseTTL: time.Duration(cfg.Engine.LeaseTTL), DrainTimeout: time.Duration(cfg.Engine.DrainTimeout),
 		},
-		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log))
+		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log),
+		campaigns.WithRunObserver(func(id string, fresh bool) {
+			if d.events != nil {
+				d.events.Touch(id, fresh)
+			}
+		}))
 	d.flows = campaigns.NewFlowEngine(d.state, d.dedupOf(owner), NewShardSource(d.shard), campaigns.NewPoolDispatcher(d.pools),
 		campaigns.FlowConfig{Workers: cfg.Flows.Workers, QueueSize: cfg.Flows.QueueSize, MaxBatch: cfg.Flows.MaxBatch},
 		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log))

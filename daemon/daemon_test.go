@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -335,7 +336,37 @@ func TestIntakeStream(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// A campaign started from the stream shows in the live view even though
+	// no API call ever named it.
+	if !eventsMention(t, td, "from-stream", 5*time.Second) {
+		t.Fatal("the stream's campaign never appeared in /v1/events")
+	}
 	if !strings.Contains(td.log.String(), "intake entry rejected") {
 		t.Fatalf("the malformed entry was not reported:\n%s", td.log.String())
 	}
+}
+
+// eventsMention reads /v1/events until a snapshot mentions id or d passes.
+func eventsMention(t *testing.T, td *testDaemon, id string, d time.Duration) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", td.base+"/v1/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "data:") && strings.Contains(sc.Text(), `"`+id+`"`) {
+			return true
+		}
+	}
+	return false
 }
