@@ -54,8 +54,11 @@ func (s *Store) Read(ctx context.Context, consumer string, count int, block time
 	// go-redis ignores context deadlines on sockets unless the client has
 	// ContextTimeoutEnabled, and a blocked XREADGROUP is only bounded by BLOCK:
 	// so never block past the caller's deadline.
+	clipped := false
 	if dl, ok := ctx.Deadline(); ok && block > 0 {
-		block = min(block, time.Until(dl))
+		if until := time.Until(dl); until < block {
+			block, clipped = until, true
+		}
 		if block <= 0 {
 			return nil, fmt.Errorf("read intake: %w", context.DeadlineExceeded)
 		}
@@ -76,6 +79,11 @@ func (s *Store) Read(ctx context.Context, consumer string, count int, block time
 	if errors.Is(err, redis.Nil) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("read intake: %w", ctx.Err())
+		}
+		if clipped {
+			// Redis ended the BLOCK we cut to the caller's deadline; its timer
+			// may fire a hair before ours does.
+			return nil, fmt.Errorf("read intake: %w", context.DeadlineExceeded)
 		}
 		return nil, nil
 	}
