@@ -193,7 +193,7 @@ const body = `{
 func waitStatus(t *testing.T, e *campaigns.Engine, id string, want campaigns.Status) campaigns.CampaignStatus {
 	t.Helper()
 	var st campaigns.CampaignStatus
-	channelstest.Eventually(t, 10*time.Second, func() bool {
+	channelstest.Eventually(t, 30*time.Second, func() bool {
 		var err error
 		st, err = e.Get(context.Background(), id)
 		return err == nil && st.Status == want
@@ -455,7 +455,7 @@ func TestCrashMidCampaignResumesWithoutDuplicates(t *testing.T) {
 	if _, _, err := a.Create(context.Background(), []byte(b)); err != nil {
 		t.Fatal(err)
 	}
-	channelstest.Eventually(t, 5*time.Second, func() bool {
+	channelstest.Eventually(t, 30*time.Second, func() bool {
 		dead.mu.Lock()
 		defer dead.mu.Unlock()
 		return len(dead.keys[channels.SMS]) > 0

@@ -60,7 +60,7 @@ func (fr *flowRig) sms() []string {
 func (fr *flowRig) waitCount(t *testing.T, flow, ch, reason string, n int64) campaigns.FlowStatus {
 	t.Helper()
 	var st campaigns.FlowStatus
-	channelstest.Eventually(t, 5*time.Second, func() bool {
+	channelstest.Eventually(t, 30*time.Second, func() bool {
 		var err error
 		st, err = fr.flows.GetFlow(context.Background(), flow)
 		return err == nil && st.Counts[ch][reason] >= n
@@ -212,7 +212,7 @@ func TestTriggersAreNotStuckBehindACampaign(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Both workers hold a full batch and a backlog waits behind them.
-	channelstest.Eventually(t, 5*time.Second, func() bool {
+	channelstest.Eventually(t, 30*time.Second, func() bool {
 		st := fr.pools[channels.SMS].Stats()
 		return st.IdleWorkers == 0 && st.Queued[channels.LaneNormal] > 300
 	}, "campaign never filled the pool")
@@ -220,7 +220,7 @@ func TestTriggersAreNotStuckBehindACampaign(t *testing.T) {
 		t.Fatal(err)
 	}
 	var last channels.PoolStats
-	channelstest.Eventually(t, 5*time.Second, func() bool {
+	channelstest.Eventually(t, 30*time.Second, func() bool {
 		last = fr.pools[channels.SMS].Stats()
 		return last.Queued[channels.LaneHigh] > 0
 	}, "trigger never queued: %+v", &last)
