@@ -17,6 +17,8 @@ import (
 type flowRig struct {
 	*rig
 	flows *campaigns.FlowEngine
+	// highDispatched is closed once a triggered message was handed to a pool.
+	highDispatched chan struct{}
 
 	mu     sync.Mutex
 	bodies map[string][]string // channel → rendered SMS bodies / email subjects, in send order
@@ -30,7 +32,7 @@ func newFlowRig(t *testing.T, dedup campaigns.DedupLog, members ...int) *flowRig
 		n = members[0]
 	}
 	r := newRig(t, state, newSource(n), campaigns.EngineConfig{})
-	fr := &flowRig{rig: r, bodies: map[string][]string{}}
+	fr := &flowRig{rig: r, bodies: map[string][]string{}, highDispatched: make(chan struct{})}
 	r.chans[channels.SMS].OnSend(func(batch []*channels.Message) {
 		fr.mu.Lock()
 		defer fr.mu.Unlock()
@@ -41,7 +43,7 @@ func newFlowRig(t *testing.T, dedup campaigns.DedupLog, members ...int) *flowRig
 	if dedup == nil {
 		dedup = state.Dedup("test")
 	}
-	fr.flows = campaigns.NewFlowEngine(state, dedup, r.src, campaigns.NewPoolDispatcher(r.pools), campaigns.FlowConfig{})
+	fr.flows = campaigns.NewFlowEngine(state, dedup, r.src, &signalDispatcher{Dispatcher: campaigns.NewPoolDispatcher(r.pools), high: fr.highDispatched}, campaigns.FlowConfig{})
 	fr.flows.Start(context.Background())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -216,14 +218,15 @@ func TestTriggersAreNotStuckBehindACampaign(t *testing.T) {
 		st := fr.pools[channels.SMS].Stats()
 		return st.IdleWorkers == 0 && st.Queued[channels.LaneNormal] > 300
 	}, "campaign never filled the pool")
-	if _, err := fr.flows.Fire(ctx, []campaigns.Trigger{{Flow: "welcome", UserID: fr.src.members[3].ID}}); err != nil {
-		t.Fatal(err)
+	res, err := fr.flows.Fire(ctx, []campaigns.Trigger{{Flow: "welcome", UserID: fr.src.members[3].ID}})
+	if err != nil || res[0].Status != "accepted" {
+		t.Fatalf("fire: %+v %v", res, err)
 	}
-	var last channels.PoolStats
-	channelstest.Eventually(t, 30*time.Second, func() bool {
-		last = fr.pools[channels.SMS].Stats()
-		return last.Queued[channels.LaneHigh] > 0
-	}, "trigger never queued: %+v", &last)
+	select {
+	case <-fr.highDispatched:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the trigger's message never reached the pool")
+	}
 	openGate.Do(func() { close(gate) })
 	fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonSent, 1)
 	waitStatus(t, fr.engine, "big", campaigns.StatusCompleted)
@@ -240,4 +243,19 @@ func TestTriggersAreNotStuckBehindACampaign(t *testing.T) {
 	if pos < 0 || pos > 2*50+50 {
 		t.Fatalf("trigger sent at position %d of %d, behind the campaign's backlog", pos, len(order))
 	}
+}
+
+// signalDispatcher closes high after the first high-lane dispatch.
+type signalDispatcher struct {
+	campaigns.Dispatcher
+	high chan struct{}
+	once sync.Once
+}
+
+func (d *signalDispatcher) Dispatch(ctx context.Context, ch string, lane channels.Lane, msgs []*channels.Message) (int, error) {
+	n, err := d.Dispatcher.Dispatch(ctx, ch, lane, msgs)
+	if lane == channels.LaneHigh && n > 0 {
+		d.once.Do(func() { close(d.high) })
+	}
+	return n, err
 }
