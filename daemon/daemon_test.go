@@ -167,11 +167,31 @@ func TestAdminAPI(t *testing.T) {
 		if url == "" {
 			t.Skip("REDIS_URL not set (.ci/run starts Redis and sets it)")
 		}
-		testAdminAPI(t, startDaemon(t, fmt.Sprintf("redis:\n  url: %s\n  prefix: %q\n", url, uniquePrefix())))
+		testAdminAPI(t, startDaemon(t, fmt.Sprintf("redis:\n  url: %s\n  prefix: %q\n", url, redisPrefix(t, url))))
 	})
 }
 
 func uniquePrefix() string { return fmt.Sprintf("notifyd-test:%d:", time.Now().UnixNano()) }
+
+// redisPrefix returns a fresh key prefix whose keys are deleted when the test ends.
+func redisPrefix(t *testing.T, url string) string {
+	t.Helper()
+	prefix := uniquePrefix()
+	t.Cleanup(func() {
+		opt, err := redis.ParseURL(url)
+		if err != nil {
+			return
+		}
+		rdb := redis.NewClient(opt)
+		defer rdb.Close()
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, prefix+"*", 500).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+	})
+	return prefix
+}
 
 func testAdminAPI(t *testing.T, td *testDaemon) {
 	big := bytes.Repeat([]byte(" "), MaxBodyBytes+10)
@@ -276,7 +296,7 @@ func TestIntakeStream(t *testing.T) {
 	if url == "" {
 		t.Skip("REDIS_URL not set (.ci/run starts Redis and sets it)")
 	}
-	prefix := uniquePrefix()
+	prefix := redisPrefix(t, url)
 	opt, err := redis.ParseURL(url)
 	if err != nil {
 		t.Fatal(err)

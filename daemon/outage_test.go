@@ -123,7 +123,7 @@ func TestRedisOutageMidCampaign(t *testing.T) {
 
 	const members = 3000
 	cfg, err := ParseConfig([]byte(fmt.Sprintf("shard:\n  path: %s\nadmin:\n  token: %s\nredis:\n  url: %s\n  prefix: %q\nengine:\n  lease_ttl: 2s\n  batch_size: 100\n",
-		writeTestShard(t, members), testToken, u.String(), uniquePrefix())))
+		writeTestShard(t, members), testToken, u.String(), redisPrefix(t, raw))))
 	if err != nil {
 		t.Fatal(err)
 	}
