@@ -73,8 +73,8 @@ func TestDemoOverRedisDeliversExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	rdb := redis.NewClient(opt)
-	defer rdb.Close()
-	t.Cleanup(func() {
+	t.Cleanup(func() { // after the demo's daemon stopped; the client closes last
+		defer rdb.Close()
 		keys, _ := rdb.Keys(context.Background(), "notifyd-demo:*").Result()
 		if len(keys) > 0 {
 			rdb.Del(context.Background(), keys...)
