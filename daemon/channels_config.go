@@ -84,25 +84,34 @@ type SMSConfig struct {
 
 // WebPushConfig: VAPID keys (base64url).
 type WebPushConfig struct {
-	VAPIDPublicKey  string     `yaml:"vapid_public_key"`
-	VAPIDPrivateKey Secret     `yaml:"vapid_private_key"`
-	Subscriber      string     `yaml:"subscriber"`
-	TTL             Duration   `yaml:"ttl"`
-	AllowedHosts    []string   `yaml:"allowed_hosts"`
-	AllowPlainHTTP  bool       `yaml:"allow_plain_http"`
-	TLS             TLSConfig  `yaml:"tls"`
-	Pool            PoolConfig `yaml:"pool"`
+	VAPIDPublicKey  string   `yaml:"vapid_public_key"`
+	VAPIDPrivateKey Secret   `yaml:"vapid_private_key"`
+	Subscriber      string   `yaml:"subscriber"`
+	TTL             Duration `yaml:"ttl"`
+	AllowedHosts    []string `yaml:"allowed_hosts"`
+	AllowPlainHTTP  bool     `yaml:"allow_plain_http"`
+	// AllowNetworks and AllowPrivateNetworks open the destination guard
+	// (channels.NetGuard) for private, loopback or link-local addresses.
+	AllowNetworks        []string   `yaml:"allow_networks"`
+	AllowPrivateNetworks bool       `yaml:"allow_private_networks"`
+	TLS                  TLSConfig  `yaml:"tls"`
+	Pool                 PoolConfig `yaml:"pool"`
 }
 
 // WebhookConfig: signed JSON POSTs.
 type WebhookConfig struct {
-	URL          string     `yaml:"url"`
-	Method       string     `yaml:"method"`
-	Secret       Secret     `yaml:"secret"`
-	Timeout      Duration   `yaml:"timeout"`
-	AllowedHosts []string   `yaml:"allowed_hosts"`
-	TLS          TLSConfig  `yaml:"tls"`
-	Pool         PoolConfig `yaml:"pool"`
+	URL          string   `yaml:"url"`
+	Method       string   `yaml:"method"`
+	Secret       Secret   `yaml:"secret"`
+	Timeout      Duration `yaml:"timeout"`
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	// AllowNetworks and AllowPrivateNetworks open the destination guard
+	// (channels.NetGuard): webhook URLs come from templates and trigger
+	// data, so private and loopback addresses are refused unless listed.
+	AllowNetworks        []string   `yaml:"allow_networks"`
+	AllowPrivateNetworks bool       `yaml:"allow_private_networks"`
+	TLS                  TLSConfig  `yaml:"tls"`
+	Pool                 PoolConfig `yaml:"pool"`
 }
 
 func (t TLSConfig) channels() channels.TLS {
@@ -178,6 +187,7 @@ func BuildChannels(c ChannelsConfig, log *slog.Logger) (map[string]ChannelSpec, 
 		s, err := webpush.New(webpush.Config{
 			VAPIDPublicKey: w.VAPIDPublicKey, VAPIDPrivateKey: w.VAPIDPrivateKey.Value(), Subscriber: w.Subscriber,
 			TTL: time.Duration(w.TTL), AllowedHosts: w.AllowedHosts, AllowPlainHTTP: w.AllowPlainHTTP, TLS: w.TLS.channels(),
+			AllowNetworks: w.AllowNetworks, AllowPrivateNetworks: w.AllowPrivateNetworks,
 		}, webpush.WithLogger(log))
 		add(channels.WebPush, s, err, w.Pool, PoolConfig{Workers: 4, BatchSize: 32})
 	}
@@ -185,6 +195,7 @@ func BuildChannels(c ChannelsConfig, log *slog.Logger) (map[string]ChannelSpec, 
 		s, err := webhook.New(webhook.Config{
 			URL: h.URL, Method: h.Method, Secret: h.Secret.Value(), Timeout: time.Duration(h.Timeout),
 			AllowedHosts: h.AllowedHosts, TLS: h.TLS.channels(),
+			AllowNetworks: h.AllowNetworks, AllowPrivateNetworks: h.AllowPrivateNetworks,
 		}, webhook.WithLogger(log))
 		add(channels.Webhook, s, err, h.Pool, PoolConfig{Workers: 64, BatchSize: 1})
 	}

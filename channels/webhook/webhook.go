@@ -60,6 +60,14 @@ type Config struct {
 	AllowedHosts []string
 	// AllowedSchemes restricts URL schemes; empty allows http and https.
 	AllowedSchemes []string
+	// AllowNetworks lets requests reach these CIDR prefixes (or addresses)
+	// although they are loopback, private or link-local, e.g. an internal
+	// receiver or the HTTP proxy. See channels.NetGuard.
+	AllowNetworks []string
+	// AllowPrivateNetworks turns the destination guard off entirely. URLs
+	// come from templates and trigger data, so leave it off unless every
+	// template author is trusted with the daemon's network.
+	AllowPrivateNetworks bool
 	// TLS is the trust configuration for https endpoints.
 	TLS channels.TLS
 	// MaxBodyBytes rejects larger bodies as invalid (1 MiB).
@@ -81,8 +89,10 @@ type Config struct {
 // Option configures optional Sender behaviour.
 type Option func(*Sender)
 
-// WithHTTPClient sends through c. Its Transport is used as is; its
-// CheckRedirect is replaced (redirects are never followed) on a copy.
+// WithHTTPClient sends through c. Its Transport is used as is, so the
+// destination guard only checks literal IP hosts: the caller's dialer owns
+// where connections go. Its CheckRedirect is replaced (redirects are never
+// followed) on a copy.
 func WithHTTPClient(c *http.Client) Option { return func(s *Sender) { s.httpClient = c } }
 
 // WithLogger sets the structured logger.
@@ -104,6 +114,7 @@ type Sender struct {
 	logger     *slog.Logger
 	now        func() time.Time
 	dead       map[int]bool
+	guard      *channels.NetGuard // nil when AllowPrivateNetworks
 
 	// warnedNetwork keeps a receiver outage from logging once per message.
 	warnedNetwork atomic.Bool
@@ -209,6 +220,13 @@ func (s *Sender) applyDefaults() error {
 		}
 		s.dead[st] = true
 	}
+	if !c.AllowPrivateNetworks {
+		g, err := channels.NewNetGuard(c.AllowNetworks)
+		if err != nil {
+			return fmt.Errorf("validate webhook config: %w", err)
+		}
+		s.guard = g
+	}
 	s.method = c.Method
 	s.sigHeader = c.SignatureHeader
 	if c.Secret != "" {
@@ -227,7 +245,7 @@ func (s *Sender) buildHTTPClient() (*http.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build webhook TLS config: %w", err)
 	}
-	dialer := &net.Dialer{Timeout: s.cfg.Timeout, KeepAlive: 30 * time.Second}
+	dialer := s.guard.Dialer(&net.Dialer{Timeout: s.cfg.Timeout, KeepAlive: 30 * time.Second})
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           dialer.DialContext,
@@ -300,7 +318,11 @@ func (s *Sender) sendOne(ctx context.Context, m *channels.Message) channels.Resu
 	defer cancel()
 	req, target, err := s.buildRequest(rctx, m, now)
 	if err != nil {
-		return channels.Result{Err: channels.Permanent(channels.ReasonInvalid, "", err)}
+		code := ""
+		if errors.Is(err, channels.ErrBlockedDestination) {
+			code = "blocked_destination"
+		}
+		return channels.Result{Err: channels.Permanent(channels.ReasonInvalid, code, err)}
 	}
 
 	resp, err := s.client.Do(req)
@@ -419,6 +441,9 @@ func (s *Sender) checkURL(raw string) (*url.URL, error) {
 	if len(s.cfg.AllowedHosts) > 0 && !hostAllowed(s.cfg.AllowedHosts, host) {
 		return nil, fmt.Errorf("parse URL: host %q not in the allowed hosts", host)
 	}
+	if err := s.guard.CheckHost(host); err != nil {
+		return nil, fmt.Errorf("parse URL: %w", err)
+	}
 	return u, nil
 }
 
@@ -448,6 +473,9 @@ func (s *Sender) classifyTransportError(parent context.Context, method string, t
 	wrapped := fmt.Errorf("%s %s: %w", method, redactURL(target), err)
 	if perr := parent.Err(); perr != nil {
 		return channels.Classify(fmt.Errorf("%s %s: %w", method, redactURL(target), perr))
+	}
+	if errors.Is(err, channels.ErrBlockedDestination) {
+		return channels.Permanent(channels.ReasonInvalid, "blocked_destination", wrapped)
 	}
 	code := "network"
 	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,10 @@ func newSender(t testing.TB, cfg webhook.Config, opts ...webhook.Option) *webhoo
 	t.Helper()
 	if cfg.Secret == "" {
 		cfg.Secret = testSecret
+	}
+	if cfg.AllowNetworks == nil {
+		// The sandbox listens on loopback, which the guard refuses by default.
+		cfg.AllowNetworks = []string{"127.0.0.0/8", "::1"}
 	}
 	quiet, _ := channelstest.NewLogger()
 	s, err := webhook.New(cfg, append([]webhook.Option{webhook.WithLogger(quiet)}, opts...)...)
@@ -435,5 +440,51 @@ func TestConcurrentSendsShareConnections(t *testing.T) {
 	}
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestDestinationGuard(t *testing.T) {
+	sb := newSandbox(t, sandbox.WebhookOptions{})
+	u, err := url.Parse(sb.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := "http://localhost:" + u.Port() + "/x"
+	tests := []struct {
+		name    string
+		cfg     webhook.Config
+		url     string
+		wantErr bool // refused as blocked_destination, nothing received
+	}{
+		{name: "literal loopback refused by default", cfg: webhook.Config{AllowNetworks: []string{}}, url: sb.URL() + "/x", wantErr: true},
+		{name: "name resolving to loopback refused at dial", cfg: webhook.Config{AllowNetworks: []string{}}, url: byName, wantErr: true},
+		{name: "cloud metadata address refused", cfg: webhook.Config{AllowNetworks: []string{}}, url: "http://169.254.169.254/latest/meta-data/", wantErr: true},
+		{name: "IPv4-mapped loopback refused", cfg: webhook.Config{AllowNetworks: []string{}}, url: "http://[::ffff:127.0.0.1]:" + u.Port() + "/x", wantErr: true},
+		{name: "allowed network lets it through", cfg: webhook.Config{AllowNetworks: []string{"127.0.0.1/32"}}, url: byName},
+		{name: "guard off", cfg: webhook.Config{AllowPrivateNetworks: true}, url: sb.URL() + "/x"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sb.Recorder.Reset()
+			s := newSender(t, tc.cfg)
+			res := s.Send(context.Background(), []*channels.Message{hookMsg("a", tc.url, `{}`)})
+			if !tc.wantErr {
+				if res[0].Err != nil {
+					t.Fatalf("Send: %v, want delivered", res[0].Err)
+				}
+				if n := sb.Recorder.Count(); n != 1 {
+					t.Fatalf("sandbox received %d requests, want 1", n)
+				}
+				return
+			}
+			channelstest.RequireReason(t, res[0].Err, channels.ReasonInvalid, true)
+			var ce *channels.Error
+			if !errors.As(res[0].Err, &ce) || ce.Code != "blocked_destination" {
+				t.Fatalf("error %v, want code blocked_destination", res[0].Err)
+			}
+			if n := sb.Recorder.Count(); n != 0 {
+				t.Fatalf("sandbox received %d requests to a blocked destination", n)
+			}
+		})
 	}
 }

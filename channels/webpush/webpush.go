@@ -61,13 +61,20 @@ type Config struct {
 	// AllowPlainHTTP accepts http:// endpoints. Real push services are HTTPS
 	// only; local rigs (the sandbox) may serve plain HTTP.
 	AllowPlainHTTP bool
+	// AllowNetworks lets endpoints resolve into these CIDR prefixes (or
+	// addresses) although they are loopback, private or link-local: a
+	// forged subscription must not point notifyd at internal services
+	// (channels.NetGuard), but a local rig or an HTTP proxy may need this.
+	AllowNetworks []string
+	// AllowPrivateNetworks turns that guard off entirely.
+	AllowPrivateNetworks bool
 }
 
 // String redacts the private key, so a Config printed with %v or %+v by a
 // caller does not leak it.
 func (c Config) String() string {
-	return fmt.Sprintf("webpush.Config{VAPIDPublicKey:%s VAPIDPrivateKey:[redacted] Subscriber:%s TTL:%s Timeout:%s AllowedHosts:%v AllowPlainHTTP:%t}",
-		c.VAPIDPublicKey, c.Subscriber, c.TTL, c.Timeout, c.AllowedHosts, c.AllowPlainHTTP)
+	return fmt.Sprintf("webpush.Config{VAPIDPublicKey:%s VAPIDPrivateKey:[redacted] Subscriber:%s TTL:%s Timeout:%s AllowedHosts:%v AllowPlainHTTP:%t AllowNetworks:%v AllowPrivateNetworks:%t}",
+		c.VAPIDPublicKey, c.Subscriber, c.TTL, c.Timeout, c.AllowedHosts, c.AllowPlainHTTP, c.AllowNetworks, c.AllowPrivateNetworks)
 }
 
 // GoString redacts like String, for %#v.
@@ -83,6 +90,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("timeout", c.Timeout),
 		slog.Any("allowed_hosts", c.AllowedHosts),
 		slog.Bool("allow_plain_http", c.AllowPlainHTTP),
+		slog.Any("allow_networks", c.AllowNetworks),
+		slog.Bool("allow_private_networks", c.AllowPrivateNetworks),
 	)
 }
 
@@ -124,6 +133,7 @@ type Sender struct {
 	padBlock       int
 
 	authWarned atomic.Bool
+	guard      *channels.NetGuard // nil when AllowPrivateNetworks
 }
 
 // New validates cfg and builds a Sender.
@@ -161,6 +171,13 @@ func New(cfg Config, opts ...Option) (*Sender, error) {
 		}
 		s.allowed = append(s.allowed, h)
 	}
+	if !cfg.AllowPrivateNetworks {
+		g, err := channels.NewNetGuard(cfg.AllowNetworks)
+		if err != nil {
+			return nil, fmt.Errorf("check webpush config: %w", err)
+		}
+		s.guard = g
+	}
 	v, err := newVAPID(cfg.VAPIDPublicKey, cfg.VAPIDPrivateKey, cfg.Subscriber, s.now)
 	if err != nil {
 		return nil, fmt.Errorf("check webpush config: %w", err)
@@ -178,7 +195,7 @@ func New(cfg Config, opts ...Option) (*Sender, error) {
 		s.client = &http.Client{
 			Transport: &http.Transport{
 				Proxy:               http.ProxyFromEnvironment,
-				DialContext:         (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext,
+				DialContext:         s.guard.Dialer(&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext,
 				TLSClientConfig:     tlsCfg,
 				TLSHandshakeTimeout: timeout,
 				ForceAttemptHTTP2:   true,
@@ -259,7 +276,11 @@ func (s *Sender) send(ctx context.Context, m *channels.Message) channels.Result 
 	}
 	endpoint, origin, err := s.checkEndpoint(sub.Endpoint)
 	if err != nil {
-		return fail(channels.Permanent(channels.ReasonInvalid, "bad_endpoint", err))
+		code := "bad_endpoint"
+		if errors.Is(err, channels.ErrBlockedDestination) {
+			code = "blocked_destination"
+		}
+		return fail(channels.Permanent(channels.ReasonInvalid, code, err))
 	}
 	ua, secret, err := subscriptionKeys(sub.P256dh, sub.Auth)
 	if err != nil {
@@ -360,6 +381,9 @@ func (s *Sender) checkEndpoint(raw string) (endpoint, origin string, err error) 
 	if !s.hostAllowed(host) {
 		return "", "", fmt.Errorf("check subscription endpoint: host %q not in the allowed push services", host)
 	}
+	if err := s.guard.CheckHost(host); err != nil {
+		return "", "", fmt.Errorf("check subscription endpoint: %w", err)
+	}
 	return raw, u.Scheme + "://" + u.Host, nil
 }
 
@@ -404,6 +428,9 @@ func (s *Sender) transportError(ctx context.Context, origin string, err error) *
 	}
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return channels.Classify(fmt.Errorf("post to %s: %w", origin, ctxErr))
+	}
+	if errors.Is(err, channels.ErrBlockedDestination) {
+		return channels.Permanent(channels.ReasonInvalid, "blocked_destination", fmt.Errorf("post to %s: %w", origin, err))
 	}
 	return channels.Transient(channels.ReasonNetwork, "", 0, fmt.Errorf("post to %s: %w", origin, err))
 }

@@ -60,6 +60,7 @@ func newRig(t testing.TB, sbOpts sandbox.WebPushOptions, opts ...webpush.Option)
 		TLS:             channels.TLS{RootCAs: sb.CertPool()},
 		Timeout:         5 * time.Second,
 		AllowPlainHTTP:  true,
+		AllowNetworks:   []string{"127.0.0.0/8", "::1"}, // the sandbox is on loopback
 	}
 	s, err := webpush.New(cfg, opts...)
 	if err != nil {
@@ -278,6 +279,7 @@ func TestSendRejectsWithoutRequest(t *testing.T) {
 }
 
 func TestSendEndpointPolicy(t *testing.T) {
+	loopback := []string{"127.0.0.0/8", "::1"}
 	keys := newVAPIDKeys(t)
 	sb, err := sandbox.NewWebPush(sandbox.WebPushOptions{})
 	if err != nil {
@@ -290,18 +292,22 @@ func TestSendEndpointPolicy(t *testing.T) {
 		name      string
 		allowed   []string
 		plainOK   bool
+		networks  []string
 		sub       channels.Subscription
 		wantError bool
+		wantCode  string
 	}{
-		{name: "https allowed by exact host", allowed: []string{"127.0.0.1"}, sub: https},
-		{name: "host outside allow-list", allowed: []string{"fcm.googleapis.com", "*.push.apple.com"}, sub: https, wantError: true},
-		{name: "plain http refused by default", sub: plain, wantError: true},
-		{name: "plain http when allowed", plainOK: true, sub: plain},
+		{name: "https allowed by exact host", allowed: []string{"127.0.0.1"}, networks: loopback, sub: https},
+		{name: "host outside allow-list", allowed: []string{"fcm.googleapis.com", "*.push.apple.com"}, networks: loopback, sub: https, wantError: true},
+		{name: "plain http refused by default", networks: loopback, sub: plain, wantError: true},
+		{name: "plain http when allowed", plainOK: true, networks: loopback, sub: plain},
+		{name: "loopback endpoint refused by the network guard", sub: https, wantError: true, wantCode: "blocked_destination"},
+		{name: "endpoint name resolving to loopback refused at dial", sub: channels.Subscription{Endpoint: strings.Replace(https.Endpoint, "127.0.0.1", "localhost", 1), P256dh: https.P256dh, Auth: https.Auth}, wantError: true, wantCode: "blocked_destination"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := webpush.New(webpush.Config{VAPIDPublicKey: keys.pub, VAPIDPrivateKey: keys.priv, Subscriber: "https://notifyd.test/contact",
-				TLS: channels.TLS{RootCAs: sb.CertPool()}, AllowedHosts: tc.allowed, AllowPlainHTTP: tc.plainOK})
+				TLS: channels.TLS{RootCAs: sb.CertPool()}, AllowedHosts: tc.allowed, AllowPlainHTTP: tc.plainOK, AllowNetworks: tc.networks})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -309,7 +315,11 @@ func TestSendEndpointPolicy(t *testing.T) {
 			res := sendOne(t, s, context.Background(), message(tc.sub, channels.WebPushContent{Title: "t"}))
 			if tc.wantError {
 				ce := channelstest.RequireReason(t, res.Err, channels.ReasonInvalid, true)
-				if ce.Code != "bad_endpoint" || sb.Recorder.Count() != before {
+				want := tc.wantCode
+				if want == "" {
+					want = "bad_endpoint"
+				}
+				if ce.Code != want || sb.Recorder.Count() != before {
 					t.Fatalf("code %q, %d requests", ce.Code, sb.Recorder.Count()-before)
 				}
 				return

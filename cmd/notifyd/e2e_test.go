@@ -161,6 +161,7 @@ channels:
     url: %q
     secret: {file: %q}
     timeout: 10s
+    allow_networks: [127.0.0.0/8]
     pool: {workers: %d, batch_size: 1}
 `, shardPath, prefix, addr, filepath.Join(dir, "admin.token"), owner, e2eBatchSize, e2eMaxOpen, e2eLeaseTTL, e2eShutdown,
 		wh.URL()+"/hooks/notifyd", filepath.Join(dir, "webhook.secret"), e2eWorkers))

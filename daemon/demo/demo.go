@@ -369,10 +369,13 @@ func (sb *sandboxes) senders(log *slog.Logger) (map[string]daemon.ChannelSpec, e
 	s, err := sms.New(sms.Config{AccountSID: sb.twilio.AccountSID(), AuthToken: sb.twilioToken, From: "+15005550006",
 		BaseURL: sb.twilio.URL(), TLS: channels.TLS{RootCAs: sb.twilio.CertPool()}}, sms.WithLogger(log), sms.WithConcurrency(16))
 	add(channels.SMS, s, err, daemon.PoolConfig{Workers: 2, BatchSize: 64, QueueSize: 20000})
+	// The sandboxes listen on loopback, which the destination guard of the
+	// webhook and web push channels refuses unless allowed.
+	loopback := []string{"127.0.0.0/8", "::1"}
 	w, err := webpush.New(webpush.Config{VAPIDPublicKey: sb.vapid[0], VAPIDPrivateKey: sb.vapid[1], Subscriber: "mailto:ops@notifyd.test",
-		TLS: channels.TLS{RootCAs: sb.webpush.CertPool()}}, webpush.WithLogger(log))
+		TLS: channels.TLS{RootCAs: sb.webpush.CertPool()}, AllowNetworks: loopback}, webpush.WithLogger(log))
 	add(channels.WebPush, w, err, daemon.PoolConfig{Workers: 2, BatchSize: 64, QueueSize: 20000})
-	h, err := webhook.New(webhook.Config{URL: sb.webhook.URL(), Secret: sb.secret}, webhook.WithLogger(log))
+	h, err := webhook.New(webhook.Config{URL: sb.webhook.URL(), Secret: sb.secret, AllowNetworks: loopback}, webhook.WithLogger(log))
 	add(channels.Webhook, h, err, daemon.PoolConfig{Workers: 32, BatchSize: 1, QueueSize: 20000})
 	return out, errors.Join(errs...)
 }
