@@ -27,8 +27,9 @@ type Flow struct {
 	// (default 24h; "0s" sends on every trigger, deduplicated only by the
 	// trigger's idempotency key).
 	ReEntry *Duration `json:"reentry,omitempty"`
-	// Delay holds a trigger this long before sending (kept in memory: a
-	// restart drops delayed triggers not yet due — see the closing note).
+	// Delay holds a trigger this long before sending. Delayed triggers wait
+	// in the state layer's DelayQueue (Redis: they survive restarts and
+	// crashes; without Redis they live in process memory).
 	Delay Duration `json:"delay,omitempty"`
 	// TTL is how long after processing a message may still be handed to a
 	// provider (default 1h).

@@ -2,6 +2,8 @@ package campaigns
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,8 +36,13 @@ type FlowConfig struct {
 	// trip) together (default 256). Batches form only under load: a lone
 	// trigger is processed at once.
 	MaxBatch int
-	// Lease is how long a dedup claim is held before it counts as in doubt (default 5m).
+	// Lease is how long a dedup claim is held before it counts as in doubt
+	// (default 5m), and how long a claimed delayed trigger stays claimed
+	// before it is handed out again.
 	Lease time.Duration
+	// DelayPoll is how often due delayed triggers are collected (default
+	// 100ms): the most a delayed message is late by when the queue is idle.
+	DelayPoll time.Duration
 }
 
 func (c FlowConfig) withDefaults() FlowConfig {
@@ -50,6 +57,9 @@ func (c FlowConfig) withDefaults() FlowConfig {
 	}
 	if c.Lease <= 0 {
 		c.Lease = 5 * time.Minute
+	}
+	if c.DelayPoll <= 0 {
+		c.DelayPoll = 100 * time.Millisecond
 	}
 	return c
 }
@@ -66,6 +76,7 @@ var ErrUnknownFlow = errors.New("unknown flow")
 type FlowEngine struct {
 	store    CampaignStore
 	dedup    DedupLog
+	delays   DelayQueue
 	source   MemberSource
 	dispatch Dispatcher
 	cfg      FlowConfig
@@ -80,7 +91,7 @@ type FlowEngine struct {
 
 	queue   chan *job
 	wg      sync.WaitGroup
-	timers  sync.WaitGroup
+	poller  sync.WaitGroup
 	stop    chan struct{}
 	stopped bool
 }
@@ -106,10 +117,18 @@ type job struct {
 	flow    *activeFlow
 	trig    Trigger
 	arrived time.Time
+	delayID string // the DelayQueue item to forget once processed
+}
+
+// delayedTrigger is a DelayQueue item's payload.
+type delayedTrigger struct {
+	Flow    string    `json:"flow"`
+	Trigger Trigger   `json:"trigger"`
+	Arrived time.Time `json:"arrived"`
 }
 
 // NewFlowEngine wires a flow engine; call Load, then Start.
-func NewFlowEngine(store CampaignStore, dedup DedupLog, source MemberSource, dispatch Dispatcher, cfg FlowConfig, opts ...EngineOption) *FlowEngine {
+func NewFlowEngine(store CampaignStore, dedup DedupLog, delays DelayQueue, source MemberSource, dispatch Dispatcher, cfg FlowConfig, opts ...EngineOption) *FlowEngine {
 	// Reuse the engine options (clock, logger) through a throwaway Engine.
 	e := &Engine{now: time.Now, log: slog.Default()}
 	for _, o := range opts {
@@ -117,7 +136,7 @@ func NewFlowEngine(store CampaignStore, dedup DedupLog, source MemberSource, dis
 	}
 	cfg = cfg.withDefaults()
 	return &FlowEngine{
-		store: store, dedup: dedup, source: source, dispatch: dispatch, cfg: cfg,
+		store: store, dedup: dedup, delays: delays, source: source, dispatch: dispatch, cfg: cfg,
 		ecfg: EngineConfig{BatchSize: cfg.MaxBatch, MaxOpenBatches: 1}.withDefaults(),
 		now:  e.now, log: e.log.With("component", "flows"),
 		flows: map[string]*activeFlow{}, bySegment: map[string][]*activeFlow{}, byEvent: map[string][]*activeFlow{},
@@ -317,7 +336,9 @@ type TriggerResult struct {
 
 // Fire routes triggers to flows and queues them; it never blocks on
 // delivery. The user is looked up at once, so an unknown one is answered
-// (and counted) here.
+// (and counted) here. Delayed triggers are stored in the DelayQueue before
+// anything is queued: if that fails, Fire returns the error and nothing of
+// the request was taken, so the caller may retry it whole.
 func (fe *FlowEngine) Fire(ctx context.Context, triggers []Trigger) ([]TriggerResult, error) {
 	arrived := fe.now()
 	pin, err := fe.source.Pin()
@@ -326,7 +347,12 @@ func (fe *FlowEngine) Fire(ctx context.Context, triggers []Trigger) ([]TriggerRe
 	}
 	defer pin.Close()
 	out := make([]TriggerResult, len(triggers))
-	var m Member
+	var (
+		m       Member
+		now     []*job // queued once the delayed ones are stored
+		nowIdx  []int  // out position of each
+		delayed []Delayed
+	)
 	for i := range triggers {
 		t := &triggers[i]
 		flows := fe.route(t)
@@ -357,17 +383,53 @@ func (fe *FlowEngine) Fire(ctx context.Context, triggers []Trigger) ([]TriggerRe
 		}
 		out[i].Status = "accepted"
 		for _, af := range flows {
-			j := &job{flow: af, trig: *t, arrived: arrived}
-			if d := time.Duration(af.f.Delay); d > 0 {
-				fe.later(j, d)
-			} else if !fe.enqueue(j) {
-				out[i].Status = "overloaded"
+			d := time.Duration(af.f.Delay)
+			if d <= 0 {
+				now = append(now, &job{flow: af, trig: *t, arrived: arrived})
+				nowIdx = append(nowIdx, i)
 				continue
 			}
+			item, err := fe.delayedItem(af, t, arrived, d)
+			if err != nil {
+				return nil, err
+			}
+			delayed = append(delayed, item)
 			out[i].Flows = append(out[i].Flows, af.f.ID)
 		}
 	}
+	if len(delayed) > 0 {
+		if err := fe.delays.Schedule(ctx, delayed); err != nil {
+			return nil, fmt.Errorf("store delayed triggers: %w", err)
+		}
+	}
+	for k, j := range now {
+		i := nowIdx[k]
+		if !fe.enqueue(j) {
+			out[i].Status = "overloaded"
+			continue
+		}
+		out[i].Flows = append(out[i].Flows, j.flow.f.ID)
+	}
 	return out, nil
+}
+
+// delayedItem is the DelayQueue item of trigger t for flow af. With an
+// idempotency key its ID is derived from it, so a re-delivered request does
+// not schedule the trigger twice.
+func (fe *FlowEngine) delayedItem(af *activeFlow, t *Trigger, arrived time.Time, d time.Duration) (Delayed, error) {
+	var id string
+	if t.IdempotencyKey != "" {
+		id = af.f.ID + "/k/" + t.IdempotencyKey
+	} else {
+		var b [16]byte
+		_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+		id = af.f.ID + "/r/" + hex.EncodeToString(b[:])
+	}
+	payload, err := json.Marshal(delayedTrigger{Flow: af.f.ID, Trigger: *t, Arrived: arrived})
+	if err != nil {
+		return Delayed{}, fmt.Errorf("encode delayed trigger: %w", err)
+	}
+	return Delayed{ID: id, Due: arrived.Add(d), Payload: payload}, nil
 }
 
 func (fe *FlowEngine) route(t *Trigger) []*activeFlow {
@@ -408,29 +470,93 @@ func (fe *FlowEngine) enqueue(j *job) bool {
 	}
 }
 
-// later holds a delayed trigger in memory until it is due.
-func (fe *FlowEngine) later(j *job, d time.Duration) {
-	fe.timers.Add(1)
-	t := time.NewTimer(d)
-	go func() {
-		defer fe.timers.Done()
-		select {
-		case <-t.C:
-			fe.enqueue(j)
-		case <-fe.stop:
-			t.Stop()
-			for _, ch := range j.flow.f.Channels {
-				j.flow.count(ch, "dropped_at_shutdown", 1)
-			}
-		}
-	}()
-}
-
-// Start runs the trigger workers until Close.
+// Start runs the trigger workers and the delay poller until Close.
 func (fe *FlowEngine) Start(ctx context.Context) {
 	for range fe.cfg.Workers {
 		fe.wg.Add(1)
 		go fe.work(context.WithoutCancel(ctx))
+	}
+	fe.poller.Add(1)
+	go fe.pollDelayed(context.WithoutCancel(ctx))
+}
+
+// pollDelayed moves due delayed triggers into the queue, never more than
+// the queue has room for, so a claimed item is not left waiting behind a
+// full queue while its lease runs.
+func (fe *FlowEngine) pollDelayed(ctx context.Context) {
+	defer fe.poller.Done()
+	tick := time.NewTicker(fe.cfg.DelayPoll)
+	defer tick.Stop()
+	warned := false
+	for {
+		select {
+		case <-fe.stop:
+			return
+		case <-tick.C:
+		}
+		for {
+			room := min(fe.cfg.MaxBatch, cap(fe.queue)-len(fe.queue))
+			if room <= 0 {
+				break
+			}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			items, err := fe.delays.ClaimDue(cctx, room, fe.cfg.Lease)
+			cancel()
+			if err != nil {
+				if !warned {
+					fe.log.Warn("collect due delayed triggers; retrying", "error", err)
+					warned = true
+				}
+				break
+			}
+			warned = false
+			fe.release(ctx, items)
+			if len(items) < room {
+				break
+			}
+		}
+	}
+}
+
+// release turns claimed delayed items into jobs. Items of a deleted flow,
+// or that cannot be decoded, are forgotten; items of a paused flow stay
+// claimed and come back after the lease, to be sent once it resumes.
+func (fe *FlowEngine) release(ctx context.Context, items []Delayed) {
+	var drop []string
+	for _, it := range items {
+		var dt delayedTrigger
+		if err := json.Unmarshal(it.Payload, &dt); err != nil {
+			fe.log.Error("delayed trigger unreadable; dropped", "id", it.ID, "error", err)
+			drop = append(drop, it.ID)
+			continue
+		}
+		fe.mu.RLock()
+		af := fe.flows[dt.Flow]
+		fe.mu.RUnlock()
+		if af == nil {
+			drop = append(drop, it.ID)
+			continue
+		}
+		af.mu.Lock()
+		running := af.status == StatusRunning
+		af.mu.Unlock()
+		if !running {
+			continue
+		}
+		if dt.Trigger.IdempotencyKey == "" {
+			// Claims are at least once: give the trigger a key so a
+			// re-delivery after a crash is caught by the per-message dedup
+			// even on a flow without a re-entry window.
+			dt.Trigger.IdempotencyKey = "delayed:" + it.ID
+		}
+		if !fe.enqueue(&job{flow: af, trig: dt.Trigger, arrived: dt.Arrived, delayID: it.ID}) {
+			continue // comes back after the lease
+		}
+	}
+	if len(drop) > 0 {
+		if err := fe.delays.Done(ctx, drop); err != nil {
+			fe.log.Warn("forget dropped delayed triggers", "error", err)
+		}
 	}
 }
 
@@ -445,7 +571,7 @@ func (fe *FlowEngine) Close(ctx context.Context) error {
 	fe.stopped = true
 	fe.mu.Unlock()
 	close(fe.stop)
-	fe.timers.Wait()
+	fe.poller.Wait()
 	close(fe.queue)
 	done := make(chan struct{})
 	go func() { fe.wg.Wait(); close(done) }()
@@ -500,6 +626,7 @@ type flowBatch struct {
 	keyPos  []int
 	claimed []bool
 	pin     PinnedSource
+	delayed []string // DelayQueue items this batch settles
 }
 
 func (fe *FlowEngine) process(ctx context.Context, af *activeFlow, jobs []*job) {
@@ -533,6 +660,11 @@ func (fe *FlowEngine) process(ctx context.Context, af *activeFlow, jobs []*job) 
 	b.reset(r, n)
 	b.deadline = fe.now().Add(r.ttl)
 	fb := &flowBatch{b: b, af: af, pin: pin}
+	for _, j := range jobs {
+		if j.delayID != "" {
+			fb.delayed = append(fb.delayed, j.delayID)
+		}
+	}
 	stages := MultiStage{StageFunc(resolveStage), StageFunc(policyStage), StageFunc(fb.dedupStage(fe, jobs)), StageFunc(renderStage)}
 	err = stages.Exec(ctx, b)
 	// Stages settle skipped positions; what is still open awaits outcomes.
@@ -663,6 +795,13 @@ func (fb *flowBatch) finish(fe *FlowEngine) {
 	if len(release) > 0 {
 		if err := fe.dedup.Release(ctx, release); err != nil {
 			fe.log.Warn("release trigger dedup keys", "flow", fb.af.f.ID, "error", err)
+		}
+	}
+	// Only now, with every outcome final and the dedup record written, may
+	// the delayed items go: until then a crash hands them out again.
+	if len(fb.delayed) > 0 {
+		if err := fe.delays.Done(ctx, fb.delayed); err != nil {
+			fe.log.Warn("forget sent delayed triggers; they come back after their lease and dedup stops them", "flow", fb.af.f.ID, "error", err)
 		}
 	}
 }

@@ -16,6 +16,8 @@ import (
 
 type flowRig struct {
 	*rig
+	state *memstate.Store
+	dedup campaigns.DedupLog
 	flows *campaigns.FlowEngine
 	// highDispatched is closed once a triggered message was handed to a pool.
 	highDispatched chan struct{}
@@ -26,13 +28,29 @@ type flowRig struct {
 
 func newFlowRig(t *testing.T, dedup campaigns.DedupLog, members ...int) *flowRig {
 	t.Helper()
-	state := memstate.New()
-	n := 50
+	o := flowRigOpts{dedup: dedup}
 	if len(members) > 0 {
-		n = members[0]
+		o.members = members[0]
+	}
+	return newFlowRigOpts(t, o)
+}
+
+type flowRigOpts struct {
+	dedup   campaigns.DedupLog
+	delays  func(state *memstate.Store) campaigns.DelayQueue // state.Delays() when nil
+	cfg     campaigns.FlowConfig
+	members int // 50 when zero
+}
+
+func newFlowRigOpts(t *testing.T, o flowRigOpts) *flowRig {
+	t.Helper()
+	state := memstate.New()
+	n := o.members
+	if n == 0 {
+		n = 50
 	}
 	r := newRig(t, state, newSource(n), campaigns.EngineConfig{})
-	fr := &flowRig{rig: r, bodies: map[string][]string{}, highDispatched: make(chan struct{})}
+	fr := &flowRig{rig: r, state: state, bodies: map[string][]string{}, highDispatched: make(chan struct{})}
 	r.chans[channels.SMS].OnSend(func(batch []*channels.Message) {
 		fr.mu.Lock()
 		defer fr.mu.Unlock()
@@ -40,17 +58,33 @@ func newFlowRig(t *testing.T, dedup campaigns.DedupLog, members ...int) *flowRig
 			fr.bodies[channels.SMS] = append(fr.bodies[channels.SMS], m.To+"|"+m.Text.Body)
 		}
 	})
-	if dedup == nil {
-		dedup = state.Dedup("test")
+	fr.dedup = o.dedup
+	if fr.dedup == nil {
+		fr.dedup = state.Dedup("test")
 	}
-	fr.flows = campaigns.NewFlowEngine(state, dedup, r.src, &signalDispatcher{Dispatcher: campaigns.NewPoolDispatcher(r.pools), high: fr.highDispatched}, campaigns.FlowConfig{})
-	fr.flows.Start(context.Background())
+	fr.flows = fr.newEngine(t, o.delays, o.cfg)
+	return fr
+}
+
+// newEngine starts another flow engine on the rig's state and pools, as a
+// restarted daemon would: it loads the stored flows.
+func (fr *flowRig) newEngine(t *testing.T, delays func(*memstate.Store) campaigns.DelayQueue, cfg campaigns.FlowConfig) *campaigns.FlowEngine {
+	t.Helper()
+	var q campaigns.DelayQueue = fr.state.Delays()
+	if delays != nil {
+		q = delays(fr.state)
+	}
+	fe := campaigns.NewFlowEngine(fr.state, fr.dedup, q, fr.src, &signalDispatcher{Dispatcher: campaigns.NewPoolDispatcher(fr.pools), high: fr.highDispatched}, cfg)
+	if err := fe.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	fe.Start(context.Background())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = fr.flows.Close(ctx)
+		_ = fe.Close(ctx)
 	})
-	return fr
+	return fe
 }
 
 func (fr *flowRig) sms() []string {

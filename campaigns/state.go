@@ -346,3 +346,30 @@ type Intake interface {
 	// consumer, including a previous incarnation of this one) to consumer.
 	Reclaim(ctx context.Context, consumer string, minIdle time.Duration, count int) ([]Entry, error)
 }
+
+// Delayed is one trigger waiting for its flow's delay. The payload is opaque
+// to the store.
+type Delayed struct {
+	// ID names the item; scheduling an ID that is already held keeps the
+	// first item, so a re-delivered trigger is not scheduled twice.
+	ID      string
+	Due     time.Time
+	Payload []byte
+}
+
+// DelayQueue holds delayed triggers where a restart or a crash cannot lose
+// them (Redis), or in process memory (memstate). Delivery is at least once:
+// a claimed item that is not Done within its lease comes back, and the
+// flow's per-message dedup keeps the re-delivery from sending twice.
+type DelayQueue interface {
+	// Schedule stores items; IDs already held are left as they are.
+	Schedule(ctx context.Context, items []Delayed) error
+	// ClaimDue hands out up to max items whose Due has passed on the store's
+	// clock, earliest first, each leased for lease: until Done or the lease
+	// ends, no other claimer gets it. Claimed items carry ID and Payload.
+	ClaimDue(ctx context.Context, max int, lease time.Duration) ([]Delayed, error)
+	// Done forgets items for good. Unknown IDs are ignored.
+	Done(ctx context.Context, ids []string) error
+	// Len is the number of items held, due or not, claimed or not.
+	Len(ctx context.Context) (int64, error)
+}

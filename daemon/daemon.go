@@ -62,6 +62,7 @@ type Daemon struct {
 	state    state
 	redis    redis.UniversalClient
 	intake   campaigns.Intake
+	delays   campaigns.DelayQueue
 	owner    string
 	pools    map[string]*channels.Pool
 	engine   *campaigns.Engine
@@ -107,11 +108,13 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		}
 		d.state = rs
 		d.intake = rs
+		d.delays = rs.Delays()
 		d.dedupOf = func(owner string) campaigns.DedupLog { return rs.Dedup(owner) }
 	} else {
 		d.log.Warn("no redis.url configured: campaign state is kept in memory and lost on restart")
 		ms := memstate.New(memstate.WithClock(now))
 		d.state = ms
+		d.delays = ms.Delays()
 		d.dedupOf = func(owner string) campaigns.DedupLog { return ms.Dedup(owner) }
 	}
 
@@ -161,7 +164,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 				d.events.Touch(id, fresh)
 			}
 		}))
-	d.flows = campaigns.NewFlowEngine(d.state, d.dedupOf(owner), NewShardSource(d.shard), campaigns.NewPoolDispatcher(d.pools),
+	d.flows = campaigns.NewFlowEngine(d.state, d.dedupOf(owner), d.delays, NewShardSource(d.shard), campaigns.NewPoolDispatcher(d.pools),
 		campaigns.FlowConfig{Workers: cfg.Flows.Workers, QueueSize: cfg.Flows.QueueSize, MaxBatch: cfg.Flows.MaxBatch},
 		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log))
 	if err := d.flows.Load(ctx); err != nil {

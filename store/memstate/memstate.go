@@ -34,6 +34,7 @@ type Store struct {
 	records   map[string]*campaigns.CampaignRecord
 	recordIDs []string // sorted, for List
 	intake    intake
+	delays    delayQueue
 }
 
 // Option configures a Store.

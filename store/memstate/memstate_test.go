@@ -36,6 +36,8 @@ func newImpl(t *testing.T) statetest.Impl {
 		Progress:  s,
 		Campaigns: s,
 		Intake:    s,
+		Delays:    s.Delays(),
+		Now:       clock.Now,
 		Advance:   clock.Advance,
 		Lease:     time.Minute,
 	}

@@ -91,6 +91,7 @@ func contract(t *testing.T, opts ...redisstate.Option) {
 			Progress:  s,
 			Campaigns: s,
 			Intake:    s,
+			Delays:    s.Delays(),
 			Lease:     300 * time.Millisecond,
 		}
 	})

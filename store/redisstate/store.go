@@ -39,6 +39,7 @@ type Store struct {
 
 	claim, confirm, release        *redis.Script
 	acquire, renew, unlease        *redis.Script
+	claimDue                       *redis.Script
 	claimBatch, report, retried    *redis.Script
 	createRecord, transitionRecord *redis.Script
 }
@@ -78,6 +79,7 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
 	s.acquire = redis.NewScript(acquireSrc)
 	s.renew = redis.NewScript(renewSrc)
 	s.unlease = redis.NewScript(unleaseSrc)
+	s.claimDue = redis.NewScript(claimDueSrc)
 	s.claimBatch = redis.NewScript(claimBatchSrc)
 	s.report = redis.NewScript(reportSrc)
 	s.retried = redis.NewScript(retriedSrc)

@@ -21,6 +21,9 @@ type Impl struct {
 	Progress  campaigns.ProgressStore
 	Campaigns campaigns.CampaignStore
 	Intake    campaigns.Intake
+	Delays    campaigns.DelayQueue
+	// Now is the implementation's clock (time.Now when nil), for due times.
+	Now func() time.Time
 	// Advance moves the implementation's clock. Leave it nil for an
 	// implementation on real server time (Redis): the suite then waits for
 	// time-dependent outcomes by polling with a deadline.
@@ -37,6 +40,7 @@ func Run(t *testing.T, newImpl func(t *testing.T) Impl) {
 	t.Run("Progress", func(t *testing.T) { runProgress(t, newImpl) })
 	t.Run("Campaigns", func(t *testing.T) { runCampaigns(t, newImpl) })
 	t.Run("Intake", func(t *testing.T) { runIntake(t, newImpl) })
+	t.Run("Delays", func(t *testing.T) { runDelays(t, newImpl) })
 }
 
 // eventually lets time pass and then returns op's first settled answer.
@@ -941,6 +945,193 @@ func runIntake(t *testing.T, newImpl func(t *testing.T) Impl) {
 					t.Fatal("no error")
 				}
 			})
+		}
+	})
+}
+
+func runDelays(t *testing.T, newImpl func(t *testing.T) Impl) {
+	ctx := context.Background()
+	nowOf := func(impl Impl) time.Time {
+		if impl.Now != nil {
+			return impl.Now()
+		}
+		return time.Now()
+	}
+	ids := func(items []campaigns.Delayed) []string {
+		out := make([]string, len(items))
+		for i, d := range items {
+			out[i] = d.ID
+		}
+		return out
+	}
+
+	t.Run("due items come out earliest first with their payloads", func(t *testing.T) {
+		impl := newImpl(t)
+		q := impl.Delays
+		now := nowOf(impl)
+		must(t, q.Schedule(ctx, []campaigns.Delayed{
+			{ID: "b", Due: now.Add(-time.Second), Payload: []byte(`{"n":2}`)},
+			{ID: "a", Due: now.Add(-2 * time.Second), Payload: []byte(`{"n":1}`)},
+			{ID: "later", Due: now.Add(time.Hour), Payload: []byte(`{"n":3}`)},
+		}))
+		got, err := q.ClaimDue(ctx, 10, time.Hour)
+		must(t, err)
+		if !slices.Equal(ids(got), []string{"a", "b"}) {
+			t.Fatalf("claimed %v, want [a b] (the item due in an hour stays)", ids(got))
+		}
+		if string(got[0].Payload) != `{"n":1}` || string(got[1].Payload) != `{"n":2}` {
+			t.Fatalf("payloads %q %q", got[0].Payload, got[1].Payload)
+		}
+		n, err := q.Len(ctx)
+		must(t, err)
+		if n != 3 {
+			t.Fatalf("Len = %d, want 3 (claimed items are held until Done)", n)
+		}
+	})
+
+	t.Run("a claimed item is not handed out again while leased", func(t *testing.T) {
+		impl := newImpl(t)
+		q := impl.Delays
+		must(t, q.Schedule(ctx, []campaigns.Delayed{{ID: "x", Due: nowOf(impl).Add(-time.Second), Payload: []byte("p")}}))
+		first, err := q.ClaimDue(ctx, 10, time.Hour)
+		must(t, err)
+		again, err := q.ClaimDue(ctx, 10, time.Hour)
+		must(t, err)
+		if len(first) != 1 || len(again) != 0 {
+			t.Fatalf("claims %v then %v, want [x] then []", ids(first), ids(again))
+		}
+	})
+
+	t.Run("an item not done within its lease comes back", func(t *testing.T) {
+		impl := newImpl(t)
+		q := impl.Delays
+		must(t, q.Schedule(ctx, []campaigns.Delayed{{ID: "x", Due: nowOf(impl).Add(-time.Second), Payload: []byte("p")}}))
+		got, err := q.ClaimDue(ctx, 10, impl.Lease)
+		must(t, err)
+		if len(got) != 1 {
+			t.Fatalf("first claim %v", ids(got))
+		}
+		back := eventually(t, impl, impl.Lease, func() ([]campaigns.Delayed, bool) {
+			got, err := q.ClaimDue(ctx, 10, time.Hour)
+			must(t, err)
+			return got, len(got) == 1
+		})
+		if back[0].ID != "x" || string(back[0].Payload) != "p" {
+			t.Fatalf("re-delivered %+v", back[0])
+		}
+	})
+
+	t.Run("done items are gone; scheduling is idempotent on id", func(t *testing.T) {
+		impl := newImpl(t)
+		q := impl.Delays
+		past := nowOf(impl).Add(-time.Second)
+		must(t, q.Schedule(ctx, []campaigns.Delayed{{ID: "x", Due: past, Payload: []byte("first")}}))
+		must(t, q.Schedule(ctx, []campaigns.Delayed{{ID: "x", Due: past, Payload: []byte("second")}, {ID: "y", Due: past, Payload: []byte("y")}}))
+		got, err := q.ClaimDue(ctx, 10, impl.Lease)
+		must(t, err)
+		if len(got) != 2 || got[0].ID != "x" || string(got[0].Payload) != "first" {
+			t.Fatalf("claimed %+v, want x with its first payload, then y", got)
+		}
+		must(t, q.Done(ctx, []string{"x", "y", "never-scheduled"}))
+		n, err := q.Len(ctx)
+		must(t, err)
+		if n != 0 {
+			t.Fatalf("Len after Done = %d", n)
+		}
+		// Past the lease nothing comes back: Done removed it for good.
+		if impl.Advance != nil {
+			impl.Advance(2 * impl.Lease)
+		} else {
+			time.Sleep(2 * impl.Lease)
+		}
+		got, err = q.ClaimDue(ctx, 10, impl.Lease)
+		must(t, err)
+		if len(got) != 0 {
+			t.Fatalf("claimed %v after Done", ids(got))
+		}
+	})
+
+	t.Run("max bounds a claim", func(t *testing.T) {
+		impl := newImpl(t)
+		q := impl.Delays
+		past := nowOf(impl).Add(-time.Second)
+		var items []campaigns.Delayed
+		for i := range 25 {
+			items = append(items, campaigns.Delayed{ID: fmt.Sprintf("i%02d", i), Due: past.Add(time.Duration(i) * time.Millisecond), Payload: []byte("p")})
+		}
+		must(t, q.Schedule(ctx, items))
+		seen := map[string]bool{}
+		for range 3 {
+			got, err := q.ClaimDue(ctx, 10, time.Hour)
+			must(t, err)
+			if len(got) > 10 {
+				t.Fatalf("claimed %d, max 10", len(got))
+			}
+			for _, d := range got {
+				if seen[d.ID] {
+					t.Fatalf("%s handed out twice", d.ID)
+				}
+				seen[d.ID] = true
+			}
+		}
+		if len(seen) != 25 {
+			t.Fatalf("claimed %d distinct items in 3 rounds of 10, want 25", len(seen))
+		}
+	})
+
+	t.Run("concurrent claimers get each item once", func(t *testing.T) {
+		impl := newImpl(t)
+		q := impl.Delays
+		past := nowOf(impl).Add(-time.Second)
+		var items []campaigns.Delayed
+		for i := range 200 {
+			items = append(items, campaigns.Delayed{ID: fmt.Sprintf("c%03d", i), Due: past, Payload: []byte("p")})
+		}
+		must(t, q.Schedule(ctx, items))
+		var mu sync.Mutex
+		seen := map[string]int{}
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for {
+					got, err := q.ClaimDue(ctx, 7, time.Hour)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if len(got) == 0 {
+						return
+					}
+					mu.Lock()
+					for _, d := range got {
+						seen[d.ID]++
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if len(seen) != 200 {
+			t.Fatalf("%d distinct items claimed, want 200", len(seen))
+		}
+		for id, n := range seen {
+			if n != 1 {
+				t.Fatalf("%s claimed %d times", id, n)
+			}
+		}
+	})
+
+	t.Run("bad input", func(t *testing.T) {
+		impl := newImpl(t)
+		q := impl.Delays
+		if err := q.Schedule(ctx, []campaigns.Delayed{{ID: "", Due: nowOf(impl)}}); err == nil {
+			t.Error("Schedule accepted an empty id")
+		}
+		if _, err := q.ClaimDue(ctx, 0, time.Second); err == nil {
+			t.Error("ClaimDue accepted max 0")
+		}
+		if _, err := q.ClaimDue(ctx, 1, 0); err == nil {
+			t.Error("ClaimDue accepted a zero lease")
 		}
 	})
 }
