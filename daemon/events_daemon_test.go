@@ -184,7 +184,7 @@ func TestLiveViewEndToEnd(t *testing.T) {
 				t.Errorf("the dashboard queries %s, which the daemon does not serve", name)
 			}
 		}
-		for _, name := range []string{"notifyd_campaign_progress_ratio", "notifyd_campaign_recipients_total", "notifyd_campaigns", "notifyd_shard_rows"} {
+		for _, name := range []string{"notifyd_campaign_progress_ratio", "notifyd_campaign_recipients_total", "notifyd_campaigns", "notifyd_shard_rows", "notifyd_flow_delayed_triggers"} {
 			if !slices.Contains(queried, name) {
 				t.Errorf("the dashboard does not show %s", name)
 			}

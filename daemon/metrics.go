@@ -65,10 +65,11 @@ const maxListedCampaigns = 20000
 // series behind per campaign forever, which over a year of daily sends
 // is what takes a Prometheus down.
 type opsCollector struct {
-	hub   *EventHub
-	store campaignLister
-	shard ShardInfoFunc
-	log   *slog.Logger
+	hub    *EventHub
+	store  campaignLister
+	shard  ShardInfoFunc
+	delays campaigns.DelayQueue // nil: not reported
+	log    *slog.Logger
 
 	campaigns  *prometheus.Desc
 	listed     *prometheus.Desc
@@ -78,11 +79,12 @@ type opsCollector struct {
 	rows       *prometheus.Desc
 	segments   *prometheus.Desc
 	streams    *prometheus.Desc
+	delayed    *prometheus.Desc
 }
 
-func newOpsCollector(hub *EventHub, store campaignLister, shard ShardInfoFunc, log *slog.Logger) *opsCollector {
+func newOpsCollector(hub *EventHub, store campaignLister, shard ShardInfoFunc, delays campaigns.DelayQueue, log *slog.Logger) *opsCollector {
 	return &opsCollector{
-		hub: hub, store: store, shard: shard, log: log,
+		hub: hub, store: store, shard: shard, delays: delays, log: log,
 		campaigns: prometheus.NewDesc("notifyd_campaigns", "Stored campaigns by lifecycle status.", []string{"status"}, nil),
 		listed: prometheus.NewDesc("notifyd_campaigns_listed_complete",
 			"1 if notifyd_campaigns covers every stored campaign, 0 if the walk stopped at its cap or failed.", nil, nil),
@@ -94,11 +96,13 @@ func newOpsCollector(hub *EventHub, store campaignLister, shard ShardInfoFunc, l
 		rows:       prometheus.NewDesc("notifyd_shard_rows", "Members (rows) in the newest mapped shard file.", nil, nil),
 		segments:   prometheus.NewDesc("notifyd_shard_segments", "Segments in the newest mapped shard file.", nil, nil),
 		streams:    prometheus.NewDesc("notifyd_events_streams", "Open GET /v1/events streams.", nil, nil),
+		delayed: prometheus.NewDesc("notifyd_flow_delayed_triggers",
+			"Delayed triggers held in the delay queue (shared by every daemon on the same Redis), due or not.", nil, nil),
 	}
 }
 
 func (c *opsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.campaigns, c.listed, c.progress, c.recipients, c.generation, c.rows, c.segments, c.streams} {
+	for _, d := range []*prometheus.Desc{c.campaigns, c.listed, c.progress, c.recipients, c.generation, c.rows, c.segments, c.streams, c.delayed} {
 		ch <- d
 	}
 }
@@ -121,6 +125,16 @@ func (c *opsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.segments, prometheus.GaugeValue, float64(len(segs)))
 	}
 	ch <- prometheus.MustNewConstMetric(c.streams, prometheus.GaugeValue, float64(c.hub.Subscribers()))
+	if c.delays != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		n, err := c.delays.Len(ctx)
+		cancel()
+		if err != nil {
+			c.log.Warn("count delayed triggers for metrics", "error", err)
+		} else {
+			ch <- prometheus.MustNewConstMetric(c.delayed, prometheus.GaugeValue, float64(n))
+		}
+	}
 }
 
 // collectStatuses counts stored campaigns by status. Every status is
