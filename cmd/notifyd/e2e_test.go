@@ -106,6 +106,91 @@ func TestKill9MidCampaignResumes(t *testing.T) {
 			testCrashResume(t, rdb, redisURL, bin, shardPath, members, tc.owner, fmt.Sprintf("e2e-kill9-%d", i), tc.stops)
 		})
 	}
+	t.Run("kill -9 with delayed triggers pending: each sent once by the next incarnation", func(t *testing.T) {
+		testDelayedTriggersSurviveKill(t, rdb, redisURL, bin, shardPath, members)
+	})
+}
+
+// testDelayedTriggersSurviveKill fires triggers at a flow with a delay,
+// SIGKILLs the daemon before they are due, and checks that the next
+// incarnation sends every one of them exactly once.
+func testDelayedTriggersSurviveKill(t *testing.T, rdb *redis.Client, redisURL, bin, shardPath string, members map[string]bool) {
+	const n = 200
+	dir := t.TempDir()
+	prefix := fmt.Sprintf("notifyd-e2e-delay:%d:", time.Now().UnixNano())
+	t.Cleanup(func() { deleteKeys(t, rdb, prefix) })
+	token := "e2e-admin-token-" + fmt.Sprint(time.Now().UnixNano())
+	secret := "e2e-webhook-secret-" + fmt.Sprint(time.Now().UnixNano())
+	wh, err := sandbox.NewWebhook(sandbox.WebhookOptions{Secret: secret, RecorderLimit: 4 * n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = wh.Close() })
+	cfgPath, addr := writeE2EConfig(t, dir, shardPath, prefix, "e2e-node-1", token, secret, wh.URL()+"/hooks/notifyd")
+	api := &e2eAPI{base: "http://" + addr, token: token, http: &http.Client{Timeout: 5 * time.Second}}
+	env := append(os.Environ(), "NOTIFYD_E2E_REDIS_URL="+redisURL)
+
+	d := startDaemon(t, bin, cfgPath, env, filepath.Join(dir, "daemon-1.log"))
+	api.waitReady(t, d)
+	flow := fmt.Sprintf(`{"id":"later","trigger":{"event":"signup"},"channels":["webhook"],"delay":"4s","reentry":"0s",`+
+		`"content":{"webhook":{"url":%q,"body":{"user":"{{ profile.id }}","kind":"delayed"}}}}`, wh.URL()+"/hooks/notifyd")
+	if status, body := api.do(t, http.MethodPost, "/v1/flows", []byte(flow)); status != http.StatusCreated {
+		t.Fatalf("create flow: %d %s", status, body)
+	}
+	var users []string
+	for u := range members {
+		if users = append(users, u); len(users) == n {
+			break
+		}
+	}
+	var trig strings.Builder
+	trig.WriteString(`{"triggers":[`)
+	for i, u := range users {
+		if i > 0 {
+			trig.WriteByte(',')
+		}
+		fmt.Fprintf(&trig, `{"event":"signup","user_id":%q}`, u)
+	}
+	trig.WriteString(`]}`)
+	if status, body := api.do(t, http.MethodPost, "/v1/triggers", []byte(trig.String())); status != http.StatusOK && status != http.StatusAccepted {
+		t.Fatalf("fire triggers: %d %s", status, body)
+	}
+	if err := d.cmd.Process.Kill(); err != nil {
+		t.Fatalf("SIGKILL notifyd: %v", err)
+	}
+	d.wait(t, 10*time.Second)
+	if got := wh.Recorder.Count(); got != 0 {
+		t.Fatalf("%d delayed messages sent before their delay", got)
+	}
+
+	next := startDaemon(t, bin, cfgPath, env, filepath.Join(dir, "daemon-2.log"))
+	api.waitReady(t, next)
+	poll(t, fmt.Sprintf("%d delayed messages", n), 60*time.Second, 20*time.Millisecond, next, func() (bool, string) {
+		got := wh.Recorder.Count()
+		return got >= n, fmt.Sprintf("%d received", got)
+	})
+	waitQuiet(t, wh)
+	stopGracefully(t, next, "after the delayed sends")
+	seen := map[string]int{}
+	for i, rec := range wh.Recorder.All() {
+		var body struct {
+			User string `json:"user"`
+			Kind string `json:"kind"`
+		}
+		if err := json.Unmarshal(rec.Body, &body); err != nil || body.Kind != "delayed" {
+			t.Fatalf("request %d is not the flow's rendering (%v): %q", i, err, rec.Body)
+		}
+		seen[body.User]++
+	}
+	for _, u := range users {
+		if seen[u] != 1 {
+			t.Errorf("user %s got %d delayed messages, want 1", u, seen[u])
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("%d distinct users received a message, want %d", len(seen), n)
+	}
+	channelstest.AssertNoSecret(t, []string{token, secret}, d.logs(), next.logs())
 }
 
 // e2eStop ends one daemon incarnation once the sandbox has received at
@@ -136,35 +221,7 @@ func testCrashResume(t *testing.T, rdb *redis.Client, redisURL, bin, shardPath s
 	t.Cleanup(func() { _ = wh.Close() })
 	wh.Faults.Add(sandbox.Fault{Latency: e2eLatency})
 
-	cfgPath := filepath.Join(dir, "notifyd.yaml")
-	writeFile(t, filepath.Join(dir, "admin.token"), token)
-	writeFile(t, filepath.Join(dir, "webhook.secret"), secret)
-	addr := freeAddr(t)
-	writeFile(t, cfgPath, fmt.Sprintf(`shard:
-  path: %q
-  poll_interval: 1s
-redis:
-  url: {env: NOTIFYD_E2E_REDIS_URL}
-  prefix: %q
-admin:
-  listen: %q
-  token: {file: %q}
-engine:
-  owner: %q
-  batch_size: %d
-  max_open_batches: %d
-  lease_ttl: %s
-  drain_timeout: 5s
-  shutdown_timeout: %s
-channels:
-  webhook:
-    url: %q
-    secret: {file: %q}
-    timeout: 10s
-    allow_networks: [127.0.0.0/8]
-    pool: {workers: %d, batch_size: 1}
-`, shardPath, prefix, addr, filepath.Join(dir, "admin.token"), owner, e2eBatchSize, e2eMaxOpen, e2eLeaseTTL, e2eShutdown,
-		wh.URL()+"/hooks/notifyd", filepath.Join(dir, "webhook.secret"), e2eWorkers))
+	cfgPath, addr := writeE2EConfig(t, dir, shardPath, prefix, owner, token, secret, wh.URL()+"/hooks/notifyd")
 	api := &e2eAPI{base: "http://" + addr, token: token, http: &http.Client{Timeout: 5 * time.Second}}
 	env := append(os.Environ(), "NOTIFYD_E2E_REDIS_URL="+redisURL)
 	// The campaign names the URL although the config has one: campaign
@@ -239,6 +296,43 @@ channels:
 		logs[i] = d.logs()
 	}
 	channelstest.AssertNoSecret(t, []string{token, secret}, logs...)
+}
+
+// writeE2EConfig writes the daemon's config (Redis from
+// NOTIFYD_E2E_REDIS_URL, one webhook channel to hookURL) and its secret
+// files into dir, and returns the config path and the admin address.
+func writeE2EConfig(t *testing.T, dir, shardPath, prefix, owner, token, secret, hookURL string) (cfgPath, addr string) {
+	t.Helper()
+	cfgPath = filepath.Join(dir, "notifyd.yaml")
+	writeFile(t, filepath.Join(dir, "admin.token"), token)
+	writeFile(t, filepath.Join(dir, "webhook.secret"), secret)
+	addr = freeAddr(t)
+	writeFile(t, cfgPath, fmt.Sprintf(`shard:
+  path: %q
+  poll_interval: 1s
+redis:
+  url: {env: NOTIFYD_E2E_REDIS_URL}
+  prefix: %q
+admin:
+  listen: %q
+  token: {file: %q}
+engine:
+  owner: %q
+  batch_size: %d
+  max_open_batches: %d
+  lease_ttl: %s
+  drain_timeout: 5s
+  shutdown_timeout: %s
+channels:
+  webhook:
+    url: %q
+    secret: {file: %q}
+    timeout: 10s
+    allow_networks: [127.0.0.0/8]
+    pool: {workers: %d, batch_size: 1}
+`, shardPath, prefix, addr, filepath.Join(dir, "admin.token"), owner, e2eBatchSize, e2eMaxOpen, e2eLeaseTTL, e2eShutdown,
+		hookURL, filepath.Join(dir, "webhook.secret"), e2eWorkers))
+	return cfgPath, addr
 }
 
 // waitQuiet waits until the sandbox has recorded nothing new for a while
