@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -49,7 +50,7 @@ type APIConfig struct {
 
 // NewAPI returns the admin API handler.
 func NewAPI(cfg APIConfig, svc CampaignService, ready ReadyFunc, gatherer prometheus.Gatherer, log *slog.Logger) http.Handler {
-	a := &api{svc: svc, log: log}
+	a := &api{svc: svc, log: log, ready: ready}
 	mux := http.NewServeMux()
 	auth := func(h http.HandlerFunc) http.Handler { return requireToken(cfg.Token, h) }
 	mux.Handle("POST /v1/campaigns", auth(a.create))
@@ -85,8 +86,9 @@ func NewAPI(cfg APIConfig, svc CampaignService, ready ReadyFunc, gatherer promet
 }
 
 type api struct {
-	svc CampaignService
-	log *slog.Logger
+	svc   CampaignService
+	log   *slog.Logger
+	ready ReadyFunc
 }
 
 // requireToken checks "Authorization: Bearer <token>" in constant time.
@@ -148,6 +150,19 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusServiceUnavailable, "", "daemon is shutting down")
 	default:
 		a.log.Error("admin API request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		// Errors the state layer does not name are infrastructure failures
+		// (state.go); when the daemon is not ready (Redis away), say so and
+		// invite a retry instead of blaming the request.
+		if a.ready != nil {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Second)
+			notReady := a.ready(ctx)
+			cancel()
+			if notReady != nil {
+				w.Header().Set("Retry-After", "1")
+				writeError(w, http.StatusServiceUnavailable, "", "state store unavailable; retry later")
+				return
+			}
+		}
 		writeError(w, http.StatusInternalServerError, "", "internal error; see the daemon's log")
 	}
 }

@@ -164,6 +164,11 @@ func TestRedisOutageMidCampaign(t *testing.T) {
 	if status, _ := td.do(t, "GET", "/readyz", "", "", nil); status != 503 {
 		t.Fatalf("readyz during the Redis outage: %d, want 503", status)
 	}
+	// A request that needs the state store is told to come back, not that it failed.
+	other := strings.Replace(body, `"id":"outage"`, `"id":"during-outage"`, 1)
+	if status, resp := td.do(t, "POST", "/v1/campaigns", testToken, "application/json", []byte(other)); status != 503 {
+		t.Fatalf("create during the Redis outage: %d %v, want 503", status, resp)
+	}
 	proxy.restore()
 
 	var st map[string]any
