@@ -117,18 +117,8 @@ func TestKill9MidCampaignResumes(t *testing.T) {
 func testDelayedTriggersSurviveKill(t *testing.T, rdb *redis.Client, redisURL, bin, shardPath string, members map[string]bool) {
 	const n = 200
 	dir := t.TempDir()
-	prefix := fmt.Sprintf("notifyd-e2e-delay:%d:", time.Now().UnixNano())
-	t.Cleanup(func() { deleteKeys(t, rdb, prefix) })
-	token := "e2e-admin-token-" + fmt.Sprint(time.Now().UnixNano())
-	secret := "e2e-webhook-secret-" + fmt.Sprint(time.Now().UnixNano())
-	wh, err := sandbox.NewWebhook(sandbox.WebhookOptions{Secret: secret, RecorderLimit: 4 * n})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = wh.Close() })
-	cfgPath, addr := writeE2EConfig(t, dir, shardPath, prefix, "e2e-node-1", token, secret, wh.URL()+"/hooks/notifyd")
-	api := &e2eAPI{base: "http://" + addr, token: token, http: &http.Client{Timeout: 5 * time.Second}}
-	env := append(os.Environ(), "NOTIFYD_E2E_REDIS_URL="+redisURL)
+	rig := newE2ERig(t, rdb, redisURL, dir, shardPath, "e2e-node-1", 4*n)
+	wh, api, cfgPath, env, token, secret := rig.wh, rig.api, rig.cfgPath, rig.env, rig.token, rig.secret
 
 	d := startDaemon(t, bin, cfgPath, env, filepath.Join(dir, "daemon-1.log"))
 	api.waitReady(t, d)
@@ -209,21 +199,9 @@ func (s e2eStop) String() string {
 
 func testCrashResume(t *testing.T, rdb *redis.Client, redisURL, bin, shardPath string, members map[string]bool, owner, campaignID string, stops []e2eStop) {
 	dir := t.TempDir()
-	prefix := fmt.Sprintf("notifyd-e2e:%d:", time.Now().UnixNano())
-	t.Cleanup(func() { deleteKeys(t, rdb, prefix) })
-
-	token := "e2e-admin-token-" + fmt.Sprint(time.Now().UnixNano())
-	secret := "e2e-webhook-secret-" + fmt.Sprint(time.Now().UnixNano())
-	wh, err := sandbox.NewWebhook(sandbox.WebhookOptions{Secret: secret, RecorderLimit: 4 * e2eMembers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = wh.Close() })
+	rig := newE2ERig(t, rdb, redisURL, dir, shardPath, owner, 4*e2eMembers)
+	wh, api, cfgPath, env, token, secret := rig.wh, rig.api, rig.cfgPath, rig.env, rig.token, rig.secret
 	wh.Faults.Add(sandbox.Fault{Latency: e2eLatency})
-
-	cfgPath, addr := writeE2EConfig(t, dir, shardPath, prefix, owner, token, secret, wh.URL()+"/hooks/notifyd")
-	api := &e2eAPI{base: "http://" + addr, token: token, http: &http.Client{Timeout: 5 * time.Second}}
-	env := append(os.Environ(), "NOTIFYD_E2E_REDIS_URL="+redisURL)
 	// The campaign names the URL although the config has one: campaign
 	// templates insist on content.webhook.url (see the report).
 	campaign := fmt.Sprintf(`{"id":%q,"segment":"all","channels":["webhook"],`+
@@ -296,6 +274,37 @@ func testCrashResume(t *testing.T, rdb *redis.Client, redisURL, bin, shardPath s
 		logs[i] = d.logs()
 	}
 	channelstest.AssertNoSecret(t, []string{token, secret}, logs...)
+}
+
+// e2eRig is one daemon's surroundings: a webhook sandbox, its config and
+// secrets in dir, an API client, and a Redis prefix deleted at the end.
+type e2eRig struct {
+	wh            *sandbox.Webhook
+	api           *e2eAPI
+	cfgPath       string
+	env           []string
+	token, secret string
+}
+
+func newE2ERig(t *testing.T, rdb *redis.Client, redisURL, dir, shardPath, owner string, recorderLimit int) *e2eRig {
+	t.Helper()
+	prefix := fmt.Sprintf("notifyd-e2e:%d:", time.Now().UnixNano())
+	t.Cleanup(func() { deleteKeys(t, rdb, prefix) })
+	r := &e2eRig{
+		token:  "e2e-admin-token-" + fmt.Sprint(time.Now().UnixNano()),
+		secret: "e2e-webhook-secret-" + fmt.Sprint(time.Now().UnixNano()),
+		env:    append(os.Environ(), "NOTIFYD_E2E_REDIS_URL="+redisURL),
+	}
+	wh, err := sandbox.NewWebhook(sandbox.WebhookOptions{Secret: r.secret, RecorderLimit: recorderLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = wh.Close() })
+	r.wh = wh
+	cfgPath, addr := writeE2EConfig(t, dir, shardPath, prefix, owner, r.token, r.secret, wh.URL()+"/hooks/notifyd")
+	r.cfgPath = cfgPath
+	r.api = &e2eAPI{base: "http://" + addr, token: r.token, http: &http.Client{Timeout: 5 * time.Second}}
+	return r
 }
 
 // writeE2EConfig writes the daemon's config (Redis from
