@@ -27,8 +27,12 @@ type FeedbackSink interface {
 	RecordFeedback(ctx context.Context, recs []Feedback) error
 }
 
-// MemoryFeedback is an in-memory FeedbackSink for tests and the demo.
+// MemoryFeedback is an in-memory FeedbackSink for tests, the demo and a
+// daemon without Redis.
 type MemoryFeedback struct {
+	// Limit keeps only the newest Limit records (0: all).
+	Limit int
+
 	mu   sync.Mutex
 	recs []Feedback
 }
@@ -40,21 +44,33 @@ func (m *MemoryFeedback) RecordFeedback(_ context.Context, recs []Feedback) erro
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.recs = append(m.recs, recs...)
+	if m.Limit > 0 && len(m.recs) >= 2*m.Limit {
+		// Compact once the slice holds twice the limit: amortised O(1) per
+		// record, and the dropped records can be freed.
+		m.recs = append(m.recs[:0:0], m.recs[len(m.recs)-m.Limit:]...)
+	}
 	return nil
 }
 
-// All returns a copy of every record, oldest first.
+// All returns a copy of every record kept, oldest first.
 func (m *MemoryFeedback) All() []Feedback {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return append([]Feedback(nil), m.recs...)
+	return append([]Feedback(nil), m.kept()...)
 }
 
-// Len is the number of records.
+// Len is the number of records kept.
 func (m *MemoryFeedback) Len() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.recs)
+	return len(m.kept())
+}
+
+func (m *MemoryFeedback) kept() []Feedback {
+	if m.Limit > 0 && len(m.recs) > m.Limit {
+		return m.recs[len(m.recs)-m.Limit:]
+	}
+	return m.recs
 }
 
 func feedbackAddress(m *Message) string {

@@ -37,6 +37,9 @@ type RedisConfig struct {
 	URL Secret `yaml:"url"`
 	// Prefix of every key (default "notifyd:").
 	Prefix string `yaml:"prefix"`
+	// FeedbackMaxLen trims the dead-address feedback stream <prefix>feedback
+	// to about this many entries (default 1,000,000).
+	FeedbackMaxLen int64 `yaml:"feedback_max_len"`
 }
 
 // AdminConfig is the admin API.

@@ -83,9 +83,6 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	if now == nil {
 		now = time.Now
 	}
-	if d.feedback == nil {
-		d.feedback = &channels.MemoryFeedback{}
-	}
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	var err error
@@ -109,12 +106,20 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		d.state = rs
 		d.intake = rs
 		d.delays = rs.Delays()
+		if d.feedback == nil {
+			d.feedback = rs.Feedback(cfg.Redis.FeedbackMaxLen, 0)
+		}
 		d.dedupOf = func(owner string) campaigns.DedupLog { return rs.Dedup(owner) }
 	} else {
 		d.log.Warn("no redis.url configured: campaign state is kept in memory and lost on restart")
 		ms := memstate.New(memstate.WithClock(now))
 		d.state = ms
 		d.delays = ms.Delays()
+		if d.feedback == nil {
+			// Nowhere durable to put it: keep the newest records for
+			// inspection, bounded so a long run cannot grow without limit.
+			d.feedback = &channels.MemoryFeedback{Limit: 100_000}
+		}
 		d.dedupOf = func(owner string) campaigns.DedupLog { return ms.Dedup(owner) }
 	}
 
@@ -296,6 +301,11 @@ func (d *Daemon) shutdown() error {
 	for name, p := range d.pools {
 		if err := p.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("drain %s pool: %w", name, err))
+		}
+	}
+	if f, ok := d.feedback.(interface{ Flush(context.Context) error }); ok {
+		if err := f.Flush(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("flush dead-address feedback: %w", err))
 		}
 	}
 	if err := d.shard.Close(); err != nil {
