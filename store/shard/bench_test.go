@@ -16,7 +16,8 @@ import (
 )
 
 // Benchmarks run on a generated shard cached outside the repository
-// ($TMPDIR/notifyd-bench/rows-N.shard, seed 1), built on first use. N is
+// ($TMPDIR/notifyd-bench/rows-N-vV.shard, seed 1, V the format version),
+// built on first use. N is
 // 100000 unless NOTIFYD_BENCH_ROWS says otherwise; the figures use
 // NOTIFYD_BENCH_ROWS=10000000 (the file is built once, about 2 GB).
 func benchRows(b *testing.B) uint64 {
@@ -33,7 +34,7 @@ func benchRows(b *testing.B) uint64 {
 func benchShard(b *testing.B, n uint64) string {
 	b.Helper()
 	dir := filepath.Join(os.TempDir(), "notifyd-bench")
-	path := filepath.Join(dir, fmt.Sprintf("rows-%d.shard", n))
+	path := filepath.Join(dir, fmt.Sprintf("rows-%d-v%d.shard", n, shard.FormatVersion))
 	if _, err := os.Stat(path); err == nil {
 		return path
 	}

@@ -27,6 +27,9 @@ func smallShard(t testing.TB, n int) []byte {
 		if i%2 == 0 {
 			p.Segments = append(p.Segments, "even")
 		}
+		if i%3 == 0 {
+			p.APNs = []string{strings.Repeat(fmt.Sprintf("%02x", i), 32)}
+		}
 		p.SetAttr("first_name", StringValue(fmt.Sprintf("name-%d", i%7)))
 		p.SetAttr("n", IntValue(int64(i)))
 		if err := w.Add(&p); err != nil {
@@ -84,12 +87,6 @@ func TestOpenRejectsDamagedHeader(t *testing.T) {
 		{"truncated", func(b []byte) []byte { return b[:len(b)-9] }, "header", "truncated"},
 		{"bad magic", func(b []byte) []byte { b[0] = 'X'; return b }, "header", "bad magic"},
 		{"header bit flip", func(b []byte) []byte { b[20] ^= 1; return b }, "header", "checksum mismatch"},
-		{"bad version", func(b []byte) []byte {
-			h := decodeHeader(b)
-			h.version = 9
-			h.encode(b)
-			return b
-		}, "header", "unsupported format version 9"},
 		{"section table bit flip", func(b []byte) []byte { b[headerSize+10] ^= 1; return b }, "section table", "checksum mismatch"},
 		{"section offset out of range", func(b []byte) []byte {
 			binary.LittleEndian.PutUint64(b[headerSize+8:], uint64(len(b)))
@@ -121,6 +118,32 @@ func TestOpenRejectsDamagedHeader(t *testing.T) {
 			}
 			if ce.Section != tc.section || !strings.Contains(err.Error(), tc.reason) || !strings.Contains(err.Error(), path) {
 				t.Fatalf("error %q: want section %q, reason %q and the path", err, tc.section, tc.reason)
+			}
+		})
+	}
+}
+
+// TestOpenRejectsOtherVersions: a file of another format version is intact
+// but unreadable; the error names the file and both versions and is not a
+// corruption report.
+func TestOpenRejectsOtherVersions(t *testing.T) {
+	good := smallShard(t, 20)
+	for _, v := range []uint32{1, formatVersion + 1} {
+		t.Run(fmt.Sprintf("version %d", v), func(t *testing.T) {
+			b := append([]byte(nil), good...)
+			h := decodeHeader(b)
+			h.version = v
+			h.encode(b)
+			path := writeTemp(t, b)
+			r, err := Open(path)
+			if err == nil {
+				r.Release()
+				t.Fatal("Open succeeded")
+			}
+			want := fmt.Sprintf("format version %d is not supported (this build reads version %d", v, formatVersion)
+			if !errors.Is(err, ErrUnsupportedVersion) || errors.Is(err, ErrCorrupt) ||
+				!strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("error %q: want ErrUnsupportedVersion naming %s and %q", err, path, want)
 			}
 		})
 	}
@@ -163,6 +186,24 @@ func TestCorruptBlockIsContained(t *testing.T) {
 	}{
 		{"row block 2 data", flipIn(kindRows, rowBlockByte(2)), rowsFail(32, 47)},
 		{"row block 6 (short last block)", flipIn(kindRows, rowBlockByte(6)), rowsFail(96, 99)},
+		{"push block 3", flipIn(kindPush, rowBlockByte(3)), func(t *testing.T, r *Reader) {
+			rowsFail(48, 63)(t, r)
+			var ce *CorruptError
+			if _, err := r.Row(50); !errors.As(err, &ce) || ce.Section != "push" {
+				t.Fatalf("row 50: error %v, want one naming the push section", err)
+			}
+			tokens := 0
+			for i := range uint32(48) {
+				row, err := r.Row(i)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tokens += len(row.APNsTokens(nil))
+			}
+			if tokens == 0 {
+				t.Fatal("rows of intact push blocks lost their tokens")
+			}
+		}},
 		{"row block directory entry", func(b []byte) {
 			e := sectionOf(t, b, kindRows)
 			b[e.offset+e.aux+16*3+12] ^= 1 // the block's stored CRC
@@ -259,9 +300,12 @@ func TestCorruptBlockLeavesLookupsElsewhere(t *testing.T) {
 func TestSortEntriesOrdersCollisionsByID(t *testing.T) {
 	var spill []byte
 	var entries []spillEntry
+	// Spill records: no segments, the row record's length, then a row
+	// record with only its fixed header (consent, email length 0, id length
+	// - 1, phone length 0) and id; no push record.
+	spillRec := func(id string) []byte { return append([]byte{0, byte(4 + len(id)), 0, 0, byte(len(id) - 1), 0}, id...) }
 	for _, id := range []string{"zed", "amy", "kim"} {
-		rec := []byte{0, 0, 0, 0, byte(len(id))} // no segments; consent; two offsets (unused here)
-		rec = append(rec, id...)
+		rec := spillRec(id)
 		entries = append(entries, spillEntry{key: 5, loc: uint64(len(spill))<<24 | uint64(len(rec))})
 		spill = append(spill, rec...)
 	}
@@ -279,7 +323,7 @@ func TestSortEntriesOrdersCollisionsByID(t *testing.T) {
 			w := &Writer{entries: append([]spillEntry(nil), entries...)}
 			sp := append([]byte(nil), spill...)
 			for _, id := range tc.extra {
-				rec := append([]byte{0, 0, 0, 0, byte(len(id))}, id...)
+				rec := spillRec(id)
 				w.entries = append(w.entries, spillEntry{key: 5, loc: uint64(len(sp))<<24 | uint64(len(rec))})
 				sp = append(sp, rec...)
 			}

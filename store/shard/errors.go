@@ -12,6 +12,9 @@ const (
 	ErrCorrupt = sentinel("shard corrupt")
 	// ErrNoSegment is returned (wrapped) for a segment name a generation lacks.
 	ErrNoSegment = sentinel("no such segment")
+	// ErrUnsupportedVersion is returned (wrapped) by Open for a file written
+	// in another format version. The file is intact; rebuild it.
+	ErrUnsupportedVersion = sentinel("unsupported shard format version")
 )
 
 // CorruptError says which part of which file failed a check and which rows

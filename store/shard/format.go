@@ -10,8 +10,12 @@ import (
 // File layout constants. docs/shard-format.md is the normative description;
 // keep the two in step.
 const (
-	magic            = "NTFYSHRD"
-	formatVersion    = 1
+	magic = "NTFYSHRD"
+	// formatVersion 2 (fixed row header with the email at a fixed offset,
+	// push addresses in their own table) replaced version 1, whose records
+	// needed a chain of varint decodes to reach the email and interleaved
+	// the bulky push tokens with what every campaign reads.
+	formatVersion    = 2
 	headerSize       = 64
 	sectionEntrySize = 48
 
@@ -23,7 +27,9 @@ const (
 	stringBlockItems = 1024
 	maxBlockRows     = 1 << 20
 
-	maxRecordLen  = 1<<24 - 1 // spill entries pack the length into 24 bits
+	// maxRecordLen bounds a row record: spill entries and Row pack its
+	// length (and offsets in it) into 24 bits.
+	maxRecordLen  = 1<<24 - 1
 	maxStringLen  = 1 << 20
 	maxNameLen    = 255
 	maxAttributes = 1 << 20
@@ -42,6 +48,7 @@ const (
 	kindBitmaps  uint32 = 5
 	kindSegments uint32 = 6
 	kindFences   uint32 = 7
+	kindPush     uint32 = 8
 )
 
 func kindName(k uint32) string {
@@ -60,6 +67,8 @@ func kindName(k uint32) string {
 		return "segments"
 	case kindFences:
 		return "fences"
+	case kindPush:
+		return "push"
 	}
 	return "unknown"
 }
@@ -165,9 +174,10 @@ func decodeSection(b []byte) sectionEntry {
 
 func align8(n uint64) uint64 { return (n + 7) &^ 7 }
 
-// uvarint decodes like binary.Uvarint but reports failure as n <= 0 without
-// panicking on short input, and rejects values that need more than 64 bits.
-func uvarint(b []byte, off int) (v uint64, next int, ok bool) {
+// uvarint decodes like binary.Uvarint but reports failure as ok=false
+// without panicking on short input, and rejects values that need more than
+// 64 bits. It takes records as strings (reader) and bytes (writer).
+func uvarint[T ~string | ~[]byte](b T, off int) (v uint64, next int, ok bool) {
 	var s uint
 	for i := off; i < len(b); i++ {
 		c := b[i]

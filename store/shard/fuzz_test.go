@@ -79,7 +79,7 @@ func FuzzResealed(f *testing.F) {
 	f.Add(uint32(len(good)-40), []byte{1, 2, 3})
 	f.Fuzz(func(t *testing.T, at uint32, patch []byte) {
 		b := append([]byte(nil), good...)
-		start := headerSize + 7*sectionEntrySize // keep the layout, damage the content
+		start := headerSize + 8*sectionEntrySize // keep the layout, damage the content
 		copy(b[start+int(at)%(len(b)-start):], patch)
 		reseal(b)
 		r, err := newReader("fuzz", b)
@@ -114,7 +114,7 @@ func reseal(b []byte) {
 				last := min(first+uint64(e.blockItems), e.count)
 				le.PutUint32(sec[4*blk:], crc(sec[e.aux+8*first:e.aux+8*last]))
 			}
-		case kindRows, kindStrings:
+		case kindRows, kindPush, kindStrings:
 			nb := (e.count + uint64(e.blockItems) - 1) / uint64(e.blockItems)
 			for blk := range nb {
 				d := sec[e.aux+16*blk:]

@@ -14,60 +14,69 @@ import (
 // Row satisfies the templates package's Profile interface (ID, Locale,
 // TimeZone, Attr) without importing it.
 type Row struct {
-	r   *Reader
-	rec []byte
-	i   uint32
-	// Offsets in rec of the id, the attribute count and the APNs count,
-	// decoded from the record header by Reader.Row.
-	id, attrs, tokens uint32
+	r *Reader
+	// rec is the row record, a string so that fields are substrings of it
+	// without conversions.
+	rec string
+	// pos packs the row index (bits 0-31) and the offset of the first
+	// attribute in rec (bits 32-63), decoded once by Reader.Row. Packed, Row
+	// is four words in three fields, which the compiler keeps in registers
+	// across calls and returns (larger structs go through the stack).
+	pos uint64
 }
 
-// readUvarint decodes a uvarint of a record that checkRecord already walked.
-// The one-byte case (most lengths and references) stays inlined.
-func readUvarint(b []byte, i int) (uint64, int) {
-	if c := b[i]; c < 0x80 {
-		return uint64(c), i + 1
+func (row Row) index() uint32 { return uint32(row.pos) }
+
+// Record layout (docs/shard-format.md, "Row record"): a fixed header of four
+// bytes, then the email at a fixed offset, so that the address a campaign
+// resolves for most members needs no decoding at all.
+const (
+	recEmailLen = 1 // u8: email length, 0..254
+	recIDLen    = 2 // u8: id length - 1 (ids are 1..256 bytes)
+	recPhoneLen = 3 // u8: phone length, 0..16
+	recFixed    = 4 // first email byte
+)
+
+// readUvarint decodes a uvarint of a record that checkRecord already walked,
+// so it cannot run past the record. It has no call in it, so the compiler
+// inlines it into every accessor, and the one-byte case (almost every
+// length, reference and tag) is a load, a compare and a branch.
+func readUvarint(b string, i int) (v uint64, next int) {
+	v = uint64(b[i])
+	i++
+	if v < 0x80 {
+		return v, i
 	}
-	return readUvarintSlow(b, i)
-}
-
-// readUvarintSlow stays out of line: inlined, its loop would bloat every
-// field accessor for a case that is rare in practice.
-//
-//go:noinline
-func readUvarintSlow(b []byte, i int) (uint64, int) {
-	var v uint64
-	var s uint
-	for {
+	v &= 0x7f
+	for s := uint(7); ; s += 7 {
 		c := b[i]
 		i++
+		v |= uint64(c&0x7f) << (s & 63)
 		if c < 0x80 {
-			return v | uint64(c)<<s, i
+			return v, i
 		}
-		v |= uint64(c&0x7f) << s
-		s += 7
 	}
 }
 
-func readStr(b []byte, i int) (string, int) {
+func readStr(b string, i int) (string, int) {
 	n, i := readUvarint(b, i)
-	return bstr(b[i : i+int(n)]), i + int(n)
+	return b[i : i+int(n)], i + int(n)
 }
 
-func skipStr(b []byte, i int) int {
+func skipStr(b string, i int) int {
 	n, i := readUvarint(b, i)
 	return i + int(n)
 }
 
 // Index returns the row index (the value segment bitmaps hold).
-func (row Row) Index() uint32 { return row.i }
+func (row Row) Index() uint32 { return row.index() }
 
 // Key returns the 64-bit user key (XXH64 of the id); rows are sorted by it.
 func (row Row) Key() uint64 {
 	if row.r == nil {
 		return 0
 	}
-	return binary.LittleEndian.Uint64(row.r.keys[uint64(row.i)*8:])
+	return binary.LittleEndian.Uint64(row.r.keys[uint64(row.index())*8:])
 }
 
 // Consent returns what the row recorded for one channel.
@@ -83,15 +92,51 @@ func (row Row) Consents() Consents {
 	return Consents{Email: row.Consent(ConsentEmail), SMS: row.Consent(ConsentSMS), Push: row.Consent(ConsentPush), WebPush: row.Consent(ConsentWebPush)}
 }
 
-func (row Row) dictRef(skip int) string {
-	if len(row.rec) == 0 {
+// Email returns the email address, "" if none.
+func (row Row) Email() string {
+	if len(row.rec) < recFixed {
 		return ""
 	}
-	i := row.idAt()
-	for range 3 {
-		i = skipStr(row.rec, i)
+	return row.rec[recFixed : recFixed+int(row.rec[recEmailLen])]
+}
+
+// ID returns the external user id.
+func (row Row) ID() string {
+	if len(row.rec) < recFixed {
+		return ""
 	}
-	v, i := readUvarint(row.rec, i)
+	at := recFixed + int(row.rec[recEmailLen])
+	return row.rec[at : at+int(row.rec[recIDLen])+1]
+}
+
+// Phone returns the E.164 phone number, "" if none.
+func (row Row) Phone() string {
+	if len(row.rec) < recFixed {
+		return ""
+	}
+	at := recFixed + int(row.rec[recEmailLen]) + int(row.rec[recIDLen]) + 1
+	return row.rec[at : at+int(row.rec[recPhoneLen])]
+}
+
+// attrsAt returns the offset of the first attribute of a verified record:
+// past the locale and time zone references.
+func attrsAt(rec string) int {
+	_, i := readUvarint(rec, refsAt(rec))
+	_, i = readUvarint(rec, i)
+	return i
+}
+
+// refsAt returns the offset of the locale reference: right after the phone.
+func refsAt(rec string) int {
+	_ = rec[recPhoneLen] // one bounds check for the three lengths
+	return recFixed + int(rec[recEmailLen]) + int(rec[recIDLen]) + 1 + int(rec[recPhoneLen])
+}
+
+func (row Row) dictRef(skip int) string {
+	if len(row.rec) < recFixed {
+		return ""
+	}
+	v, i := readUvarint(row.rec, refsAt(row.rec))
 	if skip == 1 {
 		v, _ = readUvarint(row.rec, i)
 	}
@@ -107,38 +152,7 @@ func (row Row) Locale() string { return row.dictRef(0) }
 // TimeZone returns the IANA time zone name, "" if none.
 func (row Row) TimeZone() string { return row.dictRef(1) }
 
-func (row Row) idAt() int { return int(row.id) }
-
-// ID returns the external user id.
-func (row Row) ID() string {
-	if len(row.rec) == 0 {
-		return ""
-	}
-	s, _ := readStr(row.rec, row.idAt())
-	return s
-}
-
-// Email returns the email address, "" if none.
-func (row Row) Email() string {
-	if len(row.rec) == 0 {
-		return ""
-	}
-	s, _ := readStr(row.rec, skipStr(row.rec, row.idAt()))
-	return s
-}
-
-// Phone returns the E.164 phone number, "" if none.
-func (row Row) Phone() string {
-	if len(row.rec) == 0 {
-		return ""
-	}
-	s, _ := readStr(row.rec, skipStr(row.rec, skipStr(row.rec, row.idAt())))
-	return s
-}
-
-func (row Row) tokensAt() int { return int(row.tokens) }
-
-func skipList(b []byte, i, per int) int {
+func skipList(b string, i, per int) int {
 	n, i := readUvarint(b, i)
 	for range int(n) * per {
 		i = skipStr(b, i)
@@ -146,7 +160,7 @@ func skipList(b []byte, i, per int) int {
 	return i
 }
 
-func appendList(dst []string, b []byte, i int) []string {
+func appendList(dst []string, b string, i int) []string {
 	n, i := readUvarint(b, i)
 	for range n {
 		var s string
@@ -158,69 +172,81 @@ func appendList(dst []string, b []byte, i int) []string {
 
 // APNsTokens appends the row's APNs device tokens (hex) to dst.
 func (row Row) APNsTokens(dst []string) []string {
-	if len(row.rec) == 0 {
-		return dst
+	if b := row.pushRecord(); b != "" {
+		return appendList(dst, b, 0)
 	}
-	return appendList(dst, row.rec, row.tokensAt())
+	return dst
 }
 
 // FCMTokens appends the row's FCM registration tokens to dst.
 func (row Row) FCMTokens(dst []string) []string {
-	if len(row.rec) == 0 {
-		return dst
+	if b := row.pushRecord(); b != "" {
+		return appendList(dst, b, skipList(b, 0, 1))
 	}
-	return appendList(dst, row.rec, skipList(row.rec, row.tokensAt(), 1))
+	return dst
 }
 
 // WebPush appends the row's web push subscriptions to dst.
 func (row Row) WebPush(dst []WebPushSubscription) []WebPushSubscription {
-	if len(row.rec) == 0 {
+	b := row.pushRecord()
+	if b == "" {
 		return dst
 	}
-	n, i := readUvarint(row.rec, skipList(row.rec, skipList(row.rec, row.tokensAt(), 1), 1))
+	n, i := readUvarint(b, skipList(b, skipList(b, 0, 1), 1))
 	for range n {
 		var s WebPushSubscription
-		s.Endpoint, i = readStr(row.rec, i)
-		s.P256dh, i = readStr(row.rec, i)
-		s.Auth, i = readStr(row.rec, i)
+		s.Endpoint, i = readStr(b, i)
+		s.P256dh, i = readStr(b, i)
+		s.Auth, i = readStr(b, i)
 		dst = append(dst, s)
 	}
 	return dst
 }
 
-func (row Row) attrsAt() int { return int(row.attrs) }
-
-// find returns the tag and payload offset of attribute id.
-func (row Row) find(id AttrID) (tag uint64, at int, ok bool) {
-	if len(row.rec) == 0 {
-		return 0, 0, false
+// pushRecord returns the row's push record ("" when it has no push address).
+func (row Row) pushRecord() string {
+	if row.r == nil {
+		return ""
 	}
+	return row.r.push(row.index())
+}
+
+// attrRange returns the offsets in rec of the first attribute and of the
+// end of the attributes (the end of the record).
+func (row Row) attrRange() (int, int) { return int(row.pos >> 32), len(row.rec) }
+
+// find returns the type and payload offset of attribute id. Attributes are
+// sorted by id, so the walk stops at the first id >= the one sought.
+func (row Row) find(id AttrID) (typ uint64, at int, ok bool) {
 	b := row.rec
-	n, i := readUvarint(b, row.attrsAt())
-	for range n {
-		tag, i = readUvarint(b, i)
-		switch got := AttrID(tag >> 3); {
-		case got == id:
-			return tag & 7, i, true
-		case got > id: // attributes are sorted by id
-			return 0, 0, false
+	for i, end := row.attrRange(); i < end; {
+		tag, j := readUvarint(b, i)
+		if got := AttrID(tag >> 3); got >= id {
+			return tag & 7, j, got == id
 		}
-		i = skipValue(b, i, tag&7)
+		i = skipValue(b, j, tag&7)
 	}
 	return 0, 0, false
 }
 
-func skipValue(b []byte, i int, typ uint64) int {
+// varintsOf packs, 4 bits per type tag, how many varints a payload of that
+// type is: dictionary strings and ints one, times two, bools none (floats
+// and inline strings are handled apart).
+const varintsOf = 1<<(4*tagDictString) | 1<<(4*tagInt) | 2<<(4*tagTime)
+
+// skipValue returns the offset after a payload of type typ at i.
+func skipValue(b string, i int, typ uint64) int {
 	switch typ {
-	case tagDictString, tagInt:
-		_, i = readUvarint(b, i)
-	case tagInlineString:
-		i = skipStr(b, i)
 	case tagFloat:
-		i += 8
-	case tagTime:
-		_, i = readUvarint(b, i)
-		_, i = readUvarint(b, i)
+		return i + 8
+	case tagInlineString:
+		n, i := readUvarint(b, i)
+		return i + int(n)
+	}
+	for k := varintsOf >> (4 * (typ & 7)) & 15; k > 0; i++ {
+		if b[i] < 0x80 {
+			k--
+		}
 	}
 	return i
 }
@@ -238,7 +264,7 @@ func (row Row) value(typ uint64, i int) Value {
 		v, _ := readUvarint(b, i)
 		return Value{kind: KindInt, n: unzigzag(v)}
 	case tagFloat:
-		return Value{kind: KindFloat, n: int64(binary.LittleEndian.Uint64(b[i:]))}
+		return Value{kind: KindFloat, n: int64(le64(b, i))}
 	case tagFalse:
 		return Value{kind: KindBool}
 	case tagTrue:
@@ -266,18 +292,26 @@ func (row Row) AttrKind(id AttrID) ValueKind {
 	return v.kind
 }
 
-// StringAttr returns attribute id if it is a string on this row.
+// StringAttr returns attribute id if it is a string on this row. It is the
+// template hot path (first_name and the like), so the walk of find is
+// written out here: one call per attribute read instead of two.
 func (row Row) StringAttr(id AttrID) (string, bool) {
-	typ, at, ok := row.find(id)
-	switch {
-	case !ok:
-		return "", false
-	case typ == tagDictString:
-		v, _ := readUvarint(row.rec, at)
-		return row.r.str(v), true
-	case typ == tagInlineString:
-		s, _ := readStr(row.rec, at)
-		return s, true
+	b := row.rec
+	for i, end := row.attrRange(); i < end; {
+		tag, j := readUvarint(b, i)
+		if got := AttrID(tag >> 3); got >= id {
+			switch {
+			case got != id:
+			case tag&7 == tagDictString:
+				v, _ := readUvarint(b, j)
+				return row.r.str(v), true
+			case tag&7 == tagInlineString:
+				s, _ := readStr(b, j)
+				return s, true
+			}
+			return "", false
+		}
+		i = skipValue(b, j, tag&7)
 	}
 	return "", false
 }
@@ -298,7 +332,7 @@ func (row Row) FloatAttr(id AttrID) (float64, bool) {
 	if !ok || typ != tagFloat {
 		return 0, false
 	}
-	return math.Float64frombits(binary.LittleEndian.Uint64(row.rec[at:])), true
+	return math.Float64frombits(le64(row.rec, at)), true
 }
 
 // BoolAttr returns attribute id if it is a bool on this row.
@@ -342,19 +376,21 @@ func (row Row) Attr(name string) (any, bool) {
 // Attrs calls fn for each attribute of the row in id order until fn returns
 // false.
 func (row Row) Attrs(fn func(name string, v Value) bool) {
-	if len(row.rec) == 0 {
-		return
-	}
 	b := row.rec
-	n, i := readUvarint(b, row.attrsAt())
-	for range n {
-		var tag uint64
-		tag, i = readUvarint(b, i)
-		if !fn(row.r.attrNames[tag>>3], row.value(tag&7, i)) {
+	for i, end := row.attrRange(); i < end; {
+		tag, j := readUvarint(b, i)
+		if !fn(row.r.attrNames[tag>>3], row.value(tag&7, j)) {
 			return
 		}
-		i = skipValue(b, i, tag&7)
+		i = skipValue(b, j, tag&7)
 	}
+}
+
+// le64 reads a little-endian u64 at b[i:] (float payloads).
+func le64(b string, i int) uint64 {
+	_ = b[i+7]
+	return uint64(b[i]) | uint64(b[i+1])<<8 | uint64(b[i+2])<<16 | uint64(b[i+3])<<24 |
+		uint64(b[i+4])<<32 | uint64(b[i+5])<<40 | uint64(b[i+6])<<48 | uint64(b[i+7])<<56
 }
 
 // Profile copies the row into p, strings cloned so that p outlives the pin.

@@ -129,6 +129,12 @@ func (w *Writer) Add(p *Profile) error {
 	if err := p.Validate(); err != nil {
 		return fmt.Errorf("profile %q: %w", truncateForError(p.ID), err)
 	}
+	// The row header stores these lengths in a byte each. Validate's limits
+	// are tighter; this keeps a future change to them from writing a file
+	// whose rows fail verification.
+	if len(p.ID) > 256 || len(p.Email) > 255 || len(p.Phone) > 255 {
+		return fmt.Errorf("profile %q: id, email or phone longer than the row header holds", truncateForError(p.ID))
+	}
 	if p.TimeZone != "" {
 		if err := w.checkZone(p.TimeZone); err != nil {
 			return fmt.Errorf("profile %q: timezone %q: %w", truncateForError(p.ID), p.TimeZone, err)
@@ -197,41 +203,25 @@ func (w *Writer) dictID(s string, force bool) (uint32, bool) {
 	return id, true
 }
 
-// headerOffsets returns the record offsets of the attributes and tokens
-// given their offsets after the header: the smallest self-consistent sizes.
-func headerOffsets(attrs, tokens uint64) (uint64, uint64) {
-	for size := uint64(2); ; size++ {
-		for sa := uint64(1); sa < size; sa++ {
-			a, t := 1+size+attrs, 1+size+tokens
-			if uvarintLen(a) == sa && uvarintLen(t) == size-sa {
-				return a, t
-			}
-		}
-	}
-}
-
-func uvarintLen(v uint64) uint64 {
-	n := uint64(1)
-	for v >= 0x80 {
-		v >>= 7
-		n++
-	}
-	return n
-}
-
 func appendStr(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
 }
 
+// appendRecord appends a profile's spill form: uvarint length of the row
+// record, the row record, then the push record (docs/shard-format.md).
 func (w *Writer) appendRecord(b []byte, p *Profile) []byte {
-	// Layout: consent, attributes offset, tokens offset, identity,
-	// locale/zone, attributes, push addresses. The two offsets let a template
-	// read (email + attributes) and push resolution each jump to their part.
+	// Row record: a fixed 4-byte header (consent and the three identity
+	// lengths), the email at a fixed offset, id, phone, locale/zone, then
+	// the attributes up to the end. Push addresses live in their own table,
+	// so that resolving an email or a template attribute streams half the
+	// bytes through the cache. Validate bounds the three lengths (email <=
+	// 254, id 1..256, phone <= 16), which is what makes a byte each enough.
 	t := w.tok[:0]
-	t = appendStr(t, p.ID)
-	t = appendStr(t, p.Email)
-	t = appendStr(t, p.Phone)
+	t = append(t, p.Consent.byte(), byte(len(p.Email)), byte(len(p.ID)-1), byte(len(p.Phone)))
+	t = append(t, p.Email...)
+	t = append(t, p.ID...)
+	t = append(t, p.Phone...)
 	for _, s := range [...]string{p.Locale, p.TimeZone} {
 		if s == "" {
 			t = append(t, 0)
@@ -240,16 +230,15 @@ func (w *Writer) appendRecord(b []byte, p *Profile) []byte {
 		id, _ := w.dictID(s, true)
 		t = binary.AppendUvarint(t, uint64(id)+1)
 	}
-	head := uint64(len(t))
 	t = w.appendAttrs(t, p)
-	// Both offsets count from the record start and include the header's own
-	// varints.
-	attrsOff, tokensOff := headerOffsets(head, uint64(len(t)))
-	b = append(b, p.Consent.byte())
-	b = binary.AppendUvarint(b, attrsOff)
-	b = binary.AppendUvarint(b, tokensOff)
+	b = binary.AppendUvarint(b, uint64(len(t)))
 	b = append(b, t...)
 	w.tok = t
+	// Push record: empty when the profile has no push address at all (most
+	// profiles), which costs nothing but its offset.
+	if len(p.APNs) == 0 && len(p.FCM) == 0 && len(p.WebPush) == 0 {
+		return b
+	}
 	b = binary.AppendUvarint(b, uint64(len(p.APNs)))
 	for _, s := range p.APNs {
 		b = appendStr(b, s)
@@ -280,7 +269,6 @@ func (w *Writer) appendAttrs(b []byte, p *Profile) []byte {
 	}
 	// Readers stop scanning once they pass the id they look for.
 	slices.SortFunc(attrs, func(x, y encAttr) int { return cmp.Compare(x.id, y.id) })
-	b = binary.AppendUvarint(b, uint64(len(attrs)))
 	for _, a := range attrs {
 		tag := uint64(a.id) << 3
 		switch a.v.kind {
@@ -404,37 +392,36 @@ func (e spillEntry) record(spill []byte) []byte {
 	return spill[off : off+e.loc&(1<<24-1)]
 }
 
-// stripSegments splits a spill record into its segment ids and row record.
-func stripSegments(rec []byte, segs []uint32) ([]uint32, []byte) {
+// splitSpill splits a spill record into its segment ids, row record and
+// push record.
+func splitSpill(rec []byte, segs []uint32) ([]uint32, []byte, []byte) {
 	n, i, _ := uvarint(rec, 0)
 	for ; n > 0; n-- {
 		var id uint64
 		id, i, _ = uvarint(rec, i)
 		segs = append(segs, uint32(id))
 	}
-	return segs, rec[i:]
+	n, i, _ = uvarint(rec, i)
+	return segs, rec[i : i+int(n)], rec[i+int(n):]
 }
 
 func recordID(rec []byte) string {
-	_, rec = stripSegments(rec, nil)
-	id, _ := parseID(rec)
+	_, row, _ := splitSpill(rec, nil)
+	id, _ := parseID(row)
 	return string(id)
 }
 
 // parseID returns the external id of a row record.
 func parseID(rec []byte) ([]byte, bool) {
-	_, i, ok := uvarint(rec, 1)
-	if !ok {
+	if len(rec) < recFixed {
 		return nil, false
 	}
-	if _, i, ok = uvarint(rec, i); !ok {
+	at := recFixed + int(rec[recEmailLen])
+	end := at + int(rec[recIDLen]) + 1
+	if end > len(rec) {
 		return nil, false
 	}
-	n, i, ok := uvarint(rec, i)
-	if !ok || uint64(len(rec)-i) < n {
-		return nil, false
-	}
-	return rec[i : i+int(n)], true
+	return rec[at:end], true
 }
 
 func (w *Writer) sortEntries(spill []byte) error {
@@ -499,7 +486,7 @@ func (s *sectionWriter) end(e *sectionEntry) {
 
 func (w *Writer) writeFile(ctx context.Context, f *os.File, spill []byte) (uint64, error) {
 	rows := uint64(len(w.entries))
-	nsec := 7
+	nsec := 8
 	start := uint64(headerSize + nsec*sectionEntrySize)
 	if _, err := f.Seek(int64(start), io.SeekStart); err != nil {
 		return 0, fmt.Errorf("seek %s: %w", f.Name(), err)
@@ -586,7 +573,7 @@ func (w *Writer) writeFile(ctx context.Context, f *os.File, spill []byte) (uint6
 		recs = recs[:0]
 		for i := b * br; i < min((b+1)*br, rows); i++ {
 			var rec []byte
-			segs, rec = stripSegments(w.entries[i].record(spill), segs[:0])
+			segs, rec, _ = splitSpill(w.entries[i].record(spill), segs[:0])
 			for _, s := range segs {
 				bitmaps[s].Add(uint32(i))
 			}
@@ -597,6 +584,28 @@ func (w *Writer) writeFile(ctx context.Context, f *os.File, spill []byte) (uint6
 	rowsSec.aux = vt.directory()
 	sw.end(&rowsSec)
 	secs = append(secs, rowsSec)
+
+	// push: the push addresses, blocked like the rows (a second pass over
+	// the sorted spill).
+	pushSec := sw.begin(kindPush)
+	pushSec.blockItems, pushSec.count = uint32(br), rows
+	vt = newVarTableWriter(sw, pushSec.offset)
+	for b := uint64(0); b < nb; b++ {
+		if b%64 == 0 {
+			if err := ctx.Err(); err != nil {
+				return 0, fmt.Errorf("commit shard: %w", err)
+			}
+		}
+		recs = recs[:0]
+		for i := b * br; i < min((b+1)*br, rows); i++ {
+			_, _, push := splitSpill(w.entries[i].record(spill), segs[:0])
+			recs = append(recs, push)
+		}
+		vt.block(recs)
+	}
+	pushSec.aux = vt.directory()
+	sw.end(&pushSec)
+	secs = append(secs, pushSec)
 
 	// strings: the dictionary.
 	strs := sw.begin(kindStrings)
