@@ -2,25 +2,30 @@ package apns
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 
 	"github.com/notifyd/notifyd/channels"
 	"github.com/notifyd/notifyd/channels/sandbox"
 )
 
-// BenchmarkAPNsSend pushes through the real apns2 client to an in-process
+// BenchmarkAPNsSend pushes through each transport to an in-process
 // sandbox over loopback HTTP/2+TLS. ns/op and allocs/op are per push and
 // include the sandbox's share (same process); TestAPNsLoad separates them.
 func BenchmarkAPNsSend(b *testing.B) {
 	for _, tc := range []struct {
-		name     string
-		coalesce bool
-	}{{"coalesced", true}, {"plain", false}} {
-		b.Run(tc.name, func(b *testing.B) { benchmarkSend(b, WithWriteCoalescing(tc.coalesce)) })
+		name string
+		opts []Option
+	}{
+		{"direct", []Option{WithTransport(TransportDirect)}},
+		{"apns2-coalesced", []Option{WithTransport(TransportAPNs2), WithWriteCoalescing(true)}},
+		{"apns2-plain", []Option{WithTransport(TransportAPNs2), WithWriteCoalescing(false)}},
+	} {
+		b.Run(tc.name, func(b *testing.B) { benchmarkSend(b, tc.opts...) })
 	}
 }
 
-func benchmarkSend(b *testing.B, opt Option) {
+func benchmarkSend(b *testing.B, opts ...Option) {
 	key, keyPEM := newP8(b)
 	fake, err := sandbox.NewAPNs(sandbox.APNsOptions{TokenKey: &key.PublicKey, KeyID: testKeyID, TeamID: testTeamID, RecordLimit: -1})
 	if err != nil {
@@ -28,7 +33,7 @@ func benchmarkSend(b *testing.B, opt Option) {
 	}
 	defer fake.Close()
 	s, err := New(Config{Topic: testTopic, Host: fake.URL(), KeyID: testKeyID, TeamID: testTeamID, Key: keyPEM, TLS: channels.TLS{RootCAs: fake.CertPool()}},
-		WithConnections(4), WithMaxInFlight(400), opt)
+		append([]Option{WithConnections(4), WithMaxInFlight(400), WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -171,18 +171,23 @@ func loadMessage() *channels.Message {
 // out-of-process sandbox and attributes CPU per push to each side.
 // Run: channels/apns/testdata/load.sh, or NOTIFYD_APNS_LOAD=1 go test -run
 // TestAPNsLoad -v -count=1 ./channels/apns. Knobs: NOTIFYD_APNS_LOAD_N,
-// _C (connections), _M (streams each), _PLAIN=1 (no write coalescing).
+// _C (connections), _M (streams each), _TRANSPORT (direct, the default, or
+// apns2), _PLAIN=1 (apns2 without write coalescing).
 func TestAPNsLoad(t *testing.T) {
 	if os.Getenv(loadEnv) == "" {
 		t.Skipf("set %s=1 to run the load comparison", loadEnv)
 	}
 	n, conns, streams := envInt(loadEnv+"_N", 200000), envInt(loadEnv+"_C", 4), envInt(loadEnv+"_M", 100)
+	transport := TransportDirect
+	if v := os.Getenv(loadEnv + "_TRANSPORT"); v != "" {
+		transport = Transport(v)
+	}
 	dir := t.TempDir()
 	key, keyPEM := newP8(t)
 	h := startHelper(t, dir, &key.PublicKey)
 
 	s, err := New(Config{Topic: testTopic, Host: "https://" + h.addr, KeyID: testKeyID, TeamID: testTeamID, Key: keyPEM, TLS: channels.TLS{CAFile: h.cert}},
-		WithLogger(slog.New(slog.DiscardHandler)), WithConnections(conns), WithMaxInFlight(conns*streams), WithWriteCoalescing(os.Getenv(loadEnv+"_PLAIN") == ""))
+		WithLogger(slog.New(slog.DiscardHandler)), WithConnections(conns), WithMaxInFlight(conns*streams), WithWriteCoalescing(os.Getenv(loadEnv+"_PLAIN") == ""), WithTransport(transport))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +210,7 @@ func TestAPNsLoad(t *testing.T) {
 	}
 
 	var h2Rate float64
-	var h2SandboxCPU time.Duration
+	var h2SandboxCPU, h2ClientCPU time.Duration
 	if path, err := exec.LookPath("h2load"); err != nil {
 		t.Logf("h2load not on PATH (apt-get install nghttp2-client); skipping the baseline")
 	} else {
@@ -221,8 +226,12 @@ func TestAPNsLoad(t *testing.T) {
 			"-H", "content-type: application/json; charset=utf-8", "-H", "authorization: bearer " + bearer,
 			"https://" + h.addr + "/3/device/" + goodToken}
 		before := h.cpu(t)
-		out, err := exec.Command(path, args...).CombinedOutput()
+		cmd := exec.Command(path, args...)
+		out, err := cmd.CombinedOutput()
 		h2SandboxCPU = h.cpu(t) - before
+		if cmd.ProcessState != nil {
+			h2ClientCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		}
 		if err != nil {
 			t.Fatalf("h2load: %v\n%s", err, out)
 		}
@@ -258,9 +267,11 @@ func TestAPNsLoad(t *testing.T) {
 	calib := sha256CPU(t)
 	rate := float64(n) / elapsed.Seconds()
 	perPush := clientCPU / time.Duration(n)
-	t.Logf("pushes=%d connections=%d streams/conn=%d", n, conns, streams)
+	t.Logf("pushes=%d connections=%d streams/conn=%d transport=%s", n, conns, streams, transport)
 	if h2Rate > 0 {
 		t.Logf("h2load:  %9.0f req/s   sandbox CPU %5.2f µs/req", h2Rate, us(h2SandboxCPU, n))
+		// For scale on a noisy machine: the same client work in C (nghttp2).
+		t.Logf("h2load's own CPU: %5.2f µs/req", us(h2ClientCPU, n))
 	}
 	t.Logf("notifyd: %9.0f req/s   sandbox CPU %5.2f µs/req   notifyd CPU %5.2f µs/push   %d allocs/push", rate, us(sandboxCPU, n), us(clientCPU, n), mallocs/uint64(n))
 	if h2Rate > 0 {
