@@ -29,17 +29,21 @@ type ChannelsConfig struct {
 
 // APNsConfig: token auth (key_id, team_id, key) or certificate auth.
 type APNsConfig struct {
-	Topic               string     `yaml:"topic"`
-	Production          bool       `yaml:"production"`
-	Host                string     `yaml:"host"`
-	KeyID               string     `yaml:"key_id"`
-	TeamID              string     `yaml:"team_id"`
-	Key                 Secret     `yaml:"key"` // .p8 PEM
-	Certificate         Secret     `yaml:"certificate"`
-	CertificatePassword Secret     `yaml:"certificate_password"`
-	Connections         int        `yaml:"connections"`
-	TLS                 TLSConfig  `yaml:"tls"`
-	Pool                PoolConfig `yaml:"pool"`
+	Topic               string `yaml:"topic"`
+	Production          bool   `yaml:"production"`
+	Host                string `yaml:"host"`
+	KeyID               string `yaml:"key_id"`
+	TeamID              string `yaml:"team_id"`
+	Key                 Secret `yaml:"key"` // .p8 PEM
+	Certificate         Secret `yaml:"certificate"`
+	CertificatePassword Secret `yaml:"certificate_password"`
+	Connections         int    `yaml:"connections"`
+	// Transport is "direct" (default: notifyd's lean HTTP/2 client) or
+	// "apns2" (apns2.Client over x/net/http2), the reference path to fall
+	// back on should an APNs front end ever disagree with the direct one.
+	Transport string     `yaml:"transport"`
+	TLS       TLSConfig  `yaml:"tls"`
+	Pool      PoolConfig `yaml:"pool"`
 }
 
 // FCMConfig: HTTP v1 with a service account.
@@ -154,6 +158,9 @@ func BuildChannels(c ChannelsConfig, log *slog.Logger) (map[string]ChannelSpec, 
 		opts := []apns.Option{apns.WithLogger(log)}
 		if a.Connections > 0 {
 			opts = append(opts, apns.WithConnections(a.Connections))
+		}
+		if a.Transport != "" {
+			opts = append(opts, apns.WithTransport(apns.Transport(a.Transport)))
 		}
 		s, err := apns.New(apns.Config{
 			Topic: a.Topic, Production: a.Production, Host: a.Host, KeyID: a.KeyID, TeamID: a.TeamID,
