@@ -326,19 +326,7 @@ func (c *Conn) Start(ctx context.Context, req *Request) (*Call, error) {
 		}
 		// Out of send window: let what we have go, wait for WINDOW_UPDATE.
 		c.kickWriterLocked()
-		c.windowQ.push(st)
-		c.mu.Unlock()
-		var ctxErr error
-		select {
-		case <-st.wake:
-		case <-ctx.Done():
-			ctxErr = ctx.Err()
-		}
-		c.mu.Lock()
-		if st.list != nil {
-			st.list.remove(st)
-		}
-		drain(st.wake)
+		ctxErr := c.parkLocked(ctx, st, &c.windowQ)
 		if ctxErr != nil && !st.finished {
 			c.abandonLocked(st)
 			c.mu.Unlock()
@@ -478,19 +466,7 @@ func (c *Conn) acquireSlotLocked(ctx context.Context, st *Call) error {
 		c.active++
 		return nil
 	}
-	c.slotQ.push(st)
-	c.mu.Unlock()
-	var ctxErr error
-	select {
-	case <-st.wake:
-	case <-ctx.Done():
-		ctxErr = ctx.Err()
-	}
-	c.mu.Lock()
-	if st.list != nil {
-		st.list.remove(st)
-	}
-	drain(st.wake)
+	ctxErr := c.parkLocked(ctx, st, &c.slotQ)
 	granted, refused := st.granted, st.refused
 	st.granted, st.refused = false, nil
 	switch {
@@ -1377,4 +1353,25 @@ func (c *Conn) Close() error {
 	c.fail(errClosed)
 	<-c.readerDone
 	return nil
+}
+
+// parkLocked queues st on q and gives up c.mu until st is woken or ctx
+// ends; it returns with c.mu held, st off the queue and its wake channel
+// empty, and ctx's error if ctx ended first (st may have been woken too:
+// callers check what they were waiting for).
+func (c *Conn) parkLocked(ctx context.Context, st *Call, q *waitList) error {
+	q.push(st)
+	c.mu.Unlock()
+	var ctxErr error
+	select {
+	case <-st.wake:
+	case <-ctx.Done():
+		ctxErr = ctx.Err()
+	}
+	c.mu.Lock()
+	if st.list != nil {
+		st.list.remove(st)
+	}
+	drain(st.wake)
+	return ctxErr
 }
