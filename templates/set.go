@@ -497,6 +497,24 @@ func noContent(channel string) error {
 	return &RenderError{Channel: channel, Field: "content", Reason: ReasonInvalidOutput, Err: errNoContent}
 }
 
+// strOut pairs a compiled field with the string it renders into.
+type strOut struct {
+	dst *string
+	f   *field
+}
+
+// renderStrs renders each field into its destination, stopping at the
+// first error.
+func renderStrs(st *state, outs ...strOut) error {
+	for _, o := range outs {
+		var err error
+		if *o.dst, err = o.f.str(st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // RenderPush renders push content for p into dst, reusing dst.Data's and
 // dst.Badge's storage: do not reuse a dst whose message is still in flight.
 // event is the trigger's properties (nil for campaigns).
@@ -507,18 +525,13 @@ func (s *Set) RenderPush(p Profile, event map[string]any, dst *channels.Push) er
 	}
 	st := s.acquire(p, event)
 	defer s.release(st)
-	var err error
-	for _, f := range [...]struct {
-		dst *string
-		f   *field
-	}{
+	err := renderStrs(st, []strOut{
 		{&dst.Title, pf.title}, {&dst.Body, pf.body}, {&dst.Sound, pf.sound},
 		{&dst.DeepLink, pf.deepLink}, {&dst.ImageURL, pf.image},
 		{&dst.CollapseID, pf.collapseID}, {&dst.ThreadID, pf.threadID},
-	} {
-		if *f.dst, err = f.f.str(st); err != nil {
-			return err
-		}
+	}...)
+	if err != nil {
+		return err
 	}
 	badge, err := pf.badge.str(st)
 	if err != nil {
@@ -555,17 +568,12 @@ func (s *Set) RenderMail(p Profile, event map[string]any, dst *channels.Mail) er
 	}
 	st := s.acquire(p, event)
 	defer s.release(st)
-	var err error
-	for _, f := range [...]struct {
-		dst *string
-		f   *field
-	}{
+	err := renderStrs(st, []strOut{
 		{&dst.From, ef.from}, {&dst.ReplyTo, ef.replyTo}, {&dst.Subject, ef.subject},
 		{&dst.HTML, ef.html}, {&dst.Text, ef.text}, {&dst.ListUnsubscribe, ef.listUnsubscribe},
-	} {
-		if *f.dst, err = f.f.str(st); err != nil {
-			return err
-		}
+	}...)
+	if err != nil {
+		return err
 	}
 	dst.ListUnsubscribeOneClick = ef.oneClick && dst.ListUnsubscribe != ""
 	dst.Headers, err = renderHeaders(st, ef.headers, dst.Headers)
@@ -608,16 +616,11 @@ func (s *Set) RenderWebPush(p Profile, event map[string]any, dst *channels.WebPu
 	}
 	st := s.acquire(p, event)
 	defer s.release(st)
-	var err error
-	for _, f := range [...]struct {
-		dst *string
-		f   *field
-	}{
+	err := renderStrs(st, []strOut{
 		{&dst.Title, wf.title}, {&dst.Body, wf.body}, {&dst.Icon, wf.icon}, {&dst.URL, wf.url}, {&dst.Tag, wf.tag},
-	} {
-		if *f.dst, err = f.f.str(st); err != nil {
-			return err
-		}
+	}...)
+	if err != nil {
+		return err
 	}
 	return nil
 }
