@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/notifyd/notifyd/templates"
@@ -27,6 +28,16 @@ type EngineConfig struct {
 	LeaseTTL time.Duration
 	// DrainTimeout is how long a stopping run waits for in-flight outcomes (default 30s).
 	DrainTimeout time.Duration
+	// FlushInterval is the longest a ledger change waits to be written when
+	// no worker is waiting for it (default 2ms).
+	FlushInterval time.Duration
+	// FlushSlots is how many ledger changes make a flush start at once (default 4,096).
+	FlushSlots int
+	// CrashLoopLimit quarantines a campaign (failed, reason crash_loop) when
+	// its daemon died this many times in a row while running it, each time
+	// before the checkpoint moved or the lease was renewed (default 3; < 0
+	// disables it).
+	CrashLoopLimit int
 }
 
 func (c EngineConfig) withDefaults() EngineConfig {
@@ -45,6 +56,15 @@ func (c EngineConfig) withDefaults() EngineConfig {
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 30 * time.Second
 	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = 2 * time.Millisecond
+	}
+	if c.FlushSlots <= 0 {
+		c.FlushSlots = 4096
+	}
+	if c.CrashLoopLimit == 0 {
+		c.CrashLoopLimit = 3
+	}
 	return c
 }
 
@@ -62,20 +82,30 @@ type Engine struct {
 	mu       sync.Mutex
 	runs     map[string]*runHandle
 	compiled map[string]*compiled
-	wg       sync.WaitGroup
-	baseCtx  context.Context
-	closed   bool
-	onRun    func(id string, fresh bool)
+
+	// The state store's epoch, to notice a store that lost everything.
+	emu          sync.Mutex
+	epoch        string
+	restoring    atomic.Bool
+	onReset      func(restored, lost int)
+	onQuarantine func(id string)
+	wg           sync.WaitGroup
+	baseCtx      context.Context
+	closed       bool
+	onRun        func(id string, fresh bool)
 }
 
 type compiled struct {
-	c   *Campaign
-	set *templates.Set
+	c       *Campaign
+	set     *templates.Set
+	def     []byte // the stored definition
+	created time.Time
 }
 
 type runHandle struct {
 	cancel context.CancelCauseFunc
 	done   chan struct{}
+	run    *run
 }
 
 // EngineOption sets an optional knob.
@@ -90,6 +120,18 @@ func WithEngineClock(now func() time.Time) EngineOption { return func(e *Engine)
 // scheduler show up even if they finish within a second.
 func WithRunObserver(f func(id string, fresh bool)) EngineOption {
 	return func(e *Engine) { e.onRun = f }
+}
+
+// WithStateResetObserver is told when the state store was found empty and
+// this engine wrote back what it knew: restored campaigns, and lost = the
+// campaigns it knew of that it could not restore (metrics, logs).
+func WithStateResetObserver(f func(restored, lost int)) EngineOption {
+	return func(e *Engine) { e.onReset = f }
+}
+
+// WithQuarantineObserver is told when a campaign is quarantined (crash_loop).
+func WithQuarantineObserver(f func(id string)) EngineOption {
+	return func(e *Engine) { e.onQuarantine = f }
 }
 
 // WithEngineLogger sets the logger.
@@ -120,9 +162,11 @@ var (
 
 // Status is a campaign as the API shows it.
 type CampaignStatus struct {
-	ID       string                      `json:"id"`
-	Name     string                      `json:"name,omitempty"`
-	Status   Status                      `json:"status"`
+	ID     string `json:"id"`
+	Name   string `json:"name,omitempty"`
+	Status Status `json:"status"`
+	// Reason says why a campaign is failed ("crash_loop", ...).
+	Reason   string                      `json:"reason,omitempty"`
 	Segment  string                      `json:"segment"`
 	Channels []string                    `json:"channels"`
 	SendAt   *time.Time                  `json:"send_at,omitempty"`
@@ -167,7 +211,7 @@ func (e *Engine) Create(ctx context.Context, body []byte) (CampaignStatus, bool,
 		return CampaignStatus{}, false, fmt.Errorf("store campaign %s: %w", c.ID, err)
 	}
 	e.mu.Lock()
-	e.compiled[c.ID] = &compiled{c: c, set: set}
+	e.compiled[c.ID] = &compiled{c: c, set: set, def: rec.Definition, created: rec.Created}
 	e.mu.Unlock()
 	if created && (c.SendAt == nil || !c.SendAt.After(e.now())) {
 		if err := e.start(ctx, c.ID, StatusScheduled); err != nil {
@@ -193,7 +237,7 @@ func (e *Engine) status(ctx context.Context, rec CampaignRecord) (CampaignStatus
 		return CampaignStatus{}, fmt.Errorf("decode stored campaign %s: %w", rec.ID, err)
 	}
 	st := CampaignStatus{
-		ID: rec.ID, Name: c.Name, Status: rec.Status, Segment: c.Segment, Channels: c.Channels,
+		ID: rec.ID, Name: c.Name, Status: rec.Status, Reason: rec.Reason, Segment: c.Segment, Channels: c.Channels,
 		SendAt: c.SendAt, Created: rec.Created, Updated: rec.Updated, Counts: map[string]map[string]int64{},
 	}
 	p, err := e.progress.Progress(ctx, rec.ID)
@@ -255,13 +299,22 @@ func (e *Engine) Pause(ctx context.Context, id string) (CampaignStatus, error) {
 	return e.Get(ctx, id)
 }
 
-// Resume continues a paused campaign from its checkpoint.
+// Resume continues a paused campaign from its checkpoint, or one that was
+// quarantined for crash-looping (after the operator fixed the cause).
 func (e *Engine) Resume(ctx context.Context, id string) (CampaignStatus, error) {
-	if err := e.start(ctx, id, StatusPaused); err != nil {
+	from := StatusPaused
+	if rec, err := e.store.Get(ctx, id); err == nil && rec.Status == StatusFailed && rec.Reason == ReasonCrashLoop {
+		from = StatusFailed
+	}
+	if err := e.startWith(ctx, id, from, false, false); err != nil {
 		return CampaignStatus{}, err
 	}
 	return e.Get(ctx, id)
 }
+
+// ReasonCrashLoop is the reason of a campaign quarantined because its
+// daemon kept dying while running it.
+const ReasonCrashLoop = "crash_loop"
 
 // Cancel stops a campaign for good.
 func (e *Engine) Cancel(ctx context.Context, id string) (CampaignStatus, error) {
@@ -312,7 +365,7 @@ func (e *Engine) load(ctx context.Context, id string) (*compiled, error) {
 	if err != nil {
 		return nil, err
 	}
-	cc = &compiled{c: c, set: set}
+	cc = &compiled{c: c, set: set, def: rec.Definition, created: rec.Created}
 	e.mu.Lock()
 	e.compiled[id] = cc
 	e.mu.Unlock()
@@ -321,12 +374,14 @@ func (e *Engine) load(ctx context.Context, id string) (*compiled, error) {
 
 // start moves a campaign from `from` to running and runs it in the background.
 func (e *Engine) start(ctx context.Context, id string, from Status) error {
-	return e.startWith(ctx, id, from, false)
+	return e.startWith(ctx, id, from, false, true)
 }
 
 // startWith starts a run: a delivery pass, or (retry) a pass over the
-// campaign's transient failures.
-func (e *Engine) startWith(ctx context.Context, id string, from Status, retry bool) error {
+// campaign's transient failures. auto: the engine starts it by itself (a
+// restart, the schedule), so a crash-looping campaign is quarantined; an
+// operator's resume or retry is not.
+func (e *Engine) startWith(ctx context.Context, id string, from Status, retry, auto bool) error {
 	cc, err := e.load(ctx, id)
 	if err != nil {
 		return err
@@ -348,7 +403,7 @@ func (e *Engine) startWith(ctx context.Context, id string, from Status, retry bo
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		return e.startWith(ctx, id, from, retry)
+		return e.startWith(ctx, id, from, retry, auto)
 	}
 	e.mu.Unlock()
 	if from != StatusRunning {
@@ -360,6 +415,15 @@ func (e *Engine) startWith(ctx context.Context, id string, from Status, retry bo
 	if err != nil {
 		return fmt.Errorf("acquire campaign %s: %w", id, err)
 	}
+	if auto && e.cfg.CrashLoopLimit > 0 && res.Crashes >= e.cfg.CrashLoopLimit {
+		return e.quarantine(ctx, id, res)
+	}
+	// The ledger mirrors the counts, to write them back to a store that lost them.
+	prog, err := e.progress.Progress(ctx, id)
+	if err != nil {
+		_ = e.progress.Release(context.WithoutCancel(ctx), res.Lease)
+		return fmt.Errorf("read progress of %s: %w", id, err)
+	}
 	rctx, cancel := context.WithCancelCause(e.baseCtx)
 	h := &runHandle{cancel: cancel, done: make(chan struct{})}
 	e.mu.Lock()
@@ -368,7 +432,10 @@ func (e *Engine) startWith(ctx context.Context, id string, from Status, retry bo
 	if cc.c.Throttle > 0 {
 		e.dispatch.Throttle(id, cc.c.Throttle)
 	}
-	r := newRun(cc.c, cc.set, e, res.Lease, e.now())
+	r := newRun(cc.c, cc.set, e, res, prog.Counts, e.now())
+	e.mu.Lock()
+	h.run = r
+	e.mu.Unlock()
 	if e.onRun != nil {
 		e.onRun(id, from == StatusScheduled)
 	}
@@ -408,7 +475,11 @@ func (e *Engine) runLoop(ctx context.Context, r *run, res Resume, h *runHandle, 
 		r.log.Info("campaign run stopped", "cause", context.Cause(ctx))
 	case errors.Is(err, ErrUnknownSegment), errors.Is(err, ErrChannelNotConfigured):
 		r.log.Error("campaign failed", "error", err)
-		if _, terr := e.store.Transition(bg, r.c.ID, StatusRunning, StatusFailed); terr != nil {
+		reason := "unknown_segment"
+		if errors.Is(err, ErrChannelNotConfigured) {
+			reason = "channel_not_configured"
+		}
+		if _, terr := e.store.TransitionBecause(bg, r.c.ID, StatusRunning, StatusFailed, reason); terr != nil {
 			r.log.Error("mark campaign failed", "error", terr)
 		}
 	default:
@@ -435,6 +506,9 @@ func (e *Engine) renew(ctx context.Context, lease Lease, h *runHandle) {
 			return
 		case <-t.C:
 			if err := e.progress.Renew(ctx, lease, e.cfg.LeaseTTL); err != nil {
+				if errors.Is(err, ErrLeaseLost) && e.stateLost(ctx) {
+					continue // the store lost everything; our lease was written back
+				}
 				if errors.Is(err, ErrLeaseLost) {
 					h.cancel(fmt.Errorf("campaign lease lost: %w", err))
 					return
@@ -544,6 +618,25 @@ func (e *Engine) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("stop campaign runs: %w", ctx.Err())
 	}
+}
+
+// quarantine fails a campaign whose daemon died res.Crashes times in a row
+// while running it: resuming it again would only kill the next daemon.
+func (e *Engine) quarantine(ctx context.Context, id string, res Resume) error {
+	bg := context.WithoutCancel(ctx)
+	_, terr := e.store.TransitionBecause(bg, id, StatusRunning, StatusFailed, ReasonCrashLoop)
+	if rerr := e.progress.Release(bg, res.Lease); rerr != nil && terr == nil {
+		terr = rerr
+	}
+	e.log.Error("campaign quarantined: its daemon died while running it, again and again; fix the cause, then resume it",
+		"campaign", id, "crashes", res.Crashes, "limit", e.cfg.CrashLoopLimit)
+	if e.onQuarantine != nil {
+		e.onQuarantine(id)
+	}
+	if terr != nil {
+		return fmt.Errorf("quarantine campaign %s: %w", id, terr)
+	}
+	return nil
 }
 
 // checkChannels rejects channels this daemon cannot send on.

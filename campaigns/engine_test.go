@@ -148,6 +148,7 @@ func newRig(t *testing.T, state *memstate.Store, src *source, cfg campaigns.Engi
 			Workers: 2, BatchSize: 50, QueueSize: 500, MaxAttempts: 2,
 			BackoffBase: time.Millisecond, BackoffMax: time.Millisecond,
 			Outcomes: channels.OutcomeFunc(campaigns.RouteOutcomes),
+			Handoff:  channels.HandoffFunc(campaigns.HandOff),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -419,13 +420,21 @@ func TestPauseAndResumeSendEachMemberOnce(t *testing.T) {
 }
 
 // blackhole takes messages and never answers: a daemon killed (kill -9)
-// right after handing a batch to its providers.
+// right after taking a batch. With hand, it also records them as handed to
+// the provider, as a pool does right before the request leaves: those are
+// the messages that were on the wire at the kill.
 type blackhole struct {
+	hand bool
 	mu   sync.Mutex
 	keys map[string][]string
 }
 
-func (b *blackhole) Dispatch(_ context.Context, ch string, _ channels.Lane, msgs []*channels.Message) (int, error) {
+func (b *blackhole) Dispatch(ctx context.Context, ch string, _ channels.Lane, msgs []*channels.Message) (int, error) {
+	if b.hand {
+		if err := campaigns.HandOff(ctx, msgs); err != nil {
+			return 0, err
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, m := range msgs {
@@ -439,6 +448,21 @@ func (b *blackhole) Throttle(string, float64) {}
 func (b *blackhole) Has(string) bool { return true }
 
 func TestCrashMidCampaignResumesWithoutDuplicates(t *testing.T) {
+	tests := []struct {
+		name string
+		// hand: A's messages reached the provider's request (in doubt after
+		// the crash); otherwise they were only queued (simply sent by B).
+		hand bool
+	}{
+		{name: "handed to the provider and unanswered: in doubt", hand: true},
+		{name: "queued, never handed over: sent by the next owner", hand: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { testCrashResume(t, tc.hand) })
+	}
+}
+
+func testCrashResume(t *testing.T, hand bool) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	var clockMu sync.Mutex
 	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
@@ -447,18 +471,18 @@ func TestCrashMidCampaignResumesWithoutDuplicates(t *testing.T) {
 
 	// Daemon A dispatches the first batches, then "dies": nothing it
 	// dispatched ever settles, and its lease is left to run out.
-	dead := &blackhole{keys: map[string][]string{}}
+	dead := &blackhole{hand: hand, keys: map[string][]string{}}
 	a := campaigns.NewEngine(state, state, src, dead, campaigns.EngineConfig{
 		Owner: "a", BatchSize: 100, MaxOpenBatches: 2, LeaseTTL: time.Hour, DrainTimeout: 50 * time.Millisecond,
 	}, campaigns.WithEngineClock(clock))
-	b := `{"id":"crashy","segment":"all","channels":["email","sms"],"content":{"email":{"from":"a@example.test","subject":"s","text":"t"},"sms":{"body":"Hi"}}}`
+	b := `{"id":"crashy","segment":"all","channels":["email","sms","apns"],"content":{"email":{"from":"a@example.test","subject":"s","text":"t"},"sms":{"body":"Hi"},"push":{"title":"t","body":"b"}}}`
 	if _, _, err := a.Create(context.Background(), []byte(b)); err != nil {
 		t.Fatal(err)
 	}
 	channelstest.Eventually(t, 30*time.Second, func() bool {
 		dead.mu.Lock()
 		defer dead.mu.Unlock()
-		return len(dead.keys[channels.SMS]) > 0
+		return len(dead.keys[channels.SMS]) > 0 && len(dead.keys[channels.APNs]) > 0
 	}, "daemon A never dispatched")
 	st, err := a.Get(context.Background(), "crashy")
 	if err != nil || st.Status != campaigns.StatusRunning {
@@ -467,6 +491,12 @@ func TestCrashMidCampaignResumesWithoutDuplicates(t *testing.T) {
 	clockMu.Lock()
 	now = now.Add(2 * time.Hour) // A's lease runs out
 	clockMu.Unlock()
+	dead.mu.Lock()
+	deadKeys := map[string][]string{}
+	for ch, ks := range dead.keys {
+		deadKeys[ch] = append([]string(nil), ks...)
+	}
+	dead.mu.Unlock()
 
 	// Daemon B starts, finds the campaign running and resumes it.
 	r := newRig(t, state, src, campaigns.EngineConfig{Owner: "b", BatchSize: 100})
@@ -478,37 +508,46 @@ func TestCrashMidCampaignResumesWithoutDuplicates(t *testing.T) {
 	defer cancel()
 	_ = a.Close(closeCtx)
 
-	dead.mu.Lock()
-	deadEmail := append([]string(nil), dead.keys[channels.Email]...)
-	deadSMS := len(dead.keys[channels.SMS])
-	dead.mu.Unlock()
-
-	// Email has an idempotency handle: every in-doubt email is re-sent with the
-	// very key A used, and nothing is sent twice by B.
-	bEmail := map[string]bool{}
-	for _, k := range r.keys(channels.Email) {
-		if bEmail[k] {
-			t.Fatalf("B sent %s twice", k)
-		}
-		bEmail[k] = true
-	}
-	for _, k := range deadEmail {
-		if !bEmail[k] {
-			t.Fatalf("in-doubt email %s was not re-sent with its key", k)
-		}
-	}
-	// SMS has none: A's dispatched texts are reported in doubt, never re-sent.
-	if got := st.Counts[channels.SMS][campaigns.ReasonInDoubt]; got != int64(deadSMS) {
-		t.Fatalf("sms in_doubt = %d, want %d (what A dispatched)", got, deadSMS)
-	}
-	for _, k := range r.keys(channels.SMS) {
-		for _, dk := range func() []string { dead.mu.Lock(); defer dead.mu.Unlock(); return dead.keys[channels.SMS] }() {
-			if k == dk {
-				t.Fatalf("in-doubt sms %s re-sent", k)
+	for _, ch := range []string{channels.Email, channels.SMS, channels.APNs} {
+		sentByB := map[string]int{}
+		for _, k := range r.keys(ch) {
+			if sentByB[k]++; sentByB[k] > 1 {
+				t.Fatalf("B sent %s twice", k)
 			}
 		}
-	}
-	for _, ch := range []string{channels.Email, channels.SMS} {
+		deadSet := map[string]bool{}
+		for _, k := range deadKeys[ch] {
+			deadSet[k] = true
+		}
+		switch {
+		case !hand:
+			// Never on the wire: simply sent, nothing in doubt.
+			for k := range deadSet {
+				if sentByB[k] != 1 {
+					t.Fatalf("%s: queued message %s was not sent by B", ch, k)
+				}
+			}
+			if got := st.Counts[ch][campaigns.ReasonInDoubt]; got != 0 {
+				t.Fatalf("%s: in_doubt = %d, want 0: nothing was handed over", ch, got)
+			}
+		case ch == channels.APNs:
+			// An idempotency handle: re-sent with the very key A used.
+			for k := range deadSet {
+				if sentByB[k] != 1 {
+					t.Fatalf("in-doubt push %s was not re-sent with its key", k)
+				}
+			}
+		default:
+			// No handle (SMS, email): reported in doubt, exactly what A handed over, never re-sent.
+			if got := st.Counts[ch][campaigns.ReasonInDoubt]; got != int64(len(deadSet)) {
+				t.Fatalf("%s in_doubt = %d, want %d (what A handed over)", ch, got, len(deadSet))
+			}
+			for k := range deadSet {
+				if sentByB[k] != 0 {
+					t.Fatalf("in-doubt %s %s re-sent", ch, k)
+				}
+			}
+		}
 		if total(st.Counts, ch) != int64(len(src.members)) {
 			t.Fatalf("%s counts %v add up to %d, want %d", ch, st.Counts[ch], total(st.Counts, ch), len(src.members))
 		}

@@ -665,7 +665,7 @@ func (fe *FlowEngine) process(ctx context.Context, af *activeFlow, jobs []*job) 
 			fb.delayed = append(fb.delayed, j.delayID)
 		}
 	}
-	stages := MultiStage{StageFunc(resolveStage), StageFunc(policyStage), StageFunc(fb.dedupStage(fe, jobs)), StageFunc(renderStage)}
+	stages := MultiStage{StageFunc(resolveStage), StageFunc(layoutStage), StageFunc(policyStage), StageFunc(fb.dedupStage(fe, jobs)), StageFunc(renderStage)}
 	err = stages.Exec(ctx, b)
 	// Stages settle skipped positions; what is still open awaits outcomes.
 	b.remaining = b.open
@@ -744,10 +744,10 @@ func (fb *flowBatch) dedupStage(fe *FlowEngine, jobs []*job) func(ctx context.Co
 				fb.claimed[i] = true
 			case InDoubt:
 				fb.claimed[i] = true
-				if b.run.channels[p%nch] == channels.SMS {
+				// An earlier attempt may have reached the provider. Without an
+				// idempotency handle (SMS, email) a re-send could arrive twice.
+				if ch := b.run.channels[p%nch]; ch == channels.SMS || ch == channels.Email {
 					b.skip(p, ReasonInDoubt)
-				} else {
-					b.pos[p].inDoubt = true
 				}
 			default:
 				b.skip(p, ReasonDuplicate)

@@ -55,17 +55,22 @@ func (ms MultiStage) Exec(ctx context.Context, b *RecipientBatch) error {
 }
 
 // position is one (member, channel) of a batch: it is settled once every
-// message sent for it has an outcome, or when a stage skips it.
+// message sent for it has an outcome, or when a stage skips it. Its messages
+// (one per address) each own a ledger slot; a position without a message
+// owns one slot of its own, which settles with the reason it was skipped.
 type position struct {
 	reason      string // why it settled without a message; "" while open or when sent
 	outstanding int32  // messages handed to a channel and not yet back
+	undone      int32  // its slots not yet done (set by layout)
 	settled     bool
 	accepted    bool
-	dispatched  bool
-	inDoubt     bool  // dispatched by an earlier owner and never settled
 	first       int32 // index of its first envelope in Batch.envs, -1 if none
 	nenv        int32
+	slot        int32 // its first ledger slot (set by layout)
 }
+
+// slots is the number of ledger slots the position owns.
+func (ps *position) slots() int32 { return max(1, ps.nenv) }
 
 // envelope is a message plus what routes its outcome back to its batch.
 // Envelopes live in a per-batch slab, so a message costs no allocation of
@@ -74,7 +79,13 @@ type envelope struct {
 	msg   channels.Message
 	batch *RecipientBatch
 	pos   int32
+	n     int32 // index of its address among the position's addresses
 	ch    int8
+	// handed: the ledger holds (or is about to hold) this message as handed
+	// to a provider; done: its slot is final (answered, skipped, or already
+	// final in the ledger from an earlier run) and it is not to be sent.
+	handed bool
+	done   bool
 
 	push channels.Push
 	mail channels.Mail
@@ -109,12 +120,21 @@ type RecipientBatch struct {
 	counts    map[countKey]int64
 	failures  []Failure
 	remaining int // positions not settled; 0 → the batch is final
-	reported  map[countKey]int64
 	done      chan struct{}
 	keys      []byte // backing store of the batch's message ids
 
-	finalReported bool
-	msgBuf        []*channels.Message
+	// The ledger side (campaign runs only; led is nil for flows and retries).
+	led     *ledger
+	laidOut bool
+	nslots  int // ledger slots, set by layout
+	undone  int // slots not yet done; 0 → the batch can be reported final
+	// pend* are the slots changed since the ledger last took them (guarded by mu).
+	pendD, pendC, pendF Bitmap
+	pendFinal           bool
+	pendAll             bool // write the whole bitmaps and the slot count (relaid out)
+	ldirty              bool // on the ledger's dirty list (guarded by the ledger's mu)
+
+	msgBuf []*channels.Message
 	// doneMu is never reset: a closer from the batch's previous use may
 	// still be unlocking it when the batch is reused.
 	doneMu     sync.Mutex
@@ -160,19 +180,145 @@ func (b *RecipientBatch) reset(r *run, members int) {
 	b.done = make(chan struct{})
 	b.doneClosed = false
 	b.keys = nil
-	b.finalReported = false
+	b.led = nil
+	b.nslots, b.undone, b.laidOut = 0, 0, false
+	b.pendD, b.pendC, b.pendF = b.pendD[:0], b.pendC[:0], b.pendF[:0]
+	b.pendFinal, b.pendAll = false, false
 }
 
-// skip settles position p without a message.
+// layout gives every position its ledger slots (in position order: one per
+// envelope, or one if it has none) and then counts the positions resolve
+// skipped. Slots in done are final from an earlier run: they are neither
+// counted nor sent again. done may be nil. Called before the batch is shared.
+func (b *RecipientBatch) layout(done Bitmap) {
+	slot := int32(0)
+	for p := range b.pos {
+		ps := &b.pos[p]
+		ps.slot = slot
+		ps.undone = ps.slots()
+		for j := range ps.nenv {
+			b.envs[ps.first+j].n = j
+		}
+		slot += ps.slots()
+	}
+	b.nslots, b.undone, b.laidOut = int(slot), int(slot), true
+	if b.led != nil {
+		n := (b.nslots + 7) / 8
+		b.pendD, b.pendC, b.pendF = grow(b.pendD, n), grow(b.pendC, n), grow(b.pendF, n)
+	}
+	for p := range b.pos {
+		ps := &b.pos[p]
+		if done != nil {
+			for k := range ps.slots() {
+				s := int(ps.slot + k)
+				if !done.Has(s) {
+					continue
+				}
+				if ps.nenv > 0 {
+					b.envs[ps.first+k].done = true
+				}
+				ps.undone--
+				b.undone--
+			}
+			if ps.undone == 0 && !ps.settled {
+				ps.settled = true // final in the ledger already: nothing to count
+				b.open--
+			}
+		}
+		if ps.settled && ps.reason != "" && ps.undone > 0 {
+			b.countSlots(p, ps.reason) // skipped by resolve before the slots existed
+		}
+	}
+	if b.undone == 0 && b.led != nil {
+		b.pendFinal = true
+	}
+}
+
+func grow(b Bitmap, n int) Bitmap {
+	if cap(b) < n {
+		return make(Bitmap, n)
+	}
+	b = b[:n]
+	clear(b)
+	return b
+}
+
+// doneSlotLocked marks slot s done with reason (counted), feeding the ledger.
+func (b *RecipientBatch) doneSlotLocked(s int32, ch int8, reason string) {
+	b.counts[countKey{ch, reason}]++
+	if b.led == nil {
+		return
+	}
+	b.pendF.Set(int(s))
+	if b.undone--; b.undone == 0 {
+		b.pendFinal = true
+	}
+}
+
+// countSlots settles every not-done slot of position p with reason.
+func (b *RecipientBatch) countSlots(p int, reason string) {
+	ps := &b.pos[p]
+	ch := int8(p % b.nch())
+	if ps.nenv == 0 {
+		if ps.undone > 0 {
+			ps.undone--
+			b.doneSlotLocked(ps.slot, ch, reason)
+		}
+		return
+	}
+	for j := range ps.nenv {
+		e := &b.envs[ps.first+j]
+		if e.done {
+			continue
+		}
+		e.done = true
+		ps.undone--
+		b.doneSlotLocked(ps.slot+j, ch, reason)
+	}
+}
+
+// skip settles position p without a message. In resolve, before layout
+// gave the position its slots, the count waits for layout.
 func (b *RecipientBatch) skip(p int, reason string) {
+	b.mu.Lock()
 	ps := &b.pos[p]
 	if ps.settled {
+		b.mu.Unlock()
 		return
 	}
 	ps.settled = true
 	ps.reason = reason
 	b.open--
-	b.counts[countKey{int8(p % b.nch()), reason}]++
+	if b.laidOut {
+		b.countSlots(p, reason)
+	}
+	b.mu.Unlock()
+	b.noteDirty()
+}
+
+// skipEnvelope settles one message of a position without sending it (in
+// doubt after a crash, on a channel with no idempotency handle). Called
+// before dispatch, after layout, with mu held.
+func (b *RecipientBatch) skipEnvelope(e *envelope, reason string) {
+	if e.done {
+		return
+	}
+	ps := &b.pos[e.pos]
+	e.done = true
+	ps.undone--
+	b.doneSlotLocked(ps.slot+e.n, e.ch, reason)
+	if ps.undone == 0 && !ps.settled {
+		ps.settled = true
+		ps.reason = reason
+		b.open--
+	}
+}
+
+// noteDirty puts a claimed batch on its ledger's list for the next flush.
+func (b *RecipientBatch) noteDirty() {
+	if b.led != nil && b.Seq > 0 {
+		b.led.dirty(b)
+	}
 }
 
 // addEnvelope appends a message for position p and returns it.
@@ -215,18 +361,32 @@ func (b *RecipientBatch) settle(e *envelope, out *channels.Outcome) {
 	b.mu.Lock()
 	ps := &b.pos[e.pos]
 	ps.outstanding--
+	reason := ReasonSent
 	switch out.Status {
 	case channels.OutcomeAccepted:
 		ps.accepted = true
 	default:
+		reason = outcomeReason(out)
+		if reason == ReasonInDoubt && (b.led != nil || b.run.channels[e.ch] != channels.SMS) {
+			// Stopped mid-attempt. A campaign's ledger holds the message as
+			// handed and unanswered: the next run decides (re-send with the
+			// same idempotency handle, or report it in doubt). A flow's
+			// provider collapses a re-send with the same handle.
+			reason = ReasonCanceled
+		}
 		if ps.reason == "" || ps.reason == ReasonCanceled {
-			ps.reason = outcomeReason(out)
-			if ps.reason == ReasonInDoubt && b.run.channels[e.ch] != channels.SMS {
-				// Stopped mid-attempt, but the provider collapses a re-send with
-				// the same idempotency handle: leave the position open for the
-				// next run instead of reporting it in doubt.
-				ps.reason = ReasonCanceled
-			}
+			ps.reason = reason
+		}
+	}
+	if reason != ReasonCanceled && !e.done {
+		e.done = true
+		ps.undone--
+		if b.led != nil && out.Status == channels.OutcomeAccepted {
+			b.pendC.Set(int(ps.slot + e.n))
+		}
+		b.doneSlotLocked(ps.slot+e.n, e.ch, reason)
+		if reason == ReasonRetriesExhausted {
+			b.failures = append(b.failures, Failure{User: b.Members[int(e.pos)/b.nch()].Key, Channel: b.run.channels[e.ch], Address: int(e.n), Reason: reason})
 		}
 	}
 	final := false
@@ -235,17 +395,11 @@ func (b *RecipientBatch) settle(e *envelope, out *channels.Outcome) {
 		if ps.accepted {
 			ps.reason = ReasonSent
 		}
-		ch := e.ch
-		if ps.reason != ReasonCanceled {
-			b.counts[countKey{ch, ps.reason}]++
-		}
-		if ps.reason == ReasonRetriesExhausted {
-			b.failures = append(b.failures, Failure{User: b.Members[int(e.pos)/b.nch()].Key, Channel: b.run.channels[ch], Reason: ps.reason})
-		}
 		b.remaining--
 		final = b.remaining == 0
 	}
 	b.mu.Unlock()
+	b.noteDirty()
 	if final {
 		b.closeDone()
 	}
@@ -257,9 +411,6 @@ func (b *RecipientBatch) settle(e *envelope, out *channels.Outcome) {
 func (b *RecipientBatch) abort() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.finalReported {
-		return
-	}
 	remaining := 0
 	for p := range b.pos {
 		ps := &b.pos[p]

@@ -21,7 +21,7 @@ func (e *Engine) RetryFailed(ctx context.Context, id string) (CampaignStatus, er
 	if rec.Status != StatusCompleted && rec.Status != StatusFailed {
 		return CampaignStatus{}, fmt.Errorf("retry failed recipients of %s (%s): %w", id, rec.Status, ErrInvalidTransition)
 	}
-	if err := e.startWith(ctx, id, rec.Status, true); err != nil {
+	if err := e.startWith(ctx, id, rec.Status, true, false); err != nil {
 		return CampaignStatus{}, err
 	}
 	return e.Get(ctx, id)
@@ -58,10 +58,10 @@ func (r *run) retryFailed(ctx context.Context) error {
 
 func (r *run) retryPage(ctx context.Context, pin PinnedSource, page []Failure) error {
 	// One member per distinct user (failures are sorted by user), and only
-	// the failed channels' positions are left open.
+	// the failed addresses of the failed channels are sent.
 	b := r.getBatch(len(page))
 	b.Members = b.Members[:0]
-	type want struct{ m, ch int }
+	type want struct{ m, ch, addr int }
 	var wants []want
 	var gone []Failure
 	for _, f := range page {
@@ -86,12 +86,15 @@ func (r *run) retryPage(ctx context.Context, pin PinnedSource, page []Failure) e
 				continue
 			}
 		}
-		wants = append(wants, want{len(b.Members) - 1, chIdx})
+		wants = append(wants, want{len(b.Members) - 1, chIdx, f.Address})
 	}
 	b.reset(r, len(b.Members))
+	wanted := make(map[[2]int]bool, len(wants))
 	open := make([]bool, len(b.pos))
 	for _, w := range wants {
-		open[w.m*b.nch()+w.ch] = true
+		p := w.m*b.nch() + w.ch
+		open[p] = true
+		wanted[[2]int{p, w.addr}] = true
 	}
 	for p := range b.pos {
 		if !open[p] {
@@ -99,8 +102,29 @@ func (r *run) retryPage(ctx context.Context, pin PinnedSource, page []Failure) e
 			b.open--
 		}
 	}
-	stages := MultiStage{StageFunc(resolveStage), StageFunc(policyStage), StageFunc(renderStage)}
-	if err := stages.Exec(ctx, b); err != nil {
+	if err := (MultiStage{StageFunc(resolveStage), StageFunc(layoutStage)}).Exec(ctx, b); err != nil {
+		return err
+	}
+	// Of an open position, only the addresses that failed are sent again.
+	for p := range b.pos {
+		ps := &b.pos[p]
+		if ps.settled {
+			continue
+		}
+		for j := range ps.nenv {
+			if e := &b.envs[ps.first+j]; !wanted[[2]int{p, int(j)}] {
+				e.done = true
+				ps.undone--
+			}
+		}
+		if ps.undone == 0 {
+			// The failed address is no longer the member's (a token was removed).
+			ps.settled = true
+			b.open--
+			gone = append(gone, Failure{User: b.Members[p/b.nch()].Key, Channel: r.channels[p%b.nch()]})
+		}
+	}
+	if err := (MultiStage{StageFunc(policyStage), StageFunc(renderStage)}).Exec(ctx, b); err != nil {
 		return err
 	}
 	b.remaining = b.open

@@ -26,9 +26,16 @@ type run struct {
 
 	lease    Lease
 	progress ProgressStore
-	dispatch Dispatcher
-	source   MemberSource
-	cfg      EngineConfig
+	led      *ledger
+
+	// What the run claimed last, for a state store that lost it.
+	claimMu     sync.Mutex
+	lastSeq     int64
+	lastClaimed uint64
+	hasClaimed  bool
+	dispatch    Dispatcher
+	source      MemberSource
+	cfg         EngineConfig
 
 	stages MultiStage
 
@@ -49,9 +56,18 @@ func (r *run) noteRenderError(re *templates.RenderError) {
 	}
 }
 
-func newRun(c *Campaign, set *templates.Set, e *Engine, lease Lease, started time.Time) *run {
+func newRun(c *Campaign, set *templates.Set, e *Engine, res Resume, counts []Count, started time.Time) *run {
 	r := newRunFor(c, set, e.now, e.log, e.dispatch, e.source, e.cfg)
-	r.lease, r.progress, r.started = lease, e.progress, started
+	r.lease, r.progress, r.started = res.Lease, e.progress, started
+	r.led = newLedger(e.progress, res.Lease, r.log, e.cfg, res, counts)
+	r.led.lost = e.stateLost
+	// Resolve and layout run before the batch is claimed (produce).
+	r.stages = MultiStage{
+		StageFunc(policyStage),
+		StageFunc(renderStage),
+		StageFunc(startStage),
+		StageFunc(dispatchStage),
+	}
 	return r
 }
 
@@ -70,9 +86,10 @@ func newRunFor(c *Campaign, set *templates.Set, now func() time.Time, log *slog.
 	}
 	r.stages = MultiStage{
 		StageFunc(resolveStage),
+		StageFunc(layoutStage),
 		StageFunc(policyStage),
 		StageFunc(renderStage),
-		StageFunc(recordStage),
+		StageFunc(startStage),
 		StageFunc(dispatchStage),
 	}
 	return r
@@ -106,6 +123,17 @@ var errStopped = errors.New("run stopped")
 // once every member is final. A canceled ctx stops intake of new batches;
 // batches already dispatched are waited for (up to DrainTimeout) and recorded.
 func (r *run) execute(ctx context.Context, res Resume) error {
+	// The ledger keeps flushing for DrainTimeout after a stop, so outcomes
+	// that arrive while the run drains are recorded.
+	lctx, lcancel := drainContext(ctx, r.cfg.DrainTimeout)
+	defer lcancel()
+	var lwg sync.WaitGroup
+	lwg.Add(1)
+	go func() { defer lwg.Done(); r.led.run(lctx) }()
+
+	// window holds a token per batch between its claim and its final
+	// record: MaxOpenBatches means what it says.
+	window := make(chan struct{}, r.cfg.MaxOpenBatches)
 	fin := make(chan *RecipientBatch, r.cfg.MaxOpenBatches)
 	var finErr error
 	var wg sync.WaitGroup
@@ -113,14 +141,17 @@ func (r *run) execute(ctx context.Context, res Resume) error {
 	go func() {
 		defer wg.Done()
 		for b := range fin {
-			if err := r.finish(ctx, b); err != nil && finErr == nil {
+			if err := r.finish(ctx, lctx, b); err != nil && finErr == nil {
 				finErr = err
 			}
+			<-window
 		}
 	}()
-	err := r.produce(ctx, res, fin)
+	err := r.produce(ctx, res, fin, window)
 	close(fin)
 	wg.Wait()
+	r.led.close()
+	lwg.Wait()
 	if err == nil {
 		err = finErr
 	}
@@ -131,9 +162,7 @@ func (r *run) execute(ctx context.Context, res Resume) error {
 }
 
 // drainContext outlives ctx by d: a batch whose stages began finishes
-// recording and dispatching after a pause or shutdown, so positions are not
-// left "dispatched" in the progress record without being handed to a
-// channel (which a later run would have to treat as in doubt).
+// dispatching after a pause or shutdown, and its outcomes are recorded.
 func drainContext(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, func() {
@@ -144,28 +173,52 @@ func drainContext(ctx context.Context, d time.Duration) (context.Context, contex
 	return dctx, func() { stop(); cancel() }
 }
 
-func (r *run) produce(ctx context.Context, res Resume, fin chan<- *RecipientBatch) error {
+func (r *run) produce(ctx context.Context, res Resume, fin chan<- *RecipientBatch, window chan struct{}) error {
 	sctx, cancel := drainContext(ctx, r.cfg.DrainTimeout)
 	defer cancel()
-	// First the batches an earlier owner left open: their positions are
-	// settled, in doubt, or never sent.
-	for _, ob := range res.Open {
-		if ob.Final {
-			continue
+	enter := func() bool {
+		select {
+		case window <- struct{}{}:
+			return true
+		case <-ctx.Done():
+			return false
 		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		b, err := r.redrive(ctx, ob)
-		if err != nil {
-			return err
-		}
+	}
+	run := func(b *RecipientBatch) error {
 		if err := r.stages.Exec(sctx, b); err != nil {
 			b.abort()
 			fin <- b
 			return err
 		}
 		fin <- b
+		return nil
+	}
+	r.claimMu.Lock()
+	r.lastClaimed, r.hasClaimed = res.LastClaimed, res.HasClaimed
+	for _, ob := range res.Open {
+		r.lastSeq = max(r.lastSeq, ob.Seq)
+	}
+	if r.lastSeq == 0 && res.Checkpoint.Valid {
+		r.lastSeq = res.Checkpoint.Seq
+	}
+	r.claimMu.Unlock()
+	// First the batches an earlier run left open: their slots are final,
+	// in doubt (handed, unanswered) or never handed.
+	for _, ob := range res.Open {
+		if ob.Final {
+			continue
+		}
+		if !enter() {
+			return nil
+		}
+		b, err := r.redrive(ctx, ob)
+		if err != nil {
+			<-window
+			return err
+		}
+		if err := run(b); err != nil {
+			return err
+		}
 	}
 
 	it, err := r.source.Members(r.c.Segment, res.LastClaimed, res.HasClaimed)
@@ -174,33 +227,61 @@ func (r *run) produce(ctx context.Context, res Resume, fin chan<- *RecipientBatc
 	}
 	defer it.Close()
 	for ctx.Err() == nil {
+		if err := r.led.err(); err != nil {
+			return err
+		}
+		if !enter() {
+			return nil
+		}
 		b := r.getBatch(r.cfg.BatchSize)
 		n, err := it.Next(b.Members)
-		if err != nil {
-			return fmt.Errorf("read segment %q: %w", r.c.Segment, err)
-		}
-		if n == 0 {
+		if err != nil || n == 0 {
+			<-window
+			if err != nil {
+				return fmt.Errorf("read segment %q: %w", r.c.Segment, err)
+			}
 			return nil
 		}
 		b.Members = b.Members[:n]
 		b.reset(r, n)
+		b.led = r.led
 		b.First, b.Last = b.Members[0].Key, b.Members[n-1].Key
-		seq, err := r.progress.ClaimBatch(ctx, r.lease, b.First, b.Last, b.Slots())
+		// Resolve and lay out before the claim: the claim records the slots.
+		_ = resolveStage(sctx, b)
+		b.layout(nil)
+		seq, err := r.claim(ctx, b)
 		if err != nil {
+			<-window
 			return fmt.Errorf("claim batch: %w", err)
 		}
 		b.Seq = seq
-		if err := r.stages.Exec(sctx, b); err != nil {
-			b.abort()
-			fin <- b
+		r.led.claimed(seq, b.First, b.Last, b.nslots)
+		r.claimMu.Lock()
+		r.lastSeq, r.lastClaimed, r.hasClaimed = seq, b.Last, true
+		r.claimMu.Unlock()
+		if err := run(b); err != nil {
 			return err
 		}
-		fin <- b // blocks while MaxOpenBatches are unfinished: backpressure
 	}
 	return nil
 }
 
-// redrive rebuilds an open batch of an earlier owner from the shard.
+// claim records a new batch, retrying infrastructure errors: the claim is
+// idempotent for the same range.
+func (r *run) claim(ctx context.Context, b *RecipientBatch) (int64, error) {
+	var seq int64
+	err := retryState(ctx, r.log, "claim batch", r.led.lost, func(ctx context.Context) error {
+		var err error
+		seq, err = r.progress.ClaimBatch(ctx, r.lease, b.First, b.Last, b.nslots)
+		return err
+	})
+	return seq, err
+}
+
+// redrive rebuilds an open batch of an earlier run from the shard and
+// settles it against the ledger: final slots are left alone, slots in
+// doubt are re-sent with the same idempotency handle or, where the channel
+// has none (SMS, email), reported in_doubt, and the rest is sent.
 func (r *run) redrive(ctx context.Context, ob Batch) (*RecipientBatch, error) {
 	it, err := r.source.Members(r.c.Segment, ob.First-1, ob.First > 0)
 	if err != nil {
@@ -230,87 +311,86 @@ func (r *run) redrive(ctx context.Context, ob Batch) (*RecipientBatch, error) {
 	}
 	b.Members = members
 	b.reset(r, len(members))
+	b.led = r.led
 	b.Seq, b.First, b.Last = ob.Seq, ob.First, ob.Last
-	// Positions map to the old run's only if the segment still has the same
-	// members in the range; otherwise every position is treated as in doubt.
-	same := ob.Slots == b.Slots()
-	nch := b.nch()
-	inDoubt := 0
+	_ = resolveStage(ctx, b)
+	// Slots map to the earlier run's only if the members in the range still
+	// have the same addresses; otherwise every handed slot is in doubt.
+	slots := 0
 	for p := range b.pos {
-		switch {
-		case same && ob.Done.Has(p):
-			b.pos[p].settled = true
-			b.open--
-		case !same || ob.InDoubt(p):
-			inDoubt++
-			if r.channels[p%nch] == channels.SMS {
-				// No provider-side idempotency handle: re-sending could text twice.
-				b.skip(p, ReasonInDoubt)
-			} else {
-				b.pos[p].inDoubt = true // re-sent with the same idempotency key
-			}
+		slots += int(b.pos[p].slots())
+	}
+	same := slots == ob.Slots
+	if same {
+		b.layout(ob.Done)
+	} else {
+		b.layout(nil)
+		r.led.relayout(ob.Seq, b.nslots)
+		b.pendAll = true
+	}
+	inDoubt, final := 0, 0
+	b.mu.Lock()
+	for i := range b.envs {
+		e := &b.envs[i]
+		if e.done {
+			final++
+			continue
+		}
+		s := int(b.pos[e.pos].slot + e.n)
+		if (same && !ob.InDoubt(s)) || (!same && !anyHanded(ob)) {
+			continue
+		}
+		inDoubt++
+		if ch := r.channels[e.ch]; ch == channels.SMS || ch == channels.Email {
+			// No provider-side idempotency handle: a re-send could arrive twice.
+			b.skipEnvelope(e, ReasonInDoubt)
+			continue
+		}
+		if same {
+			e.handed = true // the ledger holds it as handed already
 		}
 	}
-	b.remaining = b.open
-	r.log.Info("resuming open batch", "seq", ob.Seq, "members", len(members), "in_doubt", inDoubt, "same_members", same)
+	b.mu.Unlock()
+	r.log.Info("resuming open batch", "seq", ob.Seq, "members", len(members), "final", final, "in_doubt", inDoubt, "same_slots", same)
 	return b, nil
 }
 
-// finish waits for a dispatched batch's outcomes and records them. When the
-// run is stopping it waits at most DrainTimeout; what is unsettled by then is
-// left open for the next owner.
-func (r *run) finish(ctx context.Context, b *RecipientBatch) error {
-	if !b.finalReported {
+func anyHanded(b Batch) bool {
+	for _, v := range b.Dispatched {
+		if v != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// finish waits for a dispatched batch's outcomes and for the ledger to hold
+// them. When the run is stopping it waits at most DrainTimeout; what is
+// unsettled by then stays open in the ledger for the next run.
+func (r *run) finish(ctx, lctx context.Context, b *RecipientBatch) error {
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		t := time.NewTimer(r.cfg.DrainTimeout)
 		select {
 		case <-b.done:
-		case <-ctx.Done():
-			t := time.NewTimer(r.cfg.DrainTimeout)
-			select {
-			case <-b.done:
-			case <-t.C:
-			}
-			t.Stop()
+		case <-t.C:
 		}
-	}
-	if b.finalReported {
-		r.putBatch(b)
-		return nil
+		t.Stop()
 	}
 	b.mu.Lock()
-	if b.remaining == 0 {
+	final, idle := b.undone == 0, b.remaining == 0
+	b.mu.Unlock()
+	if !final {
+		return errStopped
+	}
+	if err := r.led.sync(lctx); err != nil {
+		return fmt.Errorf("record batch %d: %w", b.Seq, err)
+	}
+	if idle {
 		// Nothing can touch it any more: reuse it. Otherwise late outcomes
 		// still write into it, and it is left to the garbage collector.
-		defer r.putBatch(b)
-	}
-	rep := BatchReport{
-		Seq:       b.Seq,
-		Confirmed: NewBitmap(len(b.pos)),
-		Done:      NewBitmap(len(b.pos)),
-		Counts:    b.takeCounts(),
-		Failures:  append([]Failure(nil), b.failures...),
-		Final:     true,
-	}
-	for p := range b.pos {
-		ps := &b.pos[p]
-		if ps.accepted {
-			rep.Confirmed.Set(p)
-		}
-		if ps.settled && ps.reason != ReasonCanceled {
-			rep.Done.Set(p)
-		} else {
-			rep.Final = false
-		}
-	}
-	b.failures = b.failures[:0]
-	b.mu.Unlock()
-	// The report must land even while the run is being stopped.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if _, err := r.progress.ReportBatch(wctx, r.lease, rep); err != nil {
-		return fmt.Errorf("report batch %d: %w", b.Seq, err)
-	}
-	if !rep.Final {
-		return errStopped
+		r.putBatch(b)
 	}
 	return nil
 }

@@ -199,36 +199,25 @@ func renderStage(_ context.Context, b *RecipientBatch) error {
 	return nil
 }
 
-// recordStage persists, before anything reaches a provider, which positions
-// are about to be dispatched and which are already settled, with the skip
-// counts. After a crash, a dispatched position that never settled is in
-// doubt; one that was never dispatched is simply sent again.
-func recordStage(ctx context.Context, b *RecipientBatch) error {
-	r := b.run
-	rep := BatchReport{
-		Seq:        b.Seq,
-		Dispatched: NewBitmap(len(b.pos)),
-		Done:       NewBitmap(len(b.pos)),
-		Counts:     b.takeCounts(),
-	}
-	for p := range b.pos {
-		ps := &b.pos[p]
-		switch {
-		case ps.settled:
-			rep.Done.Set(p)
-		default:
-			rep.Dispatched.Set(p)
-			ps.dispatched = true
-		}
-	}
-	rep.Final = b.open == 0
-	if _, err := r.progress.ReportBatch(ctx, r.lease, rep); err != nil {
-		return fmt.Errorf("record batch %d: %w", b.Seq, err)
-	}
+// startStage makes a batch ready for outcomes: what the stages settled so
+// far goes to the ledger, and a batch with nothing to send is done.
+func startStage(_ context.Context, b *RecipientBatch) error {
+	b.mu.Lock()
 	b.remaining = b.open
+	b.mu.Unlock()
+	b.noteDirty()
 	if b.open == 0 {
-		b.finalReported = true
 		b.closeDone()
+	}
+	return nil
+}
+
+// layoutStage gives the batch's messages their ledger slots and counts
+// what resolve skipped (a redriven batch is laid out against its ledger
+// before the stages run, and is left alone here).
+func layoutStage(_ context.Context, b *RecipientBatch) error {
+	if !b.laidOut {
+		b.layout(nil)
 	}
 	return nil
 }
@@ -261,6 +250,9 @@ func dispatchStage(ctx context.Context, b *RecipientBatch) error {
 			mem := &b.Members[p/nch]
 			for i := ps.first; i < ps.first+ps.nenv; i++ {
 				e := &b.envs[i]
+				if e.done {
+					continue // final in the ledger, or settled in doubt
+				}
 				m := &e.msg
 				scope := r.c.ID
 				if mem.Scope != "" {

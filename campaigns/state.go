@@ -147,8 +147,11 @@ type CampaignRecord struct {
 	ID         string
 	Definition json.RawMessage // compacted JSON
 	Status     Status
-	Created    time.Time
-	Updated    time.Time
+	// Reason says why the campaign is in its status when that is not the
+	// obvious one (failed: "crash_loop", "unknown_segment"); "" otherwise.
+	Reason  string
+	Created time.Time
+	Updated time.Time
 }
 
 // CampaignStore keeps campaign records.
@@ -166,6 +169,9 @@ type CampaignStore interface {
 	// Transition is a compare-and-set from → to: ErrInvalidTransition if the
 	// lifecycle forbids it, ErrStatusChanged if the status is no longer from.
 	Transition(ctx context.Context, id string, from, to Status) (CampaignRecord, error)
+	// TransitionBecause is Transition that also records why (CampaignRecord.Reason);
+	// Transition clears the reason.
+	TransitionBecause(ctx context.Context, id string, from, to Status, reason string) (CampaignRecord, error)
 }
 
 // Lease is one owner's exclusive hold on a campaign's progress. Token is a
@@ -201,22 +207,23 @@ type Checkpoint struct {
 }
 
 // Batch is a claimed batch above the checkpoint. Positions 0..Slots-1 are the
-// batch's messages; what position i means is the pipeline's choice and must be
-// reproducible from the campaign (e.g. member ordinal within First..Last in the
-// pinned shard generation × number of channels + channel index).
+// batch's message slots; what slot i means is the pipeline's choice and must be
+// reproducible from the campaign and the pinned shard generation (the
+// pipeline gives each message one slot: member × channel × address, and one
+// slot to a member × channel that has no message).
 type Batch struct {
 	Seq         int64
 	First, Last uint64 // user-key range, inclusive
 	Slots       int
 	Token       int64 // fencing token of the lease that claimed it
 	Final       bool
-	Dispatched  Bitmap // handed to a channel (may have reached the provider)
+	Dispatched  Bitmap // handed to a provider: written before the request leaves
 	Confirmed   Bitmap // accepted by the provider
 	Done        Bitmap // settled: confirmed, or counted with a reason, or listed as a failure
 }
 
-// InDoubt reports whether position i was dispatched but never settled: after a
-// crash it may or may not have reached the provider.
+// InDoubt reports whether slot i was handed to a provider but never
+// answered: after a crash it may or may not have been delivered.
 func (b Batch) InDoubt(i int) bool { return b.Dispatched.Has(i) && !b.Done.Has(i) }
 
 // Resume is what Acquire hands the new owner.
@@ -231,6 +238,11 @@ type Resume struct {
 	// non-final batch claimed under an older Token belonged to a dead owner: its
 	// positions are settled (Done), in doubt (InDoubt) or never sent (neither).
 	Open []Batch
+	// Crashes counts the consecutive earlier runs of the campaign that ended
+	// without releasing the lease (their daemon died) and without moving the
+	// checkpoint or living long enough to renew the lease: a campaign that
+	// kills its daemon shows up here (crash-loop quarantine).
+	Crashes int
 }
 
 // Count is a counter per channel and outcome ("sent", or a reason).
@@ -240,20 +252,44 @@ type Count struct {
 	N       int64
 }
 
-// Failure is a transient failure kept for "retry failed".
+// Failure is a transient failure kept for "retry failed", one per address:
+// a user with two device tokens whose second failed has one Failure with
+// Address 1.
 type Failure struct {
 	User    uint64
 	Channel string
+	// Address is the index of the address among the member's addresses on
+	// the channel (device tokens, web push subscriptions); 0 for channels
+	// with one address.
+	Address int
 	Reason  string
 }
 
-// BatchReport is what the pipeline learned about one batch. Bitmaps are OR-ed
-// into what is stored, so a batch may be reported in parts (e.g. "dispatched"
-// before handing to channels, then outcomes); Counts and Failures are applied
-// once per report. Final closes the batch: the checkpoint then advances past
-// every final batch with no open batch before it.
+// Flush is one group commit of the delivery ledger: the reports of several
+// batches, applied atomically in one round trip. ID numbers a run's flushes
+// (1, 2, ...): a store applies a flush ID at most once per lease, so a flush
+// whose reply was lost (timeout, Redis restarted from its AOF) is simply sent
+// again. ID 0 opts out of that check.
+type Flush struct {
+	ID      int64
+	Reports []BatchReport
+}
+
+// BatchReport is what the pipeline learned about one batch. In ReportBatch,
+// bitmaps are OR-ed into what is stored, so a batch may be reported in parts;
+// in Record (the ledger), they are the batch's merged bitmaps from byte Base
+// on and replace the stored bytes there: the lease holder is the only writer
+// and knows what is stored, and a copy is cheap where an OR in the store is
+// not. Counts and Failures are applied once per report. Final closes the
+// batch: the checkpoint then advances past every final batch with no open
+// batch before it.
 type BatchReport struct {
-	Seq        int64
+	Seq  int64
+	Base int // byte offset of the bitmaps (Record only)
+	// Slots, when more than the batch was claimed with, grows it (Record
+	// only): a redriven batch whose members changed in a newer shard
+	// generation is laid out again.
+	Slots      int
 	Dispatched Bitmap
 	Confirmed  Bitmap
 	Done       Bitmap
@@ -288,12 +324,18 @@ type CampaignLeaser interface {
 type BatchLog interface {
 	// ClaimBatch records a new batch over user keys first..last (first > the last
 	// claimed key, else ErrBatchOrder) with slots message positions, and returns
-	// its sequence number. One round trip per batch.
+	// its sequence number. One round trip per batch. It is idempotent: claiming
+	// again exactly the last claimed batch (same range, slots and lease) returns
+	// its seq, so a claim whose reply was lost can be retried.
 	ClaimBatch(ctx context.Context, lease Lease, first, last uint64, slots int) (seq int64, err error)
-	// ReportBatch applies a report and returns the checkpoint after it. One round
-	// trip per report. After any error other than a StateError the outcome is
-	// unknown: Acquire again (which returns the stored truth) rather than retry.
+	// ReportBatch applies one report and returns the checkpoint after it. Not
+	// idempotent (counts are added): use Record where a retry is possible.
 	ReportBatch(ctx context.Context, lease Lease, r BatchReport) (Checkpoint, error)
+	// Record applies a ledger flush atomically, in one round trip, and returns
+	// the checkpoint after it. A flush with the ID of the last one applied
+	// under this lease is not applied again (it answers the checkpoint), so
+	// after an infrastructure error the same flush is retried as it is.
+	Record(ctx context.Context, lease Lease, f Flush) (Checkpoint, error)
 }
 
 // FailureLog serves "retry failed".
@@ -313,6 +355,35 @@ type RetryReport struct {
 	Retried  []Failure
 	Failures []Failure
 	Counts   []Count
+}
+
+// CampaignSnapshot is what a daemon knows of a campaign it is running,
+// written back by StateRestorer.Restore when the state store lost it.
+type CampaignSnapshot struct {
+	Record      CampaignRecord
+	Lease       Lease
+	Flush       int64 // ID of the last ledger flush applied under Lease
+	Checkpoint  Checkpoint
+	LastClaimed uint64
+	HasClaimed  bool
+	Seq         int64   // last claimed batch seq
+	Open        []Batch // durable state of the batches above the checkpoint
+	Counts      []Count
+	Failures    []Failure
+}
+
+// StateRestorer is implemented by state stores that can lose their data
+// while the daemon runs (a Redis restarted without persistence, a failover
+// to a replica that lagged). The engine detects the loss by the epoch marker
+// and writes back what it knows.
+type StateRestorer interface {
+	// Epoch returns the store's epoch marker, creating one if there is none
+	// (created=true: the store is new or lost everything since it was made).
+	Epoch(ctx context.Context) (epoch string, created bool, err error)
+	// Restore writes a campaign's record, lease and progress back. It leaves
+	// alone a campaign the store still has (another daemon restored it first
+	// or it was never lost) and reports restored=false then.
+	Restore(ctx context.Context, s CampaignSnapshot, ttl time.Duration) (restored bool, err error)
 }
 
 // ProgressStore is the whole campaign-progress side of the state layer.

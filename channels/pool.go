@@ -76,7 +76,24 @@ type PoolConfig struct {
 	SendTimeout time.Duration
 	// Outcomes receives exactly one Outcome per submitted message. Required.
 	Outcomes OutcomeSink
+	// Handoff, when set, is called right before each request leaves for the
+	// provider, with its messages; the request leaves only after it returns
+	// nil. A delivery ledger uses it to hold the messages as "on the wire"
+	// before they are: after a crash, exactly those are in doubt. On an
+	// error the messages end canceled with no attempt made.
+	Handoff Handoff
 }
+
+// Handoff is told which messages are about to leave for the provider.
+type Handoff interface {
+	Handoff(ctx context.Context, msgs []*Message) error
+}
+
+// HandoffFunc adapts a function to a Handoff.
+type HandoffFunc func(ctx context.Context, msgs []*Message) error
+
+// Handoff calls f.
+func (f HandoffFunc) Handoff(ctx context.Context, msgs []*Message) error { return f(ctx, msgs) }
 
 // AccountLimiter is a provider account's rate limit (a Twilio number's MPS,
 // an FCM project's quota). *rate.Limiter implements it; one may be shared by
@@ -893,6 +910,19 @@ func (p *Pool) send(w *worker) {
 			return
 		}
 		n = len(w.items)
+	}
+	if p.cfg.Handoff != nil {
+		if err := p.cfg.Handoff.Handoff(ctx, w.msgs); err != nil {
+			now := p.clock.Now()
+			w.now = now
+			p.failures.record("hand-off refused; messages not sent", &Error{Reason: ReasonCanceled, Code: "handoff",
+				Err: fmt.Errorf("hand off %d messages: %w", len(w.items), err)}, "")
+			for _, it := range w.items {
+				w.out = append(w.out, p.outcome(it, now, OutcomeCanceled, ReasonCanceled, "", "", &Error{Reason: ReasonCanceled, Err: err}))
+			}
+			p.emit(w)
+			return
+		}
 	}
 	results, panicked := p.callSend(ctx, w.msgs)
 	end := p.clock.Now()

@@ -148,6 +148,10 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusTooManyRequests, "", "trigger queue full; retry later")
 	case errors.Is(err, campaigns.ErrEngineClose):
 		writeError(w, http.StatusServiceUnavailable, "", "daemon is shutting down")
+	case errors.Is(err, context.DeadlineExceeded):
+		// The request's bound on state calls ran out: the store is stalled.
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "", "state store did not answer in time; retry later")
 	default:
 		a.log.Error("admin API request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		// Errors the state layer does not name are infrastructure failures

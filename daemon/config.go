@@ -59,6 +59,12 @@ type EngineConfig struct {
 	MaxOpenBatches int      `yaml:"max_open_batches"`
 	LeaseTTL       Duration `yaml:"lease_ttl"`
 	DrainTimeout   Duration `yaml:"drain_timeout"`
+	// LedgerFlushInterval is the longest a delivery-ledger change waits to
+	// be written when no worker waits for it (default 2ms).
+	LedgerFlushInterval Duration `yaml:"ledger_flush_interval"`
+	// CrashLoopLimit quarantines a campaign after this many daemon deaths
+	// in a row while running it (default 3; -1 disables).
+	CrashLoopLimit int `yaml:"crash_loop_limit"`
 	// ShutdownTimeout bounds the SIGTERM drain (default 30s).
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }

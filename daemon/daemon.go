@@ -10,6 +10,8 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,6 +73,7 @@ type Daemon struct {
 	feedback channels.FeedbackSink
 	server   *http.Server
 	listener net.Listener
+	draining atomic.Bool
 }
 
 // New wires a daemon. Nothing runs until Run.
@@ -145,6 +148,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			BackoffBase: time.Duration(pc.BackoffBase), BackoffMax: time.Duration(pc.BackoffMax),
 			SendTimeout: time.Duration(pc.SendTimeout),
 			Outcomes:    channels.OutcomeFunc(campaigns.RouteOutcomes),
+			Handoff:     channels.HandoffFunc(campaigns.HandOff),
 		}, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("build %s pool: %w", name, err)
@@ -152,6 +156,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		d.pools[name] = p
 	}
 
+	stateMetrics := newStateMetrics(d.reg)
 	owner := cfg.Engine.Owner
 	if owner == "" {
 		host, _ := os.Hostname()
@@ -162,8 +167,14 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		campaigns.EngineConfig{
 			Owner: owner, BatchSize: cfg.Engine.BatchSize, MaxOpenBatches: cfg.Engine.MaxOpenBatches,
 			LeaseTTL: time.Duration(cfg.Engine.LeaseTTL), DrainTimeout: time.Duration(cfg.Engine.DrainTimeout),
+			FlushInterval: time.Duration(cfg.Engine.LedgerFlushInterval), CrashLoopLimit: cfg.Engine.CrashLoopLimit,
 		},
 		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log),
+		campaigns.WithStateResetObserver(func(restored, lost int) {
+			stateMetrics.resets.Inc()
+			stateMetrics.restored.Add(float64(restored))
+		}),
+		campaigns.WithQuarantineObserver(func(string) { stateMetrics.quarantined.Inc() }),
 		campaigns.WithRunObserver(func(id string, fresh bool) {
 			if d.events != nil {
 				d.events.Touch(id, fresh)
@@ -183,7 +194,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	d.events.SetFlows(func() []campaigns.FlowStatus { return d.flows.ListFlows(context.Background()) })
 	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics, Events: d.events, Flows: d.flows},
 		d.events.Track(d.engine), d.ready, d.reg, d.log)
-	d.server = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	d.server = &http.Server{Handler: boundStateCalls(api, stateCallTimeout), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	d.server.RegisterOnShutdown(d.events.Close) // Shutdown waits for idle connections; streams never are
 	d.listener = deps.Listener
 	return d, nil
@@ -202,6 +213,12 @@ func (d *Daemon) Registry() *prometheus.Registry { return d.reg }
 func (d *Daemon) Shard() *shard.Store { return d.shard }
 
 func (d *Daemon) ready(ctx context.Context) error {
+	if d.draining.Load() {
+		return errors.New("shutting down")
+	}
+	if !d.engine.Ready() {
+		return errors.New("state store lost its data; writing campaigns back")
+	}
 	r, err := d.shard.Acquire()
 	if err != nil {
 		return fmt.Errorf("shard: %w", err)
@@ -234,6 +251,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return fmt.Errorf("start %s pool: %w", name, err)
 		}
 	}
+	// Note the state store's epoch before anything runs: a store that
+	// later comes back empty is told apart from one that was always new.
+	if _, err := d.engine.CheckState(ctx); err != nil {
+		d.log.Warn("read the state store's epoch", "error", err)
+	}
 	if err := d.engine.Start(ctx); err != nil {
 		d.log.Error("resume campaigns", "error", err)
 	}
@@ -255,6 +277,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	go d.tick(bg)
 	go d.events.Run(bg)
+	go d.engine.WatchState(bg, time.Second)
 	if d.intake != nil {
 		go intakeLoop(bg, d.intake, d.intakeRequest, IntakeConfig{Consumer: d.owner}, d.log)
 	}
@@ -288,10 +311,10 @@ func (d *Daemon) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(d.cfg.Engine.ShutdownTimeout))
 	defer cancel()
 	d.log.Info("shutting down: draining in-flight work", "deadline", time.Duration(d.cfg.Engine.ShutdownTimeout))
+	// The admin port keeps answering while the daemon drains (/readyz says
+	// 503, so load balancers move on); it closes last.
+	d.draining.Store(true)
 	var errs []error
-	if err := d.server.Shutdown(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("stop admin API: %w", err))
-	}
 	if err := d.flows.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
@@ -308,6 +331,9 @@ func (d *Daemon) shutdown() error {
 			errs = append(errs, fmt.Errorf("flush dead-address feedback: %w", err))
 		}
 	}
+	if err := d.server.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("stop admin API: %w", err))
+	}
 	if err := d.shard.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close shard: %w", err))
 	}
@@ -315,4 +341,39 @@ func (d *Daemon) shutdown() error {
 		_ = d.redis.Close()
 	}
 	return errors.Join(errs...)
+}
+
+// stateCallTimeout bounds an API request's calls to the state store: a
+// stalled Redis answers 503 with Retry-After within about a second instead
+// of holding the caller for the client's own timeouts.
+const stateCallTimeout = time.Second
+
+// boundStateCalls gives every /v1/ request but the event stream a deadline.
+func boundStateCalls(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/") && r.URL.Path != "/v1/events" {
+			ctx, cancel := context.WithTimeout(r.Context(), d)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// stateMetrics count what the engine does about its state store.
+type stateMetricSet struct {
+	resets, restored, quarantined prometheus.Counter
+}
+
+func newStateMetrics(reg prometheus.Registerer) stateMetricSet {
+	m := stateMetricSet{
+		resets: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifyd_state_resets_total",
+			Help: "Times the state store was found empty (epoch marker gone) and this daemon wrote its campaigns back."}),
+		restored: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifyd_state_restored_campaigns_total",
+			Help: "Campaigns written back to a state store that lost them."}),
+		quarantined: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifyd_campaigns_quarantined_total",
+			Help: "Campaigns failed with reason crash_loop: their daemon died running them too often in a row."}),
+	}
+	reg.MustRegister(m.resets, m.restored, m.quarantined)
+	return m
 }

@@ -137,7 +137,8 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 	pools := map[string]*channels.Pool{}
 	for _, name := range []string{channels.APNs, channels.Email, channels.Webhook} {
 		p, err := channels.NewWorkerPool(&noop{name: name, accepted: &accepted, results: make([]channels.Result, 1000)},
-			channels.PoolConfig{Workers: 1, BatchSize: 1000, QueueSize: 100_000, Outcomes: channels.OutcomeFunc(campaigns.RouteOutcomes)},
+			channels.PoolConfig{Workers: 1, BatchSize: 1000, QueueSize: 100_000, Outcomes: channels.OutcomeFunc(campaigns.RouteOutcomes),
+				Handoff: channels.HandoffFunc(campaigns.HandOff)},
 			channels.WithLogger(opts.Log))
 		if err != nil {
 			return nil, err

@@ -249,6 +249,11 @@ func (s *Store) List(ctx context.Context, after string, limit int) ([]campaigns.
 
 // Transition implements campaigns.CampaignStore.
 func (s *Store) Transition(ctx context.Context, id string, from, to campaigns.Status) (campaigns.CampaignRecord, error) {
+	return s.TransitionBecause(ctx, id, from, to, "")
+}
+
+// TransitionBecause implements campaigns.CampaignStore.
+func (s *Store) TransitionBecause(ctx context.Context, id string, from, to campaigns.Status, reason string) (campaigns.CampaignRecord, error) {
 	if !from.CanTransition(to) {
 		return campaigns.CampaignRecord{}, fmt.Errorf("transition campaign %q from %q to %q: %w", id, from, to, campaigns.ErrInvalidTransition)
 	}
@@ -265,6 +270,7 @@ func (s *Store) Transition(ctx context.Context, id string, from, to campaigns.St
 		return campaigns.CampaignRecord{}, fmt.Errorf("transition campaign %q from %q (now %q): %w", id, from, r.Status, campaigns.ErrStatusChanged)
 	}
 	r.Status = to
+	r.Reason = reason
 	r.Updated = s.now()
 	return copyRecord(r), nil
 }
@@ -274,6 +280,7 @@ func (s *Store) Transition(ctx context.Context, id string, from, to campaigns.St
 type failureKey struct {
 	user    uint64
 	channel string
+	address int
 }
 
 type progress struct {
@@ -289,6 +296,10 @@ type progress struct {
 	batches     map[int64]*campaigns.Batch
 	counts      map[[2]string]int64
 	failures    map[failureKey]string
+	live        bool  // a run holds or held the lease without releasing it
+	crashes     int   // runs in a row that died holding the lease
+	flushToken  int64 // lease token and ID of the last ledger flush applied
+	flushID     int64
 }
 
 func (s *Store) progressLocked(campaign string) *progress {
@@ -309,11 +320,15 @@ func (s *Store) heldLocked(l campaigns.Lease) (*progress, error) {
 	return p, nil
 }
 
+// cloneBatch copies a batch with bitmaps sized to its slots, as Redis returns them.
 func cloneBatch(b *campaigns.Batch) campaigns.Batch {
 	c := *b
-	c.Dispatched = slices.Clone(b.Dispatched)
-	c.Confirmed = slices.Clone(b.Confirmed)
-	c.Done = slices.Clone(b.Done)
+	sized := func(m campaigns.Bitmap) campaigns.Bitmap {
+		out := campaigns.NewBitmap(b.Slots)
+		copy(out, m)
+		return out
+	}
+	c.Dispatched, c.Confirmed, c.Done = sized(b.Dispatched), sized(b.Confirmed), sized(b.Done)
 	return c
 }
 
@@ -334,7 +349,12 @@ func (s *Store) Acquire(ctx context.Context, campaign, owner string, ttl time.Du
 	}
 	p.fence++
 	p.leaseOwner, p.leaseToken, p.leaseEnd = owner, p.fence, now.Add(ttl)
+	if p.live {
+		p.crashes++
+	}
+	p.live = true
 	r := campaigns.Resume{
+		Crashes:     p.crashes,
 		Lease:       campaigns.Lease{Campaign: campaign, Owner: owner, Token: p.fence},
 		Checkpoint:  p.cp,
 		LastClaimed: p.lastClaimed,
@@ -362,6 +382,7 @@ func (s *Store) Renew(ctx context.Context, l campaigns.Lease, ttl time.Duration)
 		return fmt.Errorf("renew campaign lease %q: %w", l.Campaign, err)
 	}
 	p.leaseEnd = s.now().Add(ttl)
+	p.crashes = 0
 	return nil
 }
 
@@ -375,6 +396,7 @@ func (s *Store) Release(ctx context.Context, l campaigns.Lease) error {
 	defer s.mu.Unlock()
 	if p, err := s.heldLocked(l); err == nil {
 		p.leaseOwner, p.leaseEnd = "", time.Time{}
+		p.live = false
 	}
 	return nil
 }
@@ -394,6 +416,9 @@ func (s *Store) ClaimBatch(ctx context.Context, l campaigns.Lease, first, last u
 		return 0, fmt.Errorf("claim batch of %q: %w", l.Campaign, err)
 	}
 	if p.hasClaimed && first <= p.lastClaimed {
+		if b := p.batches[p.nextSeq]; b != nil && b.First == first && b.Last == last && b.Slots == slots && b.Token == l.Token && !b.Final {
+			return b.Seq, nil // a retried claim
+		}
 		return 0, fmt.Errorf("claim batch of %q from key %d: %w", l.Campaign, first, campaigns.ErrBatchOrder)
 	}
 	p.nextSeq++
@@ -411,44 +436,96 @@ func orInto(dst *campaigns.Bitmap, src campaigns.Bitmap) {
 	}
 }
 
+func putInto(dst *campaigns.Bitmap, base int, src campaigns.Bitmap) {
+	if len(src) == 0 {
+		return
+	}
+	if end := base + len(src); len(*dst) < end {
+		*dst = append(*dst, make([]byte, end-len(*dst))...)
+	}
+	copy((*dst)[base:], src)
+}
+
 // ReportBatch implements campaigns.BatchLog.
 func (s *Store) ReportBatch(ctx context.Context, l campaigns.Lease, r campaigns.BatchReport) (campaigns.Checkpoint, error) {
-	if err := ctx.Err(); err != nil {
+	cp, err := s.record(ctx, l, false, campaigns.Flush{Reports: []campaigns.BatchReport{r}})
+	if err != nil {
 		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, err)
+	}
+	return cp, nil
+}
+
+// Record implements campaigns.BatchLog.
+func (s *Store) Record(ctx context.Context, l campaigns.Lease, f campaigns.Flush) (campaigns.Checkpoint, error) {
+	cp, err := s.record(ctx, l, true, f)
+	if err != nil {
+		return campaigns.Checkpoint{}, fmt.Errorf("record ledger flush %d of %q: %w", f.ID, l.Campaign, err)
+	}
+	return cp, nil
+}
+
+// record applies a flush; with replace (Record), bitmaps replace the stored
+// bytes from the report's Base on, otherwise (ReportBatch) they are OR-ed in.
+func (s *Store) record(ctx context.Context, l campaigns.Lease, replace bool, f campaigns.Flush) (campaigns.Checkpoint, error) {
+	if err := ctx.Err(); err != nil {
+		return campaigns.Checkpoint{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p, err := s.heldLocked(l)
 	if err != nil {
-		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, err)
+		return campaigns.Checkpoint{}, err
 	}
-	b, ok := p.batches[r.Seq]
-	switch {
-	case !ok && r.Seq >= 1 && r.Seq <= p.cp.Seq:
-		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, campaigns.ErrBatchFinal)
-	case !ok:
-		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, campaigns.ErrUnknownBatch)
-	case b.Final:
-		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, campaigns.ErrBatchFinal)
+	if f.ID > 0 && p.flushToken == l.Token && p.flushID >= f.ID {
+		return p.cp, nil // a replayed flush
 	}
-	maxLen := (b.Slots + 7) / 8
-	if len(r.Dispatched) > maxLen || len(r.Confirmed) > maxLen || len(r.Done) > maxLen {
-		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: bitmap longer than %d slots", r.Seq, l.Campaign, b.Slots)
+	// Check every report before applying any: a refused flush changes nothing.
+	for _, r := range f.Reports {
+		b, ok := p.batches[r.Seq]
+		switch {
+		case !ok && r.Seq >= 1 && r.Seq <= p.cp.Seq:
+			return campaigns.Checkpoint{}, fmt.Errorf("batch %d: %w", r.Seq, campaigns.ErrBatchFinal)
+		case !ok:
+			return campaigns.Checkpoint{}, fmt.Errorf("batch %d: %w", r.Seq, campaigns.ErrUnknownBatch)
+		case b.Final:
+			return campaigns.Checkpoint{}, fmt.Errorf("batch %d: %w", r.Seq, campaigns.ErrBatchFinal)
+		}
+		if r.Base < 0 || r.Slots < 0 || (!replace && (r.Base != 0 || r.Slots != 0)) {
+			return campaigns.Checkpoint{}, fmt.Errorf("batch %d: bad bitmap base %d or slots %d", r.Seq, r.Base, r.Slots)
+		}
+		maxLen := (max(b.Slots, r.Slots)+7)/8 - r.Base
+		if len(r.Dispatched) > maxLen || len(r.Confirmed) > maxLen || len(r.Done) > maxLen {
+			return campaigns.Checkpoint{}, fmt.Errorf("batch %d: bitmap longer than %d slots", r.Seq, b.Slots)
+		}
+		if err := checkChannels(r.Counts, r.Failures); err != nil {
+			return campaigns.Checkpoint{}, fmt.Errorf("batch %d: %w", r.Seq, err)
+		}
 	}
-	if err := checkChannels(r.Counts, r.Failures); err != nil {
-		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, err)
+	anyFinal := false
+	for _, r := range f.Reports {
+		b := p.batches[r.Seq]
+		b.Slots = max(b.Slots, r.Slots)
+		if replace {
+			putInto(&b.Dispatched, r.Base, r.Dispatched)
+			putInto(&b.Confirmed, r.Base, r.Confirmed)
+			putInto(&b.Done, r.Base, r.Done)
+		} else {
+			orInto(&b.Dispatched, r.Dispatched)
+			orInto(&b.Confirmed, r.Confirmed)
+			orInto(&b.Done, r.Done)
+		}
+		for _, c := range r.Counts {
+			p.counts[[2]string{c.Channel, c.Reason}] += c.N
+		}
+		for _, f := range r.Failures {
+			p.failures[failureKey{f.User, f.Channel, f.Address}] = f.Reason
+		}
+		if r.Final {
+			b.Final = true
+			anyFinal = true
+		}
 	}
-	orInto(&b.Dispatched, r.Dispatched)
-	orInto(&b.Confirmed, r.Confirmed)
-	orInto(&b.Done, r.Done)
-	for _, c := range r.Counts {
-		p.counts[[2]string{c.Channel, c.Reason}] += c.N
-	}
-	for _, f := range r.Failures {
-		p.failures[failureKey{f.User, f.Channel}] = f.Reason
-	}
-	if r.Final {
-		b.Final = true
+	if anyFinal {
 		for {
 			next, ok := p.batches[p.cp.Seq+1]
 			if !ok || !next.Final {
@@ -456,7 +533,11 @@ func (s *Store) ReportBatch(ctx context.Context, l campaigns.Lease, r campaigns.
 			}
 			p.cp = campaigns.Checkpoint{Seq: next.Seq, Key: next.Last, Valid: true}
 			delete(p.batches, next.Seq)
+			p.crashes = 0
 		}
+	}
+	if f.ID > 0 {
+		p.flushToken, p.flushID = l.Token, f.ID
 	}
 	return p.cp, nil
 }
@@ -478,7 +559,7 @@ func checkChannels(counts []campaigns.Count, failures []campaigns.Failure) error
 }
 
 func encodeFailureCursor(k failureKey) string {
-	return strconv.FormatUint(k.user, 16) + ":" + k.channel
+	return strconv.FormatUint(k.user, 16) + ":" + k.channel + ":" + strconv.Itoa(k.address)
 }
 
 func compareFailureKeys(a, b failureKey) int {
@@ -488,7 +569,10 @@ func compareFailureKeys(a, b failureKey) int {
 		}
 		return 1
 	}
-	return strings.Compare(a.channel, b.channel)
+	if c := strings.Compare(a.channel, b.channel); c != 0 {
+		return c
+	}
+	return a.address - b.address
 }
 
 // Failures implements campaigns.FailureLog. The cursor is the last key returned.
@@ -499,12 +583,16 @@ func (s *Store) Failures(ctx context.Context, campaign, cursor string, limit int
 	var after failureKey
 	hasAfter := cursor != ""
 	if hasAfter {
-		u, ch, ok := strings.Cut(cursor, ":")
-		n, err := strconv.ParseUint(u, 16, 64)
-		if !ok || err != nil {
+		parts := strings.Split(cursor, ":")
+		if len(parts) != 3 {
 			return nil, "", fmt.Errorf("list failures of %q: bad cursor %q", campaign, cursor)
 		}
-		after = failureKey{n, ch}
+		n, err1 := strconv.ParseUint(parts[0], 16, 64)
+		a, err2 := strconv.Atoi(parts[2])
+		if err1 != nil || err2 != nil {
+			return nil, "", fmt.Errorf("list failures of %q: bad cursor %q", campaign, cursor)
+		}
+		after = failureKey{n, parts[1], a}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, "", fmt.Errorf("list failures of %q: %w", campaign, err)
@@ -529,7 +617,7 @@ func (s *Store) Failures(ctx context.Context, campaign, cursor string, limit int
 	}
 	out := make([]campaigns.Failure, len(keys))
 	for i, k := range keys {
-		out[i] = campaigns.Failure{User: k.user, Channel: k.channel, Reason: p.failures[k]}
+		out[i] = campaigns.Failure{User: k.user, Channel: k.channel, Address: k.address, Reason: p.failures[k]}
 	}
 	return out, next, nil
 }
@@ -549,10 +637,10 @@ func (s *Store) MarkRetried(ctx context.Context, l campaigns.Lease, r campaigns.
 		return fmt.Errorf("mark failures of %q retried: %w", l.Campaign, err)
 	}
 	for _, f := range r.Retried {
-		delete(p.failures, failureKey{f.User, f.Channel})
+		delete(p.failures, failureKey{f.User, f.Channel, f.Address})
 	}
 	for _, f := range r.Failures {
-		p.failures[failureKey{f.User, f.Channel}] = f.Reason
+		p.failures[failureKey{f.User, f.Channel, f.Address}] = f.Reason
 	}
 	for _, c := range r.Counts {
 		p.counts[[2]string{c.Channel, c.Reason}] += c.N

@@ -2,6 +2,8 @@ package redisstate
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -41,13 +43,14 @@ func (s *Store) Acquire(ctx context.Context, campaign, owner string, ttl time.Du
 		return campaigns.Resume{}, fmt.Errorf("acquire campaign %q: need a campaign, an owner and a ttl of at least 1ms", campaign)
 	}
 	k := s.progressKeys(campaign)
-	tok, err := s.acquire.Run(ctx, s.rdb, []string{k.lease, k.prog}, owner, ms(ttl)).Int64()
+	v, err := s.acquire.Run(ctx, s.rdb, []string{k.lease, k.prog}, owner, ms(ttl)).Int64Slice()
 	if err != nil {
 		return campaigns.Resume{}, fmt.Errorf("acquire campaign %q: %w", campaign, err)
 	}
-	if tok < 0 {
+	if len(v) == 0 || v[0] < 0 {
 		return campaigns.Resume{}, fmt.Errorf("acquire campaign %q: %w", campaign, campaigns.ErrHeld)
 	}
+	tok := v[0]
 	pipe := s.rdb.Pipeline()
 	progCmd := pipe.HGetAll(ctx, k.prog)
 	batCmd := pipe.HGetAll(ctx, k.bat)
@@ -55,6 +58,9 @@ func (s *Store) Acquire(ctx context.Context, campaign, owner string, ttl time.Du
 		return campaigns.Resume{}, fmt.Errorf("acquire campaign %q: read progress: %w", campaign, err)
 	}
 	r := campaigns.Resume{Lease: campaigns.Lease{Campaign: campaign, Owner: owner, Token: tok}}
+	if len(v) > 1 {
+		r.Crashes = int(v[1])
+	}
 	prog := progCmd.Val()
 	if r.Checkpoint, err = checkpointFrom(prog["cseq"], prog["cur"]); err != nil {
 		return campaigns.Resume{}, fmt.Errorf("acquire campaign %q: %w", campaign, err)
@@ -132,7 +138,8 @@ func (s *Store) Renew(ctx context.Context, l campaigns.Lease, ttl time.Duration)
 	if ttl < time.Millisecond {
 		return fmt.Errorf("renew campaign lease %q: ttl %v must be at least 1ms", l.Campaign, ttl)
 	}
-	ok, err := s.renew.Run(ctx, s.rdb, []string{s.campaignKey(l.Campaign, "lease")}, leaseValue(l), ms(ttl)).Int64()
+	k := s.progressKeys(l.Campaign)
+	ok, err := s.renew.Run(ctx, s.rdb, []string{k.lease, k.prog}, leaseValue(l), ms(ttl)).Int64()
 	if err != nil {
 		return fmt.Errorf("renew campaign lease %q: %w", l.Campaign, err)
 	}
@@ -144,7 +151,8 @@ func (s *Store) Renew(ctx context.Context, l campaigns.Lease, ttl time.Duration)
 
 // Release implements campaigns.CampaignLeaser.
 func (s *Store) Release(ctx context.Context, l campaigns.Lease) error {
-	if err := s.unlease.Run(ctx, s.rdb, []string{s.campaignKey(l.Campaign, "lease")}, leaseValue(l)).Err(); err != nil {
+	k := s.progressKeys(l.Campaign)
+	if err := s.unlease.Run(ctx, s.rdb, []string{k.lease, k.prog}, leaseValue(l)).Err(); err != nil {
 		return fmt.Errorf("release campaign lease %q: %w", l.Campaign, err)
 	}
 	return nil
@@ -177,56 +185,95 @@ func checkChannel(ch string) error {
 	return nil
 }
 
-func failurePrefix(f campaigns.Failure) string { return hex16(f.User) + ":" + f.Channel + ":" }
+// failurePrefix is "<user hex16>:<channel>:<address index>:", unique per
+// address: a new reason for the same address replaces the old one.
+func failurePrefix(f campaigns.Failure) string {
+	return hex16(f.User) + ":" + f.Channel + ":" + strconv.Itoa(f.Address) + ":"
+}
 
-// ReportBatch implements campaigns.BatchLog.
+// ReportBatch implements campaigns.BatchLog: a flush of one report, not
+// checked for replay.
 func (s *Store) ReportBatch(ctx context.Context, l campaigns.Lease, r campaigns.BatchReport) (campaigns.Checkpoint, error) {
-	args := make([]any, 0, 7+2*len(r.Counts)+2*len(r.Failures))
-	final := 0
-	if r.Final {
-		final = 1
-	}
-	args = append(args, leaseValue(l), r.Seq, final, []byte(r.Dispatched), []byte(r.Confirmed), []byte(r.Done), len(r.Counts))
-	for _, c := range r.Counts {
-		if err := checkChannel(c.Channel); err != nil {
-			return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, err)
-		}
-		args = append(args, c.Channel+":"+c.Reason, c.N)
-	}
-	for _, f := range r.Failures {
-		if err := checkChannel(f.Channel); err != nil {
-			return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, err)
-		}
-		args = append(args, failurePrefix(f), f.Reason)
-	}
-	k := s.progressKeys(l.Campaign)
-	v, err := s.report.Run(ctx, s.rdb, []string{k.lease, k.prog, k.bat, k.cnt, k.fail}, args...).Slice()
-	if err != nil {
-		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, err)
-	}
-	if len(v) == 1 {
-		var cause error
-		switch code, _ := v[0].(int64); code {
-		case -1:
-			cause = campaigns.ErrLeaseLost
-		case -2:
-			cause = campaigns.ErrUnknownBatch
-		case -3:
-			cause = campaigns.ErrBatchFinal
-		case -4:
-			cause = errors.New("bitmap longer than the batch")
-		default:
-			cause = fmt.Errorf("unexpected reply %v", v)
-		}
-		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, cause)
-	}
-	cseq, _ := v[0].(int64)
-	cur, _ := v[1].(string)
-	cp, err := checkpointFrom(strconv.FormatInt(cseq, 10), cur)
+	cp, err := s.record(ctx, l, "o", campaigns.Flush{Reports: []campaigns.BatchReport{r}})
 	if err != nil {
 		return campaigns.Checkpoint{}, fmt.Errorf("report batch %d of %q: %w", r.Seq, l.Campaign, err)
 	}
 	return cp, nil
+}
+
+// Record implements campaigns.BatchLog: one script call for the whole flush.
+func (s *Store) Record(ctx context.Context, l campaigns.Lease, f campaigns.Flush) (campaigns.Checkpoint, error) {
+	cp, err := s.record(ctx, l, "s", f)
+	if err != nil {
+		return campaigns.Checkpoint{}, fmt.Errorf("record ledger flush %d of %q: %w", f.ID, l.Campaign, err)
+	}
+	return cp, nil
+}
+
+func (s *Store) record(ctx context.Context, l campaigns.Lease, mode string, f campaigns.Flush) (campaigns.Checkpoint, error) {
+	n := 5
+	for _, r := range f.Reports {
+		n += 10 + 2*len(r.Counts) + 2*len(r.Failures)
+	}
+	args := make([]any, 0, n)
+	args = append(args, leaseValue(l), l.Token, f.ID, mode, len(f.Reports))
+	for _, r := range f.Reports {
+		final := 0
+		if r.Final {
+			final = 1
+		}
+		if r.Base < 0 || r.Slots < 0 || (mode == "o" && (r.Base != 0 || r.Slots != 0)) {
+			return campaigns.Checkpoint{}, fmt.Errorf("batch %d: bad bitmap base %d", r.Seq, r.Base)
+		}
+		args = append(args, r.Seq, final, r.Base, r.Slots, []byte(r.Dispatched), []byte(r.Confirmed), []byte(r.Done), len(r.Counts))
+		for _, c := range r.Counts {
+			if err := checkChannel(c.Channel); err != nil {
+				return campaigns.Checkpoint{}, err
+			}
+			args = append(args, c.Channel+":"+c.Reason, c.N)
+		}
+		args = append(args, len(r.Failures))
+		for _, f := range r.Failures {
+			if err := checkChannel(f.Channel); err != nil {
+				return campaigns.Checkpoint{}, err
+			}
+			args = append(args, failurePrefix(f), f.Reason)
+		}
+	}
+	k := s.progressKeys(l.Campaign)
+	v, err := s.report.Run(ctx, s.rdb, []string{k.lease, k.prog, k.bat, k.cnt, k.fail}, args...).Slice()
+	if err != nil {
+		return campaigns.Checkpoint{}, err
+	}
+	if len(v) == 2 {
+		if code, ok := v[0].(int64); ok && code < 0 {
+			idx, _ := v[1].(int64)
+			seq := int64(0)
+			if idx >= 1 && int(idx) <= len(f.Reports) {
+				seq = f.Reports[idx-1].Seq
+			}
+			var cause error
+			switch code {
+			case -1:
+				return campaigns.Checkpoint{}, campaigns.ErrLeaseLost
+			case -2:
+				cause = campaigns.ErrUnknownBatch
+			case -3:
+				cause = campaigns.ErrBatchFinal
+			case -4:
+				cause = errors.New("bitmap longer than the batch")
+			default:
+				cause = fmt.Errorf("unexpected reply %v", v)
+			}
+			return campaigns.Checkpoint{}, fmt.Errorf("batch %d: %w", seq, cause)
+		}
+	}
+	if len(v) != 2 {
+		return campaigns.Checkpoint{}, fmt.Errorf("unexpected reply %v", v)
+	}
+	cseq, _ := v[0].(int64)
+	cur, _ := v[1].(string)
+	return checkpointFrom(strconv.FormatInt(cseq, 10), cur)
 }
 
 // Failures implements campaigns.FailureLog. The cursor is the last member
@@ -250,17 +297,35 @@ func (s *Store) Failures(ctx context.Context, campaign, cursor string, limit int
 	}
 	out := make([]campaigns.Failure, 0, len(members))
 	for _, m := range members {
-		parts := strings.SplitN(m, ":", 3)
-		if len(parts) != 3 {
-			return nil, "", fmt.Errorf("list failures of %q: bad member %q", campaign, m)
-		}
-		u, err := parseHex16(parts[0])
+		f, err := parseFailure(m)
 		if err != nil {
-			return nil, "", fmt.Errorf("list failures of %q: bad member %q: %w", campaign, m, err)
+			return nil, "", fmt.Errorf("list failures of %q: %w", campaign, err)
 		}
-		out = append(out, campaigns.Failure{User: u, Channel: parts[1], Reason: parts[2]})
+		out = append(out, f)
 	}
 	return out, next, nil
+}
+
+// parseFailure reads "<user>:<channel>:<address>:<reason>", or the older
+// "<user>:<channel>:<reason>" (address 0) written before failures were kept
+// per address.
+func parseFailure(m string) (campaigns.Failure, error) {
+	parts := strings.SplitN(m, ":", 4)
+	if len(parts) < 3 {
+		return campaigns.Failure{}, fmt.Errorf("bad member %q", m)
+	}
+	u, err := parseHex16(parts[0])
+	if err != nil {
+		return campaigns.Failure{}, fmt.Errorf("bad member %q: %w", m, err)
+	}
+	f := campaigns.Failure{User: u, Channel: parts[1], Reason: parts[2]}
+	if len(parts) == 4 {
+		if f.Address, err = strconv.Atoi(parts[2]); err != nil || f.Address < 0 {
+			return campaigns.Failure{}, fmt.Errorf("bad member %q: address index", m)
+		}
+		f.Reason = parts[3]
+	}
+	return f, nil
 }
 
 // MarkRetried implements campaigns.FailureLog.
@@ -333,4 +398,87 @@ func (s *Store) Progress(ctx context.Context, campaign string) (campaigns.Progre
 		return strings.Compare(a.Reason, b.Reason)
 	})
 	return out, nil
+}
+
+// Epoch implements campaigns.StateRestorer: the key <prefix>epoch holds a
+// random marker set once; a Redis that lost its data has none.
+func (s *Store) Epoch(ctx context.Context) (string, bool, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", false, fmt.Errorf("read epoch: %w", err)
+	}
+	v, err := s.epoch.Run(ctx, s.rdb, []string{s.prefix + "epoch"}, hex.EncodeToString(b[:])).Slice()
+	if err != nil {
+		return "", false, fmt.Errorf("read epoch: %w", err)
+	}
+	if len(v) != 2 {
+		return "", false, fmt.Errorf("read epoch: unexpected reply %v", v)
+	}
+	e, _ := v[0].(string)
+	created, _ := v[1].(int64)
+	return e, created == 1, nil
+}
+
+// Restore implements campaigns.StateRestorer: the record, lease, progress,
+// open batches, counts and failures in one script call (one slot), then the
+// index entry (another slot; ZADD is idempotent).
+func (s *Store) Restore(ctx context.Context, snap campaigns.CampaignSnapshot, ttl time.Duration) (bool, error) {
+	id := snap.Record.ID
+	l := snap.Lease
+	leased := l.Token > 0
+	if id == "" || (leased && (l.Campaign != id || ttl < time.Millisecond)) {
+		return false, fmt.Errorf("restore campaign %q: need a record, and a ttl for its lease", id)
+	}
+	def, err := compactJSON(snap.Record.Definition)
+	if err != nil {
+		return false, fmt.Errorf("restore campaign %q: %w", id, err)
+	}
+	lv := ""
+	if leased {
+		lv = leaseValue(l)
+	}
+	args := []any{def, string(snap.Record.Status), snap.Record.Reason, snap.Record.Created.UnixMilli(), snap.Record.Updated.UnixMilli(), lv, ms(ttl)}
+	var prog []any
+	if leased {
+		prog = append(prog, "fence", l.Token, "seq", snap.Seq, "live", l.Token, "fl", strconv.FormatInt(l.Token, 10)+":"+strconv.FormatInt(snap.Flush, 10))
+	}
+	if snap.HasClaimed {
+		prog = append(prog, "hi", hex16(snap.LastClaimed))
+	}
+	if snap.Checkpoint.Valid {
+		prog = append(prog, "cseq", snap.Checkpoint.Seq, "cur", hex16(snap.Checkpoint.Key))
+	}
+	args = append(args, len(prog)/2)
+	args = append(args, prog...)
+	var bat []any
+	for _, b := range snap.Open {
+		fin := "0"
+		if b.Final {
+			fin = "1"
+		}
+		f := strconv.FormatInt(b.Seq, 10)
+		bat = append(bat, f, hex16(b.First)+":"+hex16(b.Last)+":"+strconv.Itoa(b.Slots)+":"+strconv.FormatInt(b.Token, 10)+":"+fin,
+			f+"d", []byte(b.Dispatched), f+"c", []byte(b.Confirmed), f+"f", []byte(b.Done))
+	}
+	args = append(args, len(bat)/2)
+	args = append(args, bat...)
+	args = append(args, len(snap.Counts))
+	for _, c := range snap.Counts {
+		if err := checkChannel(c.Channel); err != nil {
+			return false, fmt.Errorf("restore campaign %q: %w", id, err)
+		}
+		args = append(args, c.Channel+":"+c.Reason, c.N)
+	}
+	for _, f := range snap.Failures {
+		args = append(args, failurePrefix(f)+f.Reason)
+	}
+	k := s.progressKeys(id)
+	n, err := s.restore.Run(ctx, s.rdb, []string{s.campaignKey(id, "rec"), k.lease, k.prog, k.bat, k.cnt, k.fail}, args...).Int64()
+	if err != nil {
+		return false, fmt.Errorf("restore campaign %q: %w", id, err)
+	}
+	if err := s.rdb.ZAddNX(ctx, s.indexKey(), redis.Z{Member: id}).Err(); err != nil {
+		return n == 1, fmt.Errorf("restore campaign %q: index: %w", id, err)
+	}
+	return n == 1, nil
 }

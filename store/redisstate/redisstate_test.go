@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -298,6 +299,9 @@ func TestKeyLayout(t *testing.T) {
 	if _, err := s.Enqueue(ctx, []byte("req")); err != nil {
 		t.Fatal(err)
 	}
+	if _, _, err := s.Epoch(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	want := map[string]struct {
 		typ string
@@ -313,6 +317,7 @@ func TestKeyLayout(t *testing.T) {
 		"c:{c:spring}:fail":         {"zset", false},
 		"campaigns":                 {"zset", false},
 		"intake":                    {"stream", false},
+		"epoch":                     {"string", false},
 	}
 	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 	seen := map[string]bool{}
@@ -325,7 +330,7 @@ func TestKeyLayout(t *testing.T) {
 			t.Errorf("undocumented key %q", k)
 			continue
 		}
-		if k != "campaigns" && k != "intake" && !tagged.MatchString(k) {
+		if k != "campaigns" && k != "intake" && k != "epoch" && !tagged.MatchString(k) {
 			t.Errorf("key %q carries no user or campaign hash tag", k)
 		}
 		typ, err := c.Type(ctx, iter.Val()).Result()
@@ -351,5 +356,94 @@ func TestKeyLayout(t *testing.T) {
 	}
 	if v, _ := c.Get(ctx, prefix+"d:{u:7}:k:order-1:").Result(); !regexp.MustCompile(`^L\d+:daemon-1$`).MatchString(v) {
 		t.Errorf("leased value = %q, want L<ms>:<owner>", v)
+	}
+}
+
+// TestRestoreAfterEmptyRedis is a Redis that came back empty: the epoch
+// marker is gone, and what the lease holder knew is written back so that its
+// next flush lands and nothing it recorded is lost.
+func TestRestoreAfterEmptyRedis(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t)
+	s, prefix := newStore(t, c)
+	e1, created, err := s.Epoch(ctx)
+	if err != nil || !created || e1 == "" {
+		t.Fatalf("first epoch: %q created=%v %v", e1, created, err)
+	}
+	if e, created, err := s.Epoch(ctx); err != nil || created || e != e1 {
+		t.Fatalf("second look: %q created=%v %v", e, created, err)
+	}
+	def := []byte(`{"id":"spring","segment":"all"}`)
+	rec, _, err := s.Create(ctx, "spring", def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec, err = s.Transition(ctx, "spring", campaigns.StatusScheduled, campaigns.StatusRunning); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Acquire(ctx, "spring", "daemon-1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1, _ := s.ClaimBatch(ctx, r.Lease, 1, 9, 16)
+	b2, err := s.ClaimBatch(ctx, r.Lease, 10, 19, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := []campaigns.Count{{Channel: "sms", Reason: "sent", N: 16}}
+	if _, err := s.Record(ctx, r.Lease, campaigns.Flush{ID: 1, Reports: []campaigns.BatchReport{
+		{Seq: b1, Dispatched: campaigns.Bitmap{0xff, 0xff}, Done: campaigns.Bitmap{0xff, 0xff}, Confirmed: campaigns.Bitmap{0xff, 0xff}, Counts: sent, Final: true},
+		{Seq: b2, Dispatched: campaigns.Bitmap{0xf0, 0}, Done: campaigns.Bitmap{0xc0, 0}, Confirmed: campaigns.Bitmap{0xc0, 0},
+			Counts: []campaigns.Count{{Channel: "sms", Reason: "sent", N: 2}}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	snap := campaigns.CampaignSnapshot{
+		Record: rec, Lease: r.Lease, Flush: 1, Checkpoint: campaigns.Checkpoint{Seq: b1, Key: 9, Valid: true},
+		LastClaimed: 19, HasClaimed: true, Seq: b2,
+		Open:   []campaigns.Batch{{Seq: b2, First: 10, Last: 19, Slots: 16, Token: r.Lease.Token, Dispatched: campaigns.Bitmap{0xf0, 0}, Confirmed: campaigns.Bitmap{0xc0, 0}, Done: campaigns.Bitmap{0xc0, 0}}},
+		Counts: []campaigns.Count{{Channel: "sms", Reason: "sent", N: 18}},
+	}
+	if ok, err := s.Restore(ctx, snap, time.Minute); err != nil || ok {
+		t.Fatalf("restore over live state: restored=%v %v, want refused", ok, err)
+	}
+
+	// Redis restarts empty.
+	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		c.Del(ctx, iter.Val())
+	}
+	if _, err := s.Record(ctx, r.Lease, campaigns.Flush{ID: 2, Reports: []campaigns.BatchReport{{Seq: b2, Done: campaigns.Bitmap{0xf0, 0}}}}); !errors.Is(err, campaigns.ErrLeaseLost) {
+		t.Fatalf("flush on an empty Redis: %v, want lease lost", err)
+	}
+	if e, created, err := s.Epoch(ctx); err != nil || !created || e == e1 {
+		t.Fatalf("epoch after the loss: %q created=%v %v", e, created, err)
+	}
+	if ok, err := s.Restore(ctx, snap, time.Minute); err != nil || !ok {
+		t.Fatalf("restore: restored=%v %v", ok, err)
+	}
+	got, err := s.Get(ctx, "spring")
+	if err != nil || got.Status != campaigns.StatusRunning || string(got.Definition) != string(def) {
+		t.Fatalf("restored record %+v %v", got, err)
+	}
+	if list, err := s.List(ctx, "", 10); err != nil || len(list) != 1 {
+		t.Fatalf("restored index: %v %v", list, err)
+	}
+	if _, err := s.Acquire(ctx, "spring", "daemon-2", time.Minute); !errors.Is(err, campaigns.ErrHeld) {
+		t.Fatalf("another owner during the restored lease: %v, want held", err)
+	}
+	// The flush that failed is sent again and lands; a replay of flush 1 does not.
+	if _, err := s.Record(ctx, r.Lease, campaigns.Flush{ID: 1, Reports: []campaigns.BatchReport{{Seq: b2, Counts: sent}}}); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := s.Record(ctx, r.Lease, campaigns.Flush{ID: 2, Reports: []campaigns.BatchReport{{Seq: b2, Base: 0,
+		Dispatched: campaigns.Bitmap{0xff, 0xff}, Done: campaigns.Bitmap{0xff, 0xff}, Confirmed: campaigns.Bitmap{0xff, 0xff},
+		Counts: []campaigns.Count{{Channel: "sms", Reason: "sent", N: 14}}, Final: true}}})
+	if err != nil || !cp.Valid || cp.Key != 19 {
+		t.Fatalf("flush after restore: %+v %v", cp, err)
+	}
+	p, err := s.Progress(ctx, "spring")
+	if err != nil || !slices.Equal(p.Counts, []campaigns.Count{{Channel: "sms", Reason: "sent", N: 32}}) {
+		t.Fatalf("progress after restore: %+v %v", p, err)
 	}
 }

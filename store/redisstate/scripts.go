@@ -69,28 +69,43 @@ return n
 
 // Campaign lease. KEYS: lease, prog. ARGV: owner, ttl ms.
 // The lease value is "<token>:<owner>"; the token (fence) only ever grows.
-// Returns the new token, or -1 when another owner's lease is live.
+// prog "live" holds the token of the run that has not released yet: finding
+// it set means the previous run died without releasing, and "crash" counts
+// such runs in a row (reset by a checkpoint advance or a lease renewal).
+// Returns {token, crashes}, or {-1} when another owner's lease is live.
 const acquireSrc = `
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local colon = string.find(cur, ':', 1, true)
-  if string.sub(cur, colon + 1) ~= ARGV[1] then return -1 end
+  if string.sub(cur, colon + 1) ~= ARGV[1] then return {-1} end
 end
 local tok = redis.call('HINCRBY', KEYS[2], 'fence', 1)
 redis.call('SET', KEYS[1], tok .. ':' .. ARGV[1], 'PX', ARGV[2])
-return tok
+local crashes
+if redis.call('HEXISTS', KEYS[2], 'live') == 1 then
+  crashes = redis.call('HINCRBY', KEYS[2], 'crash', 1)
+else
+  crashes = tonumber(redis.call('HGET', KEYS[2], 'crash') or '0')
+end
+redis.call('HSET', KEYS[2], 'live', tok)
+return {tok, crashes}
 `
 
-// KEYS: lease. ARGV: "<token>:<owner>", ttl ms. Returns 1, or 0 if not held.
+// KEYS: lease, prog. ARGV: "<token>:<owner>", ttl ms. Returns 1, or 0 if not
+// held. A run that lives to renew its lease is not crash-looping.
 const renewSrc = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[2], 'crash')
 return 1
 `
 
-// KEYS: lease. ARGV: "<token>:<owner>".
+// KEYS: lease, prog. ARGV: "<token>:<owner>".
 const unleaseSrc = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('HDEL', KEYS[2], 'live')
+end
 return 1
 `
 
@@ -107,25 +122,42 @@ end
 // Batch claim. KEYS: lease, prog, bat. ARGV: "<token>:<owner>", token,
 // first (hex16), last (hex16), slots. The batch record is one field of the
 // campaign's batch hash: "<first>:<last>:<slots>:<token>:<final 0|1>".
-// Returns the batch's seq, -1 lease lost, -5 out of order.
+// Returns the batch's seq, -1 lease lost, -5 out of order. Claiming exactly
+// the last claimed batch again (a retry after a lost reply) returns its seq.
 const claimBatchSrc = hexLE + `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local rec = ARGV[3] .. ':' .. ARGV[4] .. ':' .. ARGV[5] .. ':' .. ARGV[2] .. ':0'
 local last = redis.call('HGET', KEYS[2], 'hi')
-if last and hex_le(ARGV[3], last) then return -5 end
+if last and hex_le(ARGV[3], last) then
+  local s = redis.call('HGET', KEYS[2], 'seq')
+  if s and redis.call('HGET', KEYS[3], s) == rec then return tonumber(s) end
+  return -5
+end
 local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
-redis.call('HSET', KEYS[3], seq, ARGV[3] .. ':' .. ARGV[4] .. ':' .. ARGV[5] .. ':' .. ARGV[2] .. ':0')
+redis.call('HSET', KEYS[3], seq, rec)
 redis.call('HSET', KEYS[2], 'hi', ARGV[4])
 return seq
 `
 
-// Batch report. KEYS: lease, prog, bat, cnt, fail. ARGV: "<token>:<owner>",
-// seq, final (0|1), dispatched, confirmed, done (bitmaps), number of count
-// pairs, then count pairs (field, delta), then failure pairs (prefix, member).
-// Bitmaps are OR-ed into fields "<seq>d", "<seq>c", "<seq>f" of the batch
-// hash. On final, the checkpoint (prog cseq/cur) advances over every final
-// batch that follows it, deleting their fields: memory stays O(open batches).
-// Returns {cseq, cur hex16} or {code}: -1 lease lost, -2 unknown batch,
-// -3 already final, -4 bitmap longer than the batch.
+// Ledger flush: several batch reports applied at once. KEYS: lease, prog,
+// bat, cnt, fail. ARGV: "<token>:<owner>", token, flush id (0: no replay
+// check), mode ("o": bitmaps are OR-ed in; "s": they replace the stored
+// bytes from the report's base on), number of reports, then per report: seq,
+// final (0|1), base (byte offset), slots (0, or more to grow the batch),
+// dispatched, confirmed, done (bitmaps),
+// number of count pairs, the pairs (field, delta), number of failure pairs,
+// the pairs (prefix, member).
+// Mode "s" is the ledger's: the daemon holding the lease is the only writer
+// and sends the merged bytes of the range that changed, so Redis copies
+// strings instead of OR-ing them byte by byte in Lua.
+// prog "fl" is "<token>:<id>" of the last flush applied: a flush replayed
+// under the same lease (its reply was lost) answers without applying twice.
+// Every report is checked before any is applied, so a refused flush changes
+// nothing. Bitmaps live in fields "<seq>d", "<seq>c", "<seq>f" of the batch
+// hash. The checkpoint (prog cseq/cur) then advances over every final batch
+// that follows it, deleting their fields: memory stays O(open batches).
+// Returns {cseq, cur hex16} or {code, report index}: -1 lease lost,
+// -2 unknown batch, -3 already final, -4 bitmap longer than the batch.
 const reportSrc = `
 local function bor(a, b)
   if not a or #a == 0 then return b end
@@ -136,40 +168,83 @@ local function bor(a, b)
   end
   return table.concat(out)
 end
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
-local seq = ARGV[2]
-local cseq = tonumber(redis.call('HGET', KEYS[2], 'cseq') or '0')
-local rec = redis.call('HGET', KEYS[3], seq)
-if not rec then
-  local s = tonumber(seq)
-  if s >= 1 and s <= cseq then return {-3} end
-  return {-2}
+local function put(old, base, b)
+  old = old or ''
+  if #old < base then old = old .. string.rep('\0', base - #old) end
+  return string.sub(old, 1, base) .. b .. string.sub(old, base + #b + 1)
 end
-local first, last, slots, tok, fin = string.match(rec, '^([^:]*):([^:]*):([^:]*):([^:]*):([^:]*)$')
-if fin == '1' then return {-3} end
-local maxlen = math.floor((tonumber(slots) + 7) / 8)
-if #ARGV[4] > maxlen or #ARGV[5] > maxlen or #ARGV[6] > maxlen then return {-4} end
-local suffixes = {'d', 'c', 'f'}
-for j = 1, 3 do
-  local add = ARGV[3 + j]
-  if #add > 0 then
-    local f = seq .. suffixes[j]
-    redis.call('HSET', KEYS[3], f, bor(redis.call('HGET', KEYS[3], f), add))
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0} end
+local cseq = tonumber(redis.call('HGET', KEYS[2], 'cseq') or '0')
+local cur = redis.call('HGET', KEYS[2], 'cur') or ''
+local fid = tonumber(ARGV[3])
+if fid > 0 then
+  local fl = redis.call('HGET', KEYS[2], 'fl')
+  if fl then
+    local t, id = string.match(fl, '^([^:]*):(.*)$')
+    if t == ARGV[2] and tonumber(id) >= fid then return {cseq, cur} end
   end
 end
-local i = 8
-for _ = 1, tonumber(ARGV[7]) do
-  redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])
-  i = i + 2
+local set = ARGV[4] == 's'
+-- pass 1: check
+local i = 6
+local recs = {}
+for r = 1, tonumber(ARGV[5]) do
+  local seq = ARGV[i]
+  local rec = redis.call('HGET', KEYS[3], seq)
+  if not rec then
+    local s = tonumber(seq)
+    if s >= 1 and s <= cseq then return {-3, r} end
+    return {-2, r}
+  end
+  local first, last, slots, tok, fin = string.match(rec, '^([^:]*):([^:]*):([^:]*):([^:]*):([^:]*)$')
+  if fin == '1' then return {-3, r} end
+  if tonumber(ARGV[i + 3]) > tonumber(slots) then slots = ARGV[i + 3] end
+  local maxlen = math.floor((tonumber(slots) + 7) / 8) - tonumber(ARGV[i + 2])
+  if #ARGV[i + 4] > maxlen or #ARGV[i + 5] > maxlen or #ARGV[i + 6] > maxlen then return {-4, r} end
+  recs[r] = {first .. ':' .. last .. ':' .. slots .. ':' .. tok .. ':', slots ~= string.match(rec, '^[^:]*:[^:]*:([^:]*):')}
+  i = i + 7
+  i = i + 1 + 2 * tonumber(ARGV[i])
+  i = i + 1 + 2 * tonumber(ARGV[i])
 end
-while i <= #ARGV do
-  redis.call('ZREMRANGEBYLEX', KEYS[5], '[' .. ARGV[i], '(' .. string.sub(ARGV[i], 1, -2) .. ';')
-  redis.call('ZADD', KEYS[5], 0, ARGV[i] .. ARGV[i + 1])
-  i = i + 2
+-- pass 2: apply
+i = 6
+local anyFinal = false
+local suffixes = {'d', 'c', 'f'}
+for r = 1, tonumber(ARGV[5]) do
+  local seq = ARGV[i]
+  local base = tonumber(ARGV[i + 2])
+  for j = 1, 3 do
+    local add = ARGV[i + 3 + j]
+    if #add > 0 then
+      local f = seq .. suffixes[j]
+      local old = redis.call('HGET', KEYS[3], f)
+      if set then
+        redis.call('HSET', KEYS[3], f, put(old, base, add))
+      else
+        redis.call('HSET', KEYS[3], f, bor(old, add))
+      end
+    end
+  end
+  if ARGV[i + 1] == '1' then
+    redis.call('HSET', KEYS[3], seq, recs[r][1] .. '1')
+    anyFinal = true
+  elseif recs[r][2] then
+    redis.call('HSET', KEYS[3], seq, recs[r][1] .. '0')
+  end
+  i = i + 7
+  local n = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, n do
+    redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])
+    i = i + 2
+  end
+  n = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, n do
+    redis.call('ZREMRANGEBYLEX', KEYS[5], '[' .. ARGV[i], '(' .. string.sub(ARGV[i], 1, -2) .. ';')
+    redis.call('ZADD', KEYS[5], 0, ARGV[i] .. ARGV[i + 1])
+    i = i + 2
+  end
 end
-local cur = redis.call('HGET', KEYS[2], 'cur') or ''
-if ARGV[3] == '1' then
-  redis.call('HSET', KEYS[3], seq, first .. ':' .. last .. ':' .. slots .. ':' .. tok .. ':1')
+if anyFinal then
   local moved = false
   while true do
     local s = string.format('%d', cseq + 1)
@@ -180,8 +255,12 @@ if ARGV[3] == '1' then
     cseq = cseq + 1
     moved = true
   end
-  if moved then redis.call('HSET', KEYS[2], 'cseq', cseq, 'cur', cur) end
+  if moved then
+    redis.call('HSET', KEYS[2], 'cseq', cseq, 'cur', cur)
+    redis.call('HDEL', KEYS[2], 'crash')
+  end
 end
+if fid > 0 then redis.call('HSET', KEYS[2], 'fl', ARGV[2] .. ':' .. ARGV[3]) end
 return {cseq, cur}
 `
 
@@ -224,12 +303,51 @@ redis.call('HSET', KEYS[1], 'def', ARGV[1], 'st', 'scheduled', 'ct', now, 'ut', 
 return {1, 'scheduled', now, now}
 `
 
-// Status compare-and-set. KEYS: rec. ARGV: from, to.
+// Status compare-and-set. KEYS: rec. ARGV: from, to, reason ("" clears it).
 // Returns {1, def, created ms, updated ms}, {-1} not found, {-2, current status}.
 const transitionSrc = nowMS + `
 local r = redis.call('HMGET', KEYS[1], 'def', 'st', 'ct')
 if not r[1] then return {-1} end
 if r[2] ~= ARGV[1] then return {-2, r[2]} end
 redis.call('HSET', KEYS[1], 'st', ARGV[2], 'ut', now)
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], 'why')
+else
+  redis.call('HSET', KEYS[1], 'why', ARGV[3])
+end
 return {1, r[1], tonumber(r[3]), now}
+`
+
+// Epoch marker. KEYS: epoch. ARGV: a new random epoch. Returns {epoch, created 0|1}.
+const epochSrc = `
+local e = redis.call('GET', KEYS[1])
+if e then return {e, 0} end
+redis.call('SET', KEYS[1], ARGV[1])
+return {ARGV[1], 1}
+`
+
+// Restore a lost campaign. KEYS: rec, lease, prog, bat, cnt, fail.
+// ARGV: def, status, reason, created ms, updated ms, lease value, ttl ms,
+// then three sections each led by its pair count: prog pairs, bat pairs,
+// cnt pairs; then failure members. Does nothing (returns 0) if the record
+// or the progress still exists: the store did not lose this campaign, or
+// its owner restored it already.
+const restoreSrc = `
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'def', ARGV[1], 'st', ARGV[2], 'ct', ARGV[4], 'ut', ARGV[5])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'why', ARGV[3]) end
+if ARGV[6] ~= '' then redis.call('SET', KEYS[2], ARGV[6], 'PX', ARGV[7]) end
+local i = 8
+for k = 3, 5 do
+  local n = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, n do
+    redis.call('HSET', KEYS[k], ARGV[i], ARGV[i + 1])
+    i = i + 2
+  end
+end
+while i <= #ARGV do
+  redis.call('ZADD', KEYS[6], 0, ARGV[i])
+  i = i + 1
+end
+return 1
 `

@@ -20,6 +20,7 @@ var (
 	_ campaigns.ProgressStore = (*Store)(nil)
 	_ campaigns.CampaignStore = (*Store)(nil)
 	_ campaigns.Intake        = (*Store)(nil)
+	_ campaigns.StateRestorer = (*Store)(nil)
 )
 
 // DefaultPrefix starts every key notifyd writes.
@@ -42,6 +43,7 @@ type Store struct {
 	claimDue                       *redis.Script
 	claimBatch, report, retried    *redis.Script
 	createRecord, transitionRecord *redis.Script
+	epoch, restore                 *redis.Script
 }
 
 // Option configures a Store.
@@ -85,6 +87,8 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
 	s.retried = redis.NewScript(retriedSrc)
 	s.createRecord = redis.NewScript(createSrc)
 	s.transitionRecord = redis.NewScript(transitionSrc)
+	s.epoch = redis.NewScript(epochSrc)
+	s.restore = redis.NewScript(restoreSrc)
 	return s, nil
 }
 
@@ -300,14 +304,15 @@ func recordFrom(id string, vals []any) (campaigns.CampaignRecord, bool) {
 	st, _ := vals[1].(string)
 	ct, _ := vals[2].(string)
 	ut, _ := vals[3].(string)
+	why, _ := vals[4].(string)
 	c, _ := strconv.ParseInt(ct, 10, 64)
 	u, _ := strconv.ParseInt(ut, 10, 64)
-	return campaigns.CampaignRecord{ID: id, Definition: json.RawMessage(def), Status: campaigns.Status(st), Created: time.UnixMilli(c), Updated: time.UnixMilli(u)}, true
+	return campaigns.CampaignRecord{ID: id, Definition: json.RawMessage(def), Status: campaigns.Status(st), Reason: why, Created: time.UnixMilli(c), Updated: time.UnixMilli(u)}, true
 }
 
 // Get implements campaigns.CampaignStore.
 func (s *Store) Get(ctx context.Context, id string) (campaigns.CampaignRecord, error) {
-	vals, err := s.rdb.HMGet(ctx, s.campaignKey(id, "rec"), "def", "st", "ct", "ut").Result()
+	vals, err := s.rdb.HMGet(ctx, s.campaignKey(id, "rec"), "def", "st", "ct", "ut", "why").Result()
 	if err != nil {
 		return campaigns.CampaignRecord{}, fmt.Errorf("get campaign %q: %w", id, err)
 	}
@@ -341,7 +346,7 @@ func (s *Store) List(ctx context.Context, after string, limit int) ([]campaigns.
 		pipe := s.rdb.Pipeline()
 		cmds := make([]*redis.SliceCmd, len(ids))
 		for i, id := range ids {
-			cmds[i] = pipe.HMGet(ctx, s.campaignKey(id, "rec"), "def", "st", "ct", "ut")
+			cmds[i] = pipe.HMGet(ctx, s.campaignKey(id, "rec"), "def", "st", "ct", "ut", "why")
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, fmt.Errorf("list campaigns: %w", err)
@@ -361,10 +366,15 @@ func (s *Store) List(ctx context.Context, after string, limit int) ([]campaigns.
 
 // Transition implements campaigns.CampaignStore.
 func (s *Store) Transition(ctx context.Context, id string, from, to campaigns.Status) (campaigns.CampaignRecord, error) {
+	return s.TransitionBecause(ctx, id, from, to, "")
+}
+
+// TransitionBecause implements campaigns.CampaignStore.
+func (s *Store) TransitionBecause(ctx context.Context, id string, from, to campaigns.Status, reason string) (campaigns.CampaignRecord, error) {
 	if !from.CanTransition(to) {
 		return campaigns.CampaignRecord{}, fmt.Errorf("transition campaign %q from %q to %q: %w", id, from, to, campaigns.ErrInvalidTransition)
 	}
-	v, err := s.transitionRecord.Run(ctx, s.rdb, []string{s.campaignKey(id, "rec")}, string(from), string(to)).Slice()
+	v, err := s.transitionRecord.Run(ctx, s.rdb, []string{s.campaignKey(id, "rec")}, string(from), string(to), reason).Slice()
 	if err != nil {
 		return campaigns.CampaignRecord{}, fmt.Errorf("transition campaign %q: %w", id, err)
 	}
@@ -378,5 +388,5 @@ func (s *Store) Transition(ctx context.Context, id string, from, to campaigns.St
 		return campaigns.CampaignRecord{}, fmt.Errorf("transition campaign %q: unexpected reply %v", id, v)
 	}
 	def, _ := v[1].(string)
-	return campaigns.CampaignRecord{ID: id, Definition: json.RawMessage(def), Status: to, Created: msTime(v[2]), Updated: msTime(v[3])}, nil
+	return campaigns.CampaignRecord{ID: id, Definition: json.RawMessage(def), Status: to, Reason: reason, Created: msTime(v[2]), Updated: msTime(v[3])}, nil
 }

@@ -38,6 +38,7 @@ type Impl struct {
 func Run(t *testing.T, newImpl func(t *testing.T) Impl) {
 	t.Run("Dedup", func(t *testing.T) { runDedup(t, newImpl) })
 	t.Run("Progress", func(t *testing.T) { runProgress(t, newImpl) })
+	t.Run("Ledger", func(t *testing.T) { runLedger(t, newImpl) })
 	t.Run("Campaigns", func(t *testing.T) { runCampaigns(t, newImpl) })
 	t.Run("Intake", func(t *testing.T) { runIntake(t, newImpl) })
 	t.Run("Delays", func(t *testing.T) { runDelays(t, newImpl) })
@@ -686,6 +687,195 @@ func runProgress(t *testing.T, newImpl func(t *testing.T) Impl) {
 	})
 }
 
+// runLedger pins down Record (the delivery ledger's flush), the idempotent
+// claim, per-address failures and the crash counter.
+func runLedger(t *testing.T, newImpl func(t *testing.T) Impl) {
+	ctx := context.Background()
+
+	t.Run("a flush replaces the bytes from its base and lands once", func(t *testing.T) {
+		impl := newImpl(t)
+		r, err := impl.Progress.Acquire(ctx, "c1", "a", hour)
+		must(t, err)
+		seq, err := impl.Progress.ClaimBatch(ctx, r.Lease, 1, 10, 40) // 5 bytes
+		must(t, err)
+		sent := []campaigns.Count{{Channel: "sms", Reason: "sent", N: 3}}
+		f1 := campaigns.Flush{ID: 1, Reports: []campaigns.BatchReport{{Seq: seq, Base: 2,
+			Dispatched: campaigns.Bitmap{0xf0, 0x01}, Confirmed: campaigns.Bitmap{0xe0, 0x00}, Done: campaigns.Bitmap{0xe0, 0x00},
+			Counts: sent, Failures: []campaigns.Failure{{User: 4, Channel: "apns", Address: 1, Reason: "retries_exhausted"}}}}}
+		for range 3 { // the first lands; the replays (a lost reply) change nothing
+			if _, err := impl.Progress.Record(ctx, r.Lease, f1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p, err := impl.Progress.Progress(ctx, "c1")
+		must(t, err)
+		if !slices.Equal(p.Counts, sent) || p.Failures != 1 {
+			t.Fatalf("after a replayed flush: %+v", p)
+		}
+		// The next flush sends the merged bytes of its range: it replaces them.
+		f2 := campaigns.Flush{ID: 2, Reports: []campaigns.BatchReport{{Seq: seq, Base: 3,
+			Dispatched: campaigns.Bitmap{0x03}, Confirmed: campaigns.Bitmap{0x00}, Done: campaigns.Bitmap{0x02}}}}
+		_, err = impl.Progress.Record(ctx, r.Lease, f2)
+		must(t, err)
+		// A new owner sees exactly what the flushes left.
+		res := eventually(t, impl, 0, func() (campaigns.Resume, bool) {
+			res, err := impl.Progress.Acquire(ctx, "c1", "a", hour)
+			return res, err == nil
+		})
+		if len(res.Open) != 1 {
+			t.Fatalf("open = %+v", res.Open)
+		}
+		b := res.Open[0]
+		if !bytes.Equal(b.Dispatched, campaigns.Bitmap{0, 0, 0xf0, 0x03, 0}) || !bytes.Equal(b.Confirmed, campaigns.Bitmap{0, 0, 0xe0, 0, 0}) ||
+			!bytes.Equal(b.Done, campaigns.Bitmap{0, 0, 0xe0, 0x02, 0}) {
+			t.Fatalf("bitmaps d=%x c=%x f=%x", b.Dispatched, b.Confirmed, b.Done)
+		}
+		if !b.InDoubt(19) || b.InDoubt(16) || !b.InDoubt(31) || b.InDoubt(30) || b.InDoubt(20) {
+			t.Fatalf("in doubt wrong: d=%x f=%x", b.Dispatched, b.Done)
+		}
+		// A flush ID from the earlier lease is not a replay under the new one.
+		_, err = impl.Progress.Record(ctx, res.Lease, campaigns.Flush{ID: 1, Reports: []campaigns.BatchReport{{Seq: seq, Counts: sent, Final: true}}})
+		must(t, err)
+		p, err = impl.Progress.Progress(ctx, "c1")
+		must(t, err)
+		if !slices.Equal(p.Counts, []campaigns.Count{{Channel: "sms", Reason: "sent", N: 6}}) || !p.Checkpoint.Valid || p.Checkpoint.Key != 10 {
+			t.Fatalf("after the final flush of the new lease: %+v", p)
+		}
+	})
+
+	t.Run("a refused flush changes nothing", func(t *testing.T) {
+		impl := newImpl(t)
+		r, err := impl.Progress.Acquire(ctx, "c1", "a", hour)
+		must(t, err)
+		a, err := impl.Progress.ClaimBatch(ctx, r.Lease, 1, 10, 8)
+		must(t, err)
+		count := []campaigns.Count{{Channel: "sms", Reason: "sent", N: 1}}
+		_, err = impl.Progress.Record(ctx, r.Lease, campaigns.Flush{ID: 1, Reports: []campaigns.BatchReport{
+			{Seq: a, Done: campaigns.Bitmap{0xff}, Counts: count},
+			{Seq: a + 7, Counts: count},
+		}})
+		wantErr(t, err, campaigns.ErrUnknownBatch)
+		_, err = impl.Progress.Record(ctx, r.Lease, campaigns.Flush{ID: 2, Reports: []campaigns.BatchReport{{Seq: a, Base: 1, Done: campaigns.Bitmap{0xff}}}})
+		if err == nil {
+			t.Fatal("bitmap past the batch's slots: no error")
+		}
+		p, err := impl.Progress.Progress(ctx, "c1")
+		must(t, err)
+		if len(p.Counts) != 0 {
+			t.Fatalf("refused flushes changed counts: %v", p.Counts)
+		}
+		// Growing the batch (a redriven batch laid out again) makes room.
+		_, err = impl.Progress.Record(ctx, r.Lease, campaigns.Flush{ID: 3, Reports: []campaigns.BatchReport{{Seq: a, Slots: 16, Base: 1, Done: campaigns.Bitmap{0xff}}}})
+		must(t, err)
+	})
+
+	t.Run("a lost lease is refused", func(t *testing.T) {
+		impl := newImpl(t)
+		r, err := impl.Progress.Acquire(ctx, "c1", "a", hour)
+		must(t, err)
+		seq, err := impl.Progress.ClaimBatch(ctx, r.Lease, 1, 10, 8)
+		must(t, err)
+		r2, err := impl.Progress.Acquire(ctx, "c1", "a", hour) // a restart with the same owner
+		must(t, err)
+		_, err = impl.Progress.Record(ctx, r.Lease, campaigns.Flush{ID: 9, Reports: []campaigns.BatchReport{{Seq: seq, Done: campaigns.Bitmap{1}}}})
+		wantErr(t, err, campaigns.ErrLeaseLost)
+		_, err = impl.Progress.Record(ctx, r2.Lease, campaigns.Flush{ID: 1, Reports: []campaigns.BatchReport{{Seq: seq, Done: campaigns.Bitmap{1}}}})
+		must(t, err)
+	})
+
+	t.Run("a claim retried after a lost reply gets the same batch", func(t *testing.T) {
+		impl := newImpl(t)
+		r, err := impl.Progress.Acquire(ctx, "c1", "a", hour)
+		must(t, err)
+		s1, err := impl.Progress.ClaimBatch(ctx, r.Lease, 1, 10, 8)
+		must(t, err)
+		s2, err := impl.Progress.ClaimBatch(ctx, r.Lease, 1, 10, 8)
+		must(t, err)
+		if s1 != s2 {
+			t.Fatalf("retried claim: seq %d, then %d", s1, s2)
+		}
+		_, err = impl.Progress.ClaimBatch(ctx, r.Lease, 1, 10, 9) // not the same batch
+		wantErr(t, err, campaigns.ErrBatchOrder)
+		s3, err := impl.Progress.ClaimBatch(ctx, r.Lease, 11, 20, 8)
+		must(t, err)
+		if s3 != s1+1 {
+			t.Fatalf("next claim: seq %d, want %d", s3, s1+1)
+		}
+	})
+
+	t.Run("failures are kept per address", func(t *testing.T) {
+		impl := newImpl(t)
+		r, err := impl.Progress.Acquire(ctx, "c1", "a", hour)
+		must(t, err)
+		seq, err := impl.Progress.ClaimBatch(ctx, r.Lease, 1, 10, 8)
+		must(t, err)
+		fs := []campaigns.Failure{
+			{User: 7, Channel: "apns", Address: 1, Reason: "retries_exhausted"},
+			{User: 7, Channel: "apns", Address: 0, Reason: "retries_exhausted"},
+			{User: 7, Channel: "apns", Address: 1, Reason: "unavailable"}, // replaces the first
+		}
+		_, err = impl.Progress.Record(ctx, r.Lease, campaigns.Flush{ID: 1, Reports: []campaigns.BatchReport{{Seq: seq, Failures: fs}}})
+		must(t, err)
+		page, _, err := impl.Progress.Failures(ctx, "c1", "", 10)
+		must(t, err)
+		want := []campaigns.Failure{fs[1], fs[2]}
+		if !slices.Equal(page, want) {
+			t.Fatalf("failures = %v, want %v", page, want)
+		}
+		page, next, err := impl.Progress.Failures(ctx, "c1", "", 1)
+		must(t, err)
+		rest, _, err := impl.Progress.Failures(ctx, "c1", next, 1)
+		must(t, err)
+		if !slices.Equal(append(page, rest...), want) {
+			t.Fatalf("paged failures = %v %v, want %v", page, rest, want)
+		}
+		must(t, impl.Progress.MarkRetried(ctx, r.Lease, campaigns.RetryReport{Retried: []campaigns.Failure{fs[2]}}))
+		page, _, err = impl.Progress.Failures(ctx, "c1", "", 10)
+		must(t, err)
+		if !slices.Equal(page, []campaigns.Failure{fs[1]}) {
+			t.Fatalf("after retrying address 1: %v", page)
+		}
+	})
+
+	t.Run("runs that die holding the lease are counted until progress", func(t *testing.T) {
+		impl := newImpl(t)
+		acquire := func() campaigns.Resume {
+			t.Helper()
+			r, err := impl.Progress.Acquire(ctx, "c1", "a", hour) // same owner: no wait
+			must(t, err)
+			return r
+		}
+		if r := acquire(); r.Crashes != 0 {
+			t.Fatalf("first run: crashes %d", r.Crashes)
+		}
+		r := acquire() // the first died
+		r = acquire()  // so did the second
+		if r.Crashes != 2 {
+			t.Fatalf("third run: crashes %d, want 2", r.Crashes)
+		}
+		must(t, impl.Progress.Release(ctx, r.Lease)) // a clean stop is not a crash
+		if r = acquire(); r.Crashes != 2 {
+			t.Fatalf("after a clean stop: crashes %d, want 2", r.Crashes)
+		}
+		seq, err := impl.Progress.ClaimBatch(ctx, r.Lease, 1, 10, 8)
+		must(t, err)
+		_, err = impl.Progress.Record(ctx, r.Lease, campaigns.Flush{ID: 1, Reports: []campaigns.BatchReport{{Seq: seq, Final: true}}})
+		must(t, err)
+		// Only the deaths since the run that moved the checkpoint count.
+		if r = acquire(); r.Crashes != 1 {
+			t.Fatalf("after the checkpoint moved and a crash: crashes %d, want 1", r.Crashes)
+		}
+		r = acquire()
+		if r.Crashes != 2 {
+			t.Fatalf("crashes %d, want 2", r.Crashes)
+		}
+		must(t, impl.Progress.Renew(ctx, r.Lease, hour)) // lived long enough to renew
+		if r = acquire(); r.Crashes != 1 {
+			t.Fatalf("after a renewal and a crash: crashes %d, want 1", r.Crashes)
+		}
+	})
+}
+
 // ---- campaign records ----
 
 func runCampaigns(t *testing.T, newImpl func(t *testing.T) Impl) {
@@ -794,6 +984,34 @@ func runCampaigns(t *testing.T, newImpl func(t *testing.T) Impl) {
 		}
 		_, err = impl.Campaigns.Transition(ctx, "missing", S, R)
 		wantErr(t, err, campaigns.ErrNotFound)
+	})
+
+	t.Run("a transition keeps its reason until the next one", func(t *testing.T) {
+		impl := newImpl(t)
+		_, _, err := impl.Campaigns.Create(ctx, "c", []byte(`{}`))
+		must(t, err)
+		_, err = impl.Campaigns.Transition(ctx, "c", campaigns.StatusScheduled, campaigns.StatusRunning)
+		must(t, err)
+		rec, err := impl.Campaigns.TransitionBecause(ctx, "c", campaigns.StatusRunning, campaigns.StatusFailed, "crash_loop")
+		must(t, err)
+		if rec.Reason != "crash_loop" {
+			t.Fatalf("returned record reason %q", rec.Reason)
+		}
+		got, err := impl.Campaigns.Get(ctx, "c")
+		must(t, err)
+		if got.Status != campaigns.StatusFailed || got.Reason != "crash_loop" {
+			t.Fatalf("stored %q / %q", got.Status, got.Reason)
+		}
+		list, err := impl.Campaigns.List(ctx, "", 10)
+		must(t, err)
+		if len(list) != 1 || list[0].Reason != "crash_loop" {
+			t.Fatalf("listed %+v", list)
+		}
+		_, err = impl.Campaigns.Transition(ctx, "c", campaigns.StatusFailed, campaigns.StatusRunning)
+		must(t, err)
+		if got, _ = impl.Campaigns.Get(ctx, "c"); got.Reason != "" {
+			t.Fatalf("reason %q kept after resuming", got.Reason)
+		}
 	})
 
 	t.Run("list pages in id order", func(t *testing.T) {

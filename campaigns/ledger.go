@@ -1,0 +1,480 @@
+package campaigns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/notifyd/notifyd/channels"
+)
+
+// The ledger is a campaign run's record, per message, of what was handed to
+// a provider and what the provider answered. It is what makes "in doubt"
+// exact after a crash: a message is in doubt only if the ledger holds it as
+// handed and unanswered, that is, it was on the wire.
+//
+// Writes are group-committed: every change (a slot handed, answered or
+// skipped, with its count and failure) goes into the batch's pending bitmaps,
+// and one goroutine flushes every pending change of the run in one Record
+// call, at most FlushInterval after the first one, at once when a worker
+// waits. A worker hands a message to its provider only after the flush that
+// holds it as handed has landed (HandOff); the outcomes of the worker's
+// previous request travel in the same or an earlier flush, so at a crash the
+// in-doubt set is at most one request per worker.
+//
+// Flushes are numbered; the store applies a flush number once per lease, so
+// after an infrastructure error (Redis restarting, stalled, a lost reply)
+// the same flush is sent again until it lands, and the run goes on. Only a
+// lost lease stops it, unless the state store lost everything (an empty
+// Redis), in which case the engine writes back what the runs know and the
+// flush is sent again.
+
+// ledger is one run's group commit to its BatchLog.
+type ledger struct {
+	store    BatchLog
+	lease    Lease
+	log      *slog.Logger
+	interval time.Duration
+	maxDirty int
+	// lost is asked when the store says the lease is lost: it reports
+	// whether the state store had lost its data and the run's state was
+	// written back (retry the flush), or the lease is really gone.
+	lost func(ctx context.Context) bool
+
+	mu      sync.Mutex
+	list    []*RecipientBatch
+	spare   []*RecipientBatch
+	gen     *flushGen
+	urgent  bool
+	changes int
+	wake    chan struct{}
+	quit    chan struct{}
+	stopped chan struct{}
+	failed  error // sticky: the ledger can no longer write (lease lost)
+
+	// Durable state, kept for a state store that comes back empty.
+	nextID  int64 // ID of the last flush sent
+	applied int64 // ID of the last flush that landed
+	cp      Checkpoint
+	open    map[int64]*Batch
+	counts  map[[2]string]int64
+	fails   map[failureKey]string
+	flushes int64 // flushes that landed (for tests and logs)
+}
+
+type failureKey struct {
+	user    uint64
+	channel string
+	address int
+}
+
+type flushGen struct {
+	done chan struct{}
+	err  error
+}
+
+// errLedgerClosed: the ledger stopped before the change could be recorded.
+var errLedgerClosed = errors.New("delivery ledger closed")
+
+func newLedger(store BatchLog, lease Lease, log *slog.Logger, cfg EngineConfig, res Resume, counts []Count) *ledger {
+	l := &ledger{
+		store: store, lease: lease, log: log,
+		interval: cfg.FlushInterval, maxDirty: cfg.FlushSlots,
+		gen:  &flushGen{done: make(chan struct{})},
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), stopped: make(chan struct{}),
+		cp: res.Checkpoint, open: map[int64]*Batch{}, counts: map[[2]string]int64{}, fails: map[failureKey]string{},
+	}
+	for i := range res.Open {
+		b := res.Open[i]
+		l.open[b.Seq] = &Batch{Seq: b.Seq, First: b.First, Last: b.Last, Slots: b.Slots, Token: b.Token, Final: b.Final,
+			Dispatched: fit(b.Dispatched, b.Slots), Confirmed: fit(b.Confirmed, b.Slots), Done: fit(b.Done, b.Slots)}
+	}
+	for _, c := range counts {
+		l.counts[[2]string{c.Channel, c.Reason}] += c.N
+	}
+	return l
+}
+
+// fit returns a copy of b sized for slots.
+func fit(b Bitmap, slots int) Bitmap {
+	out := NewBitmap(slots)
+	copy(out, b)
+	return out
+}
+
+// claimed starts the durable image of a newly claimed batch.
+func (l *ledger) claimed(seq int64, first, last uint64, slots int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.open[seq]; !ok {
+		l.open[seq] = &Batch{Seq: seq, First: first, Last: last, Slots: slots, Token: l.lease.Token,
+			Dispatched: NewBitmap(slots), Confirmed: NewBitmap(slots), Done: NewBitmap(slots)}
+	}
+}
+
+// relayout replaces a batch's durable image when a redriven batch no longer
+// has the slots it was claimed with (its members changed in a newer shard
+// generation): the old bits describe other messages.
+func (l *ledger) relayout(seq int64, slots int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if img := l.open[seq]; img != nil {
+		img.Slots = slots
+		img.Dispatched, img.Confirmed, img.Done = NewBitmap(slots), NewBitmap(slots), NewBitmap(slots)
+	}
+}
+
+// dirty puts b on the list of the next flush.
+func (l *ledger) dirty(b *RecipientBatch) {
+	l.mu.Lock()
+	if !b.ldirty {
+		b.ldirty = true
+		l.list = append(l.list, b)
+	}
+	l.changes++
+	if l.changes >= l.maxDirty {
+		l.urgent = true
+	}
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// err is the ledger's failure, if it failed.
+func (l *ledger) err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failed
+}
+
+// sync waits until every change made before the call is durable.
+func (l *ledger) sync(ctx context.Context) error {
+	l.mu.Lock()
+	if l.failed != nil {
+		err := l.failed
+		l.mu.Unlock()
+		return err
+	}
+	g := l.gen
+	l.urgent = true
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case <-g.done:
+		return g.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// run flushes until close; ctx bounds the retries of the last flushes.
+func (l *ledger) run(ctx context.Context) {
+	defer close(l.stopped)
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	for {
+		select {
+		case <-l.wake:
+		case <-l.quit:
+			l.flush(ctx)
+			l.fail(errLedgerClosed)
+			return
+		}
+		l.mu.Lock()
+		hurry := l.urgent
+		l.mu.Unlock()
+		if !hurry {
+			// Let the changes of a few milliseconds gather: one round trip for all.
+			t.Reset(l.interval)
+		gather:
+			for {
+				select {
+				case <-t.C:
+					break gather
+				case <-l.quit:
+					t.Stop()
+					break gather
+				case <-l.wake:
+					l.mu.Lock()
+					hurry = l.urgent
+					l.mu.Unlock()
+					if hurry {
+						t.Stop()
+						break gather
+					}
+				}
+			}
+		}
+		l.flush(ctx)
+	}
+}
+
+// close flushes what is pending (retrying until ctx ends) and stops.
+func (l *ledger) close() {
+	select {
+	case <-l.quit:
+	default:
+		close(l.quit)
+	}
+	<-l.stopped
+}
+
+// fail makes every later sync fail with err and ends the current generation.
+func (l *ledger) fail(err error) {
+	l.mu.Lock()
+	if l.failed == nil {
+		l.failed = err
+	}
+	g := l.gen
+	l.gen = &flushGen{done: make(chan struct{})}
+	l.mu.Unlock()
+	g.err = err
+	close(g.done)
+}
+
+// pending is one batch's share of a flush, and what it becomes once durable.
+type pending struct {
+	b      *RecipientBatch
+	merged [3]Bitmap // the durable bitmaps with this flush applied
+	final  bool
+}
+
+// flush sends every pending change in one Record call, retrying the same
+// flush until it lands, the lease is lost, or ctx ends.
+func (l *ledger) flush(ctx context.Context) {
+	l.mu.Lock()
+	list := l.list
+	l.list = l.spare[:0]
+	g := l.gen
+	l.gen = &flushGen{done: make(chan struct{})}
+	l.urgent, l.changes = false, 0
+	for _, b := range list {
+		b.ldirty = false
+	}
+	l.mu.Unlock()
+	if len(list) == 0 {
+		l.spare = list
+		close(g.done)
+		return
+	}
+	f := Flush{Reports: make([]BatchReport, 0, len(list))}
+	parts := make([]pending, 0, len(list))
+	for _, b := range list {
+		l.mu.Lock()
+		img := l.open[b.Seq]
+		l.mu.Unlock()
+		if img == nil {
+			continue // final and past the checkpoint already
+		}
+		b.mu.Lock()
+		rep, part := b.takePending(img)
+		b.mu.Unlock()
+		f.Reports = append(f.Reports, rep)
+		parts = append(parts, part)
+	}
+	clear(list)
+	l.spare = list[:0]
+	l.nextID++
+	f.ID = l.nextID
+	err := l.record(ctx, f)
+	if err != nil {
+		l.log.Error("delivery ledger stopped; the run ends and the next one resumes from what was recorded", "error", err, "flush", f.ID)
+		g.err = err
+		close(g.done)
+		l.fail(err)
+		return
+	}
+	l.mu.Lock()
+	for _, p := range parts {
+		img := l.open[p.b.Seq]
+		copy(img.Dispatched, p.merged[0])
+		copy(img.Confirmed, p.merged[1])
+		copy(img.Done, p.merged[2])
+		img.Final = img.Final || p.final
+	}
+	for _, r := range f.Reports {
+		for _, c := range r.Counts {
+			l.counts[[2]string{c.Channel, c.Reason}] += c.N
+		}
+		for _, fl := range r.Failures {
+			l.fails[failureKey{fl.User, fl.Channel, fl.Address}] = fl.Reason
+		}
+	}
+	for seq := range l.open {
+		if l.cp.Valid && seq <= l.cp.Seq {
+			delete(l.open, seq)
+		}
+	}
+	l.flushes++
+	l.applied = f.ID
+	l.mu.Unlock()
+	close(g.done)
+}
+
+// record retries one flush with backoff: the flush ID makes a retry safe.
+func (l *ledger) record(ctx context.Context, f Flush) error {
+	return retryState(ctx, l.log, "record delivery ledger", l.lost, func(ctx context.Context) error {
+		cp, err := l.store.Record(ctx, l.lease, f)
+		if err == nil {
+			l.mu.Lock()
+			l.cp = cp
+			l.mu.Unlock()
+		}
+		return err
+	})
+}
+
+// retryState runs op until it succeeds, fails with a StateError, or ctx
+// ends. Infrastructure errors (Redis down, a timeout) are retried with
+// backoff; ErrLeaseLost is retried only if lost says the state store lost
+// its data and what this daemon knows was written back.
+func retryState(ctx context.Context, log *slog.Logger, what string, lost func(context.Context) bool, op func(context.Context) error) error {
+	delay := 20 * time.Millisecond
+	var t *time.Timer
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := op(actx)
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				log.Info(what+": recovered", "attempts", attempt)
+			}
+			return nil
+		}
+		var se StateError
+		switch {
+		case errors.Is(err, ErrLeaseLost):
+			if lost == nil || !lost(ctx) {
+				return err
+			}
+		case errors.As(err, &se):
+			return err
+		case ctx.Err() != nil:
+			return fmt.Errorf("%s: %w (gave up: %w)", what, err, ctx.Err())
+		}
+		if attempt == 1 || attempt%50 == 0 {
+			log.Warn(what+" failed; retrying", "error", err, "attempt", attempt)
+		}
+		if t == nil {
+			t = time.NewTimer(delay)
+		} else {
+			t.Reset(delay)
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%s: %w (gave up: %w)", what, err, ctx.Err())
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
+}
+
+// takePending moves b's pending changes into a report against img, the
+// batch's durable image. Called with b.mu held.
+func (b *RecipientBatch) takePending(img *Batch) (BatchReport, pending) {
+	part := pending{b: b, final: b.pendFinal}
+	src := [3]Bitmap{b.pendD, b.pendC, b.pendF}
+	dur := [3]Bitmap{img.Dispatched, img.Confirmed, img.Done}
+	lo, hi := len(b.pendD), 0
+	if b.pendAll {
+		lo, hi = 0, len(b.pendD)
+	}
+	for _, s := range src {
+		for i, v := range s {
+			if v != 0 {
+				lo = min(lo, i)
+				hi = max(hi, i+1)
+			}
+		}
+	}
+	rep := BatchReport{Seq: b.Seq, Final: b.pendFinal, Counts: b.takeCounts()}
+	if b.pendAll {
+		rep.Slots = b.nslots
+		b.pendAll = false
+	}
+	if len(b.failures) > 0 {
+		rep.Failures = slices.Clone(b.failures)
+		b.failures = b.failures[:0]
+	}
+	for k := range 3 {
+		m := slices.Clone(dur[k])
+		for i := lo; i < hi && i < len(m); i++ {
+			m[i] |= src[k][i]
+		}
+		part.merged[k] = m
+		clear(src[k])
+	}
+	if lo < hi {
+		rep.Base = lo
+		rep.Dispatched, rep.Confirmed, rep.Done = part.merged[0][lo:hi], part.merged[1][lo:hi], part.merged[2][lo:hi]
+	}
+	b.pendFinal = false
+	return rep, part
+}
+
+// snapshot is the run's durable state, for a store that lost it.
+func (l *ledger) snapshot() (flush int64, cp Checkpoint, open []Batch, counts []Count, fails []Failure) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, b := range l.open {
+		c := *b
+		c.Dispatched, c.Confirmed, c.Done = slices.Clone(b.Dispatched), slices.Clone(b.Confirmed), slices.Clone(b.Done)
+		open = append(open, c)
+	}
+	slices.SortFunc(open, func(a, b Batch) int { return int(a.Seq - b.Seq) })
+	for k, n := range l.counts {
+		counts = append(counts, Count{Channel: k[0], Reason: k[1], N: n})
+	}
+	for k, r := range l.fails {
+		fails = append(fails, Failure{User: k.user, Channel: k.channel, Address: k.address, Reason: r})
+	}
+	return l.applied, l.cp, open, counts, fails
+}
+
+// HandOff is the channels.Handoff of every pool that carries campaign
+// messages: before a request leaves, the campaign's ledger must hold its
+// messages as handed to the provider. It returns once that is durable; an
+// error means the messages must not be sent (they stay queued in the
+// ledger's eyes and the next run sends them).
+func HandOff(ctx context.Context, msgs []*channels.Message) error {
+	var wait []*ledger
+	for _, m := range msgs {
+		e, ok := m.Ref.(*envelope)
+		if !ok {
+			continue
+		}
+		b := e.batch
+		if b.led == nil {
+			continue
+		}
+		b.mu.Lock()
+		fresh := !e.handed
+		if fresh {
+			e.handed = true
+			b.pendD.Set(int(b.pos[e.pos].slot + e.n))
+		}
+		b.mu.Unlock()
+		if fresh {
+			b.noteDirty()
+			if !slices.Contains(wait, b.led) {
+				wait = append(wait, b.led)
+			}
+		}
+	}
+	for _, l := range wait {
+		if err := l.sync(ctx); err != nil {
+			return fmt.Errorf("record messages as handed to the provider: %w", err)
+		}
+	}
+	return nil
+}
