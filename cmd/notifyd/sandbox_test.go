@@ -145,7 +145,9 @@ func loadSandboxConfig(t *testing.T, fragment string) *daemon.Config {
 		t.Fatal(err)
 	}
 	full := filepath.Join(t.TempDir(), "notifyd.yaml")
-	writeFile(t, full, "shard:\n  path: /nonexistent/shard\nadmin:\n  token: sandbox-test-admin-token\n"+string(b))
+	if err := os.WriteFile(full, []byte("shard:\n  path: /nonexistent/shard\nadmin:\n  token: sandbox-test-admin-token\n"+string(b)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg, err := daemon.LoadConfig(full)
 	if err != nil {
 		t.Fatalf("load the sandbox fragment with the daemon's loader: %v\n%s", err, b)
