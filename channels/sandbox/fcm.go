@@ -26,6 +26,8 @@ import (
 
 // FCMOptions configures the FCM fake.
 type FCMOptions struct {
+	// Addr to listen on; default "127.0.0.1:0".
+	Addr string
 	// ProjectID is the only project the fake serves; requests for another get 404. Default "sandbox-project".
 	ProjectID string
 	// AccessToken, when set, is accepted as a bearer token in addition to the
@@ -52,6 +54,7 @@ type FCM struct {
 	ln       net.Listener
 	url      string
 	pool     *x509.CertPool
+	certPEM  []byte
 	saKey    *rsa.PrivateKey
 	saEmail  string
 	tokensMu sync.RWMutex
@@ -92,7 +95,10 @@ func NewFCM(opts FCMOptions) (*FCM, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	cert, pool, _, err := loopbackCert()
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	cert, pool, certPEM, err := loopbackCert()
 	if err != nil {
 		return nil, err
 	}
@@ -100,11 +106,12 @@ func NewFCM(opts FCMOptions) (*FCM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate service account key: %w", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	f := &FCM{
+		certPEM:  certPEM,
 		Faults:   &Faults{},
 		Recorder: &Recorder{Limit: opts.RecordLimit},
 		opts:     opts,
@@ -438,3 +445,6 @@ func fcmError(w http.ResponseWriter, httpStatus int, status, fcmCode, msg string
 	_, _ = w.Write(b)
 	return httpStatus
 }
+
+// CertPEM is the fake's certificate in PEM, for other processes to trust.
+func (f *FCM) CertPEM() []byte { return f.certPEM }

@@ -97,6 +97,8 @@ type Received struct {
 type Recorder struct {
 	Limit int
 
+	observe atomic.Pointer[func(Received)]
+
 	mu    sync.Mutex
 	items []Received
 	total atomic.Int64
@@ -105,6 +107,9 @@ type Recorder struct {
 // Add records one request.
 func (r *Recorder) Add(rec Received) {
 	r.total.Add(1)
+	if f := r.observe.Load(); f != nil {
+		(*f)(rec)
+	}
 	limit := r.Limit
 	if limit < 0 {
 		return
@@ -119,6 +124,17 @@ func (r *Recorder) Add(rec Received) {
 		r.items = r.items[:len(r.items)-1]
 	}
 	r.items = append(r.items, rec)
+}
+
+// SetObserver makes f see every request as it is recorded, whatever the
+// Limit keeps, so a caller can tally all of them without holding them (nil
+// stops it). It is safe to call while the fake serves.
+func (r *Recorder) SetObserver(f func(Received)) {
+	if f == nil {
+		r.observe.Store(nil)
+		return
+	}
+	r.observe.Store(&f)
 }
 
 // Count is how many requests were recorded since the last Reset.

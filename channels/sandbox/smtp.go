@@ -37,6 +37,8 @@ const (
 
 // SMTPOptions configures the SMTP fake.
 type SMTPOptions struct {
+	// Addr to listen on; default "127.0.0.1:0".
+	Addr string
 	// TLS is SMTPStartTLS (default), SMTPImplicit or SMTPNoTLS.
 	TLS string
 	// Username and Password, when set, make AUTH (PLAIN, LOGIN, CRAM-MD5)
@@ -70,16 +72,18 @@ type SMTP struct {
 	DataFaults *Faults
 	Recorder   *Recorder
 
-	opts   SMTPOptions
-	srv    *smtp.Server
-	ln     net.Listener
-	pool   *x509.CertPool
-	conns  atomic.Int64
-	live   sync.Map
-	msgs   atomic.Int64
-	auths  atomic.Int64
-	closed chan struct{}
-	once   sync.Once
+	opts SMTPOptions
+	srv  *smtp.Server
+	ln   net.Listener
+	pool *x509.CertPool
+	// certPEM is the generated certificate, for other processes to trust.
+	certPEM []byte
+	conns   atomic.Int64
+	live    sync.Map
+	msgs    atomic.Int64
+	auths   atomic.Int64
+	closed  chan struct{}
+	once    sync.Once
 
 	mu       sync.Mutex
 	messages []SMTPMessage
@@ -116,7 +120,10 @@ func NewSMTP(opts SMTPOptions) (*SMTP, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	cert, pool, _, err := loopbackCert()
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	cert, pool, certPEM, err := loopbackCert()
 	if err != nil {
 		return nil, fmt.Errorf("start SMTP sandbox: %w", err)
 	}
@@ -126,6 +133,7 @@ func NewSMTP(opts SMTPOptions) (*SMTP, error) {
 		Recorder:   &Recorder{Limit: opts.RecorderLimit},
 		opts:       opts,
 		pool:       pool,
+		certPEM:    certPEM,
 		closed:     make(chan struct{}),
 	}
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
@@ -140,7 +148,7 @@ func NewSMTP(opts SMTPOptions) (*SMTP, error) {
 	if opts.TLS == SMTPStartTLS {
 		srv.TLSConfig = tlsCfg
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for SMTP sandbox: %w", err)
 	}
@@ -221,6 +229,9 @@ func (s *SMTP) URL() string {
 // CertPool trusts the fake's generated certificate (valid for 127.0.0.1, ::1
 // and localhost).
 func (s *SMTP) CertPool() *x509.CertPool { return s.pool }
+
+// CertPEM is the fake's certificate in PEM, for other processes to trust.
+func (s *SMTP) CertPEM() []byte { return s.certPEM }
 
 // Connections is how many TCP connections the fake accepted.
 func (s *SMTP) Connections() int64 { return s.conns.Load() }

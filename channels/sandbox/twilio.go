@@ -29,6 +29,8 @@ import (
 
 // TwilioOptions configures the Twilio fake. Either credential pair authenticates.
 type TwilioOptions struct {
+	// Addr to listen on; default "127.0.0.1:0".
+	Addr string
 	// AccountSID is the account the fake serves. Default AC00000000000000000000000000000001.
 	AccountSID string
 	// AuthToken is the account's auth token (basic-auth password for AccountSID).
@@ -60,6 +62,8 @@ type Twilio struct {
 	ln   net.Listener
 	url  string
 	pool *x509.CertPool
+	// certPEM is the generated certificate, for other processes to trust.
+	certPEM []byte
 
 	cbCtx    context.Context
 	cbCancel context.CancelFunc
@@ -80,11 +84,14 @@ func NewTwilio(opts TwilioOptions) (*Twilio, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	cert, pool, _, err := loopbackCert()
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	cert, pool, certPEM, err := loopbackCert()
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
@@ -96,6 +103,7 @@ func NewTwilio(opts TwilioOptions) (*Twilio, error) {
 		ln:       ln,
 		url:      "https://" + ln.Addr().String(),
 		pool:     pool,
+		certPEM:  certPEM,
 		cbCtx:    ctx,
 		cbCancel: cancel,
 		cbClient: &http.Client{Timeout: 5 * time.Second},
@@ -421,3 +429,6 @@ func twilioSegments(body string) (string, int) {
 	}
 	return "UCS-2", (units + 66) / 67
 }
+
+// CertPEM is the fake's certificate in PEM, for other processes to trust.
+func (t *Twilio) CertPEM() []byte { return t.certPEM }

@@ -20,6 +20,8 @@ import (
 // WebhookOptions configures the webhook fake. The zero value accepts every
 // request unsigned-or-not and records it.
 type WebhookOptions struct {
+	// Addr to listen on; default "127.0.0.1:0".
+	Addr string
 	// Secret, when set, makes the fake verify the signature header the way a
 	// careful receiver would (HMAC-SHA256 over "<t>.<body>", timestamp within
 	// Tolerance) and answer 401 otherwise.
@@ -70,7 +72,10 @@ func NewWebhook(opts WebhookOptions) (*Webhook, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for webhook sandbox: %w", err)
 	}

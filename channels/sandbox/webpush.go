@@ -31,6 +31,9 @@ import (
 
 // WebPushOptions configures the web push fake. The zero value works.
 type WebPushOptions struct {
+	// Addr and PlainAddr are the HTTPS and plain HTTP listen addresses;
+	// default "127.0.0.1:0" each.
+	Addr, PlainAddr string
 	// ApplicationServerKey, when set, binds every minted subscription to this
 	// VAPID public key (base64url), as a browser's
 	// pushManager.subscribe({applicationServerKey}) does: a push signed with
@@ -55,6 +58,7 @@ type WebPush struct {
 	now       func() time.Time
 	serverKey []byte
 	pool      *x509.CertPool
+	certPEM   []byte
 	tlsSrv    *http.Server
 	plainSrv  *http.Server
 	tlsLn     net.Listener
@@ -97,21 +101,27 @@ func NewWebPush(opts WebPushOptions) (*WebPush, error) {
 		}
 		w.serverKey = k
 	}
-	cert, pool, _, err := loopbackCert()
+	cert, pool, certPEM, err := loopbackCert()
 	if err != nil {
 		return nil, fmt.Errorf("start web push sandbox: %w", err)
 	}
-	w.pool = pool
+	w.pool, w.certPEM = pool, certPEM
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	if opts.PlainAddr == "" {
+		opts.PlainAddr = "127.0.0.1:0"
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /push/{id}", w.handlePush)
 	quiet := log.New(io.Discard, "", 0) // handshake noise from aborted test clients
 	w.tlsSrv = &http.Server{Handler: mux, ErrorLog: quiet, ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}}
 	w.plainSrv = &http.Server{Handler: mux, ErrorLog: quiet, ReadHeaderTimeout: 10 * time.Second}
-	if w.tlsLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+	if w.tlsLn, err = net.Listen("tcp", opts.Addr); err != nil {
 		return nil, fmt.Errorf("start web push sandbox: %w", err)
 	}
-	if w.plainLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+	if w.plainLn, err = net.Listen("tcp", opts.PlainAddr); err != nil {
 		w.tlsLn.Close()
 		return nil, fmt.Errorf("start web push sandbox: %w", err)
 	}
@@ -131,6 +141,9 @@ func (w *WebPush) Addr() string { return w.tlsLn.Addr().String() }
 
 // CertPool trusts the fake's generated certificate (for channels.TLS.RootCAs).
 func (w *WebPush) CertPool() *x509.CertPool { return w.pool }
+
+// CertPEM is the fake's certificate in PEM, for other processes to trust.
+func (w *WebPush) CertPEM() []byte { return w.certPEM }
 
 // Close stops both listeners and drops open connections.
 func (w *WebPush) Close() error {

@@ -22,6 +22,7 @@ func commands() map[string]command {
 		"health":   {"check a running daemon's /healthz (container health check)", runHealth},
 		"serve":    {"run the daemon (admin API, campaign engine, channel workers)", runServe},
 		"campaign": {"create, inspect and control campaigns through the admin API", runCampaign},
+		"sandbox":  {"serve local fakes of every provider, with fault injection, stats and a ready config fragment", runSandbox},
 		"tail":     {"live view of a running daemon: rate, failures by reason, latency, queues, campaign progress", runTail},
 	}
 }
