@@ -10,6 +10,7 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -60,11 +61,18 @@ func BenchmarkSend(b *testing.B) {
 			cfg.Connections = conns
 			cfg.MessagesPerConn = 1 << 30
 			s := newSender(b, cfg)
-			const batchSize = 64
-			batch := make([]*channels.Message, batchSize)
-			for i := range batch {
-				batch[i] = benchMessage(i)
+			// As the daemon wires it: max(connections, 4) pool workers,
+			// each sending batches of 50.
+			const batchSize = 50
+			callers := max(conns, 4)
+			batches := make([][]*channels.Message, callers)
+			for c := range batches {
+				batches[c] = make([]*channels.Message, batchSize)
+				for i := range batches[c] {
+					batches[c][i] = benchMessage(c*batchSize + i)
+				}
 			}
+			batch := batches[0]
 			ref := newRefSMTP(b, sb, conns, batch[0])
 			defer ref.close()
 			ctx := context.Background()
@@ -78,13 +86,25 @@ func BenchmarkSend(b *testing.B) {
 				refT.measure(func() { ref.send(b, n) })
 				b.StartTimer()
 				own.measure(func() {
-					for sent := 0; sent < n; sent += batchSize {
-						for _, r := range s.Send(ctx, batch[:min(batchSize, n-sent)]) {
-							if r.Err != nil {
-								b.Fatal(r.Err)
+					var next atomic.Int64
+					var wg sync.WaitGroup
+					for c := range callers {
+						wg.Go(func() {
+							for {
+								sent := int(next.Add(batchSize)) - batchSize
+								if sent >= n {
+									return
+								}
+								for _, r := range s.Send(ctx, batches[c][:min(batchSize, n-sent)]) {
+									if r.Err != nil {
+										b.Error(r.Err)
+										return
+									}
+								}
 							}
-						}
+						})
 					}
+					wg.Wait()
 				})
 			}
 			b.StopTimer()

@@ -15,7 +15,6 @@ import (
 	"github.com/notifyd/notifyd/channels"
 )
 
-
 // classifyReply maps an SMTP reply to a reason. RFC 3463 enhanced codes are
 // more precise than the basic code where the server sends them: 550 is used
 // both for "no such user" (5.1.1) and for policy blocks (5.7.1), and only the
@@ -115,4 +114,3 @@ func looksEnhanced(s string) bool {
 	}
 	return true
 }
-

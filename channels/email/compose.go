@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"mime"
-	"mime/quotedprintable"
 	netmail "net/mail"
 	"sync"
 	"time"
@@ -189,28 +188,49 @@ func appendHeaderValue(b []byte, v string) []byte {
 	return append(b, v...)
 }
 
-// qpSink appends the encoder's output to the message buffer.
-type qpSink struct{ b []byte }
+const hexUpper = "0123456789ABCDEF"
 
-func (s *qpSink) Write(p []byte) (int, error) { s.b = append(s.b, p...); return len(p), nil }
-
-var qpPool = sync.Pool{New: func() any { return &qpSink{} }}
-
-// appendQP appends s quoted-printable encoded (soft line breaks at 76,
-// CRLF line ends).
+// appendQP appends s quoted-printable encoded (RFC 2045 6.7): line ends
+// become CRLF, lines are soft-broken at 76 characters, white space before a
+// line end and every byte outside printable ASCII (and "=") is encoded. It
+// replaced mime/quotedprintable's Writer, which costs an allocation and a
+// call per byte.
 func appendQP(b []byte, s string) []byte {
 	if isPlainQP(s) {
-		// Nothing to encode: short CRLF-free ASCII lines pass through.
 		return append(b, s...)
 	}
-	sink := qpPool.Get().(*qpSink)
-	sink.b = b
-	w := quotedprintable.NewWriter(sink)
-	_, _ = w.Write([]byte(s))
-	_ = w.Close()
-	b = sink.b
-	sink.b = nil
-	qpPool.Put(sink)
+	lineLen := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '\n' {
+			b = append(b, '\r', '\n')
+			lineLen = 0
+			continue
+		}
+		if c == '\r' && i+1 < len(s) && s[i+1] == '\n' {
+			continue // CRLF: written at the LF
+		}
+		var enc bool
+		if c == ' ' || c == '\t' {
+			enc = i+1 == len(s) || s[i+1] == '\n' || s[i+1] == '\r' && i+2 < len(s) && s[i+2] == '\n'
+		} else {
+			enc = c < ' ' || c > '~' || c == '='
+		}
+		n := 1
+		if enc {
+			n = 3
+		}
+		if lineLen+n > 75 {
+			b = append(b, '=', '\r', '\n')
+			lineLen = 0
+		}
+		if enc {
+			b = append(b, '=', hexUpper[c>>4], hexUpper[c&15])
+		} else {
+			b = append(b, c)
+		}
+		lineLen += n
+	}
 	return b
 }
 

@@ -425,23 +425,11 @@ func (s *Sender) Send(ctx context.Context, batch []*channels.Message) []channels
 	results := make([]channels.Result, len(batch))
 	msgs := make([]*outMsg, len(batch))
 	pending := make([]int, 0, len(batch))
-	now := s.now()
-	for i, m := range batch {
+	for i := range batch {
 		if err := ctx.Err(); err != nil {
 			results[i] = channels.Result{Err: ctxError(err)}
 			continue
 		}
-		if m != nil && !m.Deadline.IsZero() && !now.Before(m.Deadline) {
-			results[i] = channels.Result{Err: expiredError(now, m.Deadline)}
-			continue
-		}
-		msg, id, err := s.build(m, now)
-		if err != nil {
-			results[i] = channels.Result{Err: err}
-			continue
-		}
-		msgs[i] = msg
-		results[i].ProviderID = id
 		pending = append(pending, i)
 	}
 	defer func() {
@@ -453,7 +441,11 @@ func (s *Sender) Send(ctx context.Context, batch []*channels.Message) []channels
 		return results
 	}
 	w := &batchWork{s: s, batch: batch, msgs: msgs, pending: pending, results: results}
-	workers := min(s.cfg.Connections, len(pending))
+	// Spread the batch over the sessions that are free now, not over all
+	// of them: with PIPELINING one session moves a message per round trip,
+	// and workers that could only wait for a slot another Send holds cost a
+	// goroutine and a wake-up each. At least one worker always waits.
+	workers := max(1, min(s.cfg.Connections-len(s.slots), len(pending)))
 	if workers == 1 {
 		w.run(ctx)
 	} else {
@@ -499,8 +491,8 @@ func (w *batchWork) stop(err error) {
 	w.mu.Unlock()
 }
 
-// claim takes the next message of the batch that is still worth sending,
-// answering expired ones on the way. ok is false when none is left or ctx
+// claim takes the next message of the batch that is still worth sending and
+// builds it, answering expired and malformed ones on the way. ok is false when none is left or ctx
 // has ended.
 func (w *batchWork) claim(ctx context.Context) (int, bool) {
 	for {
@@ -513,10 +505,20 @@ func (w *batchWork) claim(ctx context.Context) (int, bool) {
 		}
 		i := w.pending[k]
 		m := w.batch[i]
-		if now := w.s.now(); !m.Deadline.IsZero() && !now.Before(m.Deadline) {
+		now := w.s.now()
+		if m != nil && !m.Deadline.IsZero() && !now.Before(m.Deadline) {
 			w.results[i].Err = expiredError(now, m.Deadline)
 			continue
 		}
+		// Messages are built by the workers as they claim them, so the
+		// MIME work of one overlaps the network wait of another.
+		msg, id, err := w.s.build(m, now)
+		if err != nil {
+			w.results[i].Err = err
+			continue
+		}
+		w.msgs[i] = msg
+		w.results[i].ProviderID = id
 		return i, true
 	}
 }
