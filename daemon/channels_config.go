@@ -57,19 +57,22 @@ type FCMConfig struct {
 
 // EmailConfig: SMTP with a connection pool.
 type EmailConfig struct {
-	Host            string     `yaml:"host"`
-	Port            int        `yaml:"port"`
-	TLSMode         string     `yaml:"tls_mode"` // starttls (default), starttls-opportunistic, tls, none
-	Auth            string     `yaml:"auth"`     // plain, login, cram-md5, none
-	Username        string     `yaml:"username"`
-	Password        Secret     `yaml:"password"`
-	HELO            string     `yaml:"helo"`
-	From            string     `yaml:"from"`
-	MessageIDDomain string     `yaml:"message_id_domain"`
-	Connections     int        `yaml:"connections"`
-	MessagesPerConn int        `yaml:"messages_per_connection"`
-	TLS             TLSConfig  `yaml:"tls"`
-	Pool            PoolConfig `yaml:"pool"`
+	Host            string `yaml:"host"`
+	Port            int    `yaml:"port"`
+	TLSMode         string `yaml:"tls_mode"` // starttls (default), starttls-opportunistic, tls, none
+	Auth            string `yaml:"auth"`     // plain, login, cram-md5, none
+	Username        string `yaml:"username"`
+	Password        Secret `yaml:"password"`
+	HELO            string `yaml:"helo"`
+	From            string `yaml:"from"`
+	MessageIDDomain string `yaml:"message_id_domain"`
+	Connections     int    `yaml:"connections"` // SMTP sessions (8)
+	MessagesPerConn int    `yaml:"messages_per_connection"`
+	// DisablePipelining sends each SMTP command in its own round trip even
+	// when the server offers PIPELINING (RFC 2920).
+	DisablePipelining bool       `yaml:"disable_pipelining"`
+	TLS               TLSConfig  `yaml:"tls"`
+	Pool              PoolConfig `yaml:"pool"`
 }
 
 // SMSConfig: Twilio Messages API.
@@ -109,6 +112,10 @@ type WebhookConfig struct {
 	Secret       Secret   `yaml:"secret"`
 	Timeout      Duration `yaml:"timeout"`
 	AllowedHosts []string `yaml:"allowed_hosts"`
+	// MaxConnsPerHost caps the keep-alive connections to one receiver;
+	// default: the pool's workers × batch size (at most 256), so every
+	// worker has a connection and none is dialled only to be closed.
+	MaxConnsPerHost int `yaml:"max_conns_per_host"`
 	// AllowNetworks and AllowPrivateNetworks open the destination guard
 	// (channels.NetGuard): webhook URLs come from templates and trigger
 	// data, so private and loopback addresses are refused unless listed.
@@ -178,9 +185,13 @@ func BuildChannels(c ChannelsConfig, log *slog.Logger) (map[string]ChannelSpec, 
 			Host: e.Host, Port: e.Port, TLSMode: email.TLSMode(e.TLSMode), TLS: e.TLS.channels(),
 			Auth: email.AuthMethod(e.Auth), Username: e.Username, Password: e.Password.Value(),
 			HELO: e.HELO, From: e.From, MessageIDDomain: e.MessageIDDomain,
-			Connections: e.Connections, MessagesPerConn: e.MessagesPerConn,
+			Connections: e.Connections, MessagesPerConn: e.MessagesPerConn, DisablePipelining: e.DisablePipelining,
 		}, email.WithLogger(log))
-		add(channels.Email, s, err, e.Pool, PoolConfig{Workers: max(e.Connections, 4), BatchSize: 50})
+		conns := e.Connections
+		if conns == 0 {
+			conns = email.DefaultConnections
+		}
+		add(channels.Email, s, err, e.Pool, PoolConfig{Workers: max(conns, 4), BatchSize: 50})
 	}
 	if m := c.SMS; m != nil {
 		s, err := sms.New(sms.Config{
@@ -199,12 +210,17 @@ func BuildChannels(c ChannelsConfig, log *slog.Logger) (map[string]ChannelSpec, 
 		add(channels.WebPush, s, err, w.Pool, PoolConfig{Workers: 4, BatchSize: 32})
 	}
 	if h := c.Webhook; h != nil {
+		pool := h.Pool.or(PoolConfig{Workers: 64, BatchSize: 1})
+		maxConns := h.MaxConnsPerHost
+		if maxConns == 0 {
+			maxConns = min(pool.Workers*min(pool.BatchSize, webhook.DefaultConcurrency), webhook.DefaultMaxConnsPerHost)
+		}
 		s, err := webhook.New(webhook.Config{
 			URL: h.URL, Method: h.Method, Secret: h.Secret.Value(), Timeout: time.Duration(h.Timeout),
-			AllowedHosts: h.AllowedHosts, TLS: h.TLS.channels(),
+			AllowedHosts: h.AllowedHosts, TLS: h.TLS.channels(), MaxConnsPerHost: maxConns,
 			AllowNetworks: h.AllowNetworks, AllowPrivateNetworks: h.AllowPrivateNetworks,
 		}, webhook.WithLogger(log))
-		add(channels.Webhook, s, err, h.Pool, PoolConfig{Workers: 64, BatchSize: 1})
+		add(channels.Webhook, s, err, h.Pool, pool)
 	}
 	return out, errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -46,6 +47,29 @@ func TestBuildChannelsAPNsTransport(t *testing.T) {
 			}
 			if specs["apns"].Channel == nil {
 				t.Fatal("no apns channel built")
+			}
+		})
+	}
+}
+
+// The email pool gets a worker per SMTP session, the default count included.
+func TestBuildChannelsEmailWorkers(t *testing.T) {
+	tests := []struct {
+		connections, wantWorkers int
+	}{
+		{connections: 0, wantWorkers: 8},
+		{connections: 2, wantWorkers: 4},
+		{connections: 16, wantWorkers: 16},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprint("connections=", tc.connections), func(t *testing.T) {
+			cfg := ChannelsConfig{Email: &EmailConfig{Host: "smtp.example.com", TLSMode: "none", From: "a@example.com", Connections: tc.connections, DisablePipelining: true}}
+			specs, err := BuildChannels(cfg, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := specs["email"].Pool.Workers; got != tc.wantWorkers {
+				t.Fatalf("workers = %d, want %d", got, tc.wantWorkers)
 			}
 		})
 	}

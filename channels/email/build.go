@@ -1,16 +1,17 @@
 package email
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	netmail "net/mail"
 	"net/textproto"
+	"net/url"
+	"slices"
 	"strings"
 	"time"
-
-	mail "github.com/wneessen/go-mail"
 
 	"github.com/notifyd/notifyd/channels"
 )
@@ -27,12 +28,12 @@ func reservedHeader(k string) bool {
 	return false
 }
 
-// build turns a channels.Message into a go-mail Msg. Its errors are already
-// classified: a malformed recipient is a dead address (it can never be
-// delivered, so the store should prune it), anything else malformed is
-// invalid.
-func (s *Sender) build(m *channels.Message, now time.Time) (*mail.Msg, string, *channels.Error) {
-	invalid := func(format string, args ...any) (*mail.Msg, string, *channels.Error) {
+// build turns a channels.Message into the bytes of an SMTP transaction. Its
+// errors are already classified: a malformed recipient is a dead address (it
+// can never be delivered, so the store should prune it), anything else
+// malformed is invalid. The checks are the ones go-mail's Msg applied.
+func (s *Sender) build(m *channels.Message, now time.Time) (*outMsg, string, *channels.Error) {
+	invalid := func(format string, args ...any) (*outMsg, string, *channels.Error) {
 		return nil, "", channels.Permanent(channels.ReasonInvalid, "", fmt.Errorf("build mail: "+format, args...))
 	}
 	if m == nil || m.Mail == nil {
@@ -56,42 +57,41 @@ func (s *Sender) build(m *channels.Message, now time.Time) (*mail.Msg, string, *
 	if c.Text == "" && c.HTML == "" {
 		return invalid("neither a text nor an HTML body")
 	}
-	msg := mail.NewMsg(mail.WithNoDefaultUserAgent())
-	if err := msg.From(from); err != nil {
-		return invalid("parse From address: %w", unwrapAll(err))
+	in := composeInput{date: now, subject: c.Subject, text: c.Text, html: c.HTML}
+	fromAddr, err := s.composer.parseFrom(from)
+	if err != nil {
+		return invalid("parse From address: %w", err)
 	}
+	in.from = fromAddr
 	if m.To == "" {
 		return nil, "", channels.Permanent(channels.ReasonDeadAddress, "invalid_address", errors.New("build mail: empty recipient address"))
 	}
-	if _, err := netmail.ParseAddress(m.To); err != nil {
+	to, err := netmail.ParseAddress(m.To)
+	if err != nil {
 		return nil, "", channels.Permanent(channels.ReasonDeadAddress, "invalid_address", fmt.Errorf("build mail: parse recipient address: %w", err))
 	}
-	if err := msg.To(m.To); err != nil {
-		return nil, "", channels.Permanent(channels.ReasonDeadAddress, "invalid_address", fmt.Errorf("build mail: recipient address: %w", unwrapAll(err)))
-	}
+	in.to = to
 	if c.ReplyTo != "" {
-		if err := msg.ReplyTo(c.ReplyTo); err != nil {
-			return invalid("parse Reply-To address: %w", unwrapAll(err))
+		if in.replyTo, err = netmail.ParseAddress(c.ReplyTo); err != nil {
+			return invalid("parse Reply-To address: %w", err)
 		}
 	}
-	msg.Subject(c.Subject)
-	msg.SetDateWithValue(now)
-
-	id := s.messageID(m, from)
-	if id != "" {
-		msg.SetMessageIDWithValue(id)
-	} else {
-		msg.SetMessageID()
+	id := s.messageID(m, fromAddr.Address)
+	if id == "" {
+		id = randomMessageID(fromAddr.Address)
 	}
+	in.messageID = id
 
 	if c.ListUnsubscribe != "" {
 		if c.ListUnsubscribeOneClick {
 			// RFC 8058 requires an https URI for the one-click POST.
-			if err := msg.SetListUnsubscribeOneClick(c.ListUnsubscribe); err != nil {
+			u, err := url.Parse(strings.TrimSpace(c.ListUnsubscribe))
+			if err != nil || u.Scheme != "https" || u.Host == "" {
 				return invalid("List-Unsubscribe one-click needs an https URL")
 			}
+			in.listUnsub, in.oneClick = u.String(), true
 		} else {
-			msg.SetListUnsubscribe(c.ListUnsubscribe)
+			in.listUnsub = strings.TrimPrefix(strings.TrimSuffix(strings.TrimSpace(c.ListUnsubscribe), ">"), "<")
 		}
 	} else if c.ListUnsubscribeOneClick {
 		return invalid("List-Unsubscribe-Post without a List-Unsubscribe URL")
@@ -99,32 +99,49 @@ func (s *Sender) build(m *channels.Message, now time.Time) (*mail.Msg, string, *
 	if !m.Deadline.IsZero() {
 		// RFC 4021 Expires: SMTP has no TTL, but some clients and
 		// archivers honour this header.
-		msg.SetGenHeader(mail.Header("Expires"), m.Deadline.UTC().Format(time.RFC1123Z))
+		in.expires = m.Deadline.UTC()
 	}
-	for k, v := range c.Headers {
-		if !validFieldName(k) {
-			return invalid("header name %q is not a valid RFC 5322 field name", k)
+	if len(c.Headers) > 0 {
+		in.headers = make([]header, 0, len(c.Headers))
+		for k, v := range c.Headers {
+			if !validFieldName(k) {
+				return invalid("header name %q is not a valid RFC 5322 field name", k)
+			}
+			if err := checkHeaderValue(k, v); err != nil {
+				return invalid("%w", err)
+			}
+			ck := textproto.CanonicalMIMEHeaderKey(k)
+			if reservedHeader(ck) {
+				return invalid("header %s is set by notifyd and cannot be overridden", ck)
+			}
+			in.headers = append(in.headers, header{ck, v})
 		}
-		if err := checkHeaderValue(k, v); err != nil {
-			return invalid("%w", err)
-		}
-		ck := textproto.CanonicalMIMEHeaderKey(k)
-		if reservedHeader(ck) {
-			return invalid("header %s is set by notifyd and cannot be overridden", ck)
-		}
-		msg.SetGenHeader(mail.Header(ck), v)
+		slices.SortFunc(in.headers, func(a, b header) int { return strings.Compare(a.key, b.key) })
 	}
+	out := &outMsg{from: fromAddr.Address, to: to.Address, data: s.composer.compose(&in)}
+	out.utf8 = !isASCII(out.from) || !isASCII(out.to)
+	return out, "<" + id + ">", nil
+}
 
-	switch {
-	case c.Text != "" && c.HTML != "":
-		msg.SetBodyString(mail.TypeTextPlain, c.Text)
-		msg.AddAlternativeString(mail.TypeTextHTML, c.HTML)
-	case c.HTML != "":
-		msg.SetBodyString(mail.TypeTextHTML, c.HTML)
-	default:
-		msg.SetBodyString(mail.TypeTextPlain, c.Text)
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
 	}
-	return msg, msg.GetMessageID(), nil
+	return true
+}
+
+// randomMessageID is the Message-ID of a message without an ID or
+// idempotency key (never the case for pipeline messages).
+func randomMessageID(from string) string {
+	var r [16]byte
+	_, _ = rand.Read(r[:])
+	domain := "notifyd.invalid"
+	if _, d, ok := strings.Cut(from, "@"); ok && isDotAtom(d) {
+		domain = d
+	}
+	return hex.EncodeToString(r[:]) + "@" + domain
 }
 
 // messageID is "<key>@<domain>" without the brackets. The key is the
@@ -141,10 +158,9 @@ func (s *Sender) messageID(m *channels.Message, from string) string {
 	}
 	domain := s.cfg.MessageIDDomain
 	if domain == "" {
-		if a, err := netmail.ParseAddress(from); err == nil {
-			if _, d, ok := strings.Cut(a.Address, "@"); ok {
-				domain = d
-			}
+		// from is the bare address (already parsed).
+		if _, d, ok := strings.Cut(from, "@"); ok {
+			domain = d
 		}
 	}
 	if domain == "" || !isDotAtom(domain) {
@@ -196,16 +212,4 @@ func checkHeaderValue(name, v string) error {
 		return fmt.Errorf("header %s contains CR, LF or NUL", name)
 	}
 	return nil
-}
-
-// unwrapAll strips go-mail's wrapping, which repeats the input address, down
-// to the parser's reason.
-func unwrapAll(err error) error {
-	for {
-		u := errors.Unwrap(err)
-		if u == nil {
-			return err
-		}
-		err = u
-	}
 }

@@ -15,27 +15,6 @@ import (
 	"github.com/notifyd/notifyd/channels"
 )
 
-// classifySend reads go-mail's *SendError for one message. broken reports
-// that the session can no longer be trusted (no SMTP reply at all, or 421).
-func classifySend(err error) (*channels.Error, bool) {
-	var se *mail.SendError
-	if !errors.As(err, &se) {
-		return channels.Transient(channels.ReasonNetwork, "", 0, fmt.Errorf("send mail: %w", err)), true
-	}
-	switch se.Reason {
-	case mail.ErrGetSender, mail.ErrGetRcpts, mail.ErrNoUnencoded:
-		return channels.Permanent(channels.ReasonInvalid, "", se), false
-	}
-	code := se.ErrorCode()
-	esc := se.EnhancedStatusCode()
-	if code == 0 {
-		// No reply code: the connection failed (EOF, reset, timeout).
-		return channels.Transient(channels.ReasonNetwork, "", 0, se), true
-	}
-	ce := classifyReply(code, esc, se.Reason == mail.ErrSMTPRcptTo, se)
-	return ce, code == 421
-}
-
 // classifyReply maps an SMTP reply to a reason. RFC 3463 enhanced codes are
 // more precise than the basic code where the server sends them: 550 is used
 // both for "no such user" (5.1.1) and for policy blocks (5.7.1), and only the
@@ -134,15 +113,4 @@ func looksEnhanced(s string) bool {
 		}
 	}
 	return true
-}
-
-// staleSession reports a pooled session that turned out to be dead on its
-// first command (MAIL FROM without any reply): nothing was handed over yet.
-func staleSession(err error) bool {
-	var ce *channels.Error
-	if !errors.As(err, &ce) || ce.Reason != channels.ReasonNetwork {
-		return false
-	}
-	var se *mail.SendError
-	return errors.As(err, &se) && se.Reason == mail.ErrSMTPMailFrom && se.ErrorCode() == 0
 }

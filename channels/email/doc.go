@@ -3,7 +3,10 @@
 //
 // It owns the SMTP side only: a bounded pool of authenticated sessions that
 // each carry many messages (MAIL/RCPT/DATA per message, no NOOP or RSET on
-// the success path), building multipart/alternative messages with a stable
+// the success path; with PIPELINING, RFC 2920, the end of one message and the
+// next envelope share one write, so a message costs one round trip and is
+// still confirmed only by its own 250 reply), building multipart/alternative
+// messages (written straight into a pooled buffer, see compose.go) with a stable
 // Message-ID (<IdempotencyKey@domain>) and RFC 8058 one-click unsubscribe
 // headers, and classifying every SMTP reply into a *channels.Error. It does
 // not retry, sleep or rate-limit: the worker pool in package channels owns

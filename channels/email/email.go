@@ -47,7 +47,7 @@ const (
 
 // Defaults for optional Config fields.
 const (
-	DefaultConnections     = 4
+	DefaultConnections     = 8
 	DefaultMessagesPerConn = 500
 	DefaultDialTimeout     = 10 * time.Second
 	DefaultCommandTimeout  = 30 * time.Second
@@ -80,8 +80,14 @@ type Config struct {
 	// (<key@domain>); default: the From address's domain.
 	MessageIDDomain string
 	// Connections is the pool size: at most this many SMTP sessions are open
-	// at once across all concurrent Send calls (4).
+	// at once across all concurrent Send calls (8: with PIPELINING, eight
+	// sessions keep a local relay busy on two cores, as smtp-source -s 8
+	// does against smtp-sink).
 	Connections int
+	// DisablePipelining sends every command in its own round trip even when
+	// the server offers PIPELINING (RFC 2920), for a relay that advertises it
+	// but mishandles it.
+	DisablePipelining bool
 	// MessagesPerConn closes a session (QUIT) after this many messages and
 	// opens a fresh one, as many providers limit messages per session (500).
 	MessagesPerConn int
@@ -125,6 +131,8 @@ type Sender struct {
 	closed bool
 
 	dialFailing atomic.Bool // log a dead server once, not per message
+
+	composer *composer
 }
 
 var _ channels.Channel = (*Sender)(nil)
@@ -136,6 +144,10 @@ type session struct {
 	sent     int
 	lastUsed time.Time
 	broken   bool
+
+	pipelining bool   // the server offers PIPELINING (RFC 2920)
+	smtputf8   bool   // the server offers SMTPUTF8 (RFC 6531)
+	wbuf       []byte // the next write: commands and message content
 }
 
 // guardedConn is the TCP connection under a session (under TLS too). Once
@@ -291,6 +303,7 @@ func New(cfg Config, opts ...Option) (*Sender, error) {
 		return nil, fmt.Errorf("build SMTP client: %w", err)
 	}
 	s.client = client
+	s.composer = newComposer()
 	s.slots = make(chan struct{}, cfg.Connections)
 	return s, nil
 }
@@ -406,35 +419,33 @@ func (s *Sender) Close() error {
 }
 
 // Send delivers a batch over up to Config.Connections sessions and answers
-// per message, in order.
+// per message, in order. A message is accepted only once the server has
+// answered 250 to its own end of DATA.
 func (s *Sender) Send(ctx context.Context, batch []*channels.Message) []channels.Result {
 	results := make([]channels.Result, len(batch))
-	msgs := make([]*mail.Msg, len(batch))
+	msgs := make([]*outMsg, len(batch))
 	pending := make([]int, 0, len(batch))
-	now := s.now()
-	for i, m := range batch {
+	for i := range batch {
 		if err := ctx.Err(); err != nil {
 			results[i] = channels.Result{Err: ctxError(err)}
 			continue
 		}
-		if m != nil && !m.Deadline.IsZero() && !now.Before(m.Deadline) {
-			results[i] = channels.Result{Err: expiredError(now, m.Deadline)}
-			continue
-		}
-		msg, id, err := s.build(m, now)
-		if err != nil {
-			results[i] = channels.Result{Err: err}
-			continue
-		}
-		msgs[i] = msg
-		results[i].ProviderID = id
 		pending = append(pending, i)
 	}
+	defer func() {
+		for _, m := range msgs {
+			m.release()
+		}
+	}()
 	if len(pending) == 0 {
 		return results
 	}
 	w := &batchWork{s: s, batch: batch, msgs: msgs, pending: pending, results: results}
-	workers := min(s.cfg.Connections, len(pending))
+	// Spread the batch over the sessions that are free now, not over all
+	// of them: with PIPELINING one session moves a message per round trip,
+	// and workers that could only wait for a slot another Send holds cost a
+	// goroutine and a wake-up each. At least one worker always waits.
+	workers := max(1, min(s.cfg.Connections-len(s.slots), len(pending)))
 	if workers == 1 {
 		w.run(ctx)
 	} else {
@@ -465,7 +476,7 @@ func (s *Sender) Send(ctx context.Context, batch []*channels.Message) []channels
 type batchWork struct {
 	s       *Sender
 	batch   []*channels.Message
-	msgs    []*mail.Msg
+	msgs    []*outMsg
 	pending []int
 	results []channels.Result
 	next    atomic.Int64
@@ -480,9 +491,54 @@ func (w *batchWork) stop(err error) {
 	w.mu.Unlock()
 }
 
+// claim takes the next message of the batch that is still worth sending and
+// builds it, answering expired and malformed ones on the way. ok is false when none is left or ctx
+// has ended.
+func (w *batchWork) claim(ctx context.Context) (int, bool) {
+	for {
+		if ctx.Err() != nil {
+			return -1, false
+		}
+		k := int(w.next.Add(1) - 1)
+		if k >= len(w.pending) {
+			return -1, false
+		}
+		i := w.pending[k]
+		m := w.batch[i]
+		now := w.s.now()
+		if m != nil && !m.Deadline.IsZero() && !now.Before(m.Deadline) {
+			w.results[i].Err = expiredError(now, m.Deadline)
+			continue
+		}
+		// Messages are built by the workers as they claim them, so the
+		// MIME work of one overlaps the network wait of another.
+		msg, id, err := w.s.build(m, now)
+		if err != nil {
+			w.results[i].Err = err
+			continue
+		}
+		w.msgs[i] = msg
+		w.results[i].ProviderID = id
+		return i, true
+	}
+}
+
+// fail records a failed message; when ctx has ended the session may have
+// been interrupted mid-command, so the context's error is the answer.
+func (w *batchWork) fail(ctx context.Context, i int, te *txError) {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		w.results[i].Err = ctxError(ctxErr)
+		return
+	}
+	w.results[i].Err = te.err
+}
+
 // run is one worker: it holds one pool slot, sends claimed messages on one
 // session (replacing it when it breaks or reaches MessagesPerConn), and stops
-// when the batch is done, ctx ends, or a session cannot be opened.
+// when the batch is done, ctx ends, or a session cannot be opened. With
+// PIPELINING it claims the next message before ending the current one's
+// DATA, so the end of one message and the envelope of the next share a
+// write and a round trip.
 func (w *batchWork) run(ctx context.Context) {
 	s := w.s
 	select {
@@ -491,26 +547,33 @@ func (w *batchWork) run(ctx context.Context) {
 		return
 	}
 	defer func() { <-s.slots }()
+
+	// One AfterFunc per worker, not per message: it interrupts whichever
+	// session the worker is using when ctx ends.
+	var cur atomic.Pointer[guardedConn]
+	stopWatch := context.AfterFunc(ctx, func() {
+		if g := cur.Load(); g != nil {
+			g.interrupt()
+		}
+	})
 	ss := s.takeIdle()
 	defer func() {
+		if !stopWatch() && ss != nil {
+			ss.broken = true // interrupted: its protocol state is unknown
+		}
 		if ss != nil {
 			s.putIdle(ss)
 		}
 	}()
-	for {
-		if ctx.Err() != nil {
-			return
-		}
-		k := int(w.next.Add(1) - 1)
-		if k >= len(w.pending) {
-			return
-		}
-		i := w.pending[k]
-		m := w.batch[i]
-		if now := s.now(); !m.Deadline.IsZero() && !now.Before(m.Deadline) {
-			w.results[i].Err = expiredError(now, m.Deadline)
-			continue
-		}
+	drop := func() {
+		ss.broken = true
+		s.discard(ss)
+		ss = nil
+	}
+	timeout := s.cfg.CommandTimeout
+
+	i, ok := w.claim(ctx)
+	for ok {
 		reused := ss != nil
 		if ss == nil {
 			var err error
@@ -520,60 +583,90 @@ func (w *batchWork) run(ctx context.Context) {
 				return
 			}
 		}
-		err := s.sendOn(ctx, ss, w.msgs[i])
-		if err != nil && reused && staleSession(err) {
+		cur.Store(ss.raw)
+		te := ss.envelope(w.msgs[i], timeout)
+		if te != nil && reused && te.stale && ctx.Err() == nil {
 			// A pooled session the server closed while idle fails on its
 			// first command, before any mail was handed over: reopen once,
 			// as net/http does for a reused keep-alive connection.
-			s.discard(ss)
+			drop()
+			var err error
 			if ss, err = s.open(ctx); err != nil {
 				w.results[i].Err = err
 				w.stop(err)
 				return
 			}
-			err = s.sendOn(ctx, ss, w.msgs[i])
+			cur.Store(ss.raw)
+			te = ss.envelope(w.msgs[i], timeout)
 		}
-		if err != nil {
-			w.results[i].Err = err
+		if te != nil {
+			w.fail(ctx, i, te)
+			if te.broken || ctx.Err() != nil {
+				drop()
+			}
+			i, ok = w.claim(ctx)
+			continue
 		}
+		// The session is inside DATA for message i.
+		i, ok = w.data(ctx, ss, i, timeout)
+		ss.lastUsed = s.now()
 		if ss.broken || ss.sent >= s.cfg.MessagesPerConn {
 			s.discard(ss)
 			ss = nil
 		}
+		if !ok {
+			i, ok = w.claim(ctx)
+		}
 	}
 }
 
-// sendOn sends one message on ss and classifies the outcome, marking ss
-// broken when its protocol state is unknown.
-func (s *Sender) sendOn(ctx context.Context, ss *session, msg *mail.Msg) error {
-	stop := context.AfterFunc(ctx, ss.raw.interrupt)
-	err := s.client.SendWithSMTPClient(ss.c, msg)
-	interrupted := !stop()
-	ss.lastUsed = s.now()
-	if err == nil && !interrupted {
-		ss.sent++
-		return nil
-	}
-	if interrupted {
-		// The session may be mid-command; only a new one is safe.
-		ss.broken = true
-		if err == nil {
-			return nil // the server answered 250 just before ctx ended
+// data sends message i, already inside DATA on ss, and, with PIPELINING,
+// the messages that follow on the same session. It returns a claimed
+// message that still needs a session (the session broke before its
+// envelope was answered), or ok false.
+func (w *batchWork) data(ctx context.Context, ss *session, i int, timeout time.Duration) (int, bool) {
+	s := w.s
+	for {
+		next, hasNext := -1, false
+		if ss.pipelining && ss.sent+1 < s.cfg.MessagesPerConn {
+			next, hasNext = w.claim(ctx)
 		}
-		return ctxError(ctx.Err())
+		var nextMsg *outMsg
+		if hasNext {
+			nextMsg = w.msgs[next]
+			if nextMsg.utf8 && !ss.smtputf8 {
+				// envelope answers it without a word to the server.
+				w.results[next].Err = ss.envelope(nextMsg, timeout).err
+				nextMsg, hasNext = nil, false
+			}
+		}
+		te := ss.finish(w.msgs[i], nextMsg, timeout)
+		if te != nil {
+			w.fail(ctx, i, te)
+			if te.broken || ctx.Err() != nil {
+				// Nothing of the next message was handed over.
+				ss.broken = true
+				return next, hasNext
+			}
+		}
+		if !hasNext {
+			return -1, false
+		}
+		if te = ss.readEnvelope(); te != nil {
+			if te.broken && ctx.Err() == nil {
+				// Its envelope was never answered: another session may
+				// still carry it.
+				ss.broken = true
+				return next, true
+			}
+			w.fail(ctx, next, te)
+			if te.broken || ctx.Err() != nil {
+				ss.broken = true
+			}
+			return -1, false
+		}
+		i = next
 	}
-	ce, broken := classifySend(err)
-	if broken {
-		ss.broken = true
-		return ce
-	}
-	// A transaction that failed after MAIL FROM may still be open on the
-	// server (go-mail does not RSET after a failed DATA command), so RSET
-	// before the next message; a session that cannot is not reused.
-	if rerr := ss.c.Reset(); rerr != nil {
-		ss.broken = true
-	}
-	return ce
 }
 
 // open dials, upgrades, authenticates and returns a new session.
@@ -607,7 +700,11 @@ func (s *Sender) open(ctx context.Context) (*session, error) {
 		_ = c.Close()
 		return nil, channels.Transient(channels.ReasonNetwork, "", 0, errors.New("open SMTP session: dial did not go through the Sender's dialer"))
 	}
-	return &session{c: c, raw: raw, lastUsed: s.now()}, nil
+	ss := &session{c: c, raw: raw, lastUsed: s.now(), wbuf: make([]byte, 0, 16<<10)}
+	ss.pipelining, _ = c.Extension("PIPELINING")
+	ss.smtputf8, _ = c.Extension("SMTPUTF8")
+	ss.pipelining = ss.pipelining && !s.cfg.DisablePipelining
+	return ss, nil
 }
 
 func (s *Sender) serverAddr() string { return net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port)) }

