@@ -459,6 +459,8 @@ func TestDestinationGuard(t *testing.T) {
 		{name: "literal loopback refused by default", cfg: webhook.Config{AllowNetworks: []string{}}, url: sb.URL() + "/x", wantErr: true},
 		{name: "name resolving to loopback refused at dial", cfg: webhook.Config{AllowNetworks: []string{}}, url: byName, wantErr: true},
 		{name: "cloud metadata address refused", cfg: webhook.Config{AllowNetworks: []string{}}, url: "http://169.254.169.254/latest/meta-data/", wantErr: true},
+		{name: "zoned v6 loopback refused", cfg: webhook.Config{AllowNetworks: []string{}}, url: "http://[::1%25lo]:" + u.Port() + "/x", wantErr: true},
+		{name: "zoned unique-local refused", cfg: webhook.Config{AllowNetworks: []string{}}, url: "http://[fd00::1%25eth0]:" + u.Port() + "/x", wantErr: true},
 		{name: "IPv4-mapped loopback refused", cfg: webhook.Config{AllowNetworks: []string{}}, url: "http://[::ffff:127.0.0.1]:" + u.Port() + "/x", wantErr: true},
 		{name: "allowed network lets it through", cfg: webhook.Config{AllowNetworks: []string{"127.0.0.1/32"}}, url: byName},
 		{name: "guard off", cfg: webhook.Config{AllowPrivateNetworks: true}, url: sb.URL() + "/x"},
