@@ -212,9 +212,17 @@ func (c *Campaign) TTLOrDefault() time.Duration {
 // Compile compiles the campaign's templates; the error names channel, field,
 // line and column. Done once, when the campaign is created.
 func (c *Campaign) Compile(now func() time.Time) (*templates.Set, error) {
+	return c.CompileWithin(now, templates.Limits{})
+}
+
+// CompileWithin is Compile under the daemon's template ceilings: the
+// campaign's content.limits may lower them, never raise them (zero: the
+// package defaults).
+func (c *Campaign) CompileWithin(now func() time.Time, ceilings templates.Limits) (*templates.Set, error) {
 	set, err := templates.Compile(c.Content, templates.Options{
 		Campaign: templates.Campaign{ID: c.ID, Name: c.Name, Vars: c.Vars},
 		Now:      now,
+		Ceilings: ceilings,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("compile templates: %w", err)

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -46,11 +47,14 @@ type APIConfig struct {
 	Events http.Handler
 	// Flows serves /v1/flows and /v1/triggers; nil: not served.
 	Flows FlowService
+	// TemplateLimits are the ceilings of content.limits (config
+	// templates.limits); zero fields are the templates package's defaults.
+	TemplateLimits templates.Limits
 }
 
 // NewAPI returns the admin API handler.
 func NewAPI(cfg APIConfig, svc CampaignService, ready ReadyFunc, gatherer prometheus.Gatherer, log *slog.Logger) http.Handler {
-	a := &api{svc: svc, log: log, ready: ready}
+	a := &api{svc: svc, log: log, ready: ready, limits: cfg.TemplateLimits}
 	mux := http.NewServeMux()
 	auth := func(h http.HandlerFunc) http.Handler { return requireToken(cfg.Token, h) }
 	mux.Handle("POST /v1/campaigns", auth(a.create))
@@ -86,9 +90,29 @@ func NewAPI(cfg APIConfig, svc CampaignService, ready ReadyFunc, gatherer promet
 }
 
 type api struct {
-	svc   CampaignService
-	log   *slog.Logger
-	ready ReadyFunc
+	svc    CampaignService
+	log    *slog.Logger
+	ready  ReadyFunc
+	limits templates.Limits
+}
+
+// checkLimits refuses a campaign or flow body whose content.limits raise
+// one of the daemon's ceilings, before the engine compiles it. A body that
+// does not decode here is left to the engine, whose decoder names the
+// field at fault.
+func (a *api) checkLimits(body []byte) error {
+	var probe struct {
+		Content struct {
+			Limits templates.Limits `json:"limits"`
+		} `json:"content"`
+	}
+	if json.Unmarshal(body, &probe) != nil {
+		return nil
+	}
+	if err := probe.Content.Limits.CheckWithin(a.limits); err != nil {
+		return fmt.Errorf("check content.limits: %w", err)
+	}
+	return nil
 }
 
 // requireToken checks "Authorization: Bearer <token>" in constant time.
@@ -134,7 +158,7 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &fe):
 		writeError(w, http.StatusBadRequest, fe.Field, fe.Msg)
 	case errors.As(err, &ce):
-		writeError(w, http.StatusBadRequest, "content."+ce.Channel+"."+ce.Field, err.Error())
+		writeError(w, http.StatusBadRequest, compileErrorField(ce), err.Error())
 	case errors.Is(err, campaigns.ErrNotFound):
 		writeError(w, http.StatusNotFound, "id", "campaign not found")
 	case errors.Is(err, campaigns.ErrConflict):
@@ -167,6 +191,21 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
+// compileErrorField is a compile error's place in the request body:
+// content[.locales.<tag>][.<channel>].<field>, never with an empty segment.
+func compileErrorField(ce *templates.CompileError) string {
+	parts := []string{"content"}
+	if ce.Locale != "" {
+		parts = append(parts, "locales", ce.Locale)
+	}
+	for _, p := range []string{ce.Channel, ce.Field} {
+		if p != "" {
+			parts = append(parts, p)
+		}
+	}
+	return strings.Join(parts, ".")
+}
+
 func (a *api) create(w http.ResponseWriter, r *http.Request) {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		writeError(w, http.StatusUnsupportedMediaType, "", "Content-Type must be application/json")
@@ -180,6 +219,10 @@ func (a *api) create(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeError(w, http.StatusBadRequest, "body", "read body: "+err.Error())
+		return
+	}
+	if err := a.checkLimits(body); err != nil {
+		a.fail(w, r, err)
 		return
 	}
 	st, created, err := a.svc.Create(r.Context(), body)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/notifyd/notifyd/templates"
 )
 
 // Config is notifyd.yaml. Every field has a default that runs; see
@@ -22,6 +24,30 @@ type Config struct {
 	Engine   EngineConfig   `yaml:"engine"`
 	Flows    FlowsConfig    `yaml:"flows"`
 	Channels ChannelsConfig `yaml:"channels"`
+	// Templates sets the ceilings of every campaign's and flow's template
+	// limits.
+	Templates TemplatesConfig `yaml:"templates"`
+}
+
+// TemplatesConfig is the daemon's say over templates.
+type TemplatesConfig struct {
+	// Limits are ceilings: a campaign's content.limits may lower them, never
+	// raise them; unset fields are the templates package's defaults, and
+	// each is at most its hard limit (templates.HardLimits).
+	Limits TemplateLimits `yaml:"limits"`
+}
+
+// TemplateLimits mirrors templates.Limits with YAML names.
+type TemplateLimits struct {
+	MaxFieldBytes  int `yaml:"max_field_bytes"`
+	MaxHTMLBytes   int `yaml:"max_html_bytes"`
+	MaxSteps       int `yaml:"max_steps"`
+	MaxSourceBytes int `yaml:"max_source_bytes"`
+}
+
+// Ceilings returns the limits as the templates package reads them.
+func (l TemplateLimits) Ceilings() templates.Limits {
+	return templates.Limits{MaxFieldBytes: l.MaxFieldBytes, MaxHTMLBytes: l.MaxHTMLBytes, MaxSteps: l.MaxSteps, MaxSourceBytes: l.MaxSourceBytes}
 }
 
 // ShardConfig says where the co-located store publishes its shard file.
@@ -227,6 +253,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("admin.token: must be at least 16 characters"))
 	}
 	errs = append(errs, c.Channels.validate()...)
+	if err := c.Templates.Limits.Ceilings().CheckCeilings(); err != nil {
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			errs = append(errs, fmt.Errorf("templates.limits.%w", e))
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid config: %w", errors.Join(errs...))
 	}

@@ -26,6 +26,10 @@ func (a *api) flowRoutes(mux *http.ServeMux, auth func(http.HandlerFunc) http.Ha
 		if !ok {
 			return
 		}
+		if err := a.checkLimits(body); err != nil {
+			a.fail(w, r, err)
+			return
+		}
 		st, created, err := flows.CreateFlow(r.Context(), body)
 		if err != nil {
 			a.fail(w, r, err)

@@ -114,6 +114,15 @@ func (l Limits) within(ceilings Limits) (Limits, []error) {
 	return l, errs
 }
 
+// CheckWithin reports every field of l that raises a ceiling (or is
+// negative), each a *CompileError on "limits.<field>", joined. The admin API
+// runs it before the engine so a daemon's configured ceilings hold whatever
+// the engine compiles with.
+func (l Limits) CheckWithin(ceilings Limits) error {
+	_, errs := l.within(ceilings)
+	return errors.Join(errs...)
+}
+
 func (l Limits) withDefaults() Limits {
 	if l.MaxFieldBytes <= 0 {
 		l.MaxFieldBytes = DefaultMaxFieldBytes
