@@ -177,18 +177,24 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// Errors the state layer does not name are infrastructure failures
 		// (state.go); when the daemon is not ready (Redis away), say so and
 		// invite a retry instead of blaming the request.
-		if a.ready != nil {
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Second)
-			notReady := a.ready(ctx)
-			cancel()
-			if notReady != nil {
-				w.Header().Set("Retry-After", "1")
-				writeError(w, http.StatusServiceUnavailable, "", "state store unavailable; retry later")
-				return
-			}
+		if a.checkReady(r.Context()) != nil {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, "", "state store unavailable; retry later")
+			return
 		}
 		writeError(w, http.StatusInternalServerError, "", "internal error; see the daemon's log")
 	}
+}
+
+// checkReady runs the readiness check with a short deadline of its own: a
+// caller's long deadline must not hold a request on a hung store.
+func (a *api) checkReady(ctx context.Context) error {
+	if a.ready == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	return a.ready(ctx)
 }
 
 // compileErrorField is a compile error's place in the request body:
