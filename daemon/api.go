@@ -72,7 +72,15 @@ func NewAPI(cfg APIConfig, svc CampaignService, ready ReadyFunc, gatherer promet
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := ready(r.Context()); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+			// Probes call this without a token; the raw error names
+			// internal addresses and paths. They get the component, an
+			// authenticated caller (and the log) the details.
+			body := map[string]string{"status": "not ready", "error": readinessSummary(err)}
+			if authorized(cfg.Token, r) {
+				body["detail"] = err.Error()
+			}
+			a.log.Debug("readiness probe: not ready", "error", err) // probes poll; the failing component logs its own errors
+			writeJSON(w, http.StatusServiceUnavailable, body)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -115,12 +123,27 @@ func (a *api) checkLimits(body []byte) error {
 	return nil
 }
 
+// readinessSummary names the component that is not ready ("redis
+// unavailable") without the error's details: the ready check's errors are
+// "<component>: <cause>".
+func readinessSummary(err error) string {
+	component, _, ok := strings.Cut(err.Error(), ":")
+	if !ok || strings.ContainsAny(component, " /") {
+		return "unavailable"
+	}
+	return component + " unavailable"
+}
+
+// authorized reports whether r carries the bearer token, in constant time.
+func authorized(token string, r *http.Request) bool {
+	got := []byte(r.Header.Get("Authorization"))
+	return token != "" && subtle.ConstantTimeCompare(got, []byte("Bearer "+token)) == 1
+}
+
 // requireToken checks "Authorization: Bearer <token>" in constant time.
 func requireToken(token string, h http.HandlerFunc) http.Handler {
-	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if token == "" || subtle.ConstantTimeCompare(got, want) != 1 {
+		if !authorized(token, r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="notifyd"`)
 			writeError(w, http.StatusUnauthorized, "", "missing or wrong bearer token")
 			return

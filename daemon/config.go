@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 
@@ -226,6 +228,34 @@ func ParseConfig(b []byte) (*Config, error) {
 	return &c, nil
 }
 
+// checkToken refuses tokens that cannot authenticate or are easy to guess.
+// A token with spaces started before but never matched (clients trim
+// header values); one of a few repeated characters passes the length check
+// while offering little entropy. The message never quotes the token.
+func checkToken(tok string) error {
+	if len(tok) < 16 {
+		return errors.New("must be at least 16 characters")
+	}
+	distinct := map[rune]bool{}
+	for _, r := range tok {
+		if r <= ' ' || r == 0x7f || !unicode.IsPrint(r) {
+			return errors.New("must not contain spaces or control characters (HTTP clients trim them from the header)")
+		}
+		distinct[r] = true
+	}
+	if len(distinct) < 8 {
+		return fmt.Errorf("too predictable: %d distinct characters; use a random one, e.g. openssl rand -hex 32", len(distinct))
+	}
+	return nil
+}
+
+// exposedWithoutTLS reports whether the admin API listens beyond loopback;
+// it has no TLS of its own, so the token would cross the network in clear.
+func exposedWithoutTLS(addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	return ok && !tcp.IP.IsLoopback()
+}
+
 func (c *Config) applyDefaults() {
 	if c.Shard.PollInterval == 0 {
 		c.Shard.PollInterval = Duration(2 * time.Second)
@@ -249,8 +279,8 @@ func (c *Config) Validate() error {
 	}
 	if !c.Admin.Token.Set() {
 		errs = append(errs, errors.New("admin.token: required (e.g. token: {env: NOTIFYD_ADMIN_TOKEN})"))
-	} else if len(c.Admin.Token.Value()) < 16 {
-		errs = append(errs, errors.New("admin.token: must be at least 16 characters"))
+	} else if err := checkToken(c.Admin.Token.Value()); err != nil {
+		errs = append(errs, fmt.Errorf("admin.token: %w", err))
 	}
 	errs = append(errs, c.Channels.validate()...)
 	if err := c.Templates.Limits.Ceilings().CheckCeilings(); err != nil {

@@ -227,6 +227,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return fmt.Errorf("listen for admin API: %w", err)
 		}
 	}
+	if exposedWithoutTLS(ln.Addr()) {
+		d.log.Warn("ADMIN API IS SERVED IN CLEAR TEXT BEYOND LOOPBACK: the bearer token and every campaign cross the network unencrypted; listen on 127.0.0.1 behind a TLS proxy", "listen", ln.Addr().String())
+	}
 	for name, p := range d.pools {
 		// Not ctx: a SIGTERM must not cancel sends in flight; shutdown()
 		// drains the pools with its own deadline.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 
 	"net/http/httptest"
 	"strings"
@@ -80,6 +81,63 @@ func TestTemplateLimitsConfig(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("ParseConfig = %v, want an error naming %s", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestAdminTokenQuality is issue 12 item 17: tokens that never authenticate
+// or are easy to guess are refused at start-up, without quoting them.
+func TestAdminTokenQuality(t *testing.T) {
+	tests := []struct {
+		name, token, wantErr string
+	}{
+		{name: "good", token: testToken},
+		{name: "short", token: "abc123", wantErr: "at least 16"},
+		{name: "whitespace only", token: `"                    "`, wantErr: "spaces"},
+		{name: "inner space", token: `"abcdefgh ijklmnop"`, wantErr: "spaces"},
+		{name: "trailing tab", token: `"abcdefghijklmnop\t"`, wantErr: "spaces"},
+		{name: "repeated characters", token: "aaaaaaaaaaaaaaaaaaaaaaaa", wantErr: "too predictable"},
+		{name: "few characters", token: "abababababababababab", wantErr: "too predictable"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte("shard:\n  path: /tmp/x\nadmin:\n  token: " + tc.token + "\n"))
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "admin.token") {
+				t.Fatalf("ParseConfig = %v, want an admin.token error containing %q", err, tc.wantErr)
+			}
+			if len(tc.token) > 8 && strings.Contains(err.Error(), strings.Trim(tc.token, `"`)) {
+				t.Fatalf("error quotes the token: %v", err)
+			}
+		})
+	}
+}
+
+func TestExposedWithoutTLS(t *testing.T) {
+	tests := []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1:8080", false},
+		{"[::1]:8080", false},
+		{"0.0.0.0:8080", true},
+		{"[::]:8080", true},
+		{"10.1.2.3:8080", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.addr, func(t *testing.T) {
+			a, err := net.ResolveTCPAddr("tcp", tc.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := exposedWithoutTLS(a); got != tc.want {
+				t.Fatalf("exposedWithoutTLS(%s) = %t, want %t", tc.addr, got, tc.want)
 			}
 		})
 	}
