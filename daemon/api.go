@@ -183,7 +183,11 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &ce):
 		writeError(w, http.StatusBadRequest, compileErrorField(ce), err.Error())
 	case errors.Is(err, campaigns.ErrNotFound):
-		writeError(w, http.StatusNotFound, "id", "campaign not found")
+		what := "campaign"
+		if strings.HasPrefix(r.URL.Path, "/v1/flows") {
+			what = "flow"
+		}
+		writeError(w, http.StatusNotFound, "id", what+" not found")
 	case errors.Is(err, campaigns.ErrConflict):
 		writeError(w, http.StatusConflict, "id", "a campaign with this id exists with a different definition")
 	case errors.Is(err, campaigns.ErrInvalidTransition), errors.Is(err, campaigns.ErrStatusChanged):

@@ -219,6 +219,12 @@ func ParseConfig(b []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			for i, e := range te.Errors {
+				te.Errors[i] = readableYAMLError(e)
+			}
+		}
 		return nil, fmt.Errorf("parse config: %w", err)
 	}
 	c.applyDefaults()
@@ -247,6 +253,21 @@ func checkToken(tok string) error {
 		return fmt.Errorf("too predictable: %d distinct characters; use a random one, e.g. openssl rand -hex 32", len(distinct))
 	}
 	return nil
+}
+
+// readableYAMLError rewrites the decoder's "line 3: field batch_sise not
+// found in type daemon.EngineConfig" as "line 3: unknown key batch_sise":
+// an operator knows the file's keys, not the daemon's Go types.
+func readableYAMLError(e string) string {
+	before, rest, ok := strings.Cut(e, "field ")
+	if !ok {
+		return e
+	}
+	key, _, ok := strings.Cut(rest, " not found in type ")
+	if !ok {
+		return e
+	}
+	return before + "unknown key " + key + " (see notifyd.example.yaml)"
 }
 
 // exposedWithoutTLS reports whether the admin API listens beyond loopback;

@@ -142,3 +142,20 @@ func TestExposedWithoutTLS(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigTypoNamesTheKey is part of issue 12 item 13: a typo names the
+// key the operator wrote, not a Go type.
+func TestConfigTypoNamesTheKey(t *testing.T) {
+	tests := []struct{ name, yaml, want string }{
+		{name: "engine typo", yaml: "engine:\n  batch_sise: 10\n", want: "unknown key batch_sise"},
+		{name: "top-level typo", yaml: "tempaltes: {}\n", want: "unknown key tempaltes"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte("shard:\n  path: /tmp/x\nadmin:\n  token: " + testToken + "\n" + tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "daemon.") {
+				t.Fatalf("ParseConfig = %v, want %q and no Go type", err, tc.want)
+			}
+		})
+	}
+}

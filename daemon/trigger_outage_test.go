@@ -19,7 +19,7 @@ func (s *firingStub) CreateFlow(context.Context, []byte) (campaigns.FlowStatus, 
 	return campaigns.FlowStatus{}, true, nil
 }
 func (s *firingStub) GetFlow(context.Context, string) (campaigns.FlowStatus, error) {
-	return campaigns.FlowStatus{}, nil
+	return campaigns.FlowStatus{}, campaigns.ErrNotFound
 }
 func (s *firingStub) ListFlows(context.Context) []campaigns.FlowStatus { return nil }
 func (s *firingStub) SetFlowStatus(context.Context, string, campaigns.Status) (campaigns.FlowStatus, error) {
@@ -68,5 +68,17 @@ func TestTriggerWhileStoreDown(t *testing.T) {
 				t.Fatalf("Fire took %d triggers, want %d", flows.fired, tc.wantFired)
 			}
 		})
+	}
+}
+
+// TestMissingFlowSaysFlow is part of issue 12 item 13.
+func TestMissingFlowSaysFlow(t *testing.T) {
+	api := NewAPI(APIConfig{Token: testToken, Flows: &firingStub{}}, &stubService{}, func(context.Context) error { return nil }, prometheus.NewRegistry(), newTestLogger(&bytes.Buffer{}))
+	req := httptest.NewRequest("GET", "/v1/flows/nope", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	rec := httptest.NewRecorder()
+	api.ServeHTTP(rec, req)
+	if rec.Code != 404 || !bytes.Contains(rec.Body.Bytes(), []byte("flow not found")) {
+		t.Fatalf("status %d body %s, want 404 flow not found", rec.Code, rec.Body)
 	}
 }
