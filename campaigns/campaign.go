@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -81,6 +83,11 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("parse duration %s: want a string like \"6h\" or seconds", b)
 	}
+	// A float beyond int64 nanoseconds converts to an arbitrary value
+	// (1e20 came out negative); refuse it by name instead.
+	if ns := secs * float64(time.Second); math.IsNaN(ns) || math.Abs(ns) >= math.MaxInt64 {
+		return fmt.Errorf("parse duration %s: out of range (at most about 292 years)", b)
+	}
 	*d = Duration(secs * float64(time.Second))
 	return nil
 }
@@ -125,7 +132,11 @@ func DecodeCampaign(body []byte) (*Campaign, error) {
 func jsonFieldError(err error) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		return &FieldError{Field: te.Field, Msg: fmt.Sprintf("want %s, got %s", te.Type, te.Value)}
+		field := te.Field
+		if field == "" {
+			field = "body"
+		}
+		return &FieldError{Field: field, Msg: fmt.Sprintf("want %s, got %s", jsonKind(te.Type), te.Value)}
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
@@ -136,6 +147,32 @@ func jsonFieldError(err error) error {
 		return &FieldError{Field: strings.Trim(rest, `"`), Msg: "unknown field"}
 	}
 	return &FieldError{Field: "body", Msg: strings.TrimPrefix(msg, "json: ")}
+}
+
+// jsonKind names a Go type as the JSON a caller should send: the API's
+// errors must not read "want campaigns.Campaign" or "map[string]interface {}".
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "a value"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "a value"
 }
 
 // Validate checks the campaign without compiling its templates (Compile does that).
@@ -212,9 +249,17 @@ func (c *Campaign) TTLOrDefault() time.Duration {
 // Compile compiles the campaign's templates; the error names channel, field,
 // line and column. Done once, when the campaign is created.
 func (c *Campaign) Compile(now func() time.Time) (*templates.Set, error) {
+	return c.CompileWithin(now, templates.Limits{})
+}
+
+// CompileWithin is Compile under the daemon's template ceilings: the
+// campaign's content.limits may lower them, never raise them (zero: the
+// package defaults).
+func (c *Campaign) CompileWithin(now func() time.Time, ceilings templates.Limits) (*templates.Set, error) {
 	set, err := templates.Compile(c.Content, templates.Options{
 		Campaign: templates.Campaign{ID: c.ID, Name: c.Name, Vars: c.Vars},
 		Now:      now,
+		Ceilings: ceilings,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("compile templates: %w", err)

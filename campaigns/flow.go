@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -136,36 +137,41 @@ const MaxTriggersPerRequest = 1000
 
 // DecodeTriggers reads one trigger object or {"triggers": [...]}.
 func DecodeTriggers(body []byte) ([]Trigger, error) {
-	trimmed := bytes.TrimSpace(body)
-	var batch struct {
-		Triggers []Trigger `json:"triggers"`
+	// One decode into the union of both shapes: the top-level "triggers"
+	// key, and nothing else, makes a batch (a property or value that
+	// merely contains the word does not), and unknown fields are still
+	// refused by name.
+	var env struct {
+		Triggers *[]Trigger `json:"triggers"`
+		Trigger
 	}
-	var one Trigger
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&env); err != nil {
+		return nil, jsonFieldError(err)
+	}
+	if dec.More() {
+		return nil, &FieldError{Field: "body", Msg: "trailing data after the JSON object"}
+	}
+	batch := env.Triggers != nil
 	var list []Trigger
-	if bytes.Contains(trimmed, []byte(`"triggers"`)) {
-		dec := json.NewDecoder(bytes.NewReader(trimmed))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&batch); err != nil {
-			return nil, jsonFieldError(err)
+	if batch {
+		if !reflect.ValueOf(env.Trigger).IsZero() {
+			return nil, &FieldError{Field: "triggers", Msg: "give one trigger or {\"triggers\": [...]}, not both"}
 		}
-		list = batch.Triggers
+		list = *env.Triggers
 		if len(list) == 0 {
 			return nil, &FieldError{Field: "triggers", Msg: "empty"}
 		}
 	} else {
-		dec := json.NewDecoder(bytes.NewReader(trimmed))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&one); err != nil {
-			return nil, jsonFieldError(err)
-		}
-		list = []Trigger{one}
+		list = []Trigger{env.Trigger}
 	}
 	if len(list) > MaxTriggersPerRequest {
 		return nil, &FieldError{Field: "triggers", Msg: fmt.Sprintf("at most %d per request, got %d", MaxTriggersPerRequest, len(list))}
 	}
 	for i := range list {
 		if err := list[i].validate(); err != nil {
-			if len(list) > 1 || bytes.Contains(trimmed, []byte(`"triggers"`)) {
+			if batch {
 				err.Field = fmt.Sprintf("triggers[%d].%s", i, err.Field)
 			}
 			return nil, err

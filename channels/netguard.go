@@ -82,7 +82,13 @@ func (g *NetGuard) CheckAddr(a netip.Addr) error {
 	if g == nil {
 		return nil
 	}
-	a = a.Unmap()
+	// netip.Prefix.Contains is false for every address with a zone, so a
+	// zoned address would match no blocked range: [::1%lo] reached
+	// loopback. Judge the address without its zone, and refuse a zone
+	// outright unless an operator allowed the address: a zone picks the
+	// interface to leave by, which no public destination needs.
+	zone := a.Zone()
+	a = a.WithZone("").Unmap()
 	// The well-known NAT64 prefix carries an IPv4 address in its last 32
 	// bits; judge that address, not the wrapper.
 	if a.Is6() && nat64.Contains(a) {
@@ -98,6 +104,9 @@ func (g *NetGuard) CheckAddr(a netip.Addr) error {
 		if p.Contains(a) {
 			return fmt.Errorf("check destination %s: %w (in %s; allow it in the channel's allow_networks)", a, ErrBlockedDestination, p)
 		}
+	}
+	if zone != "" {
+		return fmt.Errorf("check destination %s%%%s: %w (an IPv6 zone names a local interface)", a, zone, ErrBlockedDestination)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strconv"
 	"testing"
 
 	"github.com/notifyd/notifyd/channels"
@@ -16,6 +17,10 @@ func TestNetGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	allowing, err := channels.NewNetGuard([]string{"10.1.0.0/16", "192.168.7.7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowingV6, err := channels.NewNetGuard([]string{"fd12::/16"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,6 +53,14 @@ func TestNetGuard(t *testing.T) {
 		{"outside the allowed prefix", allowing, "10.2.0.1", true},
 		{"allowed single address", allowing, "192.168.7.7", false},
 		{"nil guard allows all", nil, "127.0.0.1", false},
+		// netip.Prefix.Contains is false for any zoned address, so a zone
+		// once walked past every blocked range (issue 12 item 1).
+		{"zoned v6 loopback", def, "::1%lo", true},
+		{"zoned unique local", def, "fd00::1%eth0", true},
+		{"zoned link-local", def, "fe80::1%eth0", true},
+		{"zoned public address", def, "2606:4700::6810:84e5%eth0", true},
+		{"zoned numeric interface", def, "::1%1", true},
+		{"zoned address in an allowed prefix", allowingV6, "fd12::5%eth0", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -67,8 +80,10 @@ func TestNetGuardHostAndDial(t *testing.T) {
 	if err := g.CheckHost("push.example.com"); err != nil {
 		t.Fatalf("CheckHost(name) = %v; names are judged at dial time", err)
 	}
-	if err := g.CheckHost("10.0.0.1"); !errors.Is(err, channels.ErrBlockedDestination) {
-		t.Fatalf("CheckHost(10.0.0.1) = %v, want blocked", err)
+	for _, host := range []string{"10.0.0.1", "::1%lo", "fd00::1%25eth0"} {
+		if err := g.CheckHost(host); !errors.Is(err, channels.ErrBlockedDestination) {
+			t.Fatalf("CheckHost(%s) = %v, want blocked", host, err)
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -78,6 +93,22 @@ func TestNetGuardHostAndDial(t *testing.T) {
 	_, err = g.Dialer(&net.Dialer{}).DialContext(context.Background(), "tcp", ln.Addr().String())
 	if !errors.Is(err, channels.ErrBlockedDestination) {
 		t.Fatalf("dial loopback through the guard = %v, want blocked", err)
+	}
+	// A zoned dial is how the audit reached loopback: [::1%lo]:PORT.
+	ln6, err := net.Listen("tcp", "[::1]:0")
+	if err == nil {
+		defer ln6.Close()
+		port := ln6.Addr().(*net.TCPAddr).Port
+		for _, zone := range []string{"lo", "1"} {
+			addr := net.JoinHostPort("::1%"+zone, strconv.Itoa(port))
+			conn, err := g.Dialer(&net.Dialer{}).DialContext(context.Background(), "tcp", addr)
+			if err == nil {
+				conn.Close()
+			}
+			if !errors.Is(err, channels.ErrBlockedDestination) {
+				t.Fatalf("dial %s through the guard = %v, want blocked", addr, err)
+			}
+		}
 	}
 	if _, err := channels.NewNetGuard([]string{"not-a-network"}); err == nil {
 		t.Fatal("NewNetGuard accepted a malformed entry")

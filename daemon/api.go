@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -46,11 +47,14 @@ type APIConfig struct {
 	Events http.Handler
 	// Flows serves /v1/flows and /v1/triggers; nil: not served.
 	Flows FlowService
+	// TemplateLimits are the ceilings of content.limits (config
+	// templates.limits); zero fields are the templates package's defaults.
+	TemplateLimits templates.Limits
 }
 
 // NewAPI returns the admin API handler.
 func NewAPI(cfg APIConfig, svc CampaignService, ready ReadyFunc, gatherer prometheus.Gatherer, log *slog.Logger) http.Handler {
-	a := &api{svc: svc, log: log, ready: ready}
+	a := &api{svc: svc, log: log, ready: ready, limits: cfg.TemplateLimits}
 	mux := http.NewServeMux()
 	auth := func(h http.HandlerFunc) http.Handler { return requireToken(cfg.Token, h) }
 	mux.Handle("POST /v1/campaigns", auth(a.create))
@@ -68,7 +72,15 @@ func NewAPI(cfg APIConfig, svc CampaignService, ready ReadyFunc, gatherer promet
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := ready(r.Context()); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+			// Probes call this without a token; the raw error names
+			// internal addresses and paths. They get the component, an
+			// authenticated caller (and the log) the details.
+			body := map[string]string{"status": "not ready", "error": readinessSummary(err)}
+			if authorized(cfg.Token, r) {
+				body["detail"] = err.Error()
+			}
+			a.log.Debug("readiness probe: not ready", "error", err) // probes poll; the failing component logs its own errors
+			writeJSON(w, http.StatusServiceUnavailable, body)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -86,17 +98,52 @@ func NewAPI(cfg APIConfig, svc CampaignService, ready ReadyFunc, gatherer promet
 }
 
 type api struct {
-	svc   CampaignService
-	log   *slog.Logger
-	ready ReadyFunc
+	svc    CampaignService
+	log    *slog.Logger
+	ready  ReadyFunc
+	limits templates.Limits
+}
+
+// checkLimits refuses a campaign or flow body whose content.limits raise
+// one of the daemon's ceilings, before the engine compiles it. A body that
+// does not decode here is left to the engine, whose decoder names the
+// field at fault.
+func (a *api) checkLimits(body []byte) error {
+	var probe struct {
+		Content struct {
+			Limits templates.Limits `json:"limits"`
+		} `json:"content"`
+	}
+	if json.Unmarshal(body, &probe) != nil {
+		return nil
+	}
+	if err := probe.Content.Limits.CheckWithin(a.limits); err != nil {
+		return fmt.Errorf("check content.limits: %w", err)
+	}
+	return nil
+}
+
+// readinessSummary names the component that is not ready ("redis
+// unavailable") without the error's details: the ready check's errors are
+// "<component>: <cause>".
+func readinessSummary(err error) string {
+	component, _, ok := strings.Cut(err.Error(), ":")
+	if !ok || strings.ContainsAny(component, " /") {
+		return "unavailable"
+	}
+	return component + " unavailable"
+}
+
+// authorized reports whether r carries the bearer token, in constant time.
+func authorized(token string, r *http.Request) bool {
+	got := []byte(r.Header.Get("Authorization"))
+	return token != "" && subtle.ConstantTimeCompare(got, []byte("Bearer "+token)) == 1
 }
 
 // requireToken checks "Authorization: Bearer <token>" in constant time.
 func requireToken(token string, h http.HandlerFunc) http.Handler {
-	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if token == "" || subtle.ConstantTimeCompare(got, want) != 1 {
+		if !authorized(token, r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="notifyd"`)
 			writeError(w, http.StatusUnauthorized, "", "missing or wrong bearer token")
 			return
@@ -134,9 +181,13 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &fe):
 		writeError(w, http.StatusBadRequest, fe.Field, fe.Msg)
 	case errors.As(err, &ce):
-		writeError(w, http.StatusBadRequest, "content."+ce.Channel+"."+ce.Field, err.Error())
+		writeError(w, http.StatusBadRequest, compileErrorField(ce), err.Error())
 	case errors.Is(err, campaigns.ErrNotFound):
-		writeError(w, http.StatusNotFound, "id", "campaign not found")
+		what := "campaign"
+		if strings.HasPrefix(r.URL.Path, "/v1/flows") {
+			what = "flow"
+		}
+		writeError(w, http.StatusNotFound, "id", what+" not found")
 	case errors.Is(err, campaigns.ErrConflict):
 		writeError(w, http.StatusConflict, "id", "a campaign with this id exists with a different definition")
 	case errors.Is(err, campaigns.ErrInvalidTransition), errors.Is(err, campaigns.ErrStatusChanged):
@@ -157,18 +208,39 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// Errors the state layer does not name are infrastructure failures
 		// (state.go); when the daemon is not ready (Redis away), say so and
 		// invite a retry instead of blaming the request.
-		if a.ready != nil {
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Second)
-			notReady := a.ready(ctx)
-			cancel()
-			if notReady != nil {
-				w.Header().Set("Retry-After", "1")
-				writeError(w, http.StatusServiceUnavailable, "", "state store unavailable; retry later")
-				return
-			}
+		if a.checkReady(r.Context()) != nil {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, "", "state store unavailable; retry later")
+			return
 		}
 		writeError(w, http.StatusInternalServerError, "", "internal error; see the daemon's log")
 	}
+}
+
+// checkReady runs the readiness check with a short deadline of its own: a
+// caller's long deadline must not hold a request on a hung store.
+func (a *api) checkReady(ctx context.Context) error {
+	if a.ready == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	return a.ready(ctx)
+}
+
+// compileErrorField is a compile error's place in the request body:
+// content[.locales.<tag>][.<channel>].<field>, never with an empty segment.
+func compileErrorField(ce *templates.CompileError) string {
+	parts := []string{"content"}
+	if ce.Locale != "" {
+		parts = append(parts, "locales", ce.Locale)
+	}
+	for _, p := range []string{ce.Channel, ce.Field} {
+		if p != "" {
+			parts = append(parts, p)
+		}
+	}
+	return strings.Join(parts, ".")
 }
 
 func (a *api) create(w http.ResponseWriter, r *http.Request) {
@@ -184,6 +256,10 @@ func (a *api) create(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeError(w, http.StatusBadRequest, "body", "read body: "+err.Error())
+		return
+	}
+	if err := a.checkLimits(body); err != nil {
+		a.fail(w, r, err)
 		return
 	}
 	st, created, err := a.svc.Create(r.Context(), body)

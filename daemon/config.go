@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/notifyd/notifyd/templates"
 )
 
 // Config is notifyd.yaml. Every field has a default that runs; see
@@ -22,6 +26,30 @@ type Config struct {
 	Engine   EngineConfig   `yaml:"engine"`
 	Flows    FlowsConfig    `yaml:"flows"`
 	Channels ChannelsConfig `yaml:"channels"`
+	// Templates sets the ceilings of every campaign's and flow's template
+	// limits.
+	Templates TemplatesConfig `yaml:"templates"`
+}
+
+// TemplatesConfig is the daemon's say over templates.
+type TemplatesConfig struct {
+	// Limits are ceilings: a campaign's content.limits may lower them, never
+	// raise them; unset fields are the templates package's defaults, and
+	// each is at most its hard limit (templates.HardLimits).
+	Limits TemplateLimits `yaml:"limits"`
+}
+
+// TemplateLimits mirrors templates.Limits with YAML names.
+type TemplateLimits struct {
+	MaxFieldBytes  int `yaml:"max_field_bytes"`
+	MaxHTMLBytes   int `yaml:"max_html_bytes"`
+	MaxSteps       int `yaml:"max_steps"`
+	MaxSourceBytes int `yaml:"max_source_bytes"`
+}
+
+// Ceilings returns the limits as the templates package reads them.
+func (l TemplateLimits) Ceilings() templates.Limits {
+	return templates.Limits{MaxFieldBytes: l.MaxFieldBytes, MaxHTMLBytes: l.MaxHTMLBytes, MaxSteps: l.MaxSteps, MaxSourceBytes: l.MaxSourceBytes}
 }
 
 // ShardConfig says where the co-located store publishes its shard file.
@@ -197,6 +225,12 @@ func ParseConfig(b []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			for i, e := range te.Errors {
+				te.Errors[i] = readableYAMLError(e)
+			}
+		}
 		return nil, fmt.Errorf("parse config: %w", err)
 	}
 	c.applyDefaults()
@@ -204,6 +238,49 @@ func ParseConfig(b []byte) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// checkToken refuses tokens that cannot authenticate or are easy to guess.
+// A token with spaces started before but never matched (clients trim
+// header values); one of a few repeated characters passes the length check
+// while offering little entropy. The message never quotes the token.
+func checkToken(tok string) error {
+	if len(tok) < 16 {
+		return errors.New("must be at least 16 characters")
+	}
+	distinct := map[rune]bool{}
+	for _, r := range tok {
+		if r <= ' ' || r == 0x7f || !unicode.IsPrint(r) {
+			return errors.New("must not contain spaces or control characters (HTTP clients trim them from the header)")
+		}
+		distinct[r] = true
+	}
+	if len(distinct) < 8 {
+		return fmt.Errorf("too predictable: %d distinct characters; use a random one, e.g. openssl rand -hex 32", len(distinct))
+	}
+	return nil
+}
+
+// readableYAMLError rewrites the decoder's "line 3: field batch_sise not
+// found in type daemon.EngineConfig" as "line 3: unknown key batch_sise":
+// an operator knows the file's keys, not the daemon's Go types.
+func readableYAMLError(e string) string {
+	before, rest, ok := strings.Cut(e, "field ")
+	if !ok {
+		return e
+	}
+	key, _, ok := strings.Cut(rest, " not found in type ")
+	if !ok {
+		return e
+	}
+	return before + "unknown key " + key + " (see notifyd.example.yaml)"
+}
+
+// exposedWithoutTLS reports whether the admin API listens beyond loopback;
+// it has no TLS of its own, so the token would cross the network in clear.
+func exposedWithoutTLS(addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	return ok && !tcp.IP.IsLoopback()
 }
 
 func (c *Config) applyDefaults() {
@@ -229,10 +306,15 @@ func (c *Config) Validate() error {
 	}
 	if !c.Admin.Token.Set() {
 		errs = append(errs, errors.New("admin.token: required (e.g. token: {env: NOTIFYD_ADMIN_TOKEN})"))
-	} else if len(c.Admin.Token.Value()) < 16 {
-		errs = append(errs, errors.New("admin.token: must be at least 16 characters"))
+	} else if err := checkToken(c.Admin.Token.Value()); err != nil {
+		errs = append(errs, fmt.Errorf("admin.token: %w", err))
 	}
 	errs = append(errs, c.Channels.validate()...)
+	if err := c.Templates.Limits.Ceilings().CheckCeilings(); err != nil {
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			errs = append(errs, fmt.Errorf("templates.limits.%w", e))
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid config: %w", errors.Join(errs...))
 	}

@@ -192,7 +192,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	}
 	d.wireEvents(deps.Events)
 	d.events.SetFlows(func() []campaigns.FlowStatus { return d.flows.ListFlows(context.Background()) })
-	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics, Events: d.events, Flows: d.flows},
+	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics, Events: d.events, Flows: d.flows, TemplateLimits: cfg.Templates.Limits.Ceilings()},
 		d.events.Track(d.engine), d.ready, d.reg, d.log)
 	d.server = &http.Server{Handler: boundStateCalls(api, stateCallTimeout), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	d.server.RegisterOnShutdown(d.events.Close) // Shutdown waits for idle connections; streams never are
@@ -243,6 +243,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if ln, err = net.Listen("tcp", d.cfg.Admin.Listen); err != nil {
 			return fmt.Errorf("listen for admin API: %w", err)
 		}
+	}
+	if exposedWithoutTLS(ln.Addr()) {
+		d.log.Warn("ADMIN API IS SERVED IN CLEAR TEXT BEYOND LOOPBACK: the bearer token and every campaign cross the network unencrypted; listen on 127.0.0.1 behind a TLS proxy", "listen", ln.Addr().String())
 	}
 	for name, p := range d.pools {
 		// Not ctx: a SIGTERM must not cancel sends in flight; shutdown()

@@ -214,6 +214,8 @@ func testAdminAPI(t *testing.T, td *testDaemon) {
 		{"unknown channel", "POST", "/v1/campaigns", testToken, "application/json", []byte(`{"id":"x","segment":"all","channels":["fax"],"content":{}}`), 400, "channels[0]"},
 		{"channel not configured", "POST", "/v1/campaigns", testToken, "application/json", []byte(`{"id":"x","segment":"all","channels":["email"],"content":{"email":{"subject":"s","text":"t"}}}`), 400, "channels[0]"},
 		{"broken template", "POST", "/v1/campaigns", testToken, "application/json", []byte(`{"id":"x","segment":"all","channels":["sms"],"content":{"sms":{"body":"{{ profile.x | nosuchfilter }}"}}}`), 400, "content.sms.body"},
+		{"template over the work budget", "POST", "/v1/campaigns", testToken, "application/json", []byte(`{"id":"x","segment":"all","channels":["sms"],"content":{"sms":{"body":"{{ (1..100000000000) | reverse | first }}"}}}`), 400, "content.sms.body"},
+		{"limits above the ceiling", "POST", "/v1/campaigns", testToken, "application/json", []byte(`{"id":"x","segment":"all","channels":["sms"],"content":{"limits":{"max_steps":20000000},"sms":{"body":"a"}}}`), 400, "content.limits.max_steps"},
 		{"wrong content type", "POST", "/v1/campaigns", testToken, "text/plain", []byte(smsCampaign), 415, ""},
 		{"body too large", "POST", "/v1/campaigns", testToken, "application/json", big, 413, "body"},
 		{"unknown campaign", "GET", "/v1/campaigns/nope", testToken, "", nil, 404, "id"},

@@ -38,8 +38,12 @@ func (h *EventHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "campaign", "campaign not found")
 			return
 		case err != nil:
+			// The state layer names every error a request can cause
+			// (not found above); anything else is the store itself, and
+			// the caller should come back, as for every other endpoint.
 			h.log.Error("events stream: read campaign", "campaign", filter, "error", err)
-			writeError(w, http.StatusInternalServerError, "", "internal error; see the daemon's log")
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, "", "state store unavailable; retry later")
 			return
 		}
 		_, segments, _ := h.shard()

@@ -26,6 +26,10 @@ func (a *api) flowRoutes(mux *http.ServeMux, auth func(http.HandlerFunc) http.Ha
 		if !ok {
 			return
 		}
+		if err := a.checkLimits(body); err != nil {
+			a.fail(w, r, err)
+			return
+		}
 		st, created, err := flows.CreateFlow(r.Context(), body)
 		if err != nil {
 			a.fail(w, r, err)
@@ -78,6 +82,15 @@ func (a *api) flowRoutes(mux *http.ServeMux, auth func(http.HandlerFunc) http.Ha
 		triggers, err := campaigns.DecodeTriggers(body)
 		if err != nil {
 			a.fail(w, r, err)
+			return
+		}
+		// Fire answers before the dedup claim is made; with the state
+		// store away that claim fails and the trigger would be dropped
+		// after a 202. Refuse it while the caller can still retry.
+		if err := a.checkReady(r.Context()); err != nil {
+			a.log.Warn("trigger refused: daemon not ready", "error", err)
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, "", "state store unavailable; triggers are not taken; retry later")
 			return
 		}
 		res, err := flows.Fire(r.Context(), triggers)

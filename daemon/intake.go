@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -99,6 +100,12 @@ func (d *Daemon) intakeRequest(ctx context.Context, body []byte) error {
 		triggers, err := campaigns.DecodeTriggers(body)
 		if err != nil {
 			return err
+		}
+		// As for POST /v1/triggers: a trigger taken while the state store
+		// is away would be dropped at its dedup claim. An error that is
+		// not permanent leaves the entry pending, to be retried.
+		if err := d.ready(ctx); err != nil {
+			return fmt.Errorf("take trigger: daemon not ready: %w", err)
 		}
 		res, err := d.flows.Fire(ctx, triggers)
 		if err != nil {

@@ -67,3 +67,50 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		t.Errorf("documented actions %v, served %v", actions, want)
 	}
 }
+
+// TestOpenAPIDocumentsStatuses is issue 12 item 19: every status an
+// operation can answer is in docs/api.yaml (413/415 from the body reader,
+// 503 from fail() when the state store is away, 429 from a full queue).
+func TestOpenAPIDocumentsStatuses(t *testing.T) {
+	b, err := os.ReadFile("../docs/api.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Responses map[string]any `yaml:"responses"`
+		} `yaml:"paths"`
+	}
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		method, path string
+		statuses     []string
+	}{
+		{"post", "/v1/campaigns", []string{"400", "401", "409", "413", "415", "503"}},
+		{"get", "/v1/campaigns", []string{"400", "401", "503"}},
+		{"get", "/v1/campaigns/{id}", []string{"401", "404", "503"}},
+		{"post", "/v1/campaigns/{id}/{action}", []string{"401", "404", "409", "503"}},
+		{"post", "/v1/flows", []string{"400", "401", "409", "413", "415", "503"}},
+		{"get", "/v1/flows/{id}", []string{"401", "404", "503"}},
+		{"delete", "/v1/flows/{id}", []string{"401", "404", "503"}},
+		{"post", "/v1/flows/{id}/{action}", []string{"401", "404", "409", "503"}},
+		{"post", "/v1/triggers", []string{"400", "401", "413", "415", "429", "503"}},
+		{"get", "/v1/events", []string{"401", "404", "503"}},
+		{"get", "/readyz", []string{"503"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			op, ok := doc.Paths[tc.path][tc.method]
+			if !ok {
+				t.Fatalf("%s %s is not documented", tc.method, tc.path)
+			}
+			for _, s := range tc.statuses {
+				if _, ok := op.Responses[s]; !ok {
+					t.Errorf("%s %s answers %s, undocumented", tc.method, tc.path, s)
+				}
+			}
+		})
+	}
+}

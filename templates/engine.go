@@ -29,13 +29,26 @@ const (
 // the standard tags and filters, with notifyd's filters in place of the
 // standard ones, loops that charge the work budget, and no tag that can
 // reach the file system.
-func newEngineConfig() render.Config {
+//
+// The engine looks filters up when it renders, not when it compiles, and a
+// filter sees no render context; so each render state gets its own config
+// whose filters are bound to it and charge its budget (st nil: the config
+// templates compile with, whose filters never run).
+func newEngineConfig(st *state) render.Config {
 	cfg := render.NewConfig()
-	filters.AddStandardFilters(&cfg)
+	std := filterTable{}
+	filters.AddStandardFilters(std)
+	for name, fn := range std {
+		if st == nil {
+			cfg.AddFilter(name, fn)
+			continue
+		}
+		cfg.AddFilter(name, budgetedFilter(st, name, fn))
+	}
 
 	for _, name := range nativeFilters() {
 		def, _ := lookupFilter(name)
-		cfg.AddFilter(name, engineFilter(name, def))
+		cfg.AddFilter(name, engineFilter(st, name, def))
 	}
 	cfg.AddFilter(outFilter, func(in any, args ...any) (any, error) {
 		if len(args) != 2 {
@@ -198,19 +211,18 @@ func cycleCompiler(args string) (func(io.Writer, render.Context) error, error) {
 }
 
 // engineFilter adapts a notifyd filter to the engine's calling convention.
-// Contextual filters get the render state as a trailing argument that the
-// compiler appended.
-func engineFilter(name string, def filterDef) func(in any, args ...any) (any, error) {
+// Contextual filters also get the render state as a trailing argument that
+// the compiler appended; it is the state the filter is bound to.
+func engineFilter(bound *state, name string, def filterDef) func(in any, args ...any) (any, error) {
 	return func(in any, args ...any) (any, error) {
-		var st *state
-		if def.contextual {
-			if len(args) > 0 {
-				st, _ = args[len(args)-1].(*state)
-				args = args[:len(args)-1]
+		st := bound
+		if def.contextual && len(args) > 0 {
+			if s, ok := args[len(args)-1].(*state); ok {
+				st, args = s, args[:len(args)-1]
 			}
-			if st == nil {
-				return nil, fmt.Errorf("filter %s: internal: no render state", name)
-			}
+		}
+		if st == nil {
+			return nil, fmt.Errorf("filter %s: internal: no render state", name)
 		}
 		return invokeFilter(name, def, st, in, args)
 	}

@@ -144,7 +144,7 @@ func (f *field) renderEngine(st *state, b []byte) (out []byte, err error) {
 		"campaign": st.set.campaign,
 		stateVar:   st,
 	}
-	if rerr := render.Render(f.node, w, bindings, st.set.cfg); rerr != nil {
+	if rerr := render.Render(f.node, w, bindings, st.engineConfig()); rerr != nil {
 		return w.buf, rerr
 	}
 	if w.overflow {
@@ -368,7 +368,26 @@ func (c *compiler) compileField(name, src string, mode outMode, isJSON bool, max
 	if isJSON && !hasTags && !json.Valid([]byte(placeholder.String())) {
 		return fail(0, 0, errors.New("not valid JSON (interpolations inside quotes are string contents; outside quotes each is one JSON value)"))
 	}
+	if err := c.probeBudget(f); err != nil {
+		return fail(0, 0, err)
+	}
 	return f
+}
+
+// probeBudget renders f for a recipient with no attributes and no event
+// data. Only the budget is judged: a stand-in cannot say whether a variable
+// is missing or a filter fits real values, but a template that runs out of
+// steps or space with no data at all does so for everyone.
+func (c *compiler) probeBudget(f *field) error {
+	if c.probe == nil {
+		return nil
+	}
+	_, err := f.render(c.probe)
+	var re *RenderError
+	if errors.As(err, &re) && (re.Reason == ReasonTooMuchWork || re.Reason == ReasonOutputTooLarge) {
+		return fmt.Errorf("check budget on a recipient without data: %w (limits: max_steps %d, %d bytes)", re.Err, c.limits.MaxSteps, f.max)
+	}
+	return nil
 }
 
 // appendValidUTF8 replaces each invalid byte with U+FFFD, as encoding/json

@@ -14,6 +14,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/osteele/liquid/values"
 	"github.com/osteele/tuesday"
 )
 
@@ -134,10 +135,20 @@ func lookupFilter(name string) (filterDef, bool) {
 	return filterDef{}, false
 }
 
-// invokeFilter runs a filter and enforces maxValueBytes on what it built.
+// invokeFilter charges a filter's work to st's budget, runs it and enforces
+// maxValueBytes on what it built. Both render paths call it, so a template
+// costs the same steps on either.
 func invokeFilter(name string, def filterDef, st *state, in any, args []any) (any, error) {
 	if len(args) < def.min || len(args) > def.max {
 		return nil, fmt.Errorf("filter %s: want %d to %d arguments, got %d", name, def.min, def.max, len(args))
+	}
+	if err := st.charge(nativeCost(in, args)); err != nil {
+		return nil, err
+	}
+	if r, ok := in.(values.Range); ok {
+		// Charged above, so the range is within the budget: notifyd's
+		// filters see it as the list it stands for.
+		in = r.AsArray()
 	}
 	out, err := def.fn(st, in, args)
 	if err != nil {

@@ -3,6 +3,7 @@ package templates
 import (
 	"time"
 
+	"github.com/osteele/liquid/render"
 	"github.com/osteele/liquid/values"
 )
 
@@ -16,6 +17,15 @@ type Profile interface {
 	// ok=false when the row has no such attribute.
 	Attr(name string) (value any, ok bool)
 }
+
+// probeProfile is the stand-in recipient templates are checked on at
+// compile time: an id and nothing else.
+type probeProfile struct{}
+
+func (probeProfile) ID() string              { return "probe" }
+func (probeProfile) Locale() string          { return "" }
+func (probeProfile) TimeZone() string        { return "" }
+func (probeProfile) Attr(string) (any, bool) { return nil, false }
 
 // profileField resolves profile.<name>: the row's identity fields first,
 // then its free-form attributes.
@@ -80,6 +90,9 @@ type state struct {
 	steps int
 	max   int        // the current field's cap
 	out   *capWriter // the engine's writer while a field renders on it
+	// engine is the liquid config whose filters charge this state's
+	// budget; built on the first render that needs the engine.
+	engine *render.Config
 	// loc and now are resolved on first use: most templates never ask.
 	loc *time.Location
 	now time.Time
@@ -117,6 +130,15 @@ func (st *state) locale() string {
 }
 
 func (st *state) currency() string { return st.set.currency }
+
+// engineConfig returns the engine config bound to st.
+func (st *state) engineConfig() render.Config {
+	if st.engine == nil {
+		cfg := newEngineConfig(st)
+		st.engine = &cfg
+	}
+	return *st.engine
+}
 
 // step charges one unit of loop work against the field's budget.
 func (st *state) step() error {

@@ -86,18 +86,29 @@ type compiler struct {
 	missing         Missing
 	cfg             render.Config
 	errs            []error
+	// probe renders each compiled field once on a stand-in recipient, so a
+	// template that cannot fit the budget whatever the data is refused at
+	// create time instead of failing every recipient.
+	probe *state
 }
 
 // Compile checks and compiles spec. It returns every problem at once, each
 // a *CompileError naming the channel, field, line and column, joined with
 // errors.Join.
 func Compile(spec Spec, opts Options) (*Set, error) {
+	return compile(spec, opts, true)
+}
+
+// compile is Compile; probe=false skips the create-time budget check, so
+// tests can reach the render-time defences that stored campaigns rely on.
+func compile(spec Spec, opts Options, probe bool) (*Set, error) {
+	limits, limitErrs := spec.Limits.within(opts.Ceilings)
 	s := &Set{
 		missing:  spec.Missing,
-		limits:   spec.Limits.withDefaults(),
+		limits:   limits,
 		now:      opts.Now,
 		currency: strings.ToUpper(opts.Currency),
-		cfg:      newEngineConfig(),
+		cfg:      newEngineConfig(nil),
 	}
 	if s.missing == "" {
 		s.missing = MissingBlank
@@ -115,7 +126,16 @@ func Compile(spec Spec, opts Options) (*Set, error) {
 	s.campaign = map[string]any{"id": opts.Campaign.ID, "name": opts.Campaign.Name, "vars": vars}
 	s.pool.New = func() any { return &state{buf: make([]byte, 0, 512), args: make([]any, 0, 4)} }
 
-	c := &compiler{limits: s.limits, missing: s.missing, cfg: s.cfg}
+	c := &compiler{limits: s.limits, missing: s.missing, cfg: s.cfg, errs: limitErrs}
+	if len(limitErrs) > 0 {
+		// Compiling under limits the caller may not have would only add
+		// noise (and work) to the answer.
+		return nil, errors.Join(limitErrs...)
+	}
+	if probe {
+		c.probe = s.acquire(probeProfile{}, map[string]any{})
+		defer s.release(c.probe)
+	}
 	if s.missing != MissingBlank && s.missing != MissingSkip {
 		c.errs = append(c.errs, &CompileError{Field: "missing", Err: fmt.Errorf("missing must be %q or %q, got %q", MissingBlank, MissingSkip, s.missing)})
 	}

@@ -3,6 +3,7 @@ package templates
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -40,6 +41,87 @@ const (
 	DefaultMaxSteps       = 10_000
 	DefaultMaxSourceBytes = 256 << 10
 )
+
+// Hard limits bound the ceilings a daemon may configure. Steps are what a
+// template can turn into memory: a filter may materialize at most the
+// budget's worth of elements (about 40 bytes each), so 1,000,000 steps hold
+// one render under ~40 MiB.
+const (
+	HardMaxFieldBytes  = 1 << 20
+	HardMaxHTMLBytes   = 8 << 20
+	HardMaxSteps       = 1_000_000
+	HardMaxSourceBytes = 1 << 20
+)
+
+// HardLimits returns the hard limits as a Limits.
+func HardLimits() Limits {
+	return Limits{MaxFieldBytes: HardMaxFieldBytes, MaxHTMLBytes: HardMaxHTMLBytes, MaxSteps: HardMaxSteps, MaxSourceBytes: HardMaxSourceBytes}
+}
+
+// limitField is one Limits field with its JSON name, for checks that treat
+// them alike.
+type limitField struct {
+	name string
+	val  *int
+}
+
+func (l *Limits) fields() [4]limitField {
+	return [4]limitField{
+		{"max_field_bytes", &l.MaxFieldBytes},
+		{"max_html_bytes", &l.MaxHTMLBytes},
+		{"max_steps", &l.MaxSteps},
+		{"max_source_bytes", &l.MaxSourceBytes},
+	}
+}
+
+// CheckCeilings validates a daemon's configured ceilings: each is zero (the
+// default) or positive and at most the hard limit. It names the field.
+func (l Limits) CheckCeilings() error {
+	hard := HardLimits()
+	hf := hard.fields()
+	var errs []error
+	for i, f := range l.fields() {
+		switch v, h := *f.val, *hf[i].val; {
+		case v < 0:
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d", f.name, v))
+		case v > h:
+			errs = append(errs, fmt.Errorf("%s: %d is above the hard limit %d", f.name, v, h))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// within resolves a spec's limits against the daemon's ceilings: a zero
+// field takes the ceiling, a field may lower it, never raise it (a caller
+// who could raise the budget could spend the daemon's memory). Ceilings'
+// zero fields are the defaults. Each problem is a *CompileError on
+// "limits.<field>".
+func (l Limits) within(ceilings Limits) (Limits, []error) {
+	ceil := ceilings.withDefaults()
+	cf := ceil.fields()
+	var errs []error
+	for i, f := range l.fields() {
+		c := *cf[i].val
+		switch v := *f.val; {
+		case v < 0:
+			errs = append(errs, &CompileError{Field: "limits." + f.name, Err: fmt.Errorf("must not be negative, got %d", v)})
+		case v == 0:
+			*f.val = c
+		case v > c:
+			errs = append(errs, &CompileError{Field: "limits." + f.name, Err: fmt.Errorf("%d is above the daemon's ceiling %d; a campaign may only lower its limits", v, c)})
+		}
+	}
+	return l, errs
+}
+
+// CheckWithin reports every field of l that raises a ceiling (or is
+// negative), each a *CompileError on "limits.<field>", joined. The admin API
+// runs it before the engine so a daemon's configured ceilings hold whatever
+// the engine compiles with.
+func (l Limits) CheckWithin(ceilings Limits) error {
+	_, errs := l.within(ceilings)
+	return errors.Join(errs...)
+}
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxFieldBytes <= 0 {
@@ -178,4 +260,7 @@ type Options struct {
 	// Currency is money's currency when neither the template nor the
 	// recipient's locale gives one; "USD" when empty.
 	Currency string
+	// Ceilings are the daemon's limits: a spec's Limits may lower them,
+	// never raise them. Zero fields are the package defaults.
+	Ceilings Limits
 }

@@ -379,7 +379,9 @@ func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, now time
 	if len(h.Body) > s.cfg.MaxBodyBytes {
 		return nil, nil, fmt.Errorf("build webhook request: body is %d bytes, limit %d", len(h.Body), s.cfg.MaxBodyBytes)
 	}
-	if len(h.Body) > 0 && !json.Valid(h.Body) {
+	// Only a JSON body must be JSON: the template may name another type
+	// (text/plain, as docs/templates.md allows), which is sent as given.
+	if len(h.Body) > 0 && declaresJSON(h.Headers) && !json.Valid(h.Body) {
 		return nil, nil, errors.New("build webhook request: body is not valid JSON")
 	}
 	var body any
@@ -597,6 +599,17 @@ func isToken(s string) bool {
 		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
 		default:
 			return false
+		}
+	}
+	return true
+}
+
+// declaresJSON reports whether a body under these headers is JSON: no
+// Content-Type (notifyd then sends application/json) or one that says json.
+func declaresJSON(headers map[string]string) bool {
+	for k, v := range headers {
+		if strings.EqualFold(k, "Content-Type") {
+			return strings.Contains(strings.ToLower(v), "json")
 		}
 	}
 	return true

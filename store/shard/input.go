@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Format names an input format for ReadProfiles.
@@ -170,6 +171,21 @@ func parseTime(s string) (time.Time, bool) {
 	return t, err == nil
 }
 
+// utf8BOM starts many spreadsheet exports; it is an encoding marker, not data.
+var utf8BOM = []byte("\xef\xbb\xbf")
+
+// invalidUTF8At is the offset of the first byte of b that is not valid UTF-8.
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i
+		}
+		i += size
+	}
+	return len(b)
+}
+
 func readJSONL(r io.Reader, fn func(int, *Profile) error) error {
 	br := bufio.NewReaderSize(r, 1<<20)
 	var p Profile
@@ -190,7 +206,15 @@ func readJSONL(r io.Reader, fn func(int, *Profile) error) error {
 		if err != nil && err != io.EOF {
 			return fmt.Errorf("read profiles: %w", err)
 		}
+		if line == 1 {
+			b = bytes.TrimPrefix(b, utf8BOM)
+		}
 		if t := bytes.TrimSpace(b); len(t) > 0 {
+			// encoding/json turns invalid UTF-8 into U+FFFD silently; the CSV
+			// reader refuses it, and so does the spec: say where it is.
+			if !utf8.Valid(t) {
+				return &LineError{Line: line, Err: fmt.Errorf("not valid UTF-8 at byte %d", invalidUTF8At(t)+1)}
+			}
 			if derr := DecodeJSONProfile(t, &p); derr != nil {
 				return &LineError{Line: line, Err: derr}
 			}
@@ -228,7 +252,11 @@ type csvAttr struct {
 }
 
 func readCSV(r io.Reader, fn func(int, *Profile) error) error {
-	cr := csv.NewReader(bufio.NewReaderSize(r, 1<<20))
+	br := bufio.NewReaderSize(r, 1<<20)
+	if b, err := br.Peek(len(utf8BOM)); err == nil && bytes.Equal(b, utf8BOM) {
+		_, _ = br.Discard(len(utf8BOM))
+	}
+	cr := csv.NewReader(br)
 	cr.ReuseRecord = true
 	head, err := cr.Read()
 	if err == io.EOF {
@@ -286,14 +314,15 @@ func readCSV(r io.Reader, fn func(int, *Profile) error) error {
 		if err == io.EOF {
 			return nil
 		}
-		line, _ := cr.FieldPos(0)
 		if err != nil {
+			// FieldPos panics unless Read succeeded: the error is checked first.
 			var pe *csv.ParseError
 			if errors.As(err, &pe) {
 				return &LineError{Line: pe.StartLine, Err: pe.Err}
 			}
 			return fmt.Errorf("read profiles: %w", err)
 		}
+		line, _ := cr.FieldPos(0)
 		if err := csvProfile(rec, fixed, attrs, &p); err != nil {
 			return &LineError{Line: line, Err: err}
 		}

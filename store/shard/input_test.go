@@ -102,6 +102,12 @@ func TestReadProfiles(t *testing.T) {
 		{"csv bad typed cell", shard.FormatCSV, "id,attr:n:int\nu-1,1\nu-2,x\n", 1, 3, "not an int", nil},
 		{"csv bad consent", shard.FormatCSV, "id,consent_email\nu-1,yes\n", 0, 2, "want true, false or empty", nil},
 		{"csv bad webpush", shard.FormatCSV, "id,webpush\nu-1,https://x\n", 0, 2, "endpoint|p256dh|auth", nil},
+		// Issue 12 items 7 and 8.
+		{"csv unbalanced quote", shard.FormatCSV, "id\nu-1\n\"u-2\n", 1, 3, `extraneous or missing "`, nil},
+		{"jsonl invalid utf-8", shard.FormatJSONL, "{\"id\":\"a\"}\n{\"id\":\"b\",\"attributes\":{\"n\":\"x\xffy\"}}\n", 1, 2, "not valid UTF-8", nil},
+		// Spreadsheet exports start with a byte order mark; it is not data.
+		{"jsonl byte order mark skipped", shard.FormatJSONL, "\xef\xbb\xbf{\"id\":\"a\"}\n", 1, 0, "", nil},
+		{"csv byte order mark skipped", shard.FormatCSV, "\xef\xbb\xbfid\nu-1\n", 1, 0, "", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"unsafe"
 )
 
@@ -116,11 +117,22 @@ func (t *varTable) blocks() []tableBlock {
 // It reads a fixed number of bytes whatever the row count; blocks are
 // verified on first use. The caller owns one reference and must Release it.
 func Open(path string) (*Reader, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer,
+	// forever, and with it the refresher; it changes nothing for a regular
+	// file. The type is judged on the opened descriptor, so a file swapped
+	// in after a stat cannot slip past.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open shard: %w", err)
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("open shard: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("open shard %s: not a regular file (%s); the store publishes a regular file by rename", path, st.Mode().Type())
+	}
 	data, err := mapFile(f)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,5 +146,85 @@ func TestStoreRunPolls(t *testing.T) {
 	s.Close()
 	if _, err := s.Acquire(); err == nil {
 		t.Fatal("Acquire after Close succeeded")
+	}
+}
+
+// TestOpenRefusesNonRegularFiles is issue 12 item 6: a FIFO (or any file
+// that is not a regular file) at the shard path is refused at once; opening
+// it used to block forever, in Open and in the store's refresher.
+func TestOpenRefusesNonRegularFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.shard")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	tests := []struct {
+		name string
+		path string
+	}{
+		{name: "fifo", path: fifo},
+		{name: "directory", path: dir},
+		{name: "character device", path: "/dev/null"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() {
+				r, err := shard.Open(tc.path)
+				if err == nil {
+					r.Release()
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+					t.Fatalf("Open(%s) = %v, want a refusal naming a non-regular file", tc.name, err)
+				}
+			case <-time.After(5 * time.Second):
+				// Unblock the stuck open so the test binary can exit.
+				if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+					f.Close()
+				}
+				t.Fatalf("Open(%s) blocked", tc.name)
+			}
+		})
+	}
+}
+
+// TestRefreshSurvivesAFIFO: a FIFO published over the shard path must not
+// wedge the refresher; the next valid generation is still picked up.
+func TestRefreshSurvivesAFIFO(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "users.shard")
+	publish(t, path, 1, "a")
+	s, err := shard.OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	if err := os.Rename(fifo, path); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := s.Refresh(context.Background()); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Refresh accepted a FIFO")
+		}
+	case <-time.After(5 * time.Second):
+		if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+		t.Fatal("Refresh blocked on a FIFO")
+	}
+	publish(t, path, 2, "a", "b")
+	if swapped, err := s.Refresh(context.Background()); err != nil || !swapped {
+		t.Fatalf("Refresh after a valid publication = %t, %v; want a swap", swapped, err)
 	}
 }
