@@ -33,6 +33,9 @@ type EngineConfig struct {
 	FlushInterval time.Duration
 	// FlushSlots is how many ledger changes make a flush start at once (default 4,096).
 	FlushSlots int
+	// TemplateCeilings are the daemon's template limits; a campaign's
+	// content.limits may only lower them (zero: the package defaults).
+	TemplateCeilings templates.Limits
 	// CrashLoopLimit quarantines a campaign (failed, reason crash_loop) when
 	// its daemon died this many times in a row while running it, each time
 	// before the checkpoint moved or the lease was renewed (default 3; < 0
@@ -190,7 +193,7 @@ func (e *Engine) Create(ctx context.Context, body []byte) (CampaignStatus, bool,
 	if err := checkChannels(c.Channels, e.dispatch); err != nil {
 		return CampaignStatus{}, false, err
 	}
-	set, err := c.Compile(e.now)
+	set, err := c.CompileWithin(e.now, e.cfg.TemplateCeilings)
 	if err != nil {
 		return CampaignStatus{}, false, err
 	}
@@ -245,6 +248,9 @@ func (e *Engine) status(ctx context.Context, rec CampaignRecord) (CampaignStatus
 		return CampaignStatus{}, fmt.Errorf("read progress of %s: %w", rec.ID, err)
 	}
 	for _, cn := range p.Counts {
+		if cn.N == 0 {
+			continue // a reason whose failures were all retried
+		}
 		m := st.Counts[cn.Channel]
 		if m == nil {
 			m = map[string]int64{}
@@ -361,7 +367,7 @@ func (e *Engine) load(ctx context.Context, id string) (*compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode stored campaign %s: %w", id, err)
 	}
-	set, err := c.Compile(e.now)
+	set, err := c.CompileWithin(e.now, e.cfg.TemplateCeilings)
 	if err != nil {
 		return nil, err
 	}

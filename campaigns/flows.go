@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/templates"
 )
 
 // Reasons specific to triggers.
@@ -36,6 +37,8 @@ type FlowConfig struct {
 	// trip) together (default 256). Batches form only under load: a lone
 	// trigger is processed at once.
 	MaxBatch int
+	// TemplateCeilings are the daemon's template limits (see EngineConfig).
+	TemplateCeilings templates.Limits
 	// Lease is how long a dedup claim is held before it counts as in doubt
 	// (default 5m), and how long a claimed delayed trigger stays claimed
 	// before it is handed out again.
@@ -203,7 +206,7 @@ func (fe *FlowEngine) Load(ctx context.Context) error {
 
 func (fe *FlowEngine) activate(f *Flow, status Status) (*activeFlow, error) {
 	c := f.campaign()
-	set, err := c.Compile(fe.now)
+	set, err := c.CompileWithin(fe.now, fe.cfg.TemplateCeilings)
 	if err != nil {
 		return nil, err
 	}

@@ -243,9 +243,10 @@ func (l *ledger) fail(err error) {
 
 // pending is one batch's share of a flush, and what it becomes once durable.
 type pending struct {
-	b      *RecipientBatch
-	merged [3]Bitmap // the durable bitmaps with this flush applied
-	final  bool
+	b        *RecipientBatch
+	merged   [3]Bitmap // the durable bitmaps with this flush applied
+	final    bool
+	accepted bool // a provider accepted one of its messages
 }
 
 // flush sends every pending change in one Record call, retrying the same
@@ -280,6 +281,7 @@ func (l *ledger) flush(ctx context.Context) {
 		b.mu.Unlock()
 		f.Reports = append(f.Reports, rep)
 		parts = append(parts, part)
+		f.Progress = f.Progress || part.accepted
 	}
 	clear(list)
 	l.spare = list[:0]
@@ -405,6 +407,12 @@ func (b *RecipientBatch) takePending(img *Batch) (BatchReport, pending) {
 	if len(b.failures) > 0 {
 		rep.Failures = slices.Clone(b.failures)
 		b.failures = b.failures[:0]
+	}
+	for _, v := range src[1] {
+		if v != 0 {
+			part.accepted = true
+			break
+		}
 	}
 	for k := range 3 {
 		m := slices.Clone(dur[k])

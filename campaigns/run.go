@@ -60,7 +60,12 @@ func newRun(c *Campaign, set *templates.Set, e *Engine, res Resume, counts []Cou
 	r := newRunFor(c, set, e.now, e.log, e.dispatch, e.source, e.cfg)
 	r.lease, r.progress, r.started = res.Lease, e.progress, started
 	r.led = newLedger(e.progress, res.Lease, r.log, e.cfg, res, counts)
-	r.led.lost = e.stateLost
+	// A write refused for a lost lease is retried when the store lost its
+	// data (the engine writes it back) or the lease merely ran out while the
+	// store was away, with nobody taking over (Renew takes it back).
+	r.led.lost = func(ctx context.Context) bool {
+		return e.stateLost(ctx) || e.progress.Renew(ctx, res.Lease, e.cfg.LeaseTTL) == nil
+	}
 	// Resolve and layout run before the batch is claimed (produce).
 	r.stages = MultiStage{
 		StageFunc(policyStage),

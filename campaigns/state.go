@@ -239,9 +239,10 @@ type Resume struct {
 	// positions are settled (Done), in doubt (InDoubt) or never sent (neither).
 	Open []Batch
 	// Crashes counts the consecutive earlier runs of the campaign that ended
-	// without releasing the lease (their daemon died) and without moving the
-	// checkpoint or living long enough to renew the lease: a campaign that
-	// kills its daemon shows up here (crash-loop quarantine).
+	// without releasing the lease (their daemon died) and without recording
+	// progress (a provider accepting a message, or the checkpoint moving): a
+	// campaign that kills or wedges its daemon shows up here (crash-loop
+	// quarantine).
 	Crashes int
 }
 
@@ -273,6 +274,9 @@ type Failure struct {
 type Flush struct {
 	ID      int64
 	Reports []BatchReport
+	// Progress: the flush records messages a provider accepted, so the run
+	// is not crash-looping (Resume.Crashes starts again from zero).
+	Progress bool
 }
 
 // BatchReport is what the pipeline learned about one batch. In ReportBatch,
@@ -313,7 +317,10 @@ type CampaignLeaser interface {
 	// re-acquiring its own live lease (a restart with the same owner id) gets a
 	// new token, which fences out its earlier incarnation.
 	Acquire(ctx context.Context, campaign, owner string, ttl time.Duration) (Resume, error)
-	// Renew extends the lease; ErrLeaseLost if it is no longer held.
+	// Renew extends the lease; ErrLeaseLost if it is no longer held. A lease
+	// that ran out while nobody else acquired the campaign (the state store
+	// was unreachable for longer than the ttl) is taken back with the same
+	// token: nothing was fenced out.
 	Renew(ctx context.Context, lease Lease, ttl time.Duration) error
 	// Release gives the lease up (pause, completion) so another owner can acquire it at once.
 	Release(ctx context.Context, lease Lease) error

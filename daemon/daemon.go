@@ -168,6 +168,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			Owner: owner, BatchSize: cfg.Engine.BatchSize, MaxOpenBatches: cfg.Engine.MaxOpenBatches,
 			LeaseTTL: time.Duration(cfg.Engine.LeaseTTL), DrainTimeout: time.Duration(cfg.Engine.DrainTimeout),
 			FlushInterval: time.Duration(cfg.Engine.LedgerFlushInterval), CrashLoopLimit: cfg.Engine.CrashLoopLimit,
+			TemplateCeilings: cfg.Templates.Limits.Ceilings(),
 		},
 		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log),
 		campaigns.WithStateResetObserver(func(restored, lost int) {
@@ -181,7 +182,8 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			}
 		}))
 	d.flows = campaigns.NewFlowEngine(d.state, d.dedupOf(owner), d.delays, NewShardSource(d.shard), campaigns.NewPoolDispatcher(d.pools),
-		campaigns.FlowConfig{Workers: cfg.Flows.Workers, QueueSize: cfg.Flows.QueueSize, MaxBatch: cfg.Flows.MaxBatch},
+		campaigns.FlowConfig{Workers: cfg.Flows.Workers, QueueSize: cfg.Flows.QueueSize, MaxBatch: cfg.Flows.MaxBatch,
+			TemplateCeilings: cfg.Templates.Limits.Ceilings()},
 		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log))
 	if err := d.flows.Load(ctx); err != nil {
 		return nil, err

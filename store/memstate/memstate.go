@@ -378,11 +378,15 @@ func (s *Store) Renew(ctx context.Context, l campaigns.Lease, ttl time.Duration)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p, err := s.heldLocked(l)
+	if q, ok := s.progress[l.Campaign]; err != nil && ok && q.live && q.fence == l.Token && !s.now().Before(q.leaseEnd) {
+		// Ran out, but nobody took it over since: take it back.
+		p, err = q, nil
+		p.leaseOwner, p.leaseToken = l.Owner, l.Token
+	}
 	if err != nil {
 		return fmt.Errorf("renew campaign lease %q: %w", l.Campaign, err)
 	}
 	p.leaseEnd = s.now().Add(ttl)
-	p.crashes = 0
 	return nil
 }
 
@@ -502,6 +506,9 @@ func (s *Store) record(ctx context.Context, l campaigns.Lease, replace bool, f c
 		}
 	}
 	anyFinal := false
+	if f.Progress {
+		p.crashes = 0
+	}
 	for _, r := range f.Reports {
 		b := p.batches[r.Seq]
 		b.Slots = max(b.Slots, r.Slots)

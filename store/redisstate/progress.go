@@ -139,7 +139,7 @@ func (s *Store) Renew(ctx context.Context, l campaigns.Lease, ttl time.Duration)
 		return fmt.Errorf("renew campaign lease %q: ttl %v must be at least 1ms", l.Campaign, ttl)
 	}
 	k := s.progressKeys(l.Campaign)
-	ok, err := s.renew.Run(ctx, s.rdb, []string{k.lease, k.prog}, leaseValue(l), ms(ttl)).Int64()
+	ok, err := s.renew.Run(ctx, s.rdb, []string{k.lease, k.prog}, leaseValue(l), l.Token, ms(ttl)).Int64()
 	if err != nil {
 		return fmt.Errorf("renew campaign lease %q: %w", l.Campaign, err)
 	}
@@ -203,7 +203,11 @@ func (s *Store) ReportBatch(ctx context.Context, l campaigns.Lease, r campaigns.
 
 // Record implements campaigns.BatchLog: one script call for the whole flush.
 func (s *Store) Record(ctx context.Context, l campaigns.Lease, f campaigns.Flush) (campaigns.Checkpoint, error) {
-	cp, err := s.record(ctx, l, "s", f)
+	mode := "s"
+	if f.Progress {
+		mode = "p"
+	}
+	cp, err := s.record(ctx, l, mode, f)
 	if err != nil {
 		return campaigns.Checkpoint{}, fmt.Errorf("record ledger flush %d of %q: %w", f.ID, l.Campaign, err)
 	}

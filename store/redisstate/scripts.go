@@ -91,12 +91,17 @@ redis.call('HSET', KEYS[2], 'live', tok)
 return {tok, crashes}
 `
 
-// KEYS: lease, prog. ARGV: "<token>:<owner>", ttl ms. Returns 1, or 0 if not
-// held. A run that lives to renew its lease is not crash-looping.
+// KEYS: lease, prog. ARGV: "<token>:<owner>", token, ttl ms. Returns 1, or 0
+// if not held. A lease that ran out while nobody took it over (the fence is
+// still the caller's token, and it was never released: Redis was away
+// longer than the ttl) is taken back. A run that lives to renew its lease is not crash-looping.
 const renewSrc = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('HDEL', KEYS[2], 'crash')
+local cur = redis.call('GET', KEYS[1])
+if cur ~= ARGV[1] then
+  if cur or redis.call('HGET', KEYS[2], 'fence') ~= ARGV[2] or redis.call('HGET', KEYS[2], 'live') ~= ARGV[2] then return 0 end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 `
 
@@ -142,7 +147,8 @@ return seq
 // Ledger flush: several batch reports applied at once. KEYS: lease, prog,
 // bat, cnt, fail. ARGV: "<token>:<owner>", token, flush id (0: no replay
 // check), mode ("o": bitmaps are OR-ed in; "s": they replace the stored
-// bytes from the report's base on), number of reports, then per report: seq,
+// bytes from the report's base on; "p": as "s", and the flush records
+// progress, which resets the crash counter), number of reports, then per report: seq,
 // final (0|1), base (byte offset), slots (0, or more to grow the batch),
 // dispatched, confirmed, done (bitmaps),
 // number of count pairs, the pairs (field, delta), number of failure pairs,
@@ -184,7 +190,7 @@ if fid > 0 then
     if t == ARGV[2] and tonumber(id) >= fid then return {cseq, cur} end
   end
 end
-local set = ARGV[4] == 's'
+local set = ARGV[4] ~= 'o'
 -- pass 1: check
 local i = 6
 local recs = {}
@@ -260,6 +266,7 @@ if anyFinal then
     redis.call('HDEL', KEYS[2], 'crash')
   end
 end
+if ARGV[4] == 'p' then redis.call('HDEL', KEYS[2], 'crash') end
 if fid > 0 then redis.call('HSET', KEYS[2], 'fl', ARGV[2] .. ':' .. ARGV[3]) end
 return {cseq, cur}
 `

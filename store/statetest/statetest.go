@@ -397,6 +397,24 @@ func runProgress(t *testing.T, newImpl func(t *testing.T) Impl) {
 		wantErr(t, err, campaigns.ErrHeld)
 	})
 
+	t.Run("a lease that ran out with nobody taking over is renewed", func(t *testing.T) {
+		impl := newImpl(t)
+		a, err := impl.Progress.Acquire(ctx, "c1", "a", impl.Lease)
+		must(t, err)
+		// The state store was away for longer than the lease: it ran out.
+		eventually(t, impl, impl.Lease, func() (string, bool) {
+			p, err := impl.Progress.Progress(ctx, "c1")
+			must(t, err)
+			return p.Owner, p.Owner == ""
+		})
+		must(t, impl.Progress.Renew(ctx, a.Lease, hour))
+		_, err = impl.Progress.ClaimBatch(ctx, a.Lease, 1, 10, 10)
+		must(t, err)
+		// A released lease is not taken back.
+		must(t, impl.Progress.Release(ctx, a.Lease))
+		wantErr(t, impl.Progress.Renew(ctx, a.Lease, hour), campaigns.ErrLeaseLost)
+	})
+
 	t.Run("expired lease is taken over and fenced", func(t *testing.T) {
 		impl := newImpl(t)
 		a, err := impl.Progress.Acquire(ctx, "c1", "a", impl.Lease)
@@ -869,9 +887,18 @@ func runLedger(t *testing.T, newImpl func(t *testing.T) Impl) {
 		if r.Crashes != 2 {
 			t.Fatalf("crashes %d, want 2", r.Crashes)
 		}
-		must(t, impl.Progress.Renew(ctx, r.Lease, hour)) // lived long enough to renew
+		must(t, impl.Progress.Renew(ctx, r.Lease, hour)) // alive, but wedged: still counts
+		seq, err = impl.Progress.ClaimBatch(ctx, r.Lease, 11, 20, 8)
+		must(t, err)
+		_, err = impl.Progress.Record(ctx, r.Lease, campaigns.Flush{ID: 1, Reports: []campaigns.BatchReport{{Seq: seq, Dispatched: campaigns.Bitmap{1}}}})
+		must(t, err)
+		if r = acquire(); r.Crashes != 3 {
+			t.Fatalf("after a renewal, a flush without progress and a crash: crashes %d, want 3", r.Crashes)
+		}
+		_, err = impl.Progress.Record(ctx, r.Lease, campaigns.Flush{ID: 1, Progress: true, Reports: []campaigns.BatchReport{{Seq: seq, Confirmed: campaigns.Bitmap{1}}}})
+		must(t, err)
 		if r = acquire(); r.Crashes != 1 {
-			t.Fatalf("after a renewal and a crash: crashes %d, want 1", r.Crashes)
+			t.Fatalf("after a flush with progress and a crash: crashes %d, want 1", r.Crashes)
 		}
 	})
 }
