@@ -455,3 +455,31 @@ func RouteOutcomes(_ context.Context, outs []channels.Outcome) {
 		}
 	}
 }
+
+// Slots is how many counts member m adds to a campaign's status on channel
+// ch: one per address it is sent to (device tokens, subscriptions), or one,
+// with its reason, when it gets no message (no address, no consent). It is
+// the rule resolve and layout follow, for tests and reports that check that
+// every member is accounted for.
+func Slots(m *Member, ch string, requireConsent bool) int {
+	r := run{c: &Campaign{RequireConsent: requireConsent}}
+	if m.Err != nil || !r.consents(ch, m) {
+		return 1
+	}
+	n := 0
+	switch ch {
+	case channels.APNs:
+		n = len(m.APNs)
+	case channels.FCM:
+		n = len(m.FCM)
+	case channels.Email:
+		n = min(1, len(m.Email))
+	case channels.SMS:
+		n = min(1, len(m.Phone))
+	case channels.WebPush:
+		n = len(m.WebSub)
+	case channels.Webhook:
+		n = 1
+	}
+	return max(1, n)
+}

@@ -175,3 +175,35 @@ func consent(c shard.Consent) campaigns.Consent {
 
 // Close releases the pinned generation.
 func (si *shardIter) Close() error { return si.r.Release() }
+
+// ExpectedCounts is, per channel, what a campaign over segment of the shard
+// at path must count in all (campaigns.Slots per member): every member is
+// accounted for once per address, or once with the reason it got nothing.
+func ExpectedCounts(path, segment string, chans []string, requireConsent bool) (map[string]int64, error) {
+	st, err := shard.OpenStore(path)
+	if err != nil {
+		return nil, fmt.Errorf("open shard: %w", err)
+	}
+	defer st.Close()
+	it, err := NewShardSource(st).Members(segment, 0, false)
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	out := make(map[string]int64, len(chans))
+	buf := make([]campaigns.Member, 1024)
+	for {
+		n, err := it.Next(buf)
+		if err != nil {
+			return nil, fmt.Errorf("read segment %q: %w", segment, err)
+		}
+		if n == 0 {
+			return out, nil
+		}
+		for i := range buf[:n] {
+			for _, ch := range chans {
+				out[ch] += int64(campaigns.Slots(&buf[i], ch, requireConsent))
+			}
+		}
+	}
+}
