@@ -98,6 +98,9 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			// The URL may carry a password: never echo it.
 			return nil, errors.New("parse redis.url: not a valid redis:// or rediss:// URL")
 		}
+		// Honour callers' deadlines (the API's bound on state calls, the
+		// ledger's retries) instead of only the client's read timeout.
+		opt.ContextTimeoutEnabled = true
 		d.redis = redis.NewClient(opt)
 		if err := d.redis.Ping(ctx).Err(); err != nil {
 			return nil, fmt.Errorf("connect to redis: %w", err)

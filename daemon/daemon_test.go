@@ -128,6 +128,13 @@ func startDaemon(t *testing.T, extraYAML ...string) *testDaemon {
 
 func (td *testDaemon) do(t *testing.T, method, path, token, contentType string, body []byte) (int, map[string]any) {
 	t.Helper()
+	status, out, _ := td.doHeader(t, method, path, token, contentType, body)
+	return status, out
+}
+
+// doHeader is do that also returns the response headers.
+func (td *testDaemon) doHeader(t *testing.T, method, path, token, contentType string, body []byte) (int, map[string]any, http.Header) {
+	t.Helper()
 	req, err := http.NewRequest(method, td.base+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +156,7 @@ func (td *testDaemon) do(t *testing.T, method, path, token, contentType string, 
 	if out == nil {
 		out = map[string]any{"raw": string(raw)}
 	}
-	return resp.StatusCode, out
+	return resp.StatusCode, out, resp.Header
 }
 
 const smsCampaign = `{"id":"api-test","segment":"all","channels":["sms"],"content":{"sms":{"body":"Hi {{ profile.first_name | default: 'there' }}"}}}`

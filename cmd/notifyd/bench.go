@@ -49,8 +49,10 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "pipeline %.0f msgs/s; bare pipelined SET NX %.0f/s on the same Redis; ratio %.2f; peak heap %.1f MiB\n",
 		res.MsgsPerSec, res.SetNXPerSec, res.Ratio, res.HeapMiB)
-	fmt.Fprintf(stdout, "redis memory: peak %d bytes in the campaign's keys while sending = %.4f bytes per message (no per-message dedup record: a cursor, and one record per in-flight batch)\n",
+	fmt.Fprintf(stdout, "redis memory: peak %d bytes in the campaign's keys while sending = %.4f bytes per message (no per-message key: a cursor, and per open batch a record with the ledger's bitmaps)\n",
 		res.RedisPeakBytes, res.RedisBytesPerMsg)
+	fmt.Fprintf(stdout, "ledger: %.3f bytes per in-flight message (peak over a window of %d messages), %.5f bytes per completed message (%d bytes left after completion)\n",
+		res.RedisBytesPerInFlight, res.InFlight, res.RedisBytesPerDone, res.RedisFinalBytes)
 	fmt.Fprintf(stdout, "msgs_per_s=%.0f redis_setnx_per_s=%.0f ratio=%.2f heap_mib=%.1f\n", res.MsgsPerSec, res.SetNXPerSec, res.Ratio, res.HeapMiB)
 	return 0
 }

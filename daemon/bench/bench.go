@@ -50,6 +50,15 @@ type FanoutResult struct {
 	// while sending (MEMORY USAGE over its prefix); RedisBytesPerMsg divides it by Messages.
 	RedisPeakBytes   int64
 	RedisBytesPerMsg float64
+	// InFlight is the ledger's window in messages (max_open_batches ×
+	// batch_size members × messages per member); RedisBytesPerInFlight is
+	// the peak divided by it: what the per-message ledger costs while open.
+	InFlight              int64
+	RedisBytesPerInFlight float64
+	// RedisFinalBytes is what the campaign's keys hold once it completed
+	// (checkpoint, counts, record); RedisBytesPerDone divides it by Messages.
+	RedisFinalBytes   int64
+	RedisBytesPerDone float64
 	Counts           map[string]map[string]int64
 	ShardMembers     uint64
 }
@@ -149,8 +158,9 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 		defer p.Close(context.WithoutCancel(ctx))
 		pools[name] = p
 	}
+	const batchSize, maxOpen = 2000, 8
 	engine := campaigns.NewEngine(state, state, daemon.NewShardSource(store), campaigns.NewPoolDispatcher(pools),
-		campaigns.EngineConfig{Owner: "bench", BatchSize: 2000, MaxOpenBatches: 8}, campaigns.WithEngineLogger(opts.Log))
+		campaigns.EngineConfig{Owner: "bench", BatchSize: batchSize, MaxOpenBatches: maxOpen}, campaigns.WithEngineLogger(opts.Log))
 	defer engine.Close(context.WithoutCancel(ctx))
 
 	runtime.GC()
@@ -185,6 +195,22 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 		res.RedisBytesPerMsg = float64(redisPeak) / float64(res.Messages)
 	}
 	res.Ratio = res.MsgsPerSec / setnx
+	var slots int64
+	for _, counts := range st.Counts {
+		for _, n := range counts {
+			slots += n
+		}
+	}
+	res.InFlight = int64(maxOpen*batchSize) * slots / int64(max(opts.Members, 1))
+	if res.InFlight > 0 {
+		res.RedisBytesPerInFlight = float64(redisPeak) / float64(res.InFlight)
+	}
+	if res.RedisFinalBytes, err = progressBytes(ctx, rdb, prefix); err != nil {
+		return nil, fmt.Errorf("measure redis memory: %w", err)
+	}
+	if res.Messages > 0 {
+		res.RedisBytesPerDone = float64(res.RedisFinalBytes) / float64(res.Messages)
+	}
 	return res, nil
 }
 
