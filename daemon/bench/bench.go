@@ -59,8 +59,8 @@ type FanoutResult struct {
 	// (checkpoint, counts, record); RedisBytesPerDone divides it by Messages.
 	RedisFinalBytes   int64
 	RedisBytesPerDone float64
-	Counts           map[string]map[string]int64
-	ShardMembers     uint64
+	Counts            map[string]map[string]int64
+	ShardMembers      uint64
 }
 
 // noop accepts every message at once: the benchmark measures notifyd, not a provider.
