@@ -154,9 +154,6 @@ func (b *RecipientBatch) closeDone() {
 // nch is the number of channels of the campaign.
 func (b *RecipientBatch) nch() int { return len(b.run.channels) }
 
-// Slots is the number of positions (members × channels).
-func (b *RecipientBatch) Slots() int { return len(b.Members) * b.nch() }
-
 func (b *RecipientBatch) reset(r *run, members int) {
 	b.run = r
 	b.Seq, b.First, b.Last = 0, 0, 0

@@ -145,12 +145,16 @@ func (c *recordingChannel) distinct() (int, int) {
 	return len(c.users), c.sends
 }
 
-// TestRedisOutageMidCampaign: Redis goes away for a while in the middle of a
-// campaign (longer than the lease); the run waits at its next ledger write,
-// retrying it, and once Redis is back it goes on (taking back its lease) and
-// completes with every member delivered once and counted once: the daemon
-// never died, so nothing is sent twice.
-func TestRedisOutageMidCampaign(t *testing.T) {
+// proxiedDaemon is a running daemon whose Redis is behind a cuttable proxy,
+// sending one webhook campaign over members at rate messages/s.
+type proxiedDaemon struct {
+	td    *testDaemon
+	hook  *recordingChannel
+	proxy *cuttableProxy
+}
+
+func startProxiedDaemon(t *testing.T, members int, rate float64, campaignID string) *proxiedDaemon {
+	t.Helper()
 	raw := os.Getenv("REDIS_URL")
 	if raw == "" {
 		t.Skip("REDIS_URL not set (.ci/run starts Redis and sets it)")
@@ -161,8 +165,7 @@ func TestRedisOutageMidCampaign(t *testing.T) {
 	}
 	proxy := newCuttableProxy(t, u.Host)
 	u.Host = proxy.ln.Addr().String()
-
-	const members = 3000
+	// lease_ttl 2s: the outages below outlast the lease.
 	cfg, err := ParseConfig([]byte(fmt.Sprintf("shard:\n  path: %s\nadmin:\n  token: %s\nredis:\n  url: %s\n  prefix: %q\nengine:\n  lease_ttl: 2s\n  batch_size: 100\n",
 		writeTestShard(t, members), testToken, u.String(), redisPrefix(t, raw))))
 	if err != nil {
@@ -175,9 +178,8 @@ func TestRedisOutageMidCampaign(t *testing.T) {
 	hook := &recordingChannel{name: channels.Webhook, users: map[string]int{}}
 	log := &syncBuffer{}
 	d, err := New(context.Background(), cfg, Deps{
-		// 2,000 messages/s: the campaign lasts long enough to lose Redis in the middle.
-		// (lease_ttl 2s: the outage outlasts the lease.)
-		Channels: map[string]ChannelSpec{channels.Webhook: {Channel: hook, Pool: PoolConfig{Workers: 2, BatchSize: 20, RatePerSecond: 2000, Burst: 20}}},
+		// Rate-limited so the campaign lasts long enough to lose Redis in the middle.
+		Channels: map[string]ChannelSpec{channels.Webhook: {Channel: hook, Pool: PoolConfig{Workers: 2, BatchSize: 20, RatePerSecond: rate, Burst: 20}}},
 		Logger:   newTestLogger(log), Listener: ln,
 	})
 	if err != nil {
@@ -186,16 +188,30 @@ func TestRedisOutageMidCampaign(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	defer func() {
+	t.Cleanup(func() {
+		proxy.unfreeze()
 		cancel()
 		<-done
-	}()
-	td := &testDaemon{base: "http://" + ln.Addr().String(), log: log}
-	body := `{"id":"outage","segment":"all","channels":["webhook"],"content":{"webhook":{"url":"https://hooks.example.test/in","body":{"u":"{{ profile.id }}"}}}}`
-	if status, resp := td.do(t, "POST", "/v1/campaigns", testToken, "application/json", []byte(body)); status != 201 {
+	})
+	pd := &proxiedDaemon{td: &testDaemon{base: "http://" + ln.Addr().String(), log: log}, hook: hook, proxy: proxy}
+	body := fmt.Sprintf(`{"id":%q,"segment":"all","channels":["webhook"],"content":{"webhook":{"url":"https://hooks.example.test/in","body":{"u":"{{ profile.id }}"}}}}`, campaignID)
+	if status, resp := pd.td.do(t, "POST", "/v1/campaigns", testToken, "application/json", []byte(body)); status != 201 {
 		t.Fatalf("create: %d %v", status, resp)
 	}
 	waitFor(t, 20*time.Second, func() bool { n, _ := hook.distinct(); return n >= members/4 }, "campaign never got going")
+	return pd
+}
+
+// TestRedisOutageMidCampaign: Redis goes away for a while in the middle of a
+// campaign (longer than the lease); the run waits at its next ledger write,
+// retrying it, and once Redis is back it goes on (taking back its lease) and
+// completes with every member delivered once and counted once: the daemon
+// never died, so nothing is sent twice.
+func TestRedisOutageMidCampaign(t *testing.T) {
+	const members = 3000
+	pd := startProxiedDaemon(t, members, 2000, "outage")
+	td, hook, proxy := pd.td, pd.hook, pd.proxy
+	body := `{"id":"outage","segment":"all","channels":["webhook"],"content":{"webhook":{"url":"https://hooks.example.test/in","body":{"u":"{{ profile.id }}"}}}}`
 	proxy.cut()
 	cutAt, _ := hook.distinct()
 	// While Redis is away the daemon keeps serving; the campaign cannot advance past what was claimed.
@@ -232,7 +248,7 @@ func TestRedisOutageMidCampaign(t *testing.T) {
 	}
 	// Where the outage hits (a batch report, a claim, a lease renewal)
 	// depends on timing; it must be logged at warn or error level somewhere.
-	if !strings.Contains(log.String(), "level=ERROR") && !strings.Contains(log.String(), "level=WARN") {
+	if !strings.Contains(td.log.String(), "level=ERROR") && !strings.Contains(td.log.String(), "level=WARN") {
 		t.Errorf("the outage left no trace in the log")
 	}
 }
@@ -257,48 +273,10 @@ func newTestLogger(w io.Writer) *slog.Logger {
 // Retry-After within 2 s instead of hanging, and the campaign in progress
 // waits and then completes with nothing sent twice.
 func TestRedisStallAnswersPromptly(t *testing.T) {
-	raw := os.Getenv("REDIS_URL")
-	if raw == "" {
-		t.Skip("REDIS_URL not set (.ci/run starts Redis and sets it)")
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := newCuttableProxy(t, u.Host)
-	u.Host = proxy.ln.Addr().String()
 	const members = 2000
-	cfg, err := ParseConfig([]byte(fmt.Sprintf("shard:\n  path: %s\nadmin:\n  token: %s\nredis:\n  url: %s\n  prefix: %q\nengine:\n  lease_ttl: 2s\n  batch_size: 100\n",
-		writeTestShard(t, members), testToken, u.String(), redisPrefix(t, raw))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hook := &recordingChannel{name: channels.Webhook, users: map[string]int{}}
-	log := &syncBuffer{}
-	d, err := New(context.Background(), cfg, Deps{
-		Channels: map[string]ChannelSpec{channels.Webhook: {Channel: hook, Pool: PoolConfig{Workers: 2, BatchSize: 20, RatePerSecond: 1000, Burst: 20}}},
-		Logger:   newTestLogger(log), Listener: ln,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	td := &testDaemon{base: "http://" + ln.Addr().String(), log: log}
+	pd := startProxiedDaemon(t, members, 1000, "stall")
+	td, hook, proxy := pd.td, pd.hook, pd.proxy
 	body := `{"id":"stall","segment":"all","channels":["webhook"],"content":{"webhook":{"url":"https://hooks.example.test/in","body":{"u":"{{ profile.id }}"}}}}`
-	if status, resp := td.do(t, "POST", "/v1/campaigns", testToken, "application/json", []byte(body)); status != 201 {
-		t.Fatalf("create: %d %v", status, resp)
-	}
-	waitFor(t, 20*time.Second, func() bool { n, _ := hook.distinct(); return n >= members/4 }, "campaign never got going")
 	proxy.freeze()
 	for _, tc := range []struct{ name, method, path, body string }{
 		{"get a campaign", "GET", "/v1/campaigns/stall", ""},
