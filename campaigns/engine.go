@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,11 @@ type EngineConfig struct {
 	FlushInterval time.Duration
 	// FlushSlots is how many ledger changes make a flush start at once (default 4,096).
 	FlushSlots int
+	// Shard and Shards place this daemon in a fleet: it runs part Shard of
+	// every campaign (the members of its shard file) of a ring of Shards.
+	// Each part has its own lease, checkpoint, ledger and counts; a campaign
+	// completes when every part has. Shards ≤ 1: the daemon is the fleet.
+	Shard, Shards int
 	// TemplateCeilings are the daemon's template limits; a campaign's
 	// content.limits may only lower them (zero: the package defaults).
 	TemplateCeilings templates.Limits
@@ -180,6 +186,20 @@ type CampaignStatus struct {
 	Checkpoint string `json:"checkpoint,omitempty"`
 	Failures   int64  `json:"retryable_failures"`
 	Owner      string `json:"owner,omitempty"`
+	// Shards is each part's progress in a fleet (absent for a single daemon):
+	// a shard whose daemon never ran its part shows as "waiting".
+	Shards []ShardProgress `json:"shards,omitempty"`
+}
+
+// ShardProgress is one fleet part of a campaign.
+type ShardProgress struct {
+	Shard int `json:"shard"`
+	// State: "waiting" (never started), "running", "stopped" (started, no live
+	// lease: its daemon is down or the campaign is paused) or "completed".
+	State      string `json:"state"`
+	Owner      string `json:"owner,omitempty"`
+	Checkpoint string `json:"checkpoint,omitempty"`
+	Messages   int64  `json:"messages"` // counted so far, every outcome and reason
 }
 
 // Create validates and compiles a campaign and stores it. It is idempotent
@@ -243,25 +263,48 @@ func (e *Engine) status(ctx context.Context, rec CampaignRecord) (CampaignStatus
 		ID: rec.ID, Name: c.Name, Status: rec.Status, Reason: rec.Reason, Segment: c.Segment, Channels: c.Channels,
 		SendAt: c.SendAt, Created: rec.Created, Updated: rec.Updated, Counts: map[string]map[string]int64{},
 	}
-	p, err := e.progress.Progress(ctx, rec.ID)
+	parts, err := e.parts(ctx, rec.ID)
 	if err != nil {
 		return CampaignStatus{}, fmt.Errorf("read progress of %s: %w", rec.ID, err)
 	}
-	for _, cn := range p.Counts {
-		if cn.N == 0 {
-			continue // a reason whose failures were all retried
+	for k, p := range parts {
+		var n int64
+		for _, cn := range p.Counts {
+			n += cn.N
+			if cn.N == 0 {
+				continue // a reason whose failures were all retried
+			}
+			m := st.Counts[cn.Channel]
+			if m == nil {
+				m = map[string]int64{}
+				st.Counts[cn.Channel] = m
+			}
+			m[cn.Reason] += cn.N
 		}
-		m := st.Counts[cn.Channel]
-		if m == nil {
-			m = map[string]int64{}
-			st.Counts[cn.Channel] = m
+		st.Failures += p.Failures
+		if len(parts) == 1 {
+			if p.Checkpoint.Valid {
+				st.Checkpoint = fmt.Sprintf("%016x", p.Checkpoint.Key)
+			}
+			st.Owner = p.Owner
+			break
 		}
-		m[cn.Reason] += cn.N
+		sp := ShardProgress{Shard: k, Owner: p.Owner, Messages: n}
+		switch {
+		case p.Completed:
+			sp.State = "completed"
+		case p.Owner != "":
+			sp.State = "running"
+		case n > 0 || p.Checkpoint.Valid:
+			sp.State = "stopped"
+		default:
+			sp.State = "waiting"
+		}
+		if p.Checkpoint.Valid {
+			sp.Checkpoint = fmt.Sprintf("%016x", p.Checkpoint.Key)
+		}
+		st.Shards = append(st.Shards, sp)
 	}
-	if p.Checkpoint.Valid {
-		st.Checkpoint = fmt.Sprintf("%016x", p.Checkpoint.Key)
-	}
-	st.Failures, st.Owner = p.Failures, p.Owner
 	return st, nil
 }
 
@@ -316,6 +359,18 @@ func (e *Engine) Resume(ctx context.Context, id string) (CampaignStatus, error) 
 		return CampaignStatus{}, err
 	}
 	return e.Get(ctx, id)
+}
+
+// part is the progress id of this daemon's part of campaign id: the id
+// itself for a single daemon, "<id>/s<shard>" in a fleet (campaign ids never
+// contain '/').
+func (e *Engine) part(id string) string { return partID(id, e.cfg.Shard, e.cfg.Shards) }
+
+func partID(id string, shard, shards int) string {
+	if shards <= 1 {
+		return id
+	}
+	return id + "/s" + strconv.Itoa(shard)
 }
 
 // ReasonCrashLoop is the reason of a campaign quarantined because its
@@ -417,7 +472,7 @@ func (e *Engine) startWith(ctx context.Context, id string, from Status, retry, a
 			return err
 		}
 	}
-	res, err := e.progress.Acquire(ctx, id, e.cfg.Owner, e.cfg.LeaseTTL)
+	res, err := e.progress.Acquire(ctx, e.part(id), e.cfg.Owner, e.cfg.LeaseTTL)
 	if err != nil {
 		return fmt.Errorf("acquire campaign %s: %w", id, err)
 	}
@@ -425,7 +480,7 @@ func (e *Engine) startWith(ctx context.Context, id string, from Status, retry, a
 		return e.quarantine(ctx, id, res)
 	}
 	// The ledger mirrors the counts, to write them back to a store that lost them.
-	prog, err := e.progress.Progress(ctx, id)
+	prog, err := e.progress.Progress(ctx, e.part(id))
 	if err != nil {
 		_ = e.progress.Release(context.WithoutCancel(ctx), res.Lease)
 		return fmt.Errorf("read progress of %s: %w", id, err)
@@ -472,11 +527,11 @@ func (e *Engine) runLoop(ctx context.Context, r *run, res Resume, h *runHandle, 
 	bg := context.WithoutCancel(ctx)
 	switch {
 	case err == nil:
-		if _, terr := e.store.Transition(bg, r.c.ID, StatusRunning, StatusCompleted); terr != nil {
-			r.log.Error("mark campaign completed", "error", terr)
-		} else {
-			r.log.Info("campaign completed")
+		if cerr := e.progress.Complete(bg, r.lease); cerr != nil {
+			r.log.Error("mark campaign part complete; the next run finds nothing left to send", "error", cerr)
+			break
 		}
+		e.completeIfAllParts(bg, r.c.ID, r.log)
 	case errors.Is(err, errStopped) || ctx.Err() != nil:
 		r.log.Info("campaign run stopped", "cause", context.Cause(ctx))
 	case errors.Is(err, ErrUnknownSegment), errors.Is(err, ErrChannelNotConfigured):
@@ -493,12 +548,53 @@ func (e *Engine) runLoop(ctx context.Context, r *run, res Resume, h *runHandle, 
 		// running and Tick resumes it from its checkpoint once it can.
 		r.log.Error("campaign run interrupted; it resumes from its checkpoint", "error", err)
 	}
-	if rerr := e.progress.Release(bg, r.lease); rerr != nil && !errors.Is(rerr, ErrLeaseLost) {
-		r.log.Warn("release campaign lease", "error", rerr)
+	if err != nil {
+		if rerr := e.progress.Release(bg, r.lease); rerr != nil && !errors.Is(rerr, ErrLeaseLost) {
+			r.log.Warn("release campaign lease", "error", rerr)
+		}
 	}
 	if r.c.Throttle > 0 {
 		e.dispatch.Throttle(r.c.ID, 0)
 	}
+}
+
+// completeIfAllParts marks the campaign completed once every part of the
+// ring has completed. Each daemon checks after completing its own part, so
+// the last one to finish sees them all; Tick checks again after a crash in
+// between.
+func (e *Engine) completeIfAllParts(ctx context.Context, id string, log *slog.Logger) {
+	parts, err := e.parts(ctx, id)
+	if err != nil {
+		log.Warn("read the progress of the campaign's parts", "error", err)
+		return
+	}
+	for _, p := range parts {
+		if !p.Completed {
+			log.Info("campaign part completed; waiting for the other shards", "shard", e.cfg.Shard, "shards", e.cfg.Shards)
+			return
+		}
+	}
+	if _, err := e.store.Transition(ctx, id, StatusRunning, StatusCompleted); err != nil {
+		if !errors.Is(err, ErrStatusChanged) {
+			log.Error("mark campaign completed", "error", err)
+		}
+		return
+	}
+	log.Info("campaign completed")
+}
+
+// parts reads the progress of every part of a campaign (one for a single daemon).
+func (e *Engine) parts(ctx context.Context, id string) ([]Progress, error) {
+	n := max(e.cfg.Shards, 1)
+	out := make([]Progress, n)
+	for k := range n {
+		p, err := e.progress.Progress(ctx, partID(id, k, n))
+		if err != nil {
+			return nil, err
+		}
+		out[k] = p
+	}
+	return out, nil
 }
 
 // renew keeps the campaign lease alive; losing it stops the run at once so
@@ -549,15 +645,32 @@ func (e *Engine) Tick(ctx context.Context) error {
 			if strings.HasPrefix(rec.ID, FlowPrefix) {
 				continue
 			}
+			e.mu.Lock()
+			_, busy := e.runs[rec.ID]
+			e.mu.Unlock()
+			if busy && rec.Status != StatusRunning {
+				// Paused, cancelled or failed through another daemon of the fleet.
+				e.stop(rec.ID, fmt.Errorf("campaign is %s", rec.Status))
+				continue
+			}
 			switch rec.Status {
 			case StatusRunning:
-				e.mu.Lock()
-				_, busy := e.runs[rec.ID]
-				e.mu.Unlock()
-				if !busy {
-					if err := e.start(ctx, rec.ID, StatusRunning); err != nil && !errors.Is(err, ErrHeld) {
-						errs = append(errs, err)
-					}
+				if busy {
+					continue
+				}
+				p, err := e.progress.Progress(ctx, e.part(rec.ID))
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				if p.Completed {
+					// Our part is done; the campaign waits for the others (or a
+					// daemon died between completing the last part and the record).
+					e.completeIfAllParts(ctx, rec.ID, e.log.With("campaign", rec.ID))
+					continue
+				}
+				if err := e.start(ctx, rec.ID, StatusRunning); err != nil && !errors.Is(err, ErrHeld) {
+					errs = append(errs, err)
 				}
 			case StatusScheduled:
 				var c Campaign

@@ -38,7 +38,7 @@ func (r *run) retryFailed(ctx context.Context) error {
 	defer pin.Close()
 	cursor := ""
 	for ctx.Err() == nil {
-		page, next, err := r.progress.Failures(ctx, r.c.ID, cursor, r.cfg.BatchSize)
+		page, next, err := r.progress.Failures(ctx, r.lease.Campaign, cursor, r.cfg.BatchSize)
 		if err != nil {
 			return fmt.Errorf("list failures: %w", err)
 		}

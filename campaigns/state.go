@@ -302,8 +302,10 @@ type BatchReport struct {
 	Final      bool
 }
 
-// Progress is a campaign's persisted status.
+// Progress is a campaign's persisted status (of one part, in a fleet).
 type Progress struct {
+	// Completed: every member of the part is final (CampaignLeaser.Complete).
+	Completed  bool
 	Checkpoint Checkpoint
 	Counts     []Count // sorted by channel, reason
 	Failures   int64   // transient failures waiting for "retry failed"
@@ -324,6 +326,10 @@ type CampaignLeaser interface {
 	Renew(ctx context.Context, lease Lease, ttl time.Duration) error
 	// Release gives the lease up (pause, completion) so another owner can acquire it at once.
 	Release(ctx context.Context, lease Lease) error
+	// Complete records that every member of the leased campaign (or part of
+	// one, in a fleet) is final, and releases the lease; ErrLeaseLost if the
+	// lease is no longer held. Progress then reports Completed.
+	Complete(ctx context.Context, lease Lease) error
 }
 
 // BatchLog records campaign progress at O(in-flight) memory: one record per

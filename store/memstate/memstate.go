@@ -297,6 +297,7 @@ type progress struct {
 	counts      map[[2]string]int64
 	failures    map[failureKey]string
 	live        bool  // a run holds or held the lease without releasing it
+	completed   bool
 	crashes     int   // runs in a row that died holding the lease
 	flushToken  int64 // lease token and ID of the last ledger flush applied
 	flushID     int64
@@ -402,6 +403,22 @@ func (s *Store) Release(ctx context.Context, l campaigns.Lease) error {
 		p.leaseOwner, p.leaseEnd = "", time.Time{}
 		p.live = false
 	}
+	return nil
+}
+
+// Complete implements campaigns.CampaignLeaser.
+func (s *Store) Complete(ctx context.Context, l campaigns.Lease) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("complete campaign %q: %w", l.Campaign, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, err := s.heldLocked(l)
+	if err != nil {
+		return fmt.Errorf("complete campaign %q: %w", l.Campaign, err)
+	}
+	p.completed = true
+	p.leaseOwner, p.leaseEnd, p.live = "", time.Time{}, false
 	return nil
 }
 
@@ -666,7 +683,7 @@ func (s *Store) Progress(ctx context.Context, campaign string) (campaigns.Progre
 	if !ok {
 		return campaigns.Progress{}, nil
 	}
-	out := campaigns.Progress{Checkpoint: p.cp, Failures: int64(len(p.failures))}
+	out := campaigns.Progress{Checkpoint: p.cp, Failures: int64(len(p.failures)), Completed: p.completed}
 	if p.leaseOwner != "" && s.now().Before(p.leaseEnd) {
 		out.Owner = p.leaseOwner
 	}

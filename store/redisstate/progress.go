@@ -367,7 +367,7 @@ func (s *Store) MarkRetried(ctx context.Context, l campaigns.Lease, r campaigns.
 func (s *Store) Progress(ctx context.Context, campaign string) (campaigns.Progress, error) {
 	k := s.progressKeys(campaign)
 	pipe := s.rdb.Pipeline()
-	progCmd := pipe.HMGet(ctx, k.prog, "cseq", "cur")
+	progCmd := pipe.HMGet(ctx, k.prog, "cseq", "cur", "done")
 	cntCmd := pipe.HGetAll(ctx, k.cnt)
 	failCmd := pipe.ZCard(ctx, k.fail)
 	leaseCmd := pipe.Get(ctx, k.lease)
@@ -378,6 +378,8 @@ func (s *Store) Progress(ctx context.Context, campaign string) (campaigns.Progre
 	pv := progCmd.Val()
 	cseq, _ := pv[0].(string)
 	cur, _ := pv[1].(string)
+	done, _ := pv[2].(string)
+	out.Completed = done == "1"
 	cp, err := checkpointFrom(cseq, cur)
 	if err != nil {
 		return campaigns.Progress{}, fmt.Errorf("read progress of %q: %w", campaign, err)
@@ -423,66 +425,82 @@ func (s *Store) Epoch(ctx context.Context) (string, bool, error) {
 	return e, created == 1, nil
 }
 
-// Restore implements campaigns.StateRestorer: the record, lease, progress,
-// open batches, counts and failures in one script call (one slot), then the
-// index entry (another slot; ZADD is idempotent).
+// Restore implements campaigns.StateRestorer: the record (if absent: in a
+// fleet another part's daemon may have written it), then the lease,
+// progress, open batches, counts and failures of the snapshot's lease (one
+// script, one slot), then the index entry (ZADD is idempotent).
 func (s *Store) Restore(ctx context.Context, snap campaigns.CampaignSnapshot, ttl time.Duration) (bool, error) {
 	id := snap.Record.ID
 	l := snap.Lease
 	leased := l.Token > 0
-	if id == "" || (leased && (l.Campaign != id || ttl < time.Millisecond)) {
+	if id == "" || (leased && (l.Campaign == "" || ttl < time.Millisecond)) {
 		return false, fmt.Errorf("restore campaign %q: need a record, and a ttl for its lease", id)
 	}
 	def, err := compactJSON(snap.Record.Definition)
 	if err != nil {
 		return false, fmt.Errorf("restore campaign %q: %w", id, err)
 	}
-	lv := ""
-	if leased {
-		lv = leaseValue(l)
-	}
-	args := []any{def, string(snap.Record.Status), snap.Record.Reason, snap.Record.Created.UnixMilli(), snap.Record.Updated.UnixMilli(), lv, ms(ttl)}
-	var prog []any
-	if leased {
-		prog = append(prog, "fence", l.Token, "seq", snap.Seq, "live", l.Token, "fl", strconv.FormatInt(l.Token, 10)+":"+strconv.FormatInt(snap.Flush, 10))
-	}
-	if snap.HasClaimed {
-		prog = append(prog, "hi", hex16(snap.LastClaimed))
-	}
-	if snap.Checkpoint.Valid {
-		prog = append(prog, "cseq", snap.Checkpoint.Seq, "cur", hex16(snap.Checkpoint.Key))
-	}
-	args = append(args, len(prog)/2)
-	args = append(args, prog...)
-	var bat []any
-	for _, b := range snap.Open {
-		fin := "0"
-		if b.Final {
-			fin = "1"
-		}
-		f := strconv.FormatInt(b.Seq, 10)
-		bat = append(bat, f, hex16(b.First)+":"+hex16(b.Last)+":"+strconv.Itoa(b.Slots)+":"+strconv.FormatInt(b.Token, 10)+":"+fin,
-			f+"d", []byte(b.Dispatched), f+"c", []byte(b.Confirmed), f+"f", []byte(b.Done))
-	}
-	args = append(args, len(bat)/2)
-	args = append(args, bat...)
-	args = append(args, len(snap.Counts))
-	for _, c := range snap.Counts {
-		if err := checkChannel(c.Channel); err != nil {
-			return false, fmt.Errorf("restore campaign %q: %w", id, err)
-		}
-		args = append(args, c.Channel+":"+c.Reason, c.N)
-	}
-	for _, f := range snap.Failures {
-		args = append(args, failurePrefix(f)+f.Reason)
-	}
-	k := s.progressKeys(id)
-	n, err := s.restore.Run(ctx, s.rdb, []string{s.campaignKey(id, "rec"), k.lease, k.prog, k.bat, k.cnt, k.fail}, args...).Int64()
+	n, err := s.restoreRec.Run(ctx, s.rdb, []string{s.campaignKey(id, "rec")},
+		def, string(snap.Record.Status), snap.Record.Reason, snap.Record.Created.UnixMilli(), snap.Record.Updated.UnixMilli()).Int64()
 	if err != nil {
 		return false, fmt.Errorf("restore campaign %q: %w", id, err)
 	}
-	if err := s.rdb.ZAddNX(ctx, s.indexKey(), redis.Z{Member: id}).Err(); err != nil {
-		return n == 1, fmt.Errorf("restore campaign %q: index: %w", id, err)
+	restored := n == 1
+	if leased {
+		args := []any{leaseValue(l), ms(ttl)}
+		prog := []any{"fence", l.Token, "seq", snap.Seq, "live", l.Token, "fl", strconv.FormatInt(l.Token, 10) + ":" + strconv.FormatInt(snap.Flush, 10)}
+		if snap.HasClaimed {
+			prog = append(prog, "hi", hex16(snap.LastClaimed))
+		}
+		if snap.Checkpoint.Valid {
+			prog = append(prog, "cseq", snap.Checkpoint.Seq, "cur", hex16(snap.Checkpoint.Key))
+		}
+		args = append(args, len(prog)/2)
+		args = append(args, prog...)
+		var bat []any
+		for _, b := range snap.Open {
+			fin := "0"
+			if b.Final {
+				fin = "1"
+			}
+			f := strconv.FormatInt(b.Seq, 10)
+			bat = append(bat, f, hex16(b.First)+":"+hex16(b.Last)+":"+strconv.Itoa(b.Slots)+":"+strconv.FormatInt(b.Token, 10)+":"+fin,
+				f+"d", []byte(b.Dispatched), f+"c", []byte(b.Confirmed), f+"f", []byte(b.Done))
+		}
+		args = append(args, len(bat)/2)
+		args = append(args, bat...)
+		args = append(args, len(snap.Counts))
+		for _, c := range snap.Counts {
+			if err := checkChannel(c.Channel); err != nil {
+				return false, fmt.Errorf("restore campaign %q: %w", id, err)
+			}
+			args = append(args, c.Channel+":"+c.Reason, c.N)
+		}
+		for _, f := range snap.Failures {
+			args = append(args, failurePrefix(f)+f.Reason)
+		}
+		k := s.progressKeys(l.Campaign)
+		n, err := s.restore.Run(ctx, s.rdb, []string{k.lease, k.prog, k.bat, k.cnt, k.fail}, args...).Int64()
+		if err != nil {
+			return false, fmt.Errorf("restore progress of %q: %w", l.Campaign, err)
+		}
+		restored = n == 1
 	}
-	return n == 1, nil
+	if err := s.rdb.ZAddNX(ctx, s.indexKey(), redis.Z{Member: id}).Err(); err != nil {
+		return restored, fmt.Errorf("restore campaign %q: index: %w", id, err)
+	}
+	return restored, nil
+}
+
+// Complete implements campaigns.CampaignLeaser.
+func (s *Store) Complete(ctx context.Context, l campaigns.Lease) error {
+	k := s.progressKeys(l.Campaign)
+	ok, err := s.complete.Run(ctx, s.rdb, []string{k.lease, k.prog}, leaseValue(l)).Int64()
+	if err != nil {
+		return fmt.Errorf("complete campaign %q: %w", l.Campaign, err)
+	}
+	if ok != 1 {
+		return fmt.Errorf("complete campaign %q: %w", l.Campaign, campaigns.ErrLeaseLost)
+	}
+	return nil
 }

@@ -333,19 +333,26 @@ redis.call('SET', KEYS[1], ARGV[1])
 return {ARGV[1], 1}
 `
 
-// Restore a lost campaign. KEYS: rec, lease, prog, bat, cnt, fail.
-// ARGV: def, status, reason, created ms, updated ms, lease value, ttl ms,
-// then three sections each led by its pair count: prog pairs, bat pairs,
-// cnt pairs; then failure members. Does nothing (returns 0) if the record
-// or the progress still exists: the store did not lose this campaign, or
-// its owner restored it already.
-const restoreSrc = `
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+// Restore a lost campaign record. KEYS: rec. ARGV: def, status, reason,
+// created ms, updated ms. Writes it only if absent (another part's daemon may
+// have restored it first). Returns 1 if written.
+const restoreRecSrc = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'def', ARGV[1], 'st', ARGV[2], 'ct', ARGV[4], 'ut', ARGV[5])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'why', ARGV[3]) end
-if ARGV[6] ~= '' then redis.call('SET', KEYS[2], ARGV[6], 'PX', ARGV[7]) end
-local i = 8
-for k = 3, 5 do
+return 1
+`
+
+// Restore a lost campaign's progress (or a fleet part's). KEYS: lease, prog,
+// bat, cnt, fail. ARGV: lease value, ttl ms, then three sections each led by
+// its pair count: prog pairs, bat pairs, cnt pairs; then failure members.
+// Does nothing (returns 0) if the progress still exists: the store did not
+// lose it, or its owner restored it already.
+const restoreSrc = `
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local i = 3
+for k = 2, 4 do
   local n = tonumber(ARGV[i]); i = i + 1
   for _ = 1, n do
     redis.call('HSET', KEYS[k], ARGV[i], ARGV[i + 1])
@@ -353,8 +360,18 @@ for k = 3, 5 do
   end
 end
 while i <= #ARGV do
-  redis.call('ZADD', KEYS[6], 0, ARGV[i])
+  redis.call('ZADD', KEYS[5], 0, ARGV[i])
   i = i + 1
 end
+return 1
+`
+
+// Part complete. KEYS: lease, prog. ARGV: "<token>:<owner>". Marks the
+// progress done and releases the lease. Returns 1, or 0 if not held.
+const completeSrc = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], 'done', 1)
+redis.call('HDEL', KEYS[2], 'live')
+redis.call('DEL', KEYS[1])
 return 1
 `

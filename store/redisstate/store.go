@@ -43,7 +43,8 @@ type Store struct {
 	claimDue                       *redis.Script
 	claimBatch, report, retried    *redis.Script
 	createRecord, transitionRecord *redis.Script
-	epoch, restore                 *redis.Script
+	epoch, restore, restoreRec     *redis.Script
+	complete                       *redis.Script
 }
 
 // Option configures a Store.
@@ -89,6 +90,8 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
 	s.transitionRecord = redis.NewScript(transitionSrc)
 	s.epoch = redis.NewScript(epochSrc)
 	s.restore = redis.NewScript(restoreSrc)
+	s.restoreRec = redis.NewScript(restoreRecSrc)
+	s.complete = redis.NewScript(completeSrc)
 	return s, nil
 }
 
