@@ -1,0 +1,145 @@
+package campaigns_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/notifyd/notifyd/campaigns"
+	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/channels/channelstest"
+	"github.com/notifyd/notifyd/store/memstate"
+)
+
+// partition splits a source into shards parts by member ordinal, as the
+// store's ring splits users over hosts.
+func partition(all *source, shards int) []*source {
+	out := make([]*source, shards)
+	for k := range out {
+		out[k] = &source{corrupt: map[uint64]bool{}}
+	}
+	for i, m := range all.members {
+		out[i%shards].members = append(out[i%shards].members, m)
+	}
+	return out
+}
+
+// TestFleetCampaignReachesEveryShardOnce: one campaign created through one
+// daemon of a three-shard fleet is run by every shard's daemon over its own
+// members, each member once; it completes only when the last shard has, a
+// shard without a daemon shows as waiting, and a standby for that shard
+// finishes it.
+func TestFleetCampaignReachesEveryShardOnce(t *testing.T) {
+	const shards = 3
+	state := memstate.New()
+	all := newSource(900)
+	parts := partition(all, shards)
+	rigs := make([]*rig, shards)
+	// Shards 0 and 1 have daemons; shard 2's daemon is down at first.
+	for k := range 2 {
+		rigs[k] = newRig(t, state, parts[k], campaigns.EngineConfig{Owner: "node-" + string(rune('a'+k)), Shard: k, Shards: shards})
+		if err := rigs[k].engine.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := `{"id":"fleet","segment":"all","channels":["sms","apns"],"content":{"sms":{"body":"Hi"},"push":{"title":"t","body":"b"}}}`
+	if _, _, err := rigs[0].engine.Create(context.Background(), []byte(b)); err != nil {
+		t.Fatal(err)
+	}
+	tick := func(k int) {
+		if err := rigs[k].engine.Tick(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tick(1) // shard 1's daemon notices the campaign on its next tick
+	var st campaigns.CampaignStatus
+	channelstest.Eventually(t, 30*time.Second, func() bool {
+		var err error
+		st, err = rigs[0].engine.Get(context.Background(), "fleet")
+		return err == nil && len(st.Shards) == shards && st.Shards[0].State == "completed" && st.Shards[1].State == "completed"
+	}, "shards 0 and 1 never completed their parts")
+	if st.Status != campaigns.StatusRunning || st.Shards[2].State != "waiting" {
+		t.Fatalf("with shard 2's daemon down: status %s, shards %+v; want running with shard 2 waiting", st.Status, st.Shards)
+	}
+
+	// A standby daemon for shard 2 comes up and runs only shard 2's part.
+	rigs[2] = newRig(t, state, parts[2], campaigns.EngineConfig{Owner: "node-c-standby", Shard: 2, Shards: shards})
+	if err := rigs[2].engine.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st = waitStatus(t, rigs[0].engine, "fleet", campaigns.StatusCompleted)
+
+	for _, ch := range []string{channels.SMS, channels.APNs} {
+		seen := map[string]int{}
+		for k := range shards {
+			for _, key := range rigs[k].keys(ch) {
+				seen[key]++
+			}
+		}
+		want := 0
+		for i := range all.members {
+			want += map[string]int{channels.SMS: min(1, len(all.members[i].Phone)), channels.APNs: len(all.members[i].APNs)}[ch]
+		}
+		if len(seen) != want {
+			t.Fatalf("%s: %d distinct messages over the fleet, want %d", ch, len(seen), want)
+		}
+		for key, n := range seen {
+			if n != 1 {
+				t.Fatalf("%s: %s sent %d times", ch, key, n)
+			}
+		}
+		if st.Counts[ch]["sent"] != int64(want) {
+			t.Fatalf("%s: counted sent %d, want %d (counts %v)", ch, st.Counts[ch]["sent"], want, st.Counts[ch])
+		}
+	}
+	for k, sp := range st.Shards {
+		if sp.State != "completed" || sp.Shard != k {
+			t.Fatalf("shard %d: %+v", k, sp)
+		}
+	}
+}
+
+// TestFleetPauseReachesEveryDaemon: a pause through one daemon stops the
+// other daemons' parts at their next tick; a resume through any daemon lets
+// every part finish.
+func TestFleetPauseReachesEveryDaemon(t *testing.T) {
+	const shards = 2
+	state := memstate.New()
+	parts := partition(newSource(2000), shards)
+	rigs := make([]*rig, shards)
+	for k := range rigs {
+		rigs[k] = newRig(t, state, parts[k], campaigns.EngineConfig{Owner: "node-" + string(rune('a'+k)), Shard: k, Shards: shards, BatchSize: 100})
+	}
+	gate := make(chan struct{})
+	for k := range rigs {
+		rigs[k].chans[channels.SMS].OnSend(func([]*channels.Message) { <-gate })
+	}
+	b := `{"id":"pausable","segment":"all","channels":["sms"],"content":{"sms":{"body":"Hi"}}}`
+	if _, _, err := rigs[0].engine.Create(context.Background(), []byte(b)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rigs[1].engine.Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	channelstest.Eventually(t, 10*time.Second, func() bool { return len(rigs[1].engine.Running()) == 1 }, "shard 1 never started")
+	if _, err := rigs[0].engine.Pause(context.Background(), "pausable"); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	if err := rigs[1].engine.Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := rigs[1].engine.Running(); len(got) != 0 {
+		t.Fatalf("shard 1 still runs %v after the pause", got)
+	}
+	if _, err := rigs[1].engine.Resume(context.Background(), "pausable"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rigs[0].engine.Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, rigs[0].engine, "pausable", campaigns.StatusCompleted)
+	if total(st.Counts, channels.SMS) != 2000 {
+		t.Fatalf("counts %v add up to %d, want 2000", st.Counts, total(st.Counts, channels.SMS))
+	}
+}
