@@ -39,6 +39,9 @@ type FlowConfig struct {
 	MaxBatch int
 	// TemplateCeilings are the daemon's template limits (see EngineConfig).
 	TemplateCeilings templates.Limits
+	// Router, in a fleet, forwards triggers for other shards' users to their
+	// daemons; nil: every user is looked up here.
+	Router TriggerRouter
 	// Lease is how long a dedup claim is held before it counts as in doubt
 	// (default 5m), and how long a claimed delayed trigger stays claimed
 	// before it is handed out again.
@@ -333,9 +336,22 @@ func (fe *FlowEngine) SetFlowStatus(ctx context.Context, id string, to Status) (
 type TriggerResult struct {
 	// Flows are the flows the trigger was queued for.
 	Flows []string `json:"flows,omitempty"`
-	// Status is "accepted", "unknown_user", "no_flow", "unknown_flow" or "overloaded".
+	// Status is "accepted", "forwarded" (handed durably to the daemon of
+	// the user's shard), "unknown_user", "no_flow", "unknown_flow" or "overloaded".
 	Status string `json:"status"`
+	// Shard is the user's shard, for a forwarded trigger.
+	Shard *int `json:"shard,omitempty"`
 }
+
+// TriggerRouter places users in a fleet: a trigger for a user of another
+// shard is forwarded to that shard's daemon instead of being looked up here.
+type TriggerRouter interface {
+	// Owner is the shard that owns userID and whether it is this daemon's.
+	Owner(userID string) (shard int, mine bool)
+	// Forward hands triggers durably to shard's daemon (a per-shard stream).
+	Forward(ctx context.Context, shard int, triggers []Trigger) error
+}
+
 
 // Fire routes triggers to flows and queues them; it never blocks on
 // delivery. The user is looked up at once, so an unknown one is answered
@@ -350,6 +366,7 @@ func (fe *FlowEngine) Fire(ctx context.Context, triggers []Trigger) ([]TriggerRe
 	}
 	defer pin.Close()
 	out := make([]TriggerResult, len(triggers))
+	forward := map[int][]Trigger{}
 	var (
 		m       Member
 		now     []*job // queued once the delayed ones are stored
@@ -365,6 +382,13 @@ func (fe *FlowEngine) Fire(ctx context.Context, triggers []Trigger) ([]TriggerRe
 				out[i].Status = "unknown_flow"
 			}
 			continue
+		}
+		if fe.cfg.Router != nil {
+			if shard, mine := fe.cfg.Router.Owner(t.UserID); !mine {
+				forward[shard] = append(forward[shard], *t)
+				out[i].Status, out[i].Shard = "forwarded", &shard
+				continue
+			}
 		}
 		ok, err := pin.LookupID(t.UserID, &m)
 		if err != nil {
@@ -398,6 +422,13 @@ func (fe *FlowEngine) Fire(ctx context.Context, triggers []Trigger) ([]TriggerRe
 			}
 			delayed = append(delayed, item)
 			out[i].Flows = append(out[i].Flows, af.f.ID)
+		}
+	}
+	// Forwarded and delayed triggers are stored before anything is queued
+	// here: if storing fails, nothing of the request was taken.
+	for shard, ts := range forward {
+		if err := fe.cfg.Router.Forward(ctx, shard, ts); err != nil {
+			return nil, fmt.Errorf("forward triggers to shard %d: %w", shard, err)
 		}
 	}
 	if len(delayed) > 0 {

@@ -22,8 +22,8 @@ type Delays struct{ s *Store }
 func (s *Store) Delays() *Delays { return &Delays{s} }
 
 // <prefix>{delayed}:due and <prefix>{delayed}:p (docs/redis-keys.md).
-func (q *Delays) dueKey() string     { return q.s.prefix + "{delayed}:due" }
-func (q *Delays) payloadKey() string { return q.s.prefix + "{delayed}:p" }
+func (q *Delays) dueKey() string     { return q.s.prefix + "{" + q.s.delayed + "}:due" }
+func (q *Delays) payloadKey() string { return q.s.prefix + "{" + q.s.delayed + "}:p" }
 
 // claimDueSrc hands out due items and re-scores each to its lease end in
 // the same step, so two daemons never get the same item while it is leased.

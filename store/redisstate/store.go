@@ -36,6 +36,8 @@ type Store struct {
 	rdb     redis.UniversalClient
 	prefix  string
 	group   string
+	stream  string // the intake stream's name under the prefix ("intake")
+	delayed string // the delay queue's hash tag ("delayed")
 	cluster bool // group per-message scripts by hash tag (one slot per call)
 
 	claim, confirm, release        *redis.Script
@@ -63,7 +65,7 @@ func WithClusterScripts() Option { return func(s *Store) { s.cluster = true } }
 
 // New returns a Store on rdb.
 func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
-	s := &Store{rdb: rdb, prefix: DefaultPrefix, group: DefaultGroup}
+	s := &Store{rdb: rdb, prefix: DefaultPrefix, group: DefaultGroup, stream: "intake", delayed: "delayed"}
 	if _, ok := rdb.(*redis.ClusterClient); ok {
 		s.cluster = true
 	}
@@ -126,7 +128,18 @@ func (s *Store) campaignKey(id, part string) string {
 }
 
 func (s *Store) indexKey() string  { return s.prefix + "campaigns" }
-func (s *Store) intakeKey() string { return s.prefix + "intake" }
+func (s *Store) intakeKey() string { return s.prefix + s.stream }
+
+// ForShard returns a Store whose intake stream and delay queue are shard's
+// own ("intake:s<shard>", "{delayed:s<shard>}"): in a fleet, triggers for a
+// shard's users are handed to its daemon through them. Everything else is
+// shared with s.
+func (s *Store) ForShard(shard int) *Store {
+	c := *s
+	c.stream = "intake:s" + strconv.Itoa(shard)
+	c.delayed = "delayed:s" + strconv.Itoa(shard)
+	return &c
+}
 
 // ---- per-message dedup ----
 
