@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/notifyd/notifyd/store/shard"
@@ -108,7 +109,7 @@ func TestRingPartitionsAPopulation(t *testing.T) {
 			if shard.ShardOf(row.Key(), shards) != s {
 				t.Fatalf("row %d of shard %d has key %016x of shard %d", i, s, row.Key(), shard.ShardOf(row.Key(), shards))
 			}
-			seen[string(row.ID())]++
+			seen[strings.Clone(row.ID())]++
 		}
 	}
 	if len(seen) != n {
