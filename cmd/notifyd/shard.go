@@ -228,7 +228,7 @@ func shardInspect(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *asJSON {
 		ring := r.Ring()
 		out := inspectJSON{Path: path, Generation: r.Generation(), Rows: r.Rows(), Bytes: r.Size(),
-			Ring: &ringJSON{Version: ring.Version, Shard: ring.Shard, Shards: ring.Shards, Scheme: ring.Scheme.String()},
+			Ring:      &ringJSON{Version: ring.Version, Shard: ring.Shard, Shards: ring.Shards, Scheme: ring.Scheme.String()},
 			BlockRows: r.BlockRows(), Attributes: r.AttrNames(), Segments: map[string]uint64{}, OK: rep.OK()}
 		for _, s := range r.Segments() {
 			out.Segments[s.Name] = s.Members

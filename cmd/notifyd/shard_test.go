@@ -19,17 +19,17 @@ func runCmd(args ...string) (code int, stdout, stderr string) {
 }
 
 type inspectOut struct {
-	Generation uint64            `json:"generation"`
+	Generation uint64 `json:"generation"`
 	Ring       struct {
 		Version uint64 `json:"version"`
 		Shard   int    `json:"shard"`
 		Shards  int    `json:"shards"`
 		Scheme  string `json:"scheme"`
 	} `json:"ring"`
-	Rows       uint64            `json:"rows"`
-	Segments   map[string]uint64 `json:"segments"`
-	OK         bool              `json:"ok"`
-	Problems   []string          `json:"problems"`
+	Rows     uint64            `json:"rows"`
+	Segments map[string]uint64 `json:"segments"`
+	OK       bool              `json:"ok"`
+	Problems []string          `json:"problems"`
 }
 
 func inspectJSONOf(t *testing.T, path string) (int, inspectOut, string) {
