@@ -59,10 +59,21 @@ type ShardConfig struct {
 	PollInterval Duration `yaml:"poll_interval"`
 }
 
-// RedisConfig enables shared, restart-safe state. Without a URL, state is
-// kept in memory (single process: demo, tests).
+// RedisConfig enables shared, restart-safe state: one node (URL) or a Redis
+// Cluster (ClusterAddrs), never both. Without either, state is kept in
+// memory (single process: demo, tests).
 type RedisConfig struct {
 	URL Secret `yaml:"url"`
+	// ClusterAddrs are seed nodes (host:port) of a Redis Cluster; the client
+	// discovers the rest and follows MOVED/ASK. Readiness pings every
+	// master.
+	ClusterAddrs []string `yaml:"cluster_addrs"`
+	// Username and Password authenticate to the cluster's nodes (a URL
+	// carries its own).
+	Username string `yaml:"username"`
+	Password Secret `yaml:"password"`
+	// TLS connects to the cluster's nodes over TLS (a URL says rediss://).
+	TLS bool `yaml:"tls"`
 	// Prefix of every key (default "notifyd:").
 	Prefix string `yaml:"prefix"`
 	// FeedbackMaxLen trims the dead-address feedback stream <prefix>feedback
@@ -309,6 +320,7 @@ func (c *Config) Validate() error {
 	} else if err := checkToken(c.Admin.Token.Value()); err != nil {
 		errs = append(errs, fmt.Errorf("admin.token: %w", err))
 	}
+	errs = append(errs, c.Redis.validate()...)
 	errs = append(errs, c.Channels.validate()...)
 	if err := c.Templates.Limits.Ceilings().CheckCeilings(); err != nil {
 		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
@@ -319,4 +331,23 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("invalid config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// Enabled reports whether state goes to Redis (one node or a cluster).
+func (c RedisConfig) Enabled() bool { return c.URL.Set() || len(c.ClusterAddrs) > 0 }
+
+func (c RedisConfig) validate() []error {
+	var errs []error
+	if c.URL.Set() && len(c.ClusterAddrs) > 0 {
+		errs = append(errs, errors.New("redis: url and cluster_addrs are both set; give url for one node or cluster_addrs for a Redis Cluster"))
+	}
+	if c.URL.Set() && (c.Username != "" || c.Password.Set() || c.TLS) {
+		errs = append(errs, errors.New("redis: username, password and tls go with cluster_addrs; a url carries its own (redis://user:pass@host or rediss://)"))
+	}
+	for i, a := range c.ClusterAddrs {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("redis.cluster_addrs[%d]: %q is not host:port", i, a))
+		}
+	}
+	return errs
 }

@@ -53,6 +53,17 @@ func TestParseConfig(t *testing.T) {
 		{name: "short token", yaml: "shard: {path: /x}\nadmin: {token: short}\n", wantErr: "at least 16"},
 		{name: "typo in a key", yaml: "shard: {path: /x, pol_interval: 1s}\nadmin: {token: inline-token-0123456789}\n", wantErr: "pol_interval"},
 		{name: "bad duration", yaml: "shard: {path: /x, poll_interval: soon}\nadmin: {token: inline-token-0123456789}\n", wantErr: "parse duration"},
+		{
+			name: "redis cluster", yaml: "shard: {path: /x}\nadmin: {token: inline-token-0123456789}\nredis: {cluster_addrs: [10.0.0.1:7000, 'redis-b:7001'], password: cluster-pass}\n",
+			check: func(t *testing.T, c *Config) {
+				if !c.Redis.Enabled() || len(c.Redis.ClusterAddrs) != 2 || c.Redis.Password.Value() != "cluster-pass" {
+					t.Fatalf("cluster config: %+v", c.Redis)
+				}
+			},
+		},
+		{name: "redis url and cluster", yaml: "shard: {path: /x}\nadmin: {token: inline-token-0123456789}\nredis: {url: redis://h:6379/0, cluster_addrs: [h:7000]}\n", wantErr: "url and cluster_addrs are both set"},
+		{name: "redis cluster address without port", yaml: "shard: {path: /x}\nadmin: {token: inline-token-0123456789}\nredis: {cluster_addrs: [h]}\n", wantErr: "redis.cluster_addrs[0]"},
+		{name: "redis url with password", yaml: "shard: {path: /x}\nadmin: {token: inline-token-0123456789}\nredis: {url: redis://h:6379/0, password: p}\n", wantErr: "go with cluster_addrs"},
 		{name: "apns without topic", yaml: "shard: {path: /x}\nadmin: {token: inline-token-0123456789}\nchannels: {apns: {key_id: K}}\n", wantErr: "channels.apns.topic"},
 	}
 	for _, tc := range tests {

@@ -92,17 +92,12 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	if d.shard, err = shard.OpenStore(cfg.Shard.Path, shard.WithLogger(d.log)); err != nil {
 		return nil, fmt.Errorf("open shard: %w", err)
 	}
-	if cfg.Redis.URL.Set() {
-		opt, err := redis.ParseURL(cfg.Redis.URL.Value())
-		if err != nil {
-			// The URL may carry a password: never echo it.
-			return nil, errors.New("parse redis.url: not a valid redis:// or rediss:// URL")
+	if cfg.Redis.Enabled() {
+		if d.redis, err = newRedisClient(cfg.Redis); err != nil {
+			return nil, err
 		}
-		// Honour callers' deadlines (the API's bound on state calls, the
-		// ledger's retries) instead of only the client's read timeout.
-		opt.ContextTimeoutEnabled = true
-		d.redis = redis.NewClient(opt)
-		if err := d.redis.Ping(ctx).Err(); err != nil {
+		if err := pingRedis(ctx, d.redis); err != nil {
+			_ = d.redis.Close()
 			return nil, fmt.Errorf("connect to redis: %w", err)
 		}
 		rs, err := redisstate.New(d.redis, redisstate.WithPrefix(cfg.Redis.Prefix))
@@ -117,7 +112,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		}
 		d.dedupOf = func(owner string) campaigns.DedupLog { return rs.Dedup(owner) }
 	} else {
-		d.log.Warn("no redis.url configured: campaign state is kept in memory and lost on restart")
+		d.log.Warn("no redis.url or redis.cluster_addrs configured: campaign state is kept in memory and lost on restart")
 		ms := memstate.New(memstate.WithClock(now))
 		d.state = ms
 		d.delays = ms.Delays()
@@ -230,7 +225,7 @@ func (d *Daemon) ready(ctx context.Context) error {
 	}
 	_ = r.Release()
 	if d.redis != nil {
-		if err := d.redis.Ping(ctx).Err(); err != nil {
+		if err := pingRedis(ctx, d.redis); err != nil {
 			return fmt.Errorf("redis: %w", err)
 		}
 	}

@@ -176,6 +176,33 @@ func TestAdminAPI(t *testing.T) {
 		}
 		testAdminAPI(t, startDaemon(t, fmt.Sprintf("redis:\n  url: %s\n  prefix: %q\n", url, redisPrefix(t, url))))
 	})
+	t.Run("redis cluster state", func(t *testing.T) {
+		addrs := os.Getenv("REDIS_CLUSTER_ADDRS")
+		if addrs == "" {
+			t.Skip("REDIS_CLUSTER_ADDRS not set (.ci/run starts a Redis Cluster and sets it)")
+		}
+		list := strings.Split(addrs, ",")
+		testAdminAPI(t, startDaemon(t, fmt.Sprintf("redis:\n  cluster_addrs: [%s]\n  prefix: %q\n", strings.Join(list, ", "), redisClusterPrefix(t, list))))
+	})
+}
+
+// redisClusterPrefix returns a fresh key prefix whose keys are deleted from
+// every master of the cluster when the test ends.
+func redisClusterPrefix(t *testing.T, addrs []string) string {
+	t.Helper()
+	prefix := uniquePrefix()
+	t.Cleanup(func() {
+		rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+		defer rdb.Close()
+		_ = rdb.ForEachMaster(context.Background(), func(ctx context.Context, n *redis.Client) error {
+			iter := n.Scan(ctx, 0, prefix+"*", 500).Iterator()
+			for iter.Next(ctx) {
+				n.Del(ctx, iter.Val())
+			}
+			return nil
+		})
+	})
+	return prefix
 }
 
 func uniquePrefix() string { return fmt.Sprintf("notifyd-test:%d:", time.Now().UnixNano()) }

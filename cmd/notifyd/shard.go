@@ -20,9 +20,13 @@ import (
 )
 
 const shardUsage = `usage:
-  notifyd shard build --profiles FILE [--out PATH] [--format auto|jsonl|csv] [--generation N]
+  notifyd shard build --profiles FILE [--out PATH] [--format auto|jsonl|csv] [--generation N] [RING]
   notifyd shard inspect PATH [--json] [--rows N]
-  notifyd shard generate --profiles N --out PATH [--seed S] [--format jsonl|csv|shard]
+  notifyd shard generate --profiles N --out PATH [--seed S] [--format jsonl|csv|shard] [RING]
+
+RING: --shard-id I --shards N [--ring-version V] writes only the users of shard I of
+N (Jump consistent hash of the user key): N runs over the same input, one per shard
+id, partition the population. Without them the file is shard 0 of a ring of one.
 `
 
 func runShard(args []string, stdout, stderr io.Writer) int {
@@ -69,6 +73,29 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// ringFlags are the flags that place a shard file in a ring.
+type ringFlags struct {
+	id, shards *int
+	version    *uint64
+}
+
+func addRingFlags(fs *flag.FlagSet) ringFlags {
+	return ringFlags{
+		id:      fs.Int("shard-id", 0, "this file's shard id, 0 .. shards-1"),
+		shards:  fs.Int("shards", 1, "number of shards in the ring"),
+		version: fs.Uint64("ring-version", 0, "ring version: grows with every change of the shard count"),
+	}
+}
+
+// ring returns the ring the flags name (nil: a ring of one, the default).
+func (f ringFlags) ring() (*shard.RingInfo, error) {
+	r := shard.RingInfo{Version: *f.version, Shard: *f.id, Shards: *f.shards, Scheme: shard.RingJump}
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
 func formatFor(path, flagValue string) (shard.Format, error) {
 	switch flagValue {
 	case "jsonl", "json":
@@ -91,8 +118,14 @@ func shardBuild(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	format := fs.String("format", "auto", "input format: auto (by extension), jsonl or csv")
 	gen := fs.Uint64("generation", 0, "generation number (default: current Unix time)")
 	blockRows := fs.Int("block-rows", shard.DefaultBlockRows, "rows per checksummed block")
+	rf := addRingFlags(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
+		return 2
+	}
+	ring, err := rf.ring()
+	if err != nil {
+		fmt.Fprintf(stderr, "notifyd shard build: %v\n", err)
 		return 2
 	}
 	if *in == "" || len(pos) > 0 {
@@ -111,13 +144,13 @@ func shardBuild(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		*gen = uint64(time.Now().Unix())
 	}
 	start := time.Now()
-	stats, err := buildShard(ctx, *in, *out, f, shard.WriterOptions{Generation: *gen, BlockRows: *blockRows})
+	stats, err := buildShard(ctx, *in, *out, f, shard.WriterOptions{Generation: *gen, BlockRows: *blockRows, Ring: ring})
 	if err != nil {
 		fmt.Fprintf(stderr, "notifyd shard build: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "built %s: generation %d, %d rows, %d segments, %d bytes (%.1f bytes/profile) in %s\n",
-		*out, *gen, stats.Rows, stats.Segments, stats.Bytes, float64(stats.Bytes)/float64(max(stats.Rows, 1)),
+	fmt.Fprintf(stdout, "built %s: generation %d, %s, %d rows, %d segments, %d bytes (%.1f bytes/profile) in %s\n",
+		*out, *gen, ring, stats.Rows, stats.Segments, stats.Bytes, float64(stats.Bytes)/float64(max(stats.Rows, 1)),
 		time.Since(start).Round(time.Millisecond))
 	return 0
 }
@@ -132,7 +165,15 @@ func buildShard(ctx context.Context, in, out string, format shard.Format, opts s
 	if err != nil {
 		return shard.CommitStats{}, err
 	}
-	err = shard.ReadProfiles(src, format, func(_ int, p *shard.Profile) error { return w.Add(p) })
+	ring := opts.Ring
+	err = shard.ReadProfiles(src, format, func(_ int, p *shard.Profile) error {
+		if ring != nil && !ring.Owns(shard.Key(p.ID)) {
+			// Another shard's user: validated all the same, so that the N
+			// builds of one input accept or refuse it together.
+			return p.Validate()
+		}
+		return w.Add(p)
+	})
 	if err != nil {
 		w.Abort()
 		return shard.CommitStats{}, fmt.Errorf("%s: %w", in, err)
@@ -143,6 +184,7 @@ func buildShard(ctx context.Context, in, out string, format shard.Format, opts s
 type inspectJSON struct {
 	Path       string            `json:"path"`
 	Generation uint64            `json:"generation"`
+	Ring       *ringJSON         `json:"ring,omitempty"`
 	Rows       uint64            `json:"rows"`
 	Bytes      int               `json:"bytes"`
 	BlockRows  uint64            `json:"block_rows"`
@@ -151,6 +193,13 @@ type inspectJSON struct {
 	OK         bool              `json:"ok"`
 	Problems   []string          `json:"problems,omitempty"`
 	Error      string            `json:"error,omitempty"`
+}
+
+type ringJSON struct {
+	Version uint64 `json:"version"`
+	Shard   int    `json:"shard"`
+	Shards  int    `json:"shards"`
+	Scheme  string `json:"scheme"`
 }
 
 func shardInspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -177,7 +226,9 @@ func shardInspect(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	defer r.Release()
 	rep := r.Verify(ctx)
 	if *asJSON {
+		ring := r.Ring()
 		out := inspectJSON{Path: path, Generation: r.Generation(), Rows: r.Rows(), Bytes: r.Size(),
+			Ring:      &ringJSON{Version: ring.Version, Shard: ring.Shard, Shards: ring.Shards, Scheme: ring.Scheme.String()},
 			BlockRows: r.BlockRows(), Attributes: r.AttrNames(), Segments: map[string]uint64{}, OK: rep.OK()}
 		for _, s := range r.Segments() {
 			out.Segments[s.Name] = s.Members
@@ -193,6 +244,7 @@ func shardInspect(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(tw, "file\t%s\n", path)
 		fmt.Fprintf(tw, "bytes\t%d (%.1f per row)\n", r.Size(), float64(r.Size())/float64(max(r.Rows(), 1)))
 		fmt.Fprintf(tw, "generation\t%d\n", r.Generation())
+		fmt.Fprintf(tw, "ring\t%s\n", r.Ring())
 		fmt.Fprintf(tw, "rows\t%d (%d per block)\n", r.Rows(), r.BlockRows())
 		fmt.Fprintf(tw, "attributes\t%s\n", strings.Join(r.AttrNames(), ", "))
 		fmt.Fprintf(tw, "segments\t%d\n", len(r.Segments()))
@@ -223,8 +275,14 @@ func shardGenerate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	seed := fs.Uint64("seed", 1, "random seed (same seed, same profiles)")
 	format := fs.String("format", "", "jsonl, csv or shard (default: by the extension of --out)")
 	gen := fs.Uint64("generation", 1, "generation number (shard format)")
+	rf := addRingFlags(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
+		return 2
+	}
+	ring, err := rf.ring()
+	if err != nil {
+		fmt.Fprintf(stderr, "notifyd shard generate: %v\n", err)
 		return 2
 	}
 	if *n == 0 || *out == "" || len(pos) > 0 {
@@ -244,13 +302,14 @@ func shardGenerate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	g := shardgen.New(*seed)
 	start := time.Now()
 	var size int64
+	kept := *n
 	switch *format {
 	case "shard":
 		var stats shard.CommitStats
-		stats, err = generateShard(ctx, g, *n, *out, *gen)
-		size = int64(stats.Bytes)
+		stats, err = generateShard(ctx, g, *n, *out, shard.WriterOptions{Generation: *gen, Ring: ring})
+		size, kept = int64(stats.Bytes), stats.Rows
 	case "jsonl", "csv":
-		size, err = generateText(g, *n, *out, *format)
+		size, kept, err = generateText(g, *n, *out, *format, ring)
 	default:
 		fmt.Fprintf(stderr, "notifyd shard generate: unknown format %q (jsonl, csv or shard)\n", *format)
 		return 2
@@ -259,19 +318,24 @@ func shardGenerate(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "notifyd shard generate: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "generated %s: %d profiles (seed %d, %s), %d bytes (%.1f bytes/profile) in %s\n",
-		*out, *n, *seed, *format, size, float64(size)/float64(*n), time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "generated %s: %d of %d profiles (%s; seed %d, %s), %d bytes (%.1f bytes/profile) in %s\n",
+		*out, kept, *n, ring, *seed, *format, size, float64(size)/float64(max(kept, 1)), time.Since(start).Round(time.Millisecond))
 	return 0
 }
 
-func generateShard(ctx context.Context, g *shardgen.Generator, n uint64, out string, gen uint64) (shard.CommitStats, error) {
-	w, err := shard.NewWriter(out, shard.WriterOptions{Generation: gen})
+// generateShard generates profiles 0..n-1 and writes those of opts.Ring's
+// shard (all of them without a ring).
+func generateShard(ctx context.Context, g *shardgen.Generator, n uint64, out string, opts shard.WriterOptions) (shard.CommitStats, error) {
+	w, err := shard.NewWriter(out, opts)
 	if err != nil {
 		return shard.CommitStats{}, err
 	}
 	var p shard.Profile
 	for i := range n {
 		g.Profile(i, &p)
+		if opts.Ring != nil && !opts.Ring.Owns(shard.Key(p.ID)) {
+			continue
+		}
 		if err := w.Add(&p); err != nil {
 			w.Abort()
 			return shard.CommitStats{}, err
@@ -280,10 +344,12 @@ func generateShard(ctx context.Context, g *shardgen.Generator, n uint64, out str
 	return w.Commit(ctx)
 }
 
-func generateText(g *shardgen.Generator, n uint64, out, format string) (size int64, err error) {
+// generateText writes profiles 0..n-1 (those of ring's shard when ring is
+// not nil) as JSON Lines or CSV.
+func generateText(g *shardgen.Generator, n uint64, out, format string, ring *shard.RingInfo) (size int64, kept uint64, err error) {
 	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
 	if err != nil {
-		return 0, fmt.Errorf("create output: %w", err)
+		return 0, 0, fmt.Errorf("create output: %w", err)
 	}
 	defer func() {
 		if err != nil {
@@ -302,6 +368,10 @@ func generateText(g *shardgen.Generator, n uint64, out, format string) (size int
 	}
 	for i := range n {
 		g.Profile(i, &p)
+		if ring != nil && !ring.Owns(shard.Key(p.ID)) {
+			continue
+		}
+		kept++
 		if cw != nil {
 			cw.Write(shard.CSVRecord(&p, attrs))
 			continue
@@ -312,23 +382,23 @@ func generateText(g *shardgen.Generator, n uint64, out, format string) (size int
 	if cw != nil {
 		cw.Flush()
 		if err := cw.Error(); err != nil {
-			return 0, fmt.Errorf("write %s: %w", out, err)
+			return 0, 0, fmt.Errorf("write %s: %w", out, err)
 		}
 	}
 	if err := bw.Flush(); err != nil {
-		return 0, fmt.Errorf("write %s: %w", out, err)
+		return 0, 0, fmt.Errorf("write %s: %w", out, err)
 	}
 	st, err := tmp.Stat()
 	if err != nil {
-		return 0, fmt.Errorf("stat %s: %w", out, err)
+		return 0, 0, fmt.Errorf("stat %s: %w", out, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return 0, fmt.Errorf("close %s: %w", out, err)
+		return 0, 0, fmt.Errorf("close %s: %w", out, err)
 	}
 	if err := os.Rename(tmp.Name(), out); err != nil {
-		return 0, fmt.Errorf("publish %s: %w", out, err)
+		return 0, 0, fmt.Errorf("publish %s: %w", out, err)
 	}
-	return st.Size(), nil
+	return st.Size(), kept, nil
 }
 
 // printRows prints the first n rows, one line each, for a quick look.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,11 +19,17 @@ func runCmd(args ...string) (code int, stdout, stderr string) {
 }
 
 type inspectOut struct {
-	Generation uint64            `json:"generation"`
-	Rows       uint64            `json:"rows"`
-	Segments   map[string]uint64 `json:"segments"`
-	OK         bool              `json:"ok"`
-	Problems   []string          `json:"problems"`
+	Generation uint64 `json:"generation"`
+	Ring       struct {
+		Version uint64 `json:"version"`
+		Shard   int    `json:"shard"`
+		Shards  int    `json:"shards"`
+		Scheme  string `json:"scheme"`
+	} `json:"ring"`
+	Rows     uint64            `json:"rows"`
+	Segments map[string]uint64 `json:"segments"`
+	OK       bool              `json:"ok"`
+	Problems []string          `json:"problems"`
 }
 
 func inspectJSONOf(t *testing.T, path string) (int, inspectOut, string) {
@@ -186,6 +193,61 @@ func TestShardGenerateIsDeterministic(t *testing.T) {
 				t.Fatalf("equal=%v, want %v", bytes.Equal(tc.a, tc.b), tc.wantEqual)
 			}
 		})
+	}
+}
+
+// TestShardRingPartitions: build and generate with --shard-id I --shards N
+// write N files that together hold every user once, each naming its place in
+// the ring; inspect prints it.
+func TestShardRingPartitions(t *testing.T) {
+	dir := t.TempDir()
+	const shards = 3
+	for _, mode := range []string{"build", "generate"} {
+		t.Run(mode, func(t *testing.T) {
+			seen := map[string]int{}
+			for i := range shards {
+				out := filepath.Join(dir, fmt.Sprintf("%s-%d.shard", mode, i))
+				args := []string{"shard", mode, "--out", out, "--shard-id", fmt.Sprint(i), "--shards", fmt.Sprint(shards), "--ring-version", "6"}
+				if mode == "build" {
+					args = append(args, "--profiles", filepath.Join("..", "..", "testdata", "profiles.jsonl"))
+				} else {
+					args = append(args, "--profiles", "200", "--seed", "4")
+				}
+				if code, stdout, stderr := runCmd(args...); code != 0 || !strings.Contains(stdout, fmt.Sprintf("shard %d of %d (ring version 6, jump)", i, shards)) {
+					t.Fatalf("%s exit %d\nstdout %s\nstderr %s", mode, code, stdout, stderr)
+				}
+				code, got, stderr := inspectJSONOf(t, out)
+				if code != 0 || !got.OK || got.Ring.Shard != i || got.Ring.Shards != shards || got.Ring.Version != 6 || got.Ring.Scheme != "jump" {
+					t.Fatalf("inspect exit %d: %+v %s", code, got, stderr)
+				}
+				if _, text, _ := runCmd("shard", "inspect", out); !strings.Contains(text, fmt.Sprintf("shard %d of %d (ring version 6, jump)", i, shards)) {
+					t.Fatalf("inspect text does not print the ring:\n%s", text)
+				}
+				r, err := shard.Open(out)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for j := range uint32(r.Rows()) {
+					row, err := r.Row(j)
+					if err != nil {
+						t.Fatal(err)
+					}
+					seen[strings.Clone(row.ID())]++ // row strings point into the mapping
+				}
+				r.Release()
+			}
+			if len(seen) != 200 {
+				t.Fatalf("%d distinct users in %d files, want 200", len(seen), shards)
+			}
+			for id, n := range seen {
+				if n != 1 {
+					t.Fatalf("user %s is in %d files", id, n)
+				}
+			}
+		})
+	}
+	if code, _, stderr := runCmd("shard", "generate", "--profiles", "10", "--out", filepath.Join(dir, "x.shard"), "--shard-id", "3", "--shards", "3"); code != 2 || !strings.Contains(stderr, "shard id 3 is out of range") {
+		t.Fatalf("shard id past the count: exit %d, %s", code, stderr)
 	}
 }
 

@@ -48,9 +48,30 @@ func newClient(tb testing.TB) *redis.Client {
 	return c
 }
 
+// newClusterClient connects to the Redis Cluster named by
+// REDIS_CLUSTER_ADDRS (host:port,...), or skips: .ci/run starts one with
+// .ci/redis-cluster.sh.
+func newClusterClient(tb testing.TB) *redis.ClusterClient {
+	tb.Helper()
+	addrs := os.Getenv("REDIS_CLUSTER_ADDRS")
+	if addrs == "" {
+		tb.Skip("REDIS_CLUSTER_ADDRS is not set: skipping the tests against a Redis Cluster (CI sets it; locally start one with .ci/redis-cluster.sh start DIR)")
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ",")})
+	tb.Cleanup(func() { _ = c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return n.Ping(ctx).Err() }); err != nil {
+		tb.Fatalf("ping every master of REDIS_CLUSTER_ADDRS: %v", err)
+	}
+	return c
+}
+
 // uniquePrefix gives each test its own key space and deletes it afterwards,
-// so tests can share a Redis (and run beside other users of it).
-func uniquePrefix(tb testing.TB, c *redis.Client) string {
+// so tests can share a Redis (and run beside other users of it). On a
+// cluster it scans every master and deletes key by key (keys of one UNLINK
+// must share a slot).
+func uniquePrefix(tb testing.TB, c redis.UniversalClient) string {
 	tb.Helper()
 	var b [6]byte
 	_, _ = rand.Read(b[:])
@@ -58,6 +79,18 @@ func uniquePrefix(tb testing.TB, c *redis.Client) string {
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
+		if cc, ok := c.(*redis.ClusterClient); ok {
+			_ = cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+				iter := n.Scan(ctx, 0, p+"*", 5000).Iterator()
+				pipe := n.Pipeline()
+				for iter.Next(ctx) {
+					pipe.Unlink(ctx, iter.Val())
+				}
+				_, err := pipe.Exec(ctx)
+				return err
+			})
+			return
+		}
 		iter := c.Scan(ctx, 0, p+"*", 5000).Iterator()
 		var keys []string
 		for iter.Next(ctx) {
@@ -73,7 +106,7 @@ func uniquePrefix(tb testing.TB, c *redis.Client) string {
 	return p
 }
 
-func newStore(tb testing.TB, c *redis.Client, opts ...redisstate.Option) (*redisstate.Store, string) {
+func newStore(tb testing.TB, c redis.UniversalClient, opts ...redisstate.Option) (*redisstate.Store, string) {
 	tb.Helper()
 	p := uniquePrefix(tb, c)
 	s, err := redisstate.New(c, append([]redisstate.Option{redisstate.WithPrefix(p)}, opts...)...)
@@ -83,8 +116,7 @@ func newStore(tb testing.TB, c *redis.Client, opts ...redisstate.Option) (*redis
 	return s, p
 }
 
-func contract(t *testing.T, opts ...redisstate.Option) {
-	c := newClient(t)
+func contract(t *testing.T, c redis.UniversalClient, opts ...redisstate.Option) {
 	statetest.Run(t, func(t *testing.T) statetest.Impl {
 		s, _ := newStore(t, c, opts...)
 		return statetest.Impl{
@@ -98,10 +130,16 @@ func contract(t *testing.T, opts ...redisstate.Option) {
 	})
 }
 
-func TestContract(t *testing.T) { contract(t) }
+func TestContract(t *testing.T) { contract(t, newClient(t)) }
 
 // The per-user script grouping a Redis Cluster needs, exercised on one node.
-func TestContractClusterScripts(t *testing.T) { contract(t, redisstate.WithClusterScripts()) }
+func TestContractClusterScripts(t *testing.T) {
+	contract(t, newClient(t), redisstate.WithClusterScripts())
+}
+
+// The contract on a real Redis Cluster (REDIS_CLUSTER_ADDRS): every script
+// and MULTI must keep to one slot, or the cluster answers CROSSSLOT.
+func TestContractCluster(t *testing.T) { contract(t, newClusterClient(t)) }
 
 func TestNewRejectsBadOptions(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})

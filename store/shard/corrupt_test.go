@@ -92,7 +92,7 @@ func TestOpenRejectsDamagedHeader(t *testing.T) {
 			binary.LittleEndian.PutUint64(b[headerSize+8:], uint64(len(b)))
 			resealTable(b)
 			return b
-		}, "attrs", "out of range"},
+		}, "ring", "out of range"},
 		{"rows directory out of range", func(b []byte) []byte {
 			for i := range 6 {
 				e := b[headerSize+i*sectionEntrySize:]
@@ -128,7 +128,7 @@ func TestOpenRejectsDamagedHeader(t *testing.T) {
 // corruption report.
 func TestOpenRejectsOtherVersions(t *testing.T) {
 	good := smallShard(t, 20)
-	for _, v := range []uint32{1, formatVersion + 1} {
+	for _, v := range []uint32{0, 1, formatVersion + 1} {
 		t.Run(fmt.Sprintf("version %d", v), func(t *testing.T) {
 			b := append([]byte(nil), good...)
 			h := decodeHeader(b)
@@ -140,7 +140,7 @@ func TestOpenRejectsOtherVersions(t *testing.T) {
 				r.Release()
 				t.Fatal("Open succeeded")
 			}
-			want := fmt.Sprintf("format version %d is not supported (this build reads version %d", v, formatVersion)
+			want := fmt.Sprintf("format version %d is not supported (this build reads versions %d and %d", v, minFormatVersion, formatVersion)
 			if !errors.Is(err, ErrUnsupportedVersion) || errors.Is(err, ErrCorrupt) ||
 				!strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), path) {
 				t.Fatalf("error %q: want ErrUnsupportedVersion naming %s and %q", err, path, want)
@@ -386,5 +386,126 @@ func TestGallopMatchesBinarySearch(t *testing.T) {
 	}
 	if gallop(nil, 0, 5, 0) != 0 {
 		t.Fatal("empty input")
+	}
+}
+
+// ringShard builds the users of u-0..u-(n-1) that shard 1 of a 3-shard ring
+// owns, 16 rows per block.
+func ringShard(t testing.TB, n int) []byte {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ring.shard")
+	ring := RingInfo{Version: 2, Shard: 1, Shards: 3, Scheme: RingJump}
+	w, err := NewWriter(path, WriterOptions{Generation: 3, BlockRows: 16, Ring: &ring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		p := Profile{ID: fmt.Sprintf("u-%d", i), Email: fmt.Sprintf("user%d@example.com", i)}
+		if !ring.Owns(Key(p.ID)) {
+			continue
+		}
+		if err := w.Add(&p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// rewriteRing edits the ring section in place and reseals its checksum, so
+// that the field checks (not the checksum) are what fails.
+func rewriteRing(t testing.TB, b []byte, edit func(sec []byte)) []byte {
+	h := decodeHeader(b)
+	for i := range h.sections {
+		at := headerSize + i*sectionEntrySize
+		if e := decodeSection(b[at:]); e.kind == kindRing {
+			sec := b[e.offset : e.offset+e.length]
+			edit(sec)
+			e.crc = crc(sec)
+			e.encode(b[at:])
+			resealTable(b)
+			return b
+		}
+	}
+	t.Fatal("no ring section")
+	return nil
+}
+
+func TestOpenRejectsDamagedRing(t *testing.T) {
+	good := ringShard(t, 200)
+	le := binary.LittleEndian
+	tests := []struct {
+		name    string
+		mutate  func([]byte) []byte
+		section string
+		reason  string
+	}{
+		{"ring bit flip", func(b []byte) []byte {
+			b[sectionOf(t, b, kindRing).offset+12] ^= 1
+			return b
+		}, "ring", "checksum mismatch"},
+		{"shard id past the count", func(b []byte) []byte {
+			return rewriteRing(t, b, func(s []byte) { le.PutUint32(s[12:], 3) })
+		}, "ring", "shard id 3 is out of range"},
+		{"zero shards", func(b []byte) []byte {
+			return rewriteRing(t, b, func(s []byte) { le.PutUint32(s[16:], 0) })
+		}, "ring", "shard count 0"},
+		{"unknown scheme", func(b []byte) []byte {
+			return rewriteRing(t, b, func(s []byte) { le.PutUint32(s[8:], 2) })
+		}, "ring", "scheme 2 is not supported"},
+		{"reserved bytes", func(b []byte) []byte {
+			return rewriteRing(t, b, func(s []byte) { s[30] = 1 })
+		}, "ring", "reserved"},
+		{"version 3 without a ring section", func(b []byte) []byte {
+			b = DowngradeToV2(b)
+			h := decodeHeader(b)
+			h.version = 3
+			h.encode(b)
+			return b
+		}, "section table", "missing ring section"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeTemp(t, tc.mutate(append([]byte(nil), good...)))
+			r, err := Open(path)
+			if err == nil {
+				r.Release()
+				t.Fatal("Open succeeded")
+			}
+			var ce *CorruptError
+			if !errors.As(err, &ce) || ce.Section != tc.section || !strings.Contains(err.Error(), tc.reason) {
+				t.Fatalf("error %v: want a *CorruptError in section %q saying %q", err, tc.section, tc.reason)
+			}
+		})
+	}
+}
+
+// TestRowsOfAnotherShardAreCorrupt: a file whose ring names a shard that does
+// not own its rows (a publisher's mix-up) opens, but no row of it is served:
+// every keys block fails, so no user is delivered by two daemons.
+func TestRowsOfAnotherShardAreCorrupt(t *testing.T) {
+	b := rewriteRing(t, ringShard(t, 200), func(s []byte) { binary.LittleEndian.PutUint32(s[12:], 2) })
+	r, err := Open(writeTemp(t, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Release()
+	if r.Rows() == 0 {
+		t.Fatal("no rows")
+	}
+	for i := range uint32(r.Rows()) {
+		if _, err := r.Row(i); err == nil || !strings.Contains(err.Error(), "belongs to shard 1") {
+			t.Fatalf("row %d: %v, want a keys block error naming shard 1", i, err)
+		}
+	}
+	rep := r.Verify(context.Background())
+	if rep.OK() {
+		t.Fatal("Verify passed")
 	}
 }

@@ -15,6 +15,9 @@ const (
 	// ErrUnsupportedVersion is returned (wrapped) by Open for a file written
 	// in another format version. The file is intact; rebuild it.
 	ErrUnsupportedVersion = sentinel("unsupported shard format version")
+	// ErrNotInShard is returned (wrapped) by Writer.Add for a profile whose
+	// user key the writer's ring assigns to another shard.
+	ErrNotInShard = sentinel("user belongs to another shard")
 )
 
 // CorruptError says which part of which file failed a check and which rows

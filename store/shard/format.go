@@ -14,8 +14,12 @@ const (
 	// formatVersion 2 (fixed row header with the email at a fixed offset,
 	// push addresses in their own table) replaced version 1, whose records
 	// needed a chain of varint decodes to reach the email and interleaved
-	// the bulky push tokens with what every campaign reads.
-	formatVersion    = 2
+	// the bulky push tokens with what every campaign reads. Version 3 adds
+	// the ring section (which shard of which ring the file holds); a
+	// version 2 file still opens, as shard 0 of a ring of one, because the
+	// difference is settled at Open and costs the row path nothing.
+	formatVersion    = 3
+	minFormatVersion = 2
 	headerSize       = 64
 	sectionEntrySize = 48
 
@@ -35,7 +39,8 @@ const (
 	maxAttributes = 1 << 20
 )
 
-// FormatVersion is the file format version this package writes and reads.
+// FormatVersion is the file format version this package writes (it also
+// reads version 2).
 // Caches of generated shards (benchmarks) should key on it.
 const FormatVersion = formatVersion
 
@@ -49,6 +54,7 @@ const (
 	kindSegments uint32 = 6
 	kindFences   uint32 = 7
 	kindPush     uint32 = 8
+	kindRing     uint32 = 9
 )
 
 func kindName(k uint32) string {
@@ -69,6 +75,8 @@ func kindName(k uint32) string {
 		return "fences"
 	case kindPush:
 		return "push"
+	case kindRing:
+		return "ring"
 	}
 	return "unknown"
 }

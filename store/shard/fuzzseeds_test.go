@@ -13,20 +13,26 @@ import (
 	"github.com/notifyd/notifyd/store/shard/shardgen"
 )
 
-// seedShard is the valid shard of FuzzOpen's seed corpus: 30 generated
-// profiles (every field kind, push addresses, all attribute types) in blocks
-// of 8 rows, generation 9.
+// seedShard is the valid shard of FuzzOpen's seed corpus: the first 30
+// generated profiles (every field kind, push addresses, all attribute types)
+// that shard 1 of a 3-shard ring (version 4) owns, in blocks of 8 rows,
+// generation 9. A ring of more than one shard leads the fuzzer into the
+// per-block ownership check too.
 func seedShard(t *testing.T) []byte {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "seed.shard")
-	w, err := shard.NewWriter(path, shard.WriterOptions{Generation: 9, BlockRows: 8})
+	ring := shard.RingInfo{Version: 4, Shard: 1, Shards: 3, Scheme: shard.RingJump}
+	w, err := shard.NewWriter(path, shard.WriterOptions{Generation: 9, BlockRows: 8, Ring: &ring})
 	if err != nil {
 		t.Fatal(err)
 	}
 	g := shardgen.New(9)
 	var p shard.Profile
-	for i := range uint64(30) {
+	for i := uint64(0); w.Rows() < 30; i++ {
 		g.Profile(i, &p)
+		if !ring.Owns(shard.Key(p.ID)) {
+			continue
+		}
 		if err := w.Add(&p); err != nil {
 			t.Fatal(err)
 		}
@@ -55,6 +61,7 @@ func TestFuzzSeedsAreCurrent(t *testing.T) {
 			"seed-header-only": good[:64],
 			"seed-no-sections": good[:table],
 			"seed-truncated":   good[:len(good)/2],
+			"seed-v2":          shard.DowngradeToV2(good),
 		}
 		for name, b := range seeds {
 			corpus := "go test fuzz v1\n[]byte(" + strconv.Quote(string(b)) + ")\n"
@@ -71,6 +78,7 @@ func TestFuzzSeedsAreCurrent(t *testing.T) {
 		{"seed-header-only", true},
 		{"seed-no-sections", true},
 		{"seed-truncated", true},
+		{"seed-v2", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,7 +91,7 @@ func TestFuzzSeedsAreCurrent(t *testing.T) {
 				t.Fatalf("parse corpus file: %v", err)
 			}
 			b := []byte(lit)
-			if len(b) < 12 || binary.LittleEndian.Uint32(b[8:]) != shard.FormatVersion {
+			if v := binary.LittleEndian.Uint32(b[8:]); len(b) < 12 || v != shard.FormatVersion && !(tc.name == "seed-v2" && v == 2) {
 				t.Fatalf("seed is not format version %d: regenerate the seeds (see the test's comment)", shard.FormatVersion)
 			}
 			path := filepath.Join(t.TempDir(), "seed.shard")
@@ -104,6 +112,13 @@ func TestFuzzSeedsAreCurrent(t *testing.T) {
 			defer r.Release()
 			if rep := r.Verify(context.Background()); !rep.OK() || r.Rows() != 30 {
 				t.Fatalf("valid seed: %d rows, problems %v", r.Rows(), rep.Problems)
+			}
+			want := shard.RingInfo{Version: 4, Shard: 1, Shards: 3, Scheme: shard.RingJump}
+			if tc.name == "seed-v2" {
+				want = shard.RingInfo{Shards: 1, Scheme: shard.RingJump}
+			}
+			if r.Ring() != want {
+				t.Fatalf("ring %v, want %v", r.Ring(), want)
 			}
 		})
 	}

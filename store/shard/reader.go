@@ -74,6 +74,7 @@ type Reader struct {
 
 	segments  []segment
 	segIndex  map[string]int
+	ring      RingInfo
 	unmapOnce sync.Once
 	unmapErr  error
 }
@@ -160,11 +161,11 @@ func newReader(path string, data []byte) (*Reader, error) {
 	if got := crc(data[:60]); got != h.headerCRC {
 		return nil, r.corrupt("header", "checksum mismatch (stored %08x, computed %08x)", h.headerCRC, got)
 	}
-	if h.version != formatVersion {
+	if h.version < minFormatVersion || h.version > formatVersion {
 		// Not corruption: a file from an older (or newer) writer. Shards are
 		// derived data, so the remedy is to rebuild it, not to repair it.
-		return nil, fmt.Errorf("open shard %s: format version %d is not supported (this build reads version %d only; rebuild the shard with this build, e.g. notifyd shard build): %w",
-			path, h.version, formatVersion, ErrUnsupportedVersion)
+		return nil, fmt.Errorf("open shard %s: format version %d is not supported (this build reads versions %d and %d; rebuild the shard with this build, e.g. notifyd shard build): %w",
+			path, h.version, minFormatVersion, formatVersion, ErrUnsupportedVersion)
 	}
 	if h.fileLength != size {
 		return nil, r.corrupt("header", "truncated or extended: header says %d bytes, file has %d", h.fileLength, size)
@@ -230,8 +231,30 @@ func newReader(path string, data []byte) (*Reader, error) {
 	if err := r.initSegments(byKind[kindSegments], byKind[kindBitmaps]); err != nil {
 		return nil, err
 	}
+	// Version 2 predates the ring: such a file is the whole population,
+	// shard 0 of 1. Settling it here keeps the row path free of version
+	// checks.
+	r.ring = singleShard
+	if h.version >= 3 {
+		e, ok := byKind[kindRing]
+		if !ok {
+			return nil, r.corrupt("section table", "missing ring section (required from format version 3)")
+		}
+		if got := crc(r.section(e)); got != e.crc {
+			return nil, r.corrupt("ring", "checksum mismatch (stored %08x, computed %08x)", e.crc, got)
+		}
+		ring, err := decodeRing(r.section(e))
+		if err != nil {
+			return nil, r.corrupt("ring", "%v", err)
+		}
+		r.ring = ring
+	}
 	return r, nil
 }
+
+// Ring says which shard of which ring this generation holds. Every row's key
+// is owned by that shard (checked with each keys block).
+func (r *Reader) Ring() RingInfo { return r.ring }
 
 func (r *Reader) section(e sectionEntry) []byte { return r.data[e.offset : e.offset+e.length] }
 
@@ -411,6 +434,15 @@ func (r *Reader) verifyKeyBlock(b uint64) error {
 	for i := 8; i < len(blk); i += 8 {
 		if binary.LittleEndian.Uint64(blk[i:]) < binary.LittleEndian.Uint64(blk[i-8:]) {
 			return bad("keys out of order at row %d", first+uint64(i/8))
+		}
+	}
+	// A row of another shard would be served by two daemons: refuse it
+	// with its block. Once per block per mapping, off the row path.
+	if r.ring.Shards > 1 {
+		for i := 0; i < len(blk); i += 8 {
+			if k := binary.LittleEndian.Uint64(blk[i:]); !r.ring.Owns(k) {
+				return bad("row %d (key %016x) belongs to shard %d, not to this file's %s", first+uint64(i/8), k, ShardOf(k, r.ring.Shards), r.ring)
+			}
 		}
 	}
 	return nil

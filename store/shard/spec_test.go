@@ -73,9 +73,11 @@ func TestSpecPythonWriter(t *testing.T) {
 		name      string
 		input     func() string
 		blockRows int
+		ring      *shard.RingInfo
 	}{
-		{"testdata profiles, 16-row blocks", func() string { return filepath.Join("..", "..", "testdata", "profiles.jsonl") }, 16},
-		{"generated profiles, 256-row blocks", generated, 256},
+		{"testdata profiles, 16-row blocks", func() string { return filepath.Join("..", "..", "testdata", "profiles.jsonl") }, 16, nil},
+		{"generated profiles, 256-row blocks", generated, 256, nil},
+		{"generated profiles, shard 1 of 3, 64-row blocks", generated, 64, &shard.RingInfo{Version: 5, Shard: 1, Shards: 3, Scheme: shard.RingJump}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,12 +85,22 @@ func TestSpecPythonWriter(t *testing.T) {
 			pyPath := filepath.Join(t.TempDir(), "py.shard")
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
-			out, err := exec.CommandContext(ctx, python, writer, input, pyPath, fmt.Sprint(tc.blockRows)).CombinedOutput()
+			args := []string{writer, input, pyPath, fmt.Sprint(tc.blockRows)}
+			if tc.ring != nil {
+				args = append(args, fmt.Sprint(tc.ring.Shard), fmt.Sprint(tc.ring.Shards), fmt.Sprint(tc.ring.Version))
+			}
+			out, err := exec.CommandContext(ctx, python, args...).CombinedOutput()
 			if err != nil {
 				t.Fatalf("python writer: %v\n%s", err, out)
 			}
 			py := openVerified(t, pyPath)
-			goShard := openVerified(t, buildFromJSONL(t, input, tc.blockRows))
+			goShard := openVerified(t, buildFromJSONL(t, input, tc.blockRows, tc.ring))
+			if py.Ring() != goShard.Ring() {
+				t.Fatalf("python shard is %v, Go shard %v", py.Ring(), goShard.Ring())
+			}
+			if tc.ring != nil && py.Ring() != *tc.ring {
+				t.Fatalf("python shard is %v, want %v", py.Ring(), *tc.ring)
+			}
 			if py.Rows() != goShard.Rows() || py.BlockRows() != uint64(tc.blockRows) || py.Rows() == 0 {
 				t.Fatalf("python shard: %d rows in blocks of %d; Go shard: %d rows", py.Rows(), py.BlockRows(), goShard.Rows())
 			}
@@ -128,18 +140,24 @@ func openVerified(t *testing.T, path string) *shard.Reader {
 	return r
 }
 
-func buildFromJSONL(t *testing.T, input string, blockRows int) string {
+func buildFromJSONL(t *testing.T, input string, blockRows int, ring *shard.RingInfo) string {
 	t.Helper()
 	b, err := os.ReadFile(input)
 	if err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "go.shard")
-	w, err := shard.NewWriter(path, shard.WriterOptions{BlockRows: blockRows})
+	w, err := shard.NewWriter(path, shard.WriterOptions{BlockRows: blockRows, Ring: ring})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := shard.ReadProfiles(bytes.NewReader(b), shard.FormatJSONL, func(_ int, p *shard.Profile) error { return w.Add(p) }); err != nil {
+	add := func(_ int, p *shard.Profile) error {
+		if ring != nil && !ring.Owns(shard.Key(p.ID)) {
+			return nil
+		}
+		return w.Add(p)
+	}
+	if err := shard.ReadProfiles(bytes.NewReader(b), shard.FormatJSONL, add); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := w.Commit(context.Background()); err != nil {

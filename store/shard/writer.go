@@ -37,6 +37,10 @@ type WriterOptions struct {
 	// is full, new attribute strings are stored inline in their row, so a
 	// high-cardinality attribute cannot make the writer's memory unbounded.
 	MaxDictStrings int
+	// Ring says which shard of which ring the file holds (default: shard 0
+	// of a ring of one, version 0). Add refuses a profile the shard does
+	// not own (ErrNotInShard): filter with Ring.Owns(Key(id)) first.
+	Ring *RingInfo
 }
 
 func (o WriterOptions) mode() os.FileMode {
@@ -55,6 +59,7 @@ func (o WriterOptions) mode() os.FileMode {
 type Writer struct {
 	path string
 	opts WriterOptions
+	ring RingInfo
 
 	spill     *os.File
 	spillBuf  *bufio.Writer
@@ -96,6 +101,16 @@ func NewWriter(path string, opts WriterOptions) (*Writer, error) {
 	if opts.MaxDictStrings <= 0 {
 		opts.MaxDictStrings = 4 << 20
 	}
+	ring := singleShard
+	if opts.Ring != nil {
+		ring = *opts.Ring
+		if ring.Scheme == 0 {
+			ring.Scheme = RingJump
+		}
+		if err := ring.Validate(); err != nil {
+			return nil, fmt.Errorf("new shard writer: %w", err)
+		}
+	}
 	dir := opts.TempDir
 	if dir == "" {
 		dir = filepath.Dir(path)
@@ -109,6 +124,7 @@ func NewWriter(path string, opts WriterOptions) (*Writer, error) {
 	return &Writer{
 		path:     path,
 		opts:     opts,
+		ring:     ring,
 		spill:    spill,
 		spillBuf: bufio.NewWriterSize(spill, 1<<20),
 		dict:     make(map[string]uint32),
@@ -128,6 +144,10 @@ func (w *Writer) Add(p *Profile) error {
 	}
 	if err := p.Validate(); err != nil {
 		return fmt.Errorf("profile %q: %w", truncateForError(p.ID), err)
+	}
+	key := Key(p.ID)
+	if !w.ring.Owns(key) {
+		return fmt.Errorf("profile %q: %w: its key belongs to shard %d, the file is %s", truncateForError(p.ID), ErrNotInShard, ShardOf(key, w.ring.Shards), w.ring)
 	}
 	// The row header stores these lengths in a byte each. Validate's limits
 	// are tighter; this keeps a future change to them from writing a file
@@ -162,7 +182,7 @@ func (w *Writer) Add(p *Profile) error {
 	if _, err := w.spillBuf.Write(rec); err != nil {
 		return fmt.Errorf("write spill file: %w", err)
 	}
-	w.entries = append(w.entries, spillEntry{key: Key(p.ID), loc: w.spillSize<<24 | uint64(len(rec))})
+	w.entries = append(w.entries, spillEntry{key: key, loc: w.spillSize<<24 | uint64(len(rec))})
 	w.spillSize += uint64(len(rec))
 	w.rec = rec
 	return nil
@@ -486,7 +506,7 @@ func (s *sectionWriter) end(e *sectionEntry) {
 
 func (w *Writer) writeFile(ctx context.Context, f *os.File, spill []byte) (uint64, error) {
 	rows := uint64(len(w.entries))
-	nsec := 8
+	nsec := 9
 	start := uint64(headerSize + nsec*sectionEntrySize)
 	if _, err := f.Seek(int64(start), io.SeekStart); err != nil {
 		return 0, fmt.Errorf("seek %s: %w", f.Name(), err)
@@ -496,9 +516,15 @@ func (w *Writer) writeFile(ctx context.Context, f *os.File, spill []byte) (uint6
 	le := binary.LittleEndian
 	br := uint64(w.opts.BlockRows)
 
-	// attrs and the segment directory come first: they are what Open reads,
-	// and keeping them beside the header keeps Open's page faults (and so
-	// its cost) independent of the file size.
+	// ring, attrs and the segment directory come first: they are what Open
+	// reads, and keeping them beside the header keeps Open's page faults
+	// (and so its cost) independent of the file size.
+	ringSec := sw.begin(kindRing)
+	ringSec.count = 1
+	sw.Write(encodeRing(w.ring))
+	sw.end(&ringSec)
+	secs = append(secs, ringSec)
+
 	attrs := sw.begin(kindAttrs)
 	attrs.count = uint64(len(w.attrList))
 	writeNames(sw, w.attrList)

@@ -1,0 +1,25 @@
+package shard
+
+// DowngradeToV2 rewrites a version 3 file as the version 2 file an older
+// writer would have made of the same rows: the ring section's table entry
+// is dropped (its bytes stay behind as an unreferenced gap, which readers
+// allow) and the header says version 2.
+func DowngradeToV2(b []byte) []byte {
+	b = append([]byte(nil), b...)
+	h := decodeHeader(b)
+	var keep []sectionEntry
+	for i := range h.sections {
+		if e := decodeSection(b[headerSize+i*sectionEntrySize:]); e.kind != kindRing {
+			keep = append(keep, e)
+		}
+	}
+	table := b[headerSize : headerSize+uint64(h.sections)*sectionEntrySize]
+	clear(table)
+	for i := range keep {
+		keep[i].encode(table[i*sectionEntrySize:])
+	}
+	h.version, h.sections = 2, uint32(len(keep))
+	h.tableCRC = crc(table[:len(keep)*sectionEntrySize])
+	h.encode(b)
+	return b
+}
