@@ -207,6 +207,52 @@ func (fe *FlowEngine) Load(ctx context.Context) error {
 	}
 }
 
+// Sync picks up flows created, paused, resumed or deleted through another
+// daemon of the fleet: each daemon calls it periodically, so a flow defined
+// anywhere reaches every shard without a restart.
+func (fe *FlowEngine) Sync(ctx context.Context) error {
+	after := FlowPrefix
+	for {
+		recs, err := fe.store.List(ctx, after, 200)
+		if err != nil {
+			return fmt.Errorf("list flows: %w", err)
+		}
+		for _, rec := range recs {
+			after = rec.ID
+			if !strings.HasPrefix(rec.ID, FlowPrefix) {
+				return nil
+			}
+			id := strings.TrimPrefix(rec.ID, FlowPrefix)
+			fe.mu.RLock()
+			af := fe.flows[id]
+			fe.mu.RUnlock()
+			switch {
+			case af == nil && rec.Status != StatusCancelled:
+				f, err := DecodeFlow(rec.Definition)
+				if err != nil {
+					continue // logged by Load at start; not worth a line a second
+				}
+				if _, err := fe.activate(f, rec.Status); err != nil {
+					continue
+				}
+				fe.log.Info("flow defined through another daemon is active here", "flow", id, "status", rec.Status)
+			case af != nil && rec.Status == StatusCancelled:
+				fe.mu.Lock()
+				delete(fe.flows, id)
+				fe.unindex(af)
+				fe.mu.Unlock()
+			case af != nil:
+				af.mu.Lock()
+				af.status = rec.Status
+				af.mu.Unlock()
+			}
+		}
+		if len(recs) < 200 {
+			return nil
+		}
+	}
+}
+
 func (fe *FlowEngine) activate(f *Flow, status Status) (*activeFlow, error) {
 	c := f.campaign()
 	set, err := c.CompileWithin(fe.now, fe.cfg.TemplateCeilings)
@@ -359,6 +405,17 @@ type TriggerRouter interface {
 // anything is queued: if that fails, Fire returns the error and nothing of
 // the request was taken, so the caller may retry it whole.
 func (fe *FlowEngine) Fire(ctx context.Context, triggers []Trigger) ([]TriggerResult, error) {
+	return fe.fire(ctx, triggers, fe.cfg.Router)
+}
+
+// FireForwarded takes triggers another daemon of the fleet forwarded here:
+// they are looked up here and never forwarded again (a daemon whose ring is
+// newer or older than the sender's must not bounce them back).
+func (fe *FlowEngine) FireForwarded(ctx context.Context, triggers []Trigger) ([]TriggerResult, error) {
+	return fe.fire(ctx, triggers, nil)
+}
+
+func (fe *FlowEngine) fire(ctx context.Context, triggers []Trigger, router TriggerRouter) ([]TriggerResult, error) {
 	arrived := fe.now()
 	pin, err := fe.source.Pin()
 	if err != nil {
@@ -383,8 +440,8 @@ func (fe *FlowEngine) Fire(ctx context.Context, triggers []Trigger) ([]TriggerRe
 			}
 			continue
 		}
-		if fe.cfg.Router != nil {
-			if shard, mine := fe.cfg.Router.Owner(t.UserID); !mine {
+		if router != nil {
+			if shard, mine := router.Owner(t.UserID); !mine {
 				forward[shard] = append(forward[shard], *t)
 				out[i].Status, out[i].Shard = "forwarded", &shard
 				continue
@@ -427,7 +484,7 @@ func (fe *FlowEngine) Fire(ctx context.Context, triggers []Trigger) ([]TriggerRe
 	// Forwarded and delayed triggers are stored before anything is queued
 	// here: if storing fails, nothing of the request was taken.
 	for shard, ts := range forward {
-		if err := fe.cfg.Router.Forward(ctx, shard, ts); err != nil {
+		if err := router.Forward(ctx, shard, ts); err != nil {
 			return nil, fmt.Errorf("forward triggers to shard %d: %w", shard, err)
 		}
 	}

@@ -74,6 +74,10 @@ type Daemon struct {
 	server   *http.Server
 	listener net.Listener
 	draining atomic.Bool
+
+	ring        shard.RingInfo // which shard of which fleet this daemon serves
+	shardIntake campaigns.Intake
+	router      campaigns.TriggerRouter
 }
 
 // New wires a daemon. Nothing runs until Run.
@@ -92,6 +96,15 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	if d.shard, err = shard.OpenStore(cfg.Shard.Path, shard.WithLogger(d.log)); err != nil {
 		return nil, fmt.Errorf("open shard: %w", err)
 	}
+	rr, err := d.shard.Acquire()
+	if err != nil {
+		return nil, fmt.Errorf("read shard: %w", err)
+	}
+	d.ring = rr.Ring()
+	_ = rr.Release()
+	if d.ring.Shards > 1 && !cfg.Redis.URL.Set() {
+		return nil, fmt.Errorf("shard file is %s: a daemon of a fleet needs redis.url (the fleet coordinates through Redis)", d.ring)
+	}
 	if cfg.Redis.Enabled() {
 		if d.redis, err = newRedisClient(cfg.Redis); err != nil {
 			return nil, err
@@ -107,6 +120,14 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		d.state = rs
 		d.intake = rs
 		d.delays = rs.Delays()
+		if d.ring.Shards > 1 {
+			// Delayed triggers wait in the shard's own queue, and triggers for
+			// this shard's users arrive on its own stream.
+			own := rs.ForShard(d.ring.Shard)
+			d.delays = own.Delays()
+			d.shardIntake = own
+			d.router = &fleetRouter{ring: d.ring, store: rs}
+		}
 		if d.feedback == nil {
 			d.feedback = rs.Feedback(cfg.Redis.FeedbackMaxLen, 0)
 		}
@@ -167,6 +188,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			LeaseTTL: time.Duration(cfg.Engine.LeaseTTL), DrainTimeout: time.Duration(cfg.Engine.DrainTimeout),
 			FlushInterval: time.Duration(cfg.Engine.LedgerFlushInterval), CrashLoopLimit: cfg.Engine.CrashLoopLimit,
 			TemplateCeilings: cfg.Templates.Limits.Ceilings(),
+			Shard: d.ring.Shard, Shards: d.ring.Shards,
 		},
 		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log),
 		campaigns.WithStateResetObserver(func(restored, lost int) {
@@ -181,7 +203,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		}))
 	d.flows = campaigns.NewFlowEngine(d.state, d.dedupOf(owner), d.delays, NewShardSource(d.shard), campaigns.NewPoolDispatcher(d.pools),
 		campaigns.FlowConfig{Workers: cfg.Flows.Workers, QueueSize: cfg.Flows.QueueSize, MaxBatch: cfg.Flows.MaxBatch,
-			TemplateCeilings: cfg.Templates.Limits.Ceilings()},
+			TemplateCeilings: cfg.Templates.Limits.Ceilings(), Router: d.router},
 		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log))
 	if err := d.flows.Load(ctx); err != nil {
 		return nil, err
@@ -263,7 +285,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Error("resume campaigns", "error", err)
 	}
 	d.flows.Start(ctx)
-	d.log.Info("notifyd serving", "admin", ln.Addr().String(), "shard", d.cfg.Shard.Path, "channels", len(d.pools))
+	d.log.Info("notifyd serving", "admin", ln.Addr().String(), "shard", d.cfg.Shard.Path, "ring", d.ring.String(), "channels", len(d.pools))
 
 	errc := make(chan error, 1)
 	go func() {
@@ -283,6 +305,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go d.engine.WatchState(bg, time.Second)
 	if d.intake != nil {
 		go intakeLoop(bg, d.intake, d.intakeRequest, IntakeConfig{Consumer: d.owner}, d.log)
+	}
+	if d.shardIntake != nil {
+		go intakeLoop(bg, d.shardIntake, d.forwardedRequest, IntakeConfig{Consumer: d.owner}, d.log.With("shard", d.ring.Shard))
 	}
 
 	var runErr error
@@ -305,6 +330,11 @@ func (d *Daemon) tick(ctx context.Context) {
 		case <-t.C:
 			if err := d.engine.Tick(ctx); err != nil {
 				d.log.Warn("start due campaigns", "error", err)
+			}
+			if d.ring.Shards > 1 {
+				if err := d.flows.Sync(ctx); err != nil {
+					d.log.Warn("pick up flows defined through other daemons", "error", err)
+				}
 			}
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/notifyd/notifyd/campaigns"
+	"github.com/notifyd/notifyd/store/redisstate"
+	"github.com/notifyd/notifyd/store/shard"
 	"github.com/notifyd/notifyd/templates"
 )
 
@@ -120,4 +122,51 @@ func (d *Daemon) intakeRequest(ctx context.Context, body []byte) error {
 	}
 	_, _, err := d.engine.Create(ctx, body)
 	return err
+}
+
+// forwardedRequest handles an entry of this shard's own stream: triggers
+// another daemon of the fleet forwarded because their users are ours.
+func (d *Daemon) forwardedRequest(ctx context.Context, body []byte) error {
+	triggers, err := campaigns.DecodeTriggers(body)
+	if err != nil {
+		return err
+	}
+	if err := d.ready(ctx); err != nil {
+		return fmt.Errorf("take forwarded triggers: daemon not ready: %w", err)
+	}
+	res, err := d.flows.FireForwarded(ctx, triggers)
+	if err != nil {
+		return err
+	}
+	for _, r := range res {
+		if r.Status == "overloaded" {
+			return campaigns.ErrOverloaded // stays pending; retried
+		}
+	}
+	return nil
+}
+
+// fleetRouter places users on the ring of the shard file and forwards
+// triggers for other shards' users to their shard's intake stream.
+type fleetRouter struct {
+	ring  shard.RingInfo
+	store *redisstate.Store
+}
+
+var _ campaigns.TriggerRouter = (*fleetRouter)(nil)
+
+func (f *fleetRouter) Owner(userID string) (int, bool) {
+	k := shard.ShardOf(shard.Key(userID), f.ring.Shards)
+	return k, k == f.ring.Shard
+}
+
+func (f *fleetRouter) Forward(ctx context.Context, k int, ts []campaigns.Trigger) error {
+	body, err := json.Marshal(map[string]any{"triggers": ts})
+	if err != nil {
+		return fmt.Errorf("encode triggers: %w", err)
+	}
+	if _, err := f.store.ForShard(k).Enqueue(ctx, body); err != nil {
+		return fmt.Errorf("enqueue on shard %d's stream: %w", k, err)
+	}
+	return nil
 }
