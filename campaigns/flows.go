@@ -398,7 +398,6 @@ type TriggerRouter interface {
 	Forward(ctx context.Context, shard int, triggers []Trigger) error
 }
 
-
 // Fire routes triggers to flows and queues them; it never blocks on
 // delivery. The user is looked up at once, so an unknown one is answered
 // (and counted) here. Delayed triggers are stored in the DelayQueue before

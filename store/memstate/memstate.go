@@ -296,7 +296,7 @@ type progress struct {
 	batches     map[int64]*campaigns.Batch
 	counts      map[[2]string]int64
 	failures    map[failureKey]string
-	live        bool  // a run holds or held the lease without releasing it
+	live        bool // a run holds or held the lease without releasing it
 	completed   bool
 	crashes     int   // runs in a row that died holding the lease
 	flushToken  int64 // lease token and ID of the last ledger flush applied

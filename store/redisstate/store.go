@@ -38,7 +38,7 @@ type Store struct {
 	group   string
 	stream  string // the intake stream's name under the prefix ("intake")
 	delayed string // the delay queue's hash tag ("delayed")
-	cluster bool // group per-message scripts by hash tag (one slot per call)
+	cluster bool   // group per-message scripts by hash tag (one slot per call)
 
 	claim, confirm, release        *redis.Script
 	acquire, renew, unlease        *redis.Script
