@@ -39,6 +39,10 @@ type EngineConfig struct {
 	// Each part has its own lease, checkpoint, ledger and counts; a campaign
 	// completes when every part has. Shards ≤ 1: the daemon is the fleet.
 	Shard, Shards int
+	// RingVersion is the version of the ring this daemon's shard file
+	// belongs to. A campaign is pinned to the ring it first ran on: a daemon
+	// of another ring version does not run its parts (ErrRingMismatch).
+	RingVersion uint64
 	// TemplateCeilings are the daemon's template limits; a campaign's
 	// content.limits may only lower them (zero: the package defaults).
 	TemplateCeilings templates.Limits
@@ -186,6 +190,8 @@ type CampaignStatus struct {
 	Checkpoint string `json:"checkpoint,omitempty"`
 	Failures   int64  `json:"retryable_failures"`
 	Owner      string `json:"owner,omitempty"`
+	// Ring is the fleet ring the campaign runs on, "<version>:<shards>".
+	Ring string `json:"ring,omitempty"`
 	// Shards is each part's progress in a fleet (absent for a single daemon):
 	// a shard whose daemon never ran its part shows as "waiting".
 	Shards []ShardProgress `json:"shards,omitempty"`
@@ -263,10 +269,11 @@ func (e *Engine) status(ctx context.Context, rec CampaignRecord) (CampaignStatus
 		ID: rec.ID, Name: c.Name, Status: rec.Status, Reason: rec.Reason, Segment: c.Segment, Channels: c.Channels,
 		SendAt: c.SendAt, Created: rec.Created, Updated: rec.Updated, Counts: map[string]map[string]int64{},
 	}
-	parts, err := e.parts(ctx, rec.ID)
+	parts, err := e.parts(ctx, rec.ID, e.ringShards(rec.Ring))
 	if err != nil {
 		return CampaignStatus{}, fmt.Errorf("read progress of %s: %w", rec.ID, err)
 	}
+	st.Ring = rec.Ring
 	for k, p := range parts {
 		var n int64
 		for _, cn := range p.Counts {
@@ -365,6 +372,25 @@ func (e *Engine) Resume(ctx context.Context, id string) (CampaignStatus, error) 
 // itself for a single daemon, "<id>/s<shard>" in a fleet (campaign ids never
 // contain '/').
 func (e *Engine) part(id string) string { return partID(id, e.cfg.Shard, e.cfg.Shards) }
+
+// ring is this daemon's ring as campaigns pin it: "<version>:<shards>".
+func (e *Engine) ring() string {
+	return strconv.FormatUint(e.cfg.RingVersion, 10) + ":" + strconv.Itoa(max(e.cfg.Shards, 1))
+}
+
+// ringShards is the shard count of a pinned ring ("" or malformed: this daemon's).
+func (e *Engine) ringShards(ring string) int {
+	if _, n, ok := strings.Cut(ring, ":"); ok {
+		if k, err := strconv.Atoi(n); err == nil && k >= 1 {
+			return k
+		}
+	}
+	return max(e.cfg.Shards, 1)
+}
+
+// ErrRingMismatch: the campaign runs on another ring version than this
+// daemon's shard file (the fleet was resharded since it started).
+var ErrRingMismatch = errors.New("campaign runs on another ring")
 
 func partID(id string, shard, shards int) string {
 	if shards <= 1 {
@@ -472,6 +498,13 @@ func (e *Engine) startWith(ctx context.Context, id string, from Status, retry, a
 			return err
 		}
 	}
+	ring, err := e.store.PinRing(ctx, id, e.ring())
+	if err != nil {
+		return fmt.Errorf("pin the ring of campaign %s: %w", id, err)
+	}
+	if ring != e.ring() {
+		return fmt.Errorf("start campaign %s pinned to ring %s on a daemon of ring %s: %w", id, ring, e.ring(), ErrRingMismatch)
+	}
 	res, err := e.progress.Acquire(ctx, e.part(id), e.cfg.Owner, e.cfg.LeaseTTL)
 	if err != nil {
 		return fmt.Errorf("acquire campaign %s: %w", id, err)
@@ -563,7 +596,12 @@ func (e *Engine) runLoop(ctx context.Context, r *run, res Resume, h *runHandle, 
 // the last one to finish sees them all; Tick checks again after a crash in
 // between.
 func (e *Engine) completeIfAllParts(ctx context.Context, id string, log *slog.Logger) {
-	parts, err := e.parts(ctx, id)
+	rec, err := e.store.Get(ctx, id)
+	if err != nil {
+		log.Warn("read the campaign record", "error", err)
+		return
+	}
+	parts, err := e.parts(ctx, id, e.ringShards(rec.Ring))
 	if err != nil {
 		log.Warn("read the progress of the campaign's parts", "error", err)
 		return
@@ -583,9 +621,8 @@ func (e *Engine) completeIfAllParts(ctx context.Context, id string, log *slog.Lo
 	log.Info("campaign completed")
 }
 
-// parts reads the progress of every part of a campaign (one for a single daemon).
-func (e *Engine) parts(ctx context.Context, id string) ([]Progress, error) {
-	n := max(e.cfg.Shards, 1)
+// parts reads the progress of every part of a campaign on a ring of n shards.
+func (e *Engine) parts(ctx context.Context, id string, n int) ([]Progress, error) {
 	out := make([]Progress, n)
 	for k := range n {
 		p, err := e.progress.Progress(ctx, partID(id, k, n))
@@ -669,7 +706,7 @@ func (e *Engine) Tick(ctx context.Context) error {
 					e.completeIfAllParts(ctx, rec.ID, e.log.With("campaign", rec.ID))
 					continue
 				}
-				if err := e.start(ctx, rec.ID, StatusRunning); err != nil && !errors.Is(err, ErrHeld) {
+				if err := e.start(ctx, rec.ID, StatusRunning); err != nil && !errors.Is(err, ErrHeld) && !errors.Is(err, ErrRingMismatch) {
 					errs = append(errs, err)
 				}
 			case StatusScheduled:

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -445,6 +446,50 @@ func (b *blackhole) Dispatch(ctx context.Context, ch string, _ channels.Lane, ms
 
 func (b *blackhole) Throttle(string, float64) {}
 
+// severable is the state as a daemon sees it: once severed (the process is
+// killed) none of its writes land any more, as after a kill -9.
+type severable struct {
+	*memstate.Store
+	dead atomic.Bool
+}
+
+var errKilled = errors.New("the process is dead")
+
+func (s *severable) check() error {
+	if s.dead.Load() {
+		return errKilled
+	}
+	return nil
+}
+
+func (s *severable) Renew(ctx context.Context, l campaigns.Lease, ttl time.Duration) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	return s.Store.Renew(ctx, l, ttl)
+}
+
+func (s *severable) Release(ctx context.Context, l campaigns.Lease) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	return s.Store.Release(ctx, l)
+}
+
+func (s *severable) ClaimBatch(ctx context.Context, l campaigns.Lease, first, last uint64, slots int) (int64, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	return s.Store.ClaimBatch(ctx, l, first, last, slots)
+}
+
+func (s *severable) Record(ctx context.Context, l campaigns.Lease, f campaigns.Flush) (campaigns.Checkpoint, error) {
+	if err := s.check(); err != nil {
+		return campaigns.Checkpoint{}, err
+	}
+	return s.Store.Record(ctx, l, f)
+}
+
 func (b *blackhole) Has(string) bool { return true }
 
 func TestCrashMidCampaignResumesWithoutDuplicates(t *testing.T) {
@@ -472,7 +517,8 @@ func testCrashResume(t *testing.T, hand bool) {
 	// Daemon A dispatches the first batches, then "dies": nothing it
 	// dispatched ever settles, and its lease is left to run out.
 	dead := &blackhole{hand: hand, keys: map[string][]string{}}
-	a := campaigns.NewEngine(state, state, src, dead, campaigns.EngineConfig{
+	aState := &severable{Store: state}
+	a := campaigns.NewEngine(aState, aState, src, dead, campaigns.EngineConfig{
 		Owner: "a", BatchSize: 100, MaxOpenBatches: 2, LeaseTTL: time.Hour, DrainTimeout: 50 * time.Millisecond,
 	}, campaigns.WithEngineClock(clock))
 	b := `{"id":"crashy","segment":"all","channels":["email","sms","apns"],"content":{"email":{"from":"a@example.test","subject":"s","text":"t"},"sms":{"body":"Hi"},"push":{"title":"t","body":"b"}}}`
@@ -488,6 +534,7 @@ func testCrashResume(t *testing.T, hand bool) {
 	if err != nil || st.Status != campaigns.StatusRunning {
 		t.Fatalf("A: %+v %v", st, err)
 	}
+	aState.dead.Store(true) // A is killed: nothing it does lands any more
 	clockMu.Lock()
 	now = now.Add(2 * time.Hour) // A's lease runs out
 	clockMu.Unlock()

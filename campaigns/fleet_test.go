@@ -143,3 +143,33 @@ func TestFleetPauseReachesEveryDaemon(t *testing.T) {
 		t.Fatalf("counts %v add up to %d, want 2000", st.Counts, total(st.Counts, channels.SMS))
 	}
 }
+
+// TestFleetCampaignStaysOnItsRing: a campaign is pinned to the ring it
+// first ran on; a daemon of another ring version (the fleet was resharded)
+// does not run a part of it, so no user is reached twice through two rings.
+func TestFleetCampaignStaysOnItsRing(t *testing.T) {
+	state := memstate.New()
+	parts := partition(newSource(300), 2)
+	old := newRig(t, state, parts[0], campaigns.EngineConfig{Owner: "old", Shard: 0, Shards: 2, RingVersion: 1})
+	gate := make(chan struct{})
+	old.chans[channels.SMS].OnSend(func([]*channels.Message) { <-gate })
+	defer close(gate)
+	b := `{"id":"pinned","segment":"all","channels":["sms"],"content":{"sms":{"body":"Hi"}}}`
+	if _, _, err := old.engine.Create(context.Background(), []byte(b)); err != nil {
+		t.Fatal(err)
+	}
+	resharded := newRig(t, state, parts[1], campaigns.EngineConfig{Owner: "new", Shard: 1, Shards: 3, RingVersion: 2})
+	if err := resharded.engine.Tick(context.Background()); err != nil {
+		t.Fatalf("tick on a daemon of another ring: %v", err)
+	}
+	if got := resharded.engine.Running(); len(got) != 0 {
+		t.Fatalf("a daemon of ring 2:3 runs %v, pinned to ring 1:2", got)
+	}
+	st, err := resharded.engine.Get(context.Background(), "pinned")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Ring != "1:2" || len(st.Shards) != 2 {
+		t.Fatalf("status ring %q with %d shards, want 1:2 with 2", st.Ring, len(st.Shards))
+	}
+}

@@ -149,7 +149,10 @@ type CampaignRecord struct {
 	Status     Status
 	// Reason says why the campaign is in its status when that is not the
 	// obvious one (failed: "crash_loop", "unknown_segment"); "" otherwise.
-	Reason  string
+	Reason string
+	// Ring is the fleet ring the campaign runs on, "<ring version>:<shards>",
+	// pinned when a daemon first starts it ("" before).
+	Ring    string
 	Created time.Time
 	Updated time.Time
 }
@@ -172,6 +175,9 @@ type CampaignStore interface {
 	// TransitionBecause is Transition that also records why (CampaignRecord.Reason);
 	// Transition clears the reason.
 	TransitionBecause(ctx context.Context, id string, from, to Status, reason string) (CampaignRecord, error)
+	// PinRing records ring as the campaign's ring unless one is recorded
+	// already, and returns the recorded one; ErrNotFound without a record.
+	PinRing(ctx context.Context, id, ring string) (string, error)
 }
 
 // Lease is one owner's exclusive hold on a campaign's progress. Token is a

@@ -226,6 +226,23 @@ func (s *Store) Get(ctx context.Context, id string) (campaigns.CampaignRecord, e
 	return copyRecord(r), nil
 }
 
+// PinRing implements campaigns.CampaignStore.
+func (s *Store) PinRing(ctx context.Context, id, ring string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("pin ring of campaign %q: %w", id, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.records[id]
+	if !ok {
+		return "", fmt.Errorf("pin ring of campaign %q: %w", id, campaigns.ErrNotFound)
+	}
+	if r.Ring == "" {
+		r.Ring = ring
+	}
+	return r.Ring, nil
+}
+
 // List implements campaigns.CampaignStore.
 func (s *Store) List(ctx context.Context, after string, limit int) ([]campaigns.CampaignRecord, error) {
 	if limit <= 0 {

@@ -441,7 +441,7 @@ func (s *Store) Restore(ctx context.Context, snap campaigns.CampaignSnapshot, tt
 		return false, fmt.Errorf("restore campaign %q: %w", id, err)
 	}
 	n, err := s.restoreRec.Run(ctx, s.rdb, []string{s.campaignKey(id, "rec")},
-		def, string(snap.Record.Status), snap.Record.Reason, snap.Record.Created.UnixMilli(), snap.Record.Updated.UnixMilli()).Int64()
+		def, string(snap.Record.Status), snap.Record.Reason, snap.Record.Created.UnixMilli(), snap.Record.Updated.UnixMilli(), snap.Record.Ring).Int64()
 	if err != nil {
 		return false, fmt.Errorf("restore campaign %q: %w", id, err)
 	}

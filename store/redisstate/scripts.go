@@ -325,6 +325,14 @@ end
 return {1, r[1], tonumber(r[3]), now}
 `
 
+// Ring pin. KEYS: rec. ARGV: ring. Returns the pinned ring, or false
+// without a record.
+const pinRingSrc = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HSETNX', KEYS[1], 'ring', ARGV[1])
+return redis.call('HGET', KEYS[1], 'ring')
+`
+
 // Epoch marker. KEYS: epoch. ARGV: a new random epoch. Returns {epoch, created 0|1}.
 const epochSrc = `
 local e = redis.call('GET', KEYS[1])
@@ -334,12 +342,13 @@ return {ARGV[1], 1}
 `
 
 // Restore a lost campaign record. KEYS: rec. ARGV: def, status, reason,
-// created ms, updated ms. Writes it only if absent (another part's daemon may
+// created ms, updated ms, ring. Writes it only if absent (another part's daemon may
 // have restored it first). Returns 1 if written.
 const restoreRecSrc = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'def', ARGV[1], 'st', ARGV[2], 'ct', ARGV[4], 'ut', ARGV[5])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'why', ARGV[3]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'ring', ARGV[6]) end
 return 1
 `
 

@@ -46,7 +46,7 @@ type Store struct {
 	claimBatch, report, retried    *redis.Script
 	createRecord, transitionRecord *redis.Script
 	epoch, restore, restoreRec     *redis.Script
-	complete                       *redis.Script
+	complete, pinRing              *redis.Script
 }
 
 // Option configures a Store.
@@ -94,6 +94,7 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
 	s.restore = redis.NewScript(restoreSrc)
 	s.restoreRec = redis.NewScript(restoreRecSrc)
 	s.complete = redis.NewScript(completeSrc)
+	s.pinRing = redis.NewScript(pinRingSrc)
 	return s, nil
 }
 
@@ -321,14 +322,15 @@ func recordFrom(id string, vals []any) (campaigns.CampaignRecord, bool) {
 	ct, _ := vals[2].(string)
 	ut, _ := vals[3].(string)
 	why, _ := vals[4].(string)
+	ring, _ := vals[5].(string)
 	c, _ := strconv.ParseInt(ct, 10, 64)
 	u, _ := strconv.ParseInt(ut, 10, 64)
-	return campaigns.CampaignRecord{ID: id, Definition: json.RawMessage(def), Status: campaigns.Status(st), Reason: why, Created: time.UnixMilli(c), Updated: time.UnixMilli(u)}, true
+	return campaigns.CampaignRecord{ID: id, Definition: json.RawMessage(def), Status: campaigns.Status(st), Reason: why, Ring: ring, Created: time.UnixMilli(c), Updated: time.UnixMilli(u)}, true
 }
 
 // Get implements campaigns.CampaignStore.
 func (s *Store) Get(ctx context.Context, id string) (campaigns.CampaignRecord, error) {
-	vals, err := s.rdb.HMGet(ctx, s.campaignKey(id, "rec"), "def", "st", "ct", "ut", "why").Result()
+	vals, err := s.rdb.HMGet(ctx, s.campaignKey(id, "rec"), "def", "st", "ct", "ut", "why", "ring").Result()
 	if err != nil {
 		return campaigns.CampaignRecord{}, fmt.Errorf("get campaign %q: %w", id, err)
 	}
@@ -362,7 +364,7 @@ func (s *Store) List(ctx context.Context, after string, limit int) ([]campaigns.
 		pipe := s.rdb.Pipeline()
 		cmds := make([]*redis.SliceCmd, len(ids))
 		for i, id := range ids {
-			cmds[i] = pipe.HMGet(ctx, s.campaignKey(id, "rec"), "def", "st", "ct", "ut", "why")
+			cmds[i] = pipe.HMGet(ctx, s.campaignKey(id, "rec"), "def", "st", "ct", "ut", "why", "ring")
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, fmt.Errorf("list campaigns: %w", err)
@@ -378,6 +380,18 @@ func (s *Store) List(ctx context.Context, after string, limit int) ([]campaigns.
 		}
 	}
 	return out, nil
+}
+
+// PinRing implements campaigns.CampaignStore.
+func (s *Store) PinRing(ctx context.Context, id, ring string) (string, error) {
+	v, err := s.pinRing.Run(ctx, s.rdb, []string{s.campaignKey(id, "rec")}, ring).Text()
+	if errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("pin ring of campaign %q: %w", id, campaigns.ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("pin ring of campaign %q: %w", id, err)
+	}
+	return v, nil
 }
 
 // Transition implements campaigns.CampaignStore.

@@ -1013,6 +1013,26 @@ func runCampaigns(t *testing.T, newImpl func(t *testing.T) Impl) {
 		wantErr(t, err, campaigns.ErrNotFound)
 	})
 
+	t.Run("the ring is pinned once", func(t *testing.T) {
+		impl := newImpl(t)
+		_, err := impl.Campaigns.PinRing(ctx, "c", "1:3")
+		wantErr(t, err, campaigns.ErrNotFound)
+		_, _, err = impl.Campaigns.Create(ctx, "c", []byte(`{}`))
+		must(t, err)
+		for _, try := range []string{"1:3", "2:4"} {
+			got, err := impl.Campaigns.PinRing(ctx, "c", try)
+			must(t, err)
+			if got != "1:3" {
+				t.Fatalf("pin %q: got %q, want the first pin 1:3", try, got)
+			}
+		}
+		rec, err := impl.Campaigns.Get(ctx, "c")
+		must(t, err)
+		if rec.Ring != "1:3" {
+			t.Fatalf("record ring %q", rec.Ring)
+		}
+	})
+
 	t.Run("a transition keeps its reason until the next one", func(t *testing.T) {
 		impl := newImpl(t)
 		_, _, err := impl.Campaigns.Create(ctx, "c", []byte(`{}`))
