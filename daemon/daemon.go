@@ -182,7 +182,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		owner = host + "/" + strconv.Itoa(os.Getpid())
 	}
 	d.owner = owner
-	d.engine = campaigns.NewEngine(d.state, d.state, NewShardSource(d.shard), campaigns.NewPoolDispatcher(d.pools),
+	d.engine = campaigns.NewEngine(d.state, d.state, NewShardSource(d.shard).OnRing(d.ring), campaigns.NewPoolDispatcher(d.pools),
 		campaigns.EngineConfig{
 			Owner: owner, BatchSize: cfg.Engine.BatchSize, MaxOpenBatches: cfg.Engine.MaxOpenBatches,
 			LeaseTTL: time.Duration(cfg.Engine.LeaseTTL), DrainTimeout: time.Duration(cfg.Engine.DrainTimeout),
@@ -201,7 +201,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 				d.events.Touch(id, fresh)
 			}
 		}))
-	d.flows = campaigns.NewFlowEngine(d.state, d.dedupOf(owner), d.delays, NewShardSource(d.shard), campaigns.NewPoolDispatcher(d.pools),
+	d.flows = campaigns.NewFlowEngine(d.state, d.dedupOf(owner), d.delays, NewShardSource(d.shard).OnRing(d.ring), campaigns.NewPoolDispatcher(d.pools),
 		campaigns.FlowConfig{Workers: cfg.Flows.Workers, QueueSize: cfg.Flows.QueueSize, MaxBatch: cfg.Flows.MaxBatch,
 			TemplateCeilings: cfg.Templates.Limits.Ceilings(), Router: d.router},
 		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log))

@@ -12,12 +12,40 @@ import (
 // ShardSource serves campaign members from the co-located shard store.
 type ShardSource struct {
 	store *shard.Store
+	// ring, when set, is the ring this daemon joined at start: a newer
+	// generation on another ring (a reshard) is refused until a restart, so a
+	// part never mixes two rings' members.
+	ring *shard.RingInfo
 }
 
 var _ campaigns.MemberSource = (*ShardSource)(nil)
 
 // NewShardSource reads members from store.
 func NewShardSource(store *shard.Store) *ShardSource { return &ShardSource{store: store} }
+
+// ErrRingChanged: the newest shard file belongs to another ring than the
+// one this daemon serves.
+var ErrRingChanged = errors.New("shard file ring changed; restart the daemon to join the new ring")
+
+// OnRing makes s refuse generations of another ring than ring.
+func (s *ShardSource) OnRing(ring shard.RingInfo) *ShardSource {
+	s.ring = &ring
+	return s
+}
+
+// acquire pins the newest generation, checking its ring.
+func (s *ShardSource) acquire() (*shard.Reader, error) {
+	r, err := s.store.Acquire()
+	if err != nil {
+		return nil, fmt.Errorf("pin shard generation: %w", err)
+	}
+	if s.ring != nil && r.Ring() != *s.ring {
+		got := r.Ring()
+		_ = r.Release()
+		return nil, fmt.Errorf("pin shard generation: serving %s, newest file is %s: %w", *s.ring, got, ErrRingChanged)
+	}
+	return r, nil
+}
 
 // Generation is the newest published generation.
 func (s *ShardSource) Generation() uint64 {
@@ -31,9 +59,9 @@ func (s *ShardSource) Generation() uint64 {
 
 // Members pins the newest generation and iterates segment's members.
 func (s *ShardSource) Members(segment string, after uint64, hasAfter bool) (campaigns.MemberIter, error) {
-	r, err := s.store.Acquire()
+	r, err := s.acquire()
 	if err != nil {
-		return nil, fmt.Errorf("pin shard generation: %w", err)
+		return nil, err
 	}
 	seg, err := r.Segment(segment)
 	if err != nil {
@@ -120,9 +148,9 @@ func fill(r *shard.Reader, idx uint32, m *campaigns.Member, row *shard.Row, web 
 
 // Pin pins the newest generation for lookups by user key.
 func (s *ShardSource) Pin() (campaigns.PinnedSource, error) {
-	r, err := s.store.Acquire()
+	r, err := s.acquire()
 	if err != nil {
-		return nil, fmt.Errorf("pin shard generation: %w", err)
+		return nil, err
 	}
 	return &shardPin{r: r}, nil
 }
