@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/notifyd/notifyd/daemon/bench"
@@ -19,8 +21,11 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "trigger" {
 		return runBenchTrigger(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "fleet" {
+		return runBenchFleet(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "fanout" {
-		fmt.Fprintln(stderr, "usage: notifyd bench fanout [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL]")
+		fmt.Fprintln(stderr, "usage: notifyd bench fanout [--members N] [--redis URL]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL]")
 		return 2
 	}
 	fs := flag.NewFlagSet("bench fanout", flag.ContinueOnError)
@@ -94,5 +99,47 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "trigger: %d fired in %s (%d accepted, %d reached the provider: %s), dedup in %s\n", res.Fired, res.Elapsed.Round(time.Millisecond), res.Accepted, res.Sent, res.Provider, res.Dedup)
 	fmt.Fprintf(stdout, "latency from arrival to provider request: p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms\n", ms(res.P50), ms(res.P99), ms(res.P999), ms(res.Max))
 	fmt.Fprintf(stdout, "rate_per_s=%.0f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f\n", res.RatePerSec, ms(res.P50), ms(res.P99), ms(res.P999))
+	return 0
+}
+
+// runBenchFleet runs one campaign over N shards' daemons (one process) for
+// each N and prints throughput and CPU per message, the latter relative to
+// the first N: flat CPU per message is what makes the fleet linear.
+func runBenchFleet(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench fleet", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	members := fs.Int("members", 300_000, "population over all shards")
+	shardList := fs.String("shards", "1,2,4", "fleet sizes to run, comma-separated")
+	redisURL := fs.String("redis", os.Getenv("REDIS_URL"), "Redis URL (default $REDIS_URL)")
+	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var sizes []int
+	for _, f := range strings.Split(*shardList, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(stderr, "notifyd bench fleet: --shards %q: want positive integers separated by commas\n", *shardList)
+			return 2
+		}
+		sizes = append(sizes, n)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	runs, err := bench.Fleet(ctx, bench.FleetOptions{Members: *members, Shards: sizes, RedisURL: *redisURL, CacheDir: *cache, Out: stderr})
+	if err != nil {
+		fmt.Fprintf(stderr, "notifyd bench fleet: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%-7s %10s %12s %14s %16s  %s\n", "shards", "messages", "msgs/s", "cpu_us/msg", "vs first size", "per shard msgs/s")
+	base := runs[0].CPUPerMsg
+	for _, r := range runs {
+		per := make([]string, len(r.PerShard))
+		for i, v := range r.PerShard {
+			per[i] = fmt.Sprintf("%.0f", v)
+		}
+		fmt.Fprintf(stdout, "%-7d %10d %12.0f %14.2f %16.2f  %s\n", r.Shards, r.Messages, r.MsgsPerSec,
+			float64(r.CPUPerMsg.Nanoseconds())/1000, float64(r.CPUPerMsg)/float64(base), strings.Join(per, " "))
+	}
 	return 0
 }
