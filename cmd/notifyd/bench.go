@@ -25,20 +25,47 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		return runBenchFleet(args[1:], stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "fanout" {
-		fmt.Fprintln(stderr, "usage: notifyd bench fanout [--members N] [--redis URL]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL]")
+		fmt.Fprintln(stderr, "usage: notifyd bench fanout [--members N] [--redis URL | --redis-cluster HOST:PORT,... [--compare [--rounds N]]]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL]")
 		return 2
 	}
 	fs := flag.NewFlagSet("bench fanout", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	members := fs.Int("members", 1_000_000, "segment size")
 	redisURL := fs.String("redis", os.Getenv("REDIS_URL"), "Redis URL (default $REDIS_URL)")
+	cluster := fs.String("redis-cluster", "", "Redis Cluster seed nodes, host:port,... (instead of --redis)")
+	compare := fs.Bool("compare", false, "with --redis-cluster: run on the single node (--redis, default $REDIS_URL) and on the cluster, alternating, and print the cluster/node ratio")
+	rounds := fs.Int("rounds", 3, "with --compare: node-then-cluster rounds (medians are reported)")
 	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
+	stall := fs.Duration("stall", 30*time.Second, "fail when no message gets through for this long")
 	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	var clusterAddrs []string
+	if *cluster != "" {
+		clusterAddrs = strings.Split(*cluster, ",")
+	}
+	explicitURL := false
+	fs.Visit(func(f *flag.Flag) { explicitURL = explicitURL || f.Name == "redis" })
+	switch {
+	case *compare && (clusterAddrs == nil || *redisURL == ""):
+		fmt.Fprintln(stderr, "notifyd bench fanout: --compare needs --redis-cluster and a single node (--redis or $REDIS_URL)")
+		return 2
+	case !*compare && clusterAddrs != nil && explicitURL:
+		fmt.Fprintln(stderr, "notifyd bench fanout: --redis and --redis-cluster are exclusive (or add --compare)")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	res, err := bench.Fanout(ctx, bench.FanoutOptions{Members: *members, RedisURL: *redisURL, CacheDir: *cache, Out: stderr})
+	opts := bench.FanoutOptions{Members: *members, Stall: *stall, CacheDir: *cache, Out: stderr}
+	if *compare {
+		return compareFanout(ctx, opts, *redisURL, clusterAddrs, max(*rounds, 1), stdout, stderr)
+	}
+	if clusterAddrs != nil {
+		opts.RedisClusterAddrs = clusterAddrs
+	} else {
+		opts.RedisURL = *redisURL
+	}
+	res, err := bench.Fanout(ctx, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "notifyd bench fanout: %v\n", err)
 		return 1
@@ -52,6 +79,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	for _, ch := range chs {
 		fmt.Fprintf(stdout, "  %-8s %v\n", ch, res.Counts[ch])
 	}
+	fmt.Fprintf(stdout, "state on the %s; bare pipelined SET NX grouped per node: %s\n", res.Backend, res.SetNX)
 	fmt.Fprintf(stdout, "pipeline %.0f msgs/s; bare pipelined SET NX %.0f/s on the same Redis; ratio %.2f; peak heap %.1f MiB\n",
 		res.MsgsPerSec, res.SetNXPerSec, res.Ratio, res.HeapMiB)
 	fmt.Fprintf(stdout, "redis memory: peak %d bytes in the campaign's keys while sending = %.4f bytes per message (no per-message key: a cursor, and per open batch a record with the ledger's bitmaps)\n",
@@ -60,6 +88,46 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		res.RedisBytesPerInFlight, res.InFlight, res.RedisBytesPerDone, res.RedisFinalBytes)
 	fmt.Fprintf(stdout, "msgs_per_s=%.0f redis_setnx_per_s=%.0f ratio=%.2f heap_mib=%.1f\n", res.MsgsPerSec, res.SetNXPerSec, res.Ratio, res.HeapMiB)
 	return 0
+}
+
+// compareFanout runs the fan-out on the single node and on the cluster in
+// alternation, so that both see the same machine (2 shared cores make any
+// single pair noise), and reports medians and the cluster/node ratio.
+func compareFanout(ctx context.Context, opts bench.FanoutOptions, url string, cluster []string, rounds int, stdout, stderr io.Writer) int {
+	var node, clus, ratios, clusterVsSetNX []float64
+	for r := 1; r <= rounds; r++ {
+		no, co := opts, opts
+		no.RedisURL, co.RedisClusterAddrs = url, cluster
+		rn, err := bench.Fanout(ctx, no)
+		if err != nil {
+			fmt.Fprintf(stderr, "notifyd bench fanout: round %d, single node: %v\n", r, err)
+			return 1
+		}
+		rc, err := bench.Fanout(ctx, co)
+		if err != nil {
+			fmt.Fprintf(stderr, "notifyd bench fanout: round %d, cluster: %v\n", r, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "round %d: node %.0f msgs/s (SET NX %.0f/s), %s %.0f msgs/s (SET NX %.0f/s grouped per node: %s); cluster/node %.2f\n",
+			r, rn.MsgsPerSec, rn.SetNXPerSec, rc.Backend, rc.MsgsPerSec, rc.SetNXPerSec, rc.SetNX, rc.MsgsPerSec/rn.MsgsPerSec)
+		node, clus = append(node, rn.MsgsPerSec), append(clus, rc.MsgsPerSec)
+		ratios = append(ratios, rc.MsgsPerSec/rn.MsgsPerSec)
+		clusterVsSetNX = append(clusterVsSetNX, rc.Ratio)
+	}
+	fmt.Fprintf(stdout, "medians over %d rounds: node %.0f msgs/s, cluster %.0f msgs/s, cluster/node %.2f, cluster/its SET NX %.2f\n",
+		rounds, median(node), median(clus), median(ratios), median(clusterVsSetNX))
+	fmt.Fprintf(stdout, "node_msgs_per_s=%.0f cluster_msgs_per_s=%.0f cluster_vs_node=%.2f cluster_vs_setnx=%.2f\n",
+		median(node), median(clus), median(ratios), median(clusterVsSetNX))
+	return 0
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func runBenchTrigger(args []string, stdout, stderr io.Writer) int {

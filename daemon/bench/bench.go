@@ -31,7 +31,13 @@ import (
 // FanoutOptions configure the fan-out benchmark.
 type FanoutOptions struct {
 	Members  int    // segment size (default 1,000,000)
-	RedisURL string // required: the dedup/progress state is Redis, as in production
+	RedisURL string // one Redis node; this or RedisClusterAddrs is required: state is Redis, as in production
+	// RedisClusterAddrs are seed nodes (host:port) of a Redis Cluster.
+	RedisClusterAddrs []string
+	// Stall fails the run when no message reaches a channel for this long
+	// (default 30s): a Redis whose calls fail (MOVED, CROSSSLOT, outage)
+	// would otherwise keep the campaign running and the benchmark waiting.
+	Stall time.Duration
 	// CacheDir keeps generated shards between runs (default $TMPDIR/notifyd-bench).
 	CacheDir string
 	Out      io.Writer
@@ -44,8 +50,12 @@ type FanoutResult struct {
 	Elapsed     time.Duration
 	MsgsPerSec  float64
 	SetNXPerSec float64
-	Ratio       float64
-	HeapMiB     float64 // peak live heap while sending
+	// SetNX is the baseline with its split over the nodes.
+	SetNX SetNXStats
+	// Backend says what the state ran on ("redis node", "redis cluster (3 masters)").
+	Backend string
+	Ratio   float64
+	HeapMiB float64 // peak live heap while sending
 	// RedisPeakBytes is the peak size of the keys the pipeline keeps in Redis
 	// while sending (MEMORY USAGE over its prefix); RedisBytesPerMsg divides it by Messages.
 	RedisPeakBytes   int64
@@ -105,18 +115,25 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	if opts.RedisURL == "" {
-		return nil, errors.New("bench fanout needs Redis: set --redis or REDIS_URL (e.g. redis://127.0.0.1:6379/15)")
+	if opts.Stall <= 0 {
+		opts.Stall = 30 * time.Second
 	}
-	ropt, err := redis.ParseURL(opts.RedisURL)
+	if opts.RedisURL == "" && len(opts.RedisClusterAddrs) == 0 {
+		return nil, errors.New("bench fanout needs Redis: set --redis or REDIS_URL (e.g. redis://127.0.0.1:6379/15), or --redis-cluster host:port,...")
+	}
+	rdb, err := newRedis(ctx, opts.RedisURL, opts.RedisClusterAddrs)
 	if err != nil {
-		return nil, errors.New("parse Redis URL: not a valid redis:// URL")
+		return nil, err
 	}
-	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		return nil, fmt.Errorf("connect to Redis: %w", err)
+	backend := "redis node"
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		var masters atomic.Int64
+		_ = cc.ForEachMaster(ctx, func(context.Context, *redis.Client) error { masters.Add(1); return nil })
+		backend = fmt.Sprintf("redis cluster (%d masters)", masters.Load())
 	}
+	errs := newErrorLog(opts.Log.Handler())
+	opts.Log = slog.New(errs)
 
 	path, err := cachedShard(opts.CacheDir, opts.Members, opts.Out)
 	if err != nil {
@@ -131,7 +148,7 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 	prefix := "notifyd-bench:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":"
 	defer cleanup(context.WithoutCancel(ctx), rdb, prefix)
 
-	fmt.Fprintln(opts.Out, "measuring bare pipelined SET NX...")
+	fmt.Fprintf(opts.Out, "measuring bare pipelined SET NX on the %s...\n", backend)
 	setnx, err := SetNXRate(ctx, rdb, prefix+"setnx:", 300_000, 1000)
 	if err != nil {
 		return nil, err
@@ -172,7 +189,7 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 	if _, _, err := engine.Create(ctx, []byte(fmt.Sprintf(fanoutCampaign, id))); err != nil {
 		return nil, fmt.Errorf("create campaign: %w", err)
 	}
-	if err := engine.Wait(ctx, id); err != nil {
+	if err := waitProgressing(ctx, engine, id, &accepted, opts.Stall, errs); err != nil {
 		return nil, err
 	}
 	elapsed := time.Since(start)
@@ -185,16 +202,22 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 	if st.Status != campaigns.StatusCompleted {
 		return nil, fmt.Errorf("campaign ended %s", st.Status)
 	}
+	if err := checkCounts(st.Counts, accepted.Load()); err != nil {
+		return nil, err
+	}
+	if n, last := errs.Last(); n > 0 {
+		return nil, fmt.Errorf("the campaign completed, but %d warnings or errors were logged; the last: %s", n, last)
+	}
 	res := &FanoutResult{
-		Messages: accepted.Load(), Elapsed: elapsed, SetNXPerSec: setnx, HeapMiB: peak, Counts: st.Counts,
-		ShardMembers: uint64(opts.Members),
+		Messages: accepted.Load(), Elapsed: elapsed, SetNXPerSec: setnx.PerSec, SetNX: setnx, Backend: backend,
+		HeapMiB: peak, Counts: st.Counts, ShardMembers: uint64(opts.Members),
 	}
 	res.MsgsPerSec = float64(res.Messages) / elapsed.Seconds()
 	res.RedisPeakBytes = redisPeak
 	if res.Messages > 0 {
 		res.RedisBytesPerMsg = float64(redisPeak) / float64(res.Messages)
 	}
-	res.Ratio = res.MsgsPerSec / setnx
+	res.Ratio = res.MsgsPerSec / setnx.PerSec
 	var slots int64
 	for _, counts := range st.Counts {
 		for _, n := range counts {
@@ -212,41 +235,6 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 		res.RedisBytesPerDone = float64(res.RedisFinalBytes) / float64(res.Messages)
 	}
 	return res, nil
-}
-
-// SetNXRate is the rate of SET key val NX from one client, pipelined in
-// batches of `pipeline`: the machine's own Redis limit for this benchmark.
-func SetNXRate(ctx context.Context, rdb *redis.Client, prefix string, n, pipeline int) (float64, error) {
-	keys := make([]string, n)
-	for i := range keys {
-		keys[i] = prefix + strconv.Itoa(i)
-	}
-	start := time.Now()
-	for i := 0; i < n; i += pipeline {
-		p := rdb.Pipeline()
-		for _, k := range keys[i:min(i+pipeline, n)] {
-			p.SetNX(ctx, k, "1", time.Minute)
-		}
-		if _, err := p.Exec(ctx); err != nil {
-			return 0, fmt.Errorf("pipelined SET NX: %w", err)
-		}
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
-}
-
-func cleanup(ctx context.Context, rdb *redis.Client, prefix string) {
-	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-	var batch []string
-	for iter.Next(ctx) {
-		batch = append(batch, iter.Val())
-		if len(batch) == 1000 {
-			rdb.Unlink(ctx, batch...)
-			batch = batch[:0]
-		}
-	}
-	if len(batch) > 0 {
-		rdb.Unlink(ctx, batch...)
-	}
 }
 
 // cachedShard generates (once) a shard of n members with the generator's default mix.
@@ -319,22 +307,7 @@ type redisMemSampler struct {
 	done  chan int64
 }
 
-// progressBytes sums MEMORY USAGE over every key under prefix: the state
-// the pipeline keeps in Redis (progress records, claims, counts).
-func progressBytes(ctx context.Context, rdb *redis.Client, prefix string) (int64, error) {
-	var total int64
-	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-	for iter.Next(ctx) {
-		n, err := rdb.MemoryUsage(ctx, iter.Val()).Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return 0, err
-		}
-		total += n
-	}
-	return total, iter.Err()
-}
-
-func startRedisMemSampler(ctx context.Context, rdb *redis.Client, prefix string) *redisMemSampler {
+func startRedisMemSampler(ctx context.Context, rdb redis.UniversalClient, prefix string) *redisMemSampler {
 	s := &redisMemSampler{stopc: make(chan struct{}), done: make(chan int64, 1)}
 	go func() {
 		var peak int64
@@ -361,4 +334,65 @@ func startRedisMemSampler(ctx context.Context, rdb *redis.Client, prefix string)
 func (s *redisMemSampler) stop() int64 {
 	close(s.stopc)
 	return <-s.done
+}
+
+// waitProgressing waits for the campaign to end, and fails it when no
+// message reaches a channel for stall: the engine keeps a run whose Redis
+// calls fail running (it resumes when Redis answers again), which is right
+// for a daemon and wrong for a benchmark that must fail loudly.
+func waitProgressing(ctx context.Context, engine *campaigns.Engine, id string, accepted *atomic.Int64, stall time.Duration, errs *errorLog) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- engine.Wait(wctx, id) }()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	last, since := accepted.Load(), time.Now()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+		}
+		if n := accepted.Load(); n != last {
+			last, since = n, time.Now()
+			continue
+		}
+		if time.Since(since) >= stall {
+			cancel()
+			<-done
+			n, msg := errs.Last()
+			if n == 0 {
+				msg = "nothing was logged"
+			}
+			return fmt.Errorf("no progress for %s after %d messages (%d warnings or errors logged; the last: %s)", stall, last, n, msg)
+		}
+	}
+}
+
+// checkCounts fails a run in which a message did not get through: the
+// channels are no-ops that accept everything, so every message counted must
+// be "sent" and every message accepted counted once. Counts of members
+// without a message on a channel (no address, no consent) are not failures.
+func checkCounts(counts map[string]map[string]int64, accepted int64) error {
+	var sent int64
+	var bad []string
+	for ch, byReason := range counts {
+		for reason, n := range byReason {
+			switch channels.Reason(reason) {
+			case "sent":
+				sent += n
+			case channels.ReasonUnavailable, channels.ReasonNetwork, channels.ReasonUnknown, channels.ReasonRetriesExhausted,
+				channels.ReasonCanceled, channels.ReasonRateLimited, channels.ReasonAuth, channels.ReasonExpired, "in_doubt":
+				bad = append(bad, fmt.Sprintf("%s:%s=%d", ch, reason, n))
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("messages failed: %v", bad)
+	}
+	if sent != accepted {
+		return fmt.Errorf("the channels accepted %d messages but %d were counted sent", accepted, sent)
+	}
+	return nil
 }

@@ -2,11 +2,13 @@ package bench
 
 import (
 	"context"
-	"github.com/notifyd/notifyd/daemon"
 	"io"
 	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/notifyd/notifyd/daemon"
 )
 
 // TestFanoutSmall runs the fan-out benchmark end to end on a small segment
@@ -72,5 +74,58 @@ func TestTriggerSmall(t *testing.T) {
 	}
 	if !(res.P50 <= res.P99 && res.P99 <= res.P999 && res.P999 <= res.Max) || res.P50 <= 0 {
 		t.Fatalf("percentiles out of order: %+v", res)
+	}
+}
+
+// TestFanoutCluster is TestFanoutSmall on a Redis Cluster
+// (REDIS_CLUSTER_ADDRS): the baseline is grouped per node and every master
+// takes a share.
+func TestFanoutCluster(t *testing.T) {
+	addrs := os.Getenv("REDIS_CLUSTER_ADDRS")
+	if addrs == "" {
+		t.Skip("REDIS_CLUSTER_ADDRS not set: .ci/run starts a Redis Cluster")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := Fanout(ctx, FanoutOptions{Members: 5000, RedisClusterAddrs: strings.Split(addrs, ","), CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Messages == 0 || res.SetNXPerSec <= 0 || len(res.SetNX.PerNode) < 2 || !strings.Contains(res.Backend, "cluster") {
+		t.Fatalf("cluster run: %+v", res)
+	}
+	for node, n := range res.SetNX.PerNode {
+		if n == 0 {
+			t.Errorf("node %s took none of the SET NX keys", node)
+		}
+	}
+}
+
+func TestFanoutRefusesURLAndCluster(t *testing.T) {
+	_, err := Fanout(context.Background(), FanoutOptions{Members: 10, RedisURL: "redis://127.0.0.1:1/0", RedisClusterAddrs: []string{"127.0.0.1:1"}})
+	if err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Fatalf("err = %v, want a refusal of both", err)
+	}
+}
+
+func TestCheckCounts(t *testing.T) {
+	tests := []struct {
+		name     string
+		counts   map[string]map[string]int64
+		accepted int64
+		wantErr  string
+	}{
+		{"all sent", map[string]map[string]int64{"sms": {"sent": 5, "no_address": 2}}, 5, ""},
+		{"a transient failure", map[string]map[string]int64{"sms": {"sent": 4, "unavailable": 1}}, 4, "messages failed"},
+		{"in doubt", map[string]map[string]int64{"sms": {"sent": 4, "in_doubt": 1}}, 4, "messages failed"},
+		{"accepted but not counted", map[string]map[string]int64{"sms": {"sent": 4}}, 5, "accepted 5"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkCounts(tc.counts, tc.accepted)
+			if (tc.wantErr == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+		})
 	}
 }

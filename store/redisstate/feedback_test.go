@@ -22,7 +22,7 @@ func feedbackRecs(ids ...string) []channels.Feedback {
 	return out
 }
 
-func streamUsers(t *testing.T, c *redis.Client, key string) []map[string]any {
+func streamUsers(t *testing.T, c redis.UniversalClient, key string) []map[string]any {
 	t.Helper()
 	msgs, err := c.XRange(context.Background(), key, "-", "+").Result()
 	if err != nil {
@@ -35,8 +35,9 @@ func streamUsers(t *testing.T, c *redis.Client, key string) []map[string]any {
 	return out
 }
 
-func TestFeedbackStream(t *testing.T) {
-	c := newClient(t)
+func TestFeedbackStream(t *testing.T) { onEachBackend(t, testFeedbackStream) }
+
+func testFeedbackStream(t *testing.T, c redis.UniversalClient) {
 	s, prefix := newStore(t, c)
 	sink := s.Feedback(0, 0)
 	if err := sink.RecordFeedback(context.Background(), feedbackRecs("u1", "u2")); err != nil {

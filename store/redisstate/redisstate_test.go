@@ -67,10 +67,37 @@ func newClusterClient(tb testing.TB) *redis.ClusterClient {
 	return c
 }
 
+// onEachBackend runs test on one node (REDIS_URL) and on a cluster
+// (REDIS_CLUSTER_ADDRS), each skipped when its variable is unset.
+func onEachBackend(t *testing.T, test func(t *testing.T, c redis.UniversalClient)) {
+	t.Run("node", func(t *testing.T) { test(t, newClient(t)) })
+	t.Run("cluster", func(t *testing.T) { test(t, newClusterClient(t)) })
+}
+
+// deletePrefix deletes every key under prefix: on a cluster, master by
+// master and key by key (the keys of one UNLINK must share a slot).
+func deletePrefix(ctx context.Context, c redis.UniversalClient, prefix string) {
+	del := func(ctx context.Context, n redis.UniversalClient) error {
+		iter := n.Scan(ctx, 0, prefix+"*", 5000).Iterator()
+		pipe := n.Pipeline()
+		for iter.Next(ctx) {
+			pipe.Unlink(ctx, iter.Val())
+		}
+		if pipe.Len() == 0 {
+			return nil
+		}
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		_ = cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return del(ctx, n) })
+		return
+	}
+	_ = del(ctx, c)
+}
+
 // uniquePrefix gives each test its own key space and deletes it afterwards,
-// so tests can share a Redis (and run beside other users of it). On a
-// cluster it scans every master and deletes key by key (keys of one UNLINK
-// must share a slot).
+// so tests can share a Redis (and run beside other users of it).
 func uniquePrefix(tb testing.TB, c redis.UniversalClient) string {
 	tb.Helper()
 	var b [6]byte
@@ -79,29 +106,7 @@ func uniquePrefix(tb testing.TB, c redis.UniversalClient) string {
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if cc, ok := c.(*redis.ClusterClient); ok {
-			_ = cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
-				iter := n.Scan(ctx, 0, p+"*", 5000).Iterator()
-				pipe := n.Pipeline()
-				for iter.Next(ctx) {
-					pipe.Unlink(ctx, iter.Val())
-				}
-				_, err := pipe.Exec(ctx)
-				return err
-			})
-			return
-		}
-		iter := c.Scan(ctx, 0, p+"*", 5000).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			if keys = append(keys, iter.Val()); len(keys) == 5000 {
-				_ = c.Unlink(ctx, keys...).Err()
-				keys = keys[:0]
-			}
-		}
-		if len(keys) > 0 {
-			_ = c.Unlink(ctx, keys...).Err()
-		}
+		deletePrefix(ctx, c, p)
 	})
 	return p
 }
@@ -400,9 +405,10 @@ func TestKeyLayout(t *testing.T) {
 // TestRestoreAfterEmptyRedis is a Redis that came back empty: the epoch
 // marker is gone, and what the lease holder knew is written back so that its
 // next flush lands and nothing it recorded is lost.
-func TestRestoreAfterEmptyRedis(t *testing.T) {
+func TestRestoreAfterEmptyRedis(t *testing.T) { onEachBackend(t, testRestoreAfterEmptyRedis) }
+
+func testRestoreAfterEmptyRedis(t *testing.T, c redis.UniversalClient) {
 	ctx := context.Background()
-	c := newClient(t)
 	s, prefix := newStore(t, c)
 	e1, created, err := s.Epoch(ctx)
 	if err != nil || !created || e1 == "" {
@@ -447,10 +453,7 @@ func TestRestoreAfterEmptyRedis(t *testing.T) {
 	}
 
 	// Redis restarts empty.
-	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-	for iter.Next(ctx) {
-		c.Del(ctx, iter.Val())
-	}
+	deletePrefix(ctx, c, prefix)
 	if _, err := s.Record(ctx, r.Lease, campaigns.Flush{ID: 2, Reports: []campaigns.BatchReport{{Seq: b2, Done: campaigns.Bitmap{0xf0, 0}}}}); !errors.Is(err, campaigns.ErrLeaseLost) {
 		t.Fatalf("flush on an empty Redis: %v, want lease lost", err)
 	}
