@@ -102,7 +102,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	}
 	d.ring = rr.Ring()
 	_ = rr.Release()
-	if d.ring.Shards > 1 && !cfg.Redis.URL.Set() {
+	if d.ring.Shards > 1 && !cfg.Redis.Enabled() {
 		return nil, fmt.Errorf("shard file is %s: a daemon of a fleet needs redis.url (the fleet coordinates through Redis)", d.ring)
 	}
 	if cfg.Redis.Enabled() {
