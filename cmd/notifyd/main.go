@@ -23,6 +23,9 @@ func commands() map[string]command {
 		"serve":    {"run the daemon (admin API, campaign engine, channel workers)", runServe},
 		"campaign": {"create, inspect and control campaigns through the admin API", runCampaign},
 		"sandbox":  {"serve local fakes of every provider, with fault injection, stats and a ready config fragment", runSandbox},
+		"config":   {"check config files without starting anything: every problem at once, with file, line and key", runConfig},
+		"flow":     {"create, inspect and control segment/event-triggered flows through the admin API", runFlow},
+		"trigger":  {"fire flow triggers through the admin API (trigger send -f FILE)", runTrigger},
 		"tail":     {"live view of a running daemon: rate, failures by reason, latency, queues, campaign progress", runTail},
 	}
 }
