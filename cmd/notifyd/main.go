@@ -26,6 +26,7 @@ func commands() map[string]command {
 		"config":   {"check config files without starting anything: every problem at once, with file, line and key", runConfig},
 		"flow":     {"create, inspect and control segment/event-triggered flows through the admin API", runFlow},
 		"trigger":  {"fire flow triggers through the admin API (trigger send -f FILE)", runTrigger},
+		"version":  {"print the module version, VCS commit and Go version", runVersion},
 		"tail":     {"live view of a running daemon: rate, failures by reason, latency, queues, campaign progress", runTail},
 	}
 }
@@ -42,6 +43,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return 0
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		return runVersion(nil, stdout, stderr)
 	}
 	c, ok := cmds[args[0]]
 	if !ok {
