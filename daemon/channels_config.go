@@ -129,22 +129,23 @@ func (t TLSConfig) channels() channels.TLS {
 	return channels.TLS{CAFile: t.CAFile, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
 }
 
-func (c ChannelsConfig) validate() []error {
-	var errs []error
+func (c ChannelsConfig) validate() ConfigErrors {
+	var errs ConfigErrors
+	req := func(path, msg string) { errs = append(errs, &ConfigError{Path: path, Msg: msg}) }
 	if c.APNs != nil && c.APNs.Topic == "" {
-		errs = append(errs, errors.New("channels.apns.topic: required (the app's bundle id)"))
+		req("channels.apns.topic", "required (the app's bundle id)")
 	}
 	if c.FCM != nil && c.FCM.ProjectID == "" {
-		errs = append(errs, errors.New("channels.fcm.project_id: required"))
+		req("channels.fcm.project_id", "required")
 	}
 	if c.Email != nil && c.Email.Host == "" {
-		errs = append(errs, errors.New("channels.email.host: required"))
+		req("channels.email.host", "required")
 	}
 	if c.SMS != nil && c.SMS.AccountSID == "" {
-		errs = append(errs, errors.New("channels.sms.account_sid: required"))
+		req("channels.sms.account_sid", "required")
 	}
 	if c.WebPush != nil && c.WebPush.VAPIDPublicKey == "" {
-		errs = append(errs, errors.New("channels.webpush.vapid_public_key: required"))
+		req("channels.webpush.vapid_public_key", "required")
 	}
 	return errs
 }

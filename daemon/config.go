@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 	"unicode"
@@ -143,7 +144,8 @@ type Duration time.Duration
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: parse duration %q: want e.g. 30s or 5m", n.Line, n.Value)
+		// A type error lets the decoder carry on and report the rest.
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: parse duration %q: want e.g. 30s or 5m", n.Line, n.Value)}}
 	}
 	*d = Duration(v)
 	return nil
@@ -158,40 +160,29 @@ type Secret struct {
 
 // UnmarshalYAML reads a secret reference and resolves it at once, so a
 // missing variable or file fails at start-up, naming where it came from.
+// Its errors are type errors, so the decoder carries on and reports every
+// other problem too.
 func (s *Secret) UnmarshalYAML(n *yaml.Node) error {
+	fail := func(format string, args ...any) error {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: ", n.Line) + fmt.Sprintf(format, args...)}}
+	}
 	switch n.Kind {
 	case yaml.ScalarNode:
 		s.value, s.source = n.Value, fmt.Sprintf("inline value at line %d", n.Line)
 		return nil
 	case yaml.MappingNode:
-		var ref struct {
-			Env  string `yaml:"env"`
-			File string `yaml:"file"`
-		}
+		var ref secretRef
 		if err := n.Decode(&ref); err != nil {
-			return err
+			return fail("a secret takes env, file and optional")
 		}
-		switch {
-		case ref.Env != "" && ref.File != "":
-			return fmt.Errorf("line %d: a secret takes env or file, not both", n.Line)
-		case ref.Env != "":
-			v, ok := os.LookupEnv(ref.Env)
-			if !ok {
-				return fmt.Errorf("line %d: environment variable %s is not set", n.Line, ref.Env)
-			}
-			s.value, s.source = v, "env "+ref.Env
-		case ref.File != "":
-			b, err := os.ReadFile(ref.File)
-			if err != nil {
-				return fmt.Errorf("line %d: read secret file: %w", n.Line, err)
-			}
-			s.value, s.source = strings.TrimRight(string(b), "\r\n"), "file "+ref.File
-		default:
-			return fmt.Errorf("line %d: a secret needs env: NAME or file: PATH", n.Line)
+		v, src, err := ref.resolve()
+		if err != nil {
+			return fail("%v", err)
 		}
+		s.value, s.source = v, src
 		return nil
 	}
-	return fmt.Errorf("line %d: a secret is a string or {env: NAME} / {file: PATH}", n.Line)
+	return fail("a secret is a string or {env: NAME} / {file: PATH}")
 }
 
 // NewSecret wraps a value (tests, the demo).
@@ -220,33 +211,98 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 // MarshalYAML keeps the value out of dumped configs.
 func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
 
-// LoadConfig reads and validates a YAML config file. Unknown keys are errors:
-// a typo must not silently fall back to a default.
-func LoadConfig(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+// LoadConfig reads and validates one or more YAML config files. Later files
+// are laid over earlier ones key by key (a base config, then the fragment
+// notifyd sandbox writes). Unknown keys are errors: a typo must not
+// silently fall back to a default. Every problem in every file is reported
+// at once (ConfigErrors), each with its file, line and key path.
+func LoadConfig(paths ...string) (*Config, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("read config: no file given")
 	}
-	return ParseConfig(b)
+	srcs := make([]configSource, 0, len(paths))
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		srcs = append(srcs, configSource{name: p, body: b})
+	}
+	return parseConfigs(srcs)
 }
 
 // ParseConfig decodes and validates YAML config bytes.
 func ParseConfig(b []byte) (*Config, error) {
-	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			for i, e := range te.Errors {
-				te.Errors[i] = readableYAMLError(e)
+	return parseConfigs([]configSource{{body: b}})
+}
+
+type configSource struct {
+	name string
+	body []byte
+}
+
+func parseConfigs(srcs []configSource) (*Config, error) {
+	var (
+		c     Config
+		errs  ConfigErrors
+		where = map[string]*ConfigError{} // key path → its last location
+	)
+	for _, src := range srcs {
+		var root yaml.Node
+		if err := yaml.Unmarshal(src.body, &root); err != nil {
+			errs = append(errs, &ConfigError{File: src.name, Msg: "parse YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")})
+			continue
+		}
+		if root.Kind == 0 {
+			continue // an empty file
+		}
+		chk := &configChecker{file: src.name, lines: map[string]int{}}
+		chk.check(&root, reflect.TypeFor[Config](), "")
+		sortByLine(chk.errs)
+		errs = append(errs, chk.errs...)
+		for p, line := range chk.lines {
+			where[p] = &ConfigError{File: src.name, Line: line}
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(src.body))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) && len(chk.errs) == 0 {
+			// The checker missed what the decoder found: report it as the
+			// decoder words it, without Go type names.
+			var te *yaml.TypeError
+			if errors.As(err, &te) {
+				for _, e := range te.Errors {
+					errs = append(errs, &ConfigError{File: src.name, Msg: readableYAMLError(e)})
+				}
+			} else {
+				errs = append(errs, &ConfigError{File: src.name, Msg: err.Error()})
 			}
 		}
-		return nil, fmt.Errorf("parse config: %w", err)
+	}
+	reported := map[string]bool{}
+	for _, e := range errs {
+		reported[e.Path] = true
 	}
 	c.applyDefaults()
-	if err := c.Validate(); err != nil {
-		return nil, err
+	for _, e := range c.validate() {
+		if reported[e.Path] {
+			continue // an unset variable already explains an empty value
+		}
+		// A missing key is located at its nearest parent that is present.
+		for p := e.Path; p != ""; {
+			if w, ok := where[p]; ok {
+				e.File, e.Line = w.File, w.Line
+				break
+			}
+			i := strings.LastIndexAny(p, ".[")
+			if i < 0 {
+				break
+			}
+			p = p[:i]
+		}
+		errs = append(errs, e)
+	}
+	if len(errs) > 0 {
+		return nil, errs
 	}
 	return &c, nil
 }
@@ -311,42 +367,55 @@ func (c *Config) applyDefaults() {
 
 // Validate checks what defaults cannot fix.
 func (c *Config) Validate() error {
-	var errs []error
+	if errs := c.validate(); len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// validate returns every semantic problem, each naming its key path.
+func (c *Config) validate() ConfigErrors {
+	var errs ConfigErrors
+	add := func(path, format string, args ...any) {
+		errs = append(errs, &ConfigError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
 	if c.Shard.Path == "" {
-		errs = append(errs, errors.New("shard.path: required (the shard file the co-located store publishes)"))
+		add("shard.path", "required (the shard file the co-located store publishes)")
 	}
 	if !c.Admin.Token.Set() {
-		errs = append(errs, errors.New("admin.token: required (e.g. token: {env: NOTIFYD_ADMIN_TOKEN})"))
+		add("admin.token", "required (e.g. token: {env: NOTIFYD_ADMIN_TOKEN})")
 	} else if err := checkToken(c.Admin.Token.Value()); err != nil {
-		errs = append(errs, fmt.Errorf("admin.token: %w", err))
+		add("admin.token", "%v", err)
 	}
 	errs = append(errs, c.Redis.validate()...)
 	errs = append(errs, c.Channels.validate()...)
 	if err := c.Templates.Limits.Ceilings().CheckCeilings(); err != nil {
 		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-			errs = append(errs, fmt.Errorf("templates.limits.%w", e))
+			// The templates package words them "max_steps: ...".
+			key, msg, ok := strings.Cut(e.Error(), ": ")
+			if !ok {
+				key, msg = "", e.Error()
+			}
+			add(join("templates.limits", key), "%s", msg)
 		}
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("invalid config: %w", errors.Join(errs...))
-	}
-	return nil
+	return errs
 }
 
 // Enabled reports whether state goes to Redis (one node or a cluster).
 func (c RedisConfig) Enabled() bool { return c.URL.Set() || len(c.ClusterAddrs) > 0 }
 
-func (c RedisConfig) validate() []error {
-	var errs []error
+func (c RedisConfig) validate() ConfigErrors {
+	var errs ConfigErrors
 	if c.URL.Set() && len(c.ClusterAddrs) > 0 {
-		errs = append(errs, errors.New("redis: url and cluster_addrs are both set; give url for one node or cluster_addrs for a Redis Cluster"))
+		errs = append(errs, &ConfigError{Path: "redis", Msg: "url and cluster_addrs are both set; give url for one node or cluster_addrs for a Redis Cluster"})
 	}
 	if c.URL.Set() && (c.Username != "" || c.Password.Set() || c.TLS) {
-		errs = append(errs, errors.New("redis: username, password and tls go with cluster_addrs; a url carries its own (redis://user:pass@host or rediss://)"))
+		errs = append(errs, &ConfigError{Path: "redis", Msg: "username, password and tls go with cluster_addrs; a url carries its own (redis://user:pass@host or rediss://)"})
 	}
 	for i, a := range c.ClusterAddrs {
 		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
-			errs = append(errs, fmt.Errorf("redis.cluster_addrs[%d]: %q is not host:port", i, a))
+			errs = append(errs, &ConfigError{Path: fmt.Sprintf("redis.cluster_addrs[%d]", i), Msg: fmt.Sprintf("%q is not host:port", a)})
 		}
 	}
 	return errs

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,103 +11,461 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sort"
 	"strings"
+	"text/tabwriter"
 	"time"
+
+	"github.com/notifyd/notifyd/campaigns"
 )
 
-// runCampaign is the admin API client: notifyd campaign create|get|list|pause|resume|cancel.
-func runCampaign(args []string, stdout, stderr io.Writer) int {
-	usage := func() {
-		fmt.Fprintln(stderr, `usage: notifyd campaign <create|get|list|pause|resume|cancel|retry-failed> [flags] [ID]
-  create -f FILE     create a campaign from a JSON file ("-" for stdin); idempotent on its id
-  get ID             show a campaign's status and counts
-  list [--after ID] [--limit N]
-  pause|resume|cancel|retry-failed ID
-flags (every subcommand):
-  --addr URL         admin API (default $NOTIFYD_ADDR or http://127.0.0.1:8080)
-  --token-file PATH  bearer token file (default: $NOTIFYD_ADMIN_TOKEN)`)
+// clientFlags are the flags of every admin API client subcommand.
+type clientFlags struct {
+	addr, tokenFile *string
+	json            *bool
+}
+
+func addClientFlags(fs *flag.FlagSet) clientFlags {
+	return clientFlags{
+		addr:      fs.String("addr", envOr("NOTIFYD_ADDR", "http://127.0.0.1:8080"), "admin API base URL ($NOTIFYD_ADDR)"),
+		tokenFile: fs.String("token-file", "", "file holding the bearer token (default: $NOTIFYD_ADMIN_TOKEN)"),
+		json:      fs.Bool("json", false, "print the API's JSON answer (for scripts) instead of a table"),
 	}
-	if len(args) == 0 {
-		usage()
-		return 2
-	}
-	verb := args[0]
-	fs := flag.NewFlagSet("campaign "+verb, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("addr", envOr("NOTIFYD_ADDR", "http://127.0.0.1:8080"), "admin API base URL")
-	tokenFile := fs.String("token-file", "", "file holding the bearer token")
-	file := fs.String("f", "", "campaign JSON file (create)")
-	after := fs.String("after", "", "list campaigns after this id")
-	limit := fs.Int("limit", 100, "list at most this many")
-	if err := fs.Parse(args[1:]); err != nil {
-		return 2
-	}
+}
+
+func (f clientFlags) client() (*apiClient, error) {
 	token := os.Getenv("NOTIFYD_ADMIN_TOKEN")
-	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
+	if *f.tokenFile != "" {
+		b, err := os.ReadFile(*f.tokenFile)
 		if err != nil {
-			fmt.Fprintf(stderr, "notifyd campaign: read token file: %v\n", err)
-			return 1
+			return nil, fmt.Errorf("read token file: %w", err)
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	c := &apiClient{base: strings.TrimRight(*addr, "/"), token: token, http: &http.Client{Timeout: 30 * time.Second}}
-	id := fs.Arg(0)
-	needID := func() bool {
-		if id == "" {
-			fmt.Fprintf(stderr, "notifyd campaign %s: missing campaign ID\n", verb)
-			return false
+	return &apiClient{base: strings.TrimRight(*f.addr, "/"), token: token, http: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+// verb is one subcommand of an API client command.
+type verb struct {
+	args    string // positional synopsis
+	summary string
+	// flags adds the verb's own flags; run calls the API.
+	flags func(fs *flag.FlagSet) func(ctx context.Context, c *apiClient, pos []string) ([]byte, error)
+	// table prints a 2xx answer for people.
+	table func(w io.Writer, body []byte) error
+	nargs int
+}
+
+// runVerbs dispatches `notifyd NOUN VERB [args] [flags]`.
+func runVerbs(noun string, verbs map[string]verb, order []string, args []string, stdout, stderr io.Writer) int {
+	usage := func(w io.Writer) {
+		fmt.Fprintf(w, "usage: notifyd %s <verb> [arguments] [flags]\n\nverbs:\n", noun)
+		for _, name := range order {
+			v := verbs[name]
+			fmt.Fprintf(w, "  %-28s %s\n", strings.TrimSpace(name+" "+v.args), v.summary)
 		}
-		return true
+		fmt.Fprintf(w, "\n`notifyd %s VERB --help` lists a verb's flags.\n", noun)
 	}
-	ctx := context.Background()
-	var (
-		out []byte
-		err error
-	)
-	switch verb {
-	case "create":
-		var body []byte
-		switch *file {
-		case "":
-			fmt.Fprintln(stderr, "notifyd campaign create: -f FILE is required")
-			return 2
-		case "-":
-			body, err = io.ReadAll(os.Stdin)
-		default:
-			body, err = os.ReadFile(*file)
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "notifyd campaign create: read campaign: %v\n", err)
-			return 1
-		}
-		out, err = c.do(ctx, http.MethodPost, "/v1/campaigns", body)
-	case "get":
-		if !needID() {
-			return 2
-		}
-		out, err = c.do(ctx, http.MethodGet, "/v1/campaigns/"+url.PathEscape(id), nil)
-	case "list":
-		q := url.Values{"limit": {fmt.Sprint(*limit)}}
-		if *after != "" {
-			q.Set("after", *after)
-		}
-		out, err = c.do(ctx, http.MethodGet, "/v1/campaigns?"+q.Encode(), nil)
-	case "pause", "resume", "cancel", "retry-failed":
-		if !needID() {
-			return 2
-		}
-		out, err = c.do(ctx, http.MethodPost, "/v1/campaigns/"+url.PathEscape(id)+"/"+verb, nil)
-	default:
-		usage()
+	if len(args) == 0 {
+		usage(stderr)
 		return 2
 	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout)
+		return 0
+	}
+	v, ok := verbs[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "notifyd %s: unknown verb %q\n", noun, args[0])
+		usage(stderr)
+		return 2
+	}
+	name := noun + " " + args[0]
+	fs := newCommandFlags(name, strings.TrimSpace(name+" "+v.args+" [flags]")+"\n\n"+v.summary, stderr)
+	call := v.flags(fs)
+	cf := addClientFlags(fs)
+	pos, err := parseArgs(fs, args[1:])
 	if err != nil {
-		fmt.Fprintf(stderr, "notifyd campaign %s: %v\n", verb, err)
+		return exitCode(err)
+	}
+	if len(pos) != v.nargs {
+		if v.nargs == 1 && len(pos) == 0 {
+			fmt.Fprintf(stderr, "notifyd %s: missing ID\n", name)
+		} else {
+			fmt.Fprintf(stderr, "notifyd %s: want %d argument(s), got %q\n", name, v.nargs, pos)
+		}
+		return 2
+	}
+	c, err := cf.client()
+	if err != nil {
+		fmt.Fprintf(stderr, "notifyd %s: %v\n", name, err)
 		return 1
 	}
-	_, _ = stdout.Write(out)
+	out, err := call(context.Background(), c, pos)
+	if err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "notifyd %s: %v\n", name, err)
+			return 2
+		}
+		fmt.Fprintf(stderr, "notifyd %s: %v\n", name, err)
+		return 1
+	}
+	if *cf.json || v.table == nil {
+		_, _ = stdout.Write(out)
+		if len(out) > 0 && out[len(out)-1] != '\n' {
+			fmt.Fprintln(stdout)
+		}
+		return 0
+	}
+	if err := v.table(stdout, out); err != nil {
+		fmt.Fprintf(stderr, "notifyd %s: read answer: %v\n", name, err)
+		return 1
+	}
 	return 0
+}
+
+// usageError is a mistake in the command line, not in the call (exit 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// readBody reads -f FILE ("-": stdin).
+func readBody(file string) ([]byte, error) {
+	switch file {
+	case "":
+		return nil, usageError{"-f FILE is required"}
+	case "-":
+		return io.ReadAll(os.Stdin)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", file, err)
+	}
+	return b, nil
+}
+
+func createVerb(noun, path string) func(fs *flag.FlagSet) func(context.Context, *apiClient, []string) ([]byte, error) {
+	return func(fs *flag.FlagSet) func(context.Context, *apiClient, []string) ([]byte, error) {
+		file := fs.String("f", "", noun+" JSON file (\"-\": stdin); see examples/")
+		return func(ctx context.Context, c *apiClient, _ []string) ([]byte, error) {
+			body, err := readBody(*file)
+			if err != nil {
+				return nil, err
+			}
+			return c.do(ctx, http.MethodPost, path, body)
+		}
+	}
+}
+
+func idVerb(method, prefix, suffix string) func(fs *flag.FlagSet) func(context.Context, *apiClient, []string) ([]byte, error) {
+	return func(fs *flag.FlagSet) func(context.Context, *apiClient, []string) ([]byte, error) {
+		return func(ctx context.Context, c *apiClient, pos []string) ([]byte, error) {
+			return c.do(ctx, method, prefix+url.PathEscape(pos[0])+suffix, nil)
+		}
+	}
+}
+
+var campaignOrder = []string{"create", "get", "list", "pause", "resume", "cancel", "retry-failed"}
+
+func campaignVerbs() map[string]verb {
+	v := map[string]verb{
+		"create": {args: "-f FILE", summary: "create a campaign from a JSON file; idempotent on its id", flags: createVerb("campaign", "/v1/campaigns"), table: campaignTable},
+		"get":    {args: "ID", summary: "show a campaign's status and counts", flags: idVerb(http.MethodGet, "/v1/campaigns/", ""), table: campaignTable, nargs: 1},
+		"list": {summary: "list campaigns, oldest first", table: campaignListTable, flags: func(fs *flag.FlagSet) func(context.Context, *apiClient, []string) ([]byte, error) {
+			after := fs.String("after", "", "list campaigns after this id (the previous page's next)")
+			limit := newCountFlag(fs, "limit", 100, false, "list at most this many (1..1000)")
+			return func(ctx context.Context, c *apiClient, _ []string) ([]byte, error) {
+				q := url.Values{"limit": {fmt.Sprint(*limit)}}
+				if *after != "" {
+					q.Set("after", *after)
+				}
+				return c.do(ctx, http.MethodGet, "/v1/campaigns?"+q.Encode(), nil)
+			}
+		}},
+	}
+	for _, a := range []string{"pause", "resume", "cancel", "retry-failed"} {
+		v[a] = verb{args: "ID", summary: a + " a campaign", flags: idVerb(http.MethodPost, "/v1/campaigns/", "/"+a), table: campaignTable, nargs: 1}
+	}
+	return v
+}
+
+// runCampaign is the admin API client for campaigns.
+func runCampaign(args []string, stdout, stderr io.Writer) int {
+	return runVerbs("campaign", campaignVerbs(), campaignOrder, args, stdout, stderr)
+}
+
+var flowOrder = []string{"create", "get", "list", "pause", "resume", "delete"}
+
+func flowVerbs() map[string]verb {
+	return map[string]verb{
+		"create": {args: "-f FILE", summary: "create or replace a flow from a JSON file", flags: createVerb("flow", "/v1/flows"), table: flowTable},
+		"get":    {args: "ID", summary: "show a flow's status, triggers and counts", flags: idVerb(http.MethodGet, "/v1/flows/", ""), table: flowTable, nargs: 1},
+		"list": {summary: "list flows", table: flowListTable, flags: func(fs *flag.FlagSet) func(context.Context, *apiClient, []string) ([]byte, error) {
+			return func(ctx context.Context, c *apiClient, _ []string) ([]byte, error) {
+				return c.do(ctx, http.MethodGet, "/v1/flows", nil)
+			}
+		}},
+		"pause":  {args: "ID", summary: "pause a flow (triggers are refused while paused)", flags: idVerb(http.MethodPost, "/v1/flows/", "/pause"), table: flowTable, nargs: 1},
+		"resume": {args: "ID", summary: "resume a paused flow", flags: idVerb(http.MethodPost, "/v1/flows/", "/resume"), table: flowTable, nargs: 1},
+		"delete": {args: "ID", summary: "delete (cancel) a flow", flags: idVerb(http.MethodDelete, "/v1/flows/", ""), table: flowTable, nargs: 1},
+	}
+}
+
+// runFlow is the admin API client for flows.
+func runFlow(args []string, stdout, stderr io.Writer) int {
+	return runVerbs("flow", flowVerbs(), flowOrder, args, stdout, stderr)
+}
+
+// runTrigger sends triggers: a file of one trigger or {"triggers": [...]},
+// or one built from flags.
+func runTrigger(args []string, stdout, stderr io.Writer) int {
+	verbs := map[string]verb{"send": {args: "-f FILE | --user ID (--flow F | --event E)", summary: "fire triggers: a JSON file (one trigger or {\"triggers\": [...]}, at most 1,000) or one trigger from flags",
+		table: triggerTable, flags: func(fs *flag.FlagSet) func(context.Context, *apiClient, []string) ([]byte, error) {
+			file := fs.String("f", "", "triggers JSON file (\"-\": stdin); see examples/triggers.json")
+			user := fs.String("user", "", "user id of a single trigger")
+			flow := fs.String("flow", "", "flow id of a single trigger")
+			event := fs.String("event", "", "event name of a single trigger")
+			key := fs.String("idempotency-key", "", "idempotency key of a single trigger")
+			return func(ctx context.Context, c *apiClient, _ []string) ([]byte, error) {
+				var body []byte
+				switch {
+				case *file != "" && *user != "":
+					return nil, usageError{"give -f FILE or --user, not both"}
+				case *file != "":
+					b, err := readBody(*file)
+					if err != nil {
+						return nil, err
+					}
+					body = b
+				case *user != "":
+					if *flow == "" && *event == "" {
+						return nil, usageError{"--user needs --flow or --event"}
+					}
+					body, _ = json.Marshal(campaigns.Trigger{UserID: *user, Flow: *flow, Event: *event, IdempotencyKey: *key})
+				default:
+					return nil, usageError{"-f FILE or --user ID is required"}
+				}
+				return c.do(ctx, http.MethodPost, "/v1/triggers", body)
+			}
+		}}}
+	return runVerbs("trigger", verbs, []string{"send"}, args, stdout, stderr)
+}
+
+// campaignTable prints one campaign.
+func campaignTable(w io.Writer, body []byte) error {
+	var st campaigns.CampaignStatus
+	if err := json.Unmarshal(body, &st); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "ID\t%s\n", st.ID)
+	if st.Name != "" {
+		fmt.Fprintf(tw, "NAME\t%s\n", st.Name)
+	}
+	status := string(st.Status)
+	if st.Reason != "" {
+		status += " (" + st.Reason + ")"
+	}
+	fmt.Fprintf(tw, "STATUS\t%s\n", status)
+	fmt.Fprintf(tw, "SEGMENT\t%s\n", st.Segment)
+	fmt.Fprintf(tw, "CHANNELS\t%s\n", strings.Join(st.Channels, ", "))
+	if st.SendAt != nil {
+		fmt.Fprintf(tw, "SEND AT\t%s\n", st.SendAt.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(tw, "CREATED\t%s\n", st.Created.UTC().Format(time.RFC3339))
+	fmt.Fprintf(tw, "UPDATED\t%s\n", st.Updated.UTC().Format(time.RFC3339))
+	fmt.Fprintf(tw, "MESSAGES\t%d\n", total(st.Counts))
+	if st.Failures > 0 {
+		fmt.Fprintf(tw, "RETRYABLE FAILURES\t%d (notifyd campaign retry-failed %s)\n", st.Failures, st.ID)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.Shards) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "SHARD\tSTATE\tMESSAGES\tOWNER\t")
+		for _, s := range st.Shards {
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t\n", s.Shard, s.State, s.Messages, s.Owner)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	return countsTable(w, st.Channels, st.Counts)
+}
+
+// countsTable prints messages per channel and outcome, channels as rows.
+func countsTable(w io.Writer, chans []string, counts map[string]map[string]int64) error {
+	if len(counts) == 0 {
+		return nil
+	}
+	outcomes := map[string]bool{}
+	for _, m := range counts {
+		for k := range m {
+			outcomes[k] = true
+		}
+	}
+	cols := make([]string, 0, len(outcomes))
+	for k := range outcomes {
+		cols = append(cols, k)
+	}
+	sort.Slice(cols, func(i, j int) bool { // sent first, then by name
+		if (cols[i] == "sent") != (cols[j] == "sent") {
+			return cols[i] == "sent"
+		}
+		return cols[i] < cols[j]
+	})
+	rows := append([]string(nil), chans...)
+	for ch := range counts {
+		if !contains(rows, ch) {
+			rows = append(rows, ch)
+		}
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "CHANNEL\t")
+	for _, c := range cols {
+		fmt.Fprintf(tw, "%s\t", strings.ToUpper(c))
+	}
+	fmt.Fprintln(tw)
+	for _, ch := range rows {
+		fmt.Fprintf(tw, "%s\t", ch)
+		for _, c := range cols {
+			fmt.Fprintf(tw, "%d\t", counts[ch][c])
+		}
+		fmt.Fprintln(tw)
+	}
+	return tw.Flush()
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func total(counts map[string]map[string]int64) int64 {
+	var n int64
+	for _, m := range counts {
+		for _, v := range m {
+			n += v
+		}
+	}
+	return n
+}
+
+// campaignListTable prints GET /v1/campaigns.
+func campaignListTable(w io.Writer, body []byte) error {
+	var list struct {
+		Campaigns []campaigns.CampaignStatus `json:"campaigns"`
+		Next      string                     `json:"next"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		return err
+	}
+	if len(list.Campaigns) == 0 {
+		fmt.Fprintln(w, "no campaigns")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATUS\tSEGMENT\tCHANNELS\tMESSAGES\tUPDATED")
+	for _, st := range list.Campaigns {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", st.ID, st.Status, st.Segment, strings.Join(st.Channels, ","), total(st.Counts), st.Updated.UTC().Format(time.RFC3339))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if list.Next != "" {
+		fmt.Fprintf(w, "more: notifyd campaign list --after %s\n", list.Next)
+	}
+	return nil
+}
+
+func flowTable(w io.Writer, body []byte) error {
+	var st campaigns.FlowStatus
+	if err := json.Unmarshal(body, &st); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "ID\t%s\n", st.ID)
+	if st.Name != "" {
+		fmt.Fprintf(tw, "NAME\t%s\n", st.Name)
+	}
+	fmt.Fprintf(tw, "STATUS\t%s\n", st.Status)
+	fmt.Fprintf(tw, "TRIGGER\t%s\n", flowTrigger(st.Trigger))
+	fmt.Fprintf(tw, "CHANNELS\t%s\n", strings.Join(st.Channels, ", "))
+	fmt.Fprintf(tw, "TRIGGERS\t%d\n", st.Fired)
+	fmt.Fprintf(tw, "MESSAGES\t%d\n", total(st.Counts))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return countsTable(w, st.Channels, st.Counts)
+}
+
+func flowTrigger(t campaigns.FlowTrigger) string {
+	switch {
+	case t.Segment != "" && t.Event != "":
+		return "segment " + t.Segment + ", event " + t.Event
+	case t.Segment != "":
+		return "segment " + t.Segment
+	}
+	return "event " + t.Event
+}
+
+func flowListTable(w io.Writer, body []byte) error {
+	var list struct {
+		Flows []campaigns.FlowStatus `json:"flows"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		return err
+	}
+	if len(list.Flows) == 0 {
+		fmt.Fprintln(w, "no flows")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATUS\tTRIGGER\tCHANNELS\tTRIGGERS\tMESSAGES")
+	for _, st := range list.Flows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", st.ID, st.Status, flowTrigger(st.Trigger), strings.Join(st.Channels, ","), st.Fired, total(st.Counts))
+	}
+	return tw.Flush()
+}
+
+func triggerTable(w io.Writer, body []byte) error {
+	var res struct {
+		Results []campaigns.TriggerResult `json:"results"`
+	}
+	if err := json.Unmarshal(body, &res); err != nil {
+		return err
+	}
+	byStatus := map[string]int{}
+	for _, r := range res.Results {
+		byStatus[r.Status]++
+	}
+	keys := make([]string, 0, len(byStatus))
+	for k := range byStatus {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "#\tSTATUS\tFLOWS")
+	for i, r := range res.Results {
+		fmt.Fprintf(tw, "%d\t%s\t%s\n", i+1, r.Status, strings.Join(r.Flows, ","))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%d %s", byStatus[k], k)
+	}
+	fmt.Fprintf(w, "%d triggers: %s\n", len(res.Results), strings.Join(parts, ", "))
+	return nil
 }
 
 func envOr(name, def string) string {

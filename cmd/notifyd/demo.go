@@ -16,7 +16,7 @@ import (
 func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	profiles := fs.Int("profiles", 100_000, "profiles to generate")
+	profiles := newCountFlag(fs, "profiles", 100_000, false, "profiles to generate (at least 1)")
 	seed := fs.Uint64("seed", 1, "generator seed")
 	dir := fs.String("dir", "", "keep the generated shard in this directory (default: a temporary one)")
 	logPath := fs.String("log", "", "write the daemon's log (JSON) to this file")

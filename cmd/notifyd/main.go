@@ -23,6 +23,10 @@ func commands() map[string]command {
 		"serve":    {"run the daemon (admin API, campaign engine, channel workers)", runServe},
 		"campaign": {"create, inspect and control campaigns through the admin API", runCampaign},
 		"sandbox":  {"serve local fakes of every provider, with fault injection, stats and a ready config fragment", runSandbox},
+		"config":   {"check config files without starting anything: every problem at once, with file, line and key", runConfig},
+		"flow":     {"create, inspect and control segment/event-triggered flows through the admin API", runFlow},
+		"trigger":  {"fire flow triggers through the admin API (trigger send -f FILE)", runTrigger},
+		"version":  {"print the module version, VCS commit and Go version", runVersion},
 		"tail":     {"live view of a running daemon: rate, failures by reason, latency, queues, campaign progress", runTail},
 	}
 }
@@ -39,6 +43,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return 0
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		return runVersion(nil, stdout, stderr)
 	}
 	c, ok := cmds[args[0]]
 	if !ok {

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/notifyd/notifyd/channels/sandbox"
+	"github.com/notifyd/notifyd/store/shard"
+	"github.com/notifyd/notifyd/store/shard/shardgen"
 )
 
 // The sandbox's fixed fake credentials: the fakes check them, nothing else does.
@@ -40,6 +42,8 @@ const (
 	sandboxSMSFrom    = "+15005550006"
 	// sandboxFragment is the config fragment's file name inside --dir.
 	sandboxFragment = "notifyd-sandbox.yaml"
+	// sandboxShard is the generated shard file's name inside --dir.
+	sandboxShard = "shard.bin"
 	// sandboxRecordLimit is how many requests each fake keeps for GET
 	// /received; the counts in /stats cover every request.
 	sandboxRecordLimit = 2000
@@ -56,6 +60,9 @@ type sandboxOptions struct {
 	// Ports per fake name (sandboxFakes); 0 is a random free port.
 	Ports map[string]int
 	Dir   string
+	// Profiles is the size of the generated shard (DIR/shard.bin) whose
+	// addresses reach the fakes; 0 writes none.
+	Profiles int
 	// Faults are installed at start.
 	Faults []faultSpec
 }
@@ -271,6 +278,9 @@ func startSandbox(opts sandboxOptions) (_ *sandboxServer, err error) {
 	}
 	s.closers = append(s.closers, s.webhook.Close)
 	files["webhook-secret"] = []byte(webhookSecret)
+	// The admin token of the daemon the fragment configures: generated, so
+	// a local stack has no secret to invent or to commit.
+	files["admin-token"] = []byte(randomHex(24))
 
 	for name, r := range s.recorders() {
 		r.SetObserver(s.tally.Observer(name))
@@ -286,8 +296,15 @@ func startSandbox(opts sandboxOptions) (_ *sandboxServer, err error) {
 			return nil, fmt.Errorf("write %s: %w", name, err)
 		}
 	}
+	shardPath := ""
+	if opts.Profiles > 0 {
+		shardPath = filepath.Join(opts.Dir, sandboxShard)
+		if err := writeSandboxShard(shardPath, opts.Profiles, s.webpush); err != nil {
+			return nil, err
+		}
+	}
 	s.fragment = filepath.Join(opts.Dir, sandboxFragment)
-	if err := os.WriteFile(s.fragment, []byte(s.configFragment(opts.Addr, vapidPublic)), 0o600); err != nil {
+	if err := os.WriteFile(s.fragment, []byte(s.configFragment(opts.Addr, vapidPublic, shardPath)), 0o600); err != nil {
 		return nil, fmt.Errorf("write config fragment: %w", err)
 	}
 
@@ -329,9 +346,12 @@ func (s *sandboxServer) endpoints() map[string]string {
 	}
 }
 
-// configFragment is the `channels:` section of a daemon config that sends
-// to the fakes. Secrets are files next to it, so the fragment never holds one.
-func (s *sandboxServer) configFragment(addr, vapidPublic string) string {
+// configFragment is the part of a daemon config that sends to the fakes:
+// the shard (when one was generated), the admin token and the channels.
+// Secrets are files next to it, so the fragment never holds one. It is
+// meant to be loaded after a base config (notifyd serve --config
+// examples/local.yaml --config DIR/notifyd-sandbox.yaml).
+func (s *sandboxServer) configFragment(addr, vapidPublic, shardPath string) string {
 	f := func(name string) string { return strconv.Quote(filepath.Join(s.dir, name)) }
 	// The web push and webhook guards refuse loopback and private
 	// destinations unless listed: list the fakes' own address.
@@ -342,9 +362,14 @@ func (s *sandboxServer) configFragment(addr, vapidPublic string) string {
 			allow = fmt.Sprintf("[%q]", addr+"/128")
 		}
 	}
-	return fmt.Sprintf(`# Written by notifyd sandbox at %s: the channels section of a notifyd config
-# that sends to the local fakes. Credentials are generated per run.
-channels:
+	head := ""
+	if shardPath != "" {
+		head = fmt.Sprintf("shard:\n  path: %s\n", strconv.Quote(shardPath))
+	}
+	head += fmt.Sprintf("admin:\n  token: {file: %s}\n", f("admin-token"))
+	return fmt.Sprintf(`# Written by notifyd sandbox at %s: the part of a notifyd config that sends
+# to the local fakes. Credentials are generated per run.
+%schannels:
   apns:
     topic: %s
     host: %s
@@ -383,7 +408,7 @@ channels:
     url: %s
     secret: {file: %s}
     allow_networks: %s
-`, s.started.UTC().Format(time.RFC3339),
+`, s.started.UTC().Format(time.RFC3339), head,
 		sandboxAPNsTopic, s.apns.URL(), sandboxAPNsKeyID, sandboxAPNsTeamID, f("apns-key.p8"), f("apns-ca.pem"),
 		sandboxProject, f("fcm-service-account.json"), s.fcm.Endpoint(), f("fcm-ca.pem"),
 		s.smtp.Host(), s.smtp.Port(), sandboxSMTPUser, f("smtp-password"), f("smtp-ca.pem"),
@@ -629,6 +654,7 @@ flags:`)
 	for _, name := range sandboxFakes {
 		ports[name] = fs.Int(name+"-port", 0, "port of the "+name+" fake, overriding --port-base (0: from --port-base or random)")
 	}
+	fs.IntVar(&opts.Profiles, "profiles", 1000, "profiles in the generated shard DIR/shard.bin, whose addresses reach the fakes (0: no shard)")
 	fs.StringVar(&opts.Dir, "dir", "", "directory for the CA files, credentials and config fragment (default: a new temporary directory)")
 	fs.Var(faultFlags{specs: &opts.Faults}, "fault", "inject a fault, repeatable: channel=sms,match=+1555*,status=500,times=3 (also reason=, retry_after=, latency=, drop=true, stage=data for email)")
 	fs.Var(faultFlags{specs: &opts.Faults, latency: true}, "latency", "delay answers, repeatable: channel=webhook,d=2ms[,match=GLOB] (channel=all for every fake)")
@@ -640,6 +666,10 @@ flags:`)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "notifyd sandbox: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if opts.Profiles < 0 {
+		fmt.Fprintf(stderr, "notifyd sandbox: --profiles %d: must not be negative\n", opts.Profiles)
 		return 2
 	}
 	if *portBase < 0 || *portBase+len(sandboxFakes) > 65536 {
@@ -684,8 +714,44 @@ flags:`)
 		fmt.Fprintf(stdout, "  %-8s %s\n", n, eps[n])
 	}
 	fmt.Fprintf(stdout, "config fragment: %s\n", s.fragment)
+	if opts.Profiles > 0 {
+		fmt.Fprintf(stdout, "shard: %s (%d profiles)\n", filepath.Join(opts.Dir, sandboxShard), opts.Profiles)
+	}
+	fmt.Fprintf(stdout, "admin token: %s\n", filepath.Join(opts.Dir, "admin-token"))
 	fmt.Fprintf(stdout, "stats: curl %s/stats\n", s.ControlURL())
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "notifyd sandbox: stopping")
 	return 0
+}
+
+// writeSandboxShard generates n profiles (store/shard/shardgen) whose web
+// push subscriptions are minted, one per address, by the sandbox's own push
+// service, so what it receives really decrypts and /stats counts each
+// address once; the other addresses are accepted by their fakes as they are.
+func writeSandboxShard(path string, n int, wp *sandbox.WebPush) error {
+	w, err := shard.NewWriter(path, shard.WriterOptions{Generation: 1})
+	if err != nil {
+		return fmt.Errorf("create sandbox shard: %w", err)
+	}
+	g := shardgen.New(1)
+	var p shard.Profile
+	for i := range uint64(n) {
+		g.Profile(i, &p)
+		for j := range p.WebPush {
+			x, err := wp.NewNamedSubscription("browser", false)
+			if err != nil {
+				_ = w.Abort()
+				return fmt.Errorf("mint web push subscription: %w", err)
+			}
+			p.WebPush[j] = shard.WebPushSubscription{Endpoint: x.Endpoint, P256dh: x.P256dh, Auth: x.Auth}
+		}
+		if err := w.Add(&p); err != nil {
+			_ = w.Abort()
+			return fmt.Errorf("add sandbox profile %d: %w", i, err)
+		}
+	}
+	if _, err := w.Commit(context.Background()); err != nil {
+		return fmt.Errorf("write sandbox shard: %w", err)
+	}
+	return nil
 }

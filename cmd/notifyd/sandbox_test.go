@@ -137,19 +137,12 @@ func (c *sandboxClient) subscriptions(t testing.TB, n int, name string) []channe
 }
 
 // loadSandboxConfig loads the fragment with the daemon's own loader, as
-// `notifyd serve` would, completed by the two settings it requires.
+// `notifyd serve` would: laid over examples/local.yaml.
 func loadSandboxConfig(t *testing.T, fragment string) *daemon.Config {
 	t.Helper()
-	b, err := os.ReadFile(fragment)
+	cfg, err := daemon.LoadConfig("../../examples/local.yaml", fragment)
 	if err != nil {
-		t.Fatal(err)
-	}
-	full := filepath.Join(t.TempDir(), "notifyd.yaml")
-	if err := os.WriteFile(full, []byte("shard:\n  path: /nonexistent/shard\nadmin:\n  token: sandbox-test-admin-token\n"+string(b)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := daemon.LoadConfig(full)
-	if err != nil {
+		b, _ := os.ReadFile(fragment)
 		t.Fatalf("load the sandbox fragment with the daemon's loader: %v\n%s", err, b)
 	}
 	return cfg
@@ -161,7 +154,7 @@ func loadSandboxConfig(t *testing.T, fragment string) *daemon.Config {
 // checks /stats, including a re-send counted as a duplicate.
 func TestSandboxCountsWhatTheRealSendersSend(t *testing.T) {
 	dir := t.TempDir()
-	s, err := startSandbox(sandboxOptions{Dir: dir, Ports: map[string]int{}, Faults: []faultSpec{
+	s, err := startSandbox(sandboxOptions{Dir: dir, Ports: map[string]int{}, Profiles: 10, Faults: []faultSpec{
 		{Channel: "sms", Match: "+1555*", Status: 500, Times: 1},
 		{Channel: "webhook", Latency: "1ms"},
 	}})
