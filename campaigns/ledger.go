@@ -128,14 +128,14 @@ func (l *ledger) relayout(seq int64, slots int) {
 	}
 }
 
-// dirty puts b on the list of the next flush.
-func (l *ledger) dirty(b *RecipientBatch) {
+// dirty puts b on the list of the next flush, with n changes.
+func (l *ledger) dirty(b *RecipientBatch, n int) {
 	l.mu.Lock()
 	if !b.ldirty {
 		b.ldirty = true
 		l.list = append(l.list, b)
 	}
-	l.changes++
+	l.changes += n
 	if l.changes >= l.maxDirty {
 		l.urgent = true
 	}
@@ -456,29 +456,40 @@ func (l *ledger) snapshot() (flush int64, cp Checkpoint, open []Batch, counts []
 // ledger's eyes and the next run sends them).
 func HandOff(ctx context.Context, msgs []*channels.Message) error {
 	var wait []*ledger
-	for _, m := range msgs {
-		e, ok := m.Ref.(*envelope)
-		if !ok {
-			continue
-		}
-		b := e.batch
-		if b.led == nil {
-			continue
-		}
-		b.mu.Lock()
-		fresh := !e.handed
-		if fresh {
-			e.handed = true
-			b.pendD.Set(int(b.pos[e.pos].slot + e.n))
+	var b *RecipientBatch
+	fresh := 0
+	// A request's messages come mostly from one batch: lock it once per run
+	// of its messages, and put it on its ledger's list once.
+	flushRun := func() {
+		if b == nil {
+			return
 		}
 		b.mu.Unlock()
-		if fresh {
-			b.noteDirty()
+		if fresh > 0 {
+			b.noteDirtyN(fresh)
 			if !slices.Contains(wait, b.led) {
 				wait = append(wait, b.led)
 			}
 		}
+		b, fresh = nil, 0
 	}
+	for _, m := range msgs {
+		e, ok := m.Ref.(*envelope)
+		if !ok || e.batch.led == nil {
+			continue
+		}
+		if e.batch != b {
+			flushRun()
+			b = e.batch
+			b.mu.Lock()
+		}
+		if !e.handed {
+			e.handed = true
+			b.pendD.Set(int(b.pos[e.pos].slot + e.n))
+			fresh++
+		}
+	}
+	flushRun()
 	for _, l := range wait {
 		if err := l.sync(ctx); err != nil {
 			return fmt.Errorf("record messages as handed to the provider: %w", err)

@@ -312,9 +312,12 @@ func (b *RecipientBatch) skipEnvelope(e *envelope, reason string) {
 }
 
 // noteDirty puts a claimed batch on its ledger's list for the next flush.
-func (b *RecipientBatch) noteDirty() {
-	if b.led != nil && b.Seq > 0 {
-		b.led.dirty(b)
+func (b *RecipientBatch) noteDirty() { b.noteDirtyN(1) }
+
+// noteDirtyN is noteDirty for n changes at once (nil b: nothing).
+func (b *RecipientBatch) noteDirtyN(n int) {
+	if b != nil && n > 0 && b.led != nil && b.Seq > 0 {
+		b.led.dirty(b, n)
 	}
 }
 
@@ -354,6 +357,8 @@ func (b *RecipientBatch) idempotency(campaign string, user uint64, channel strin
 }
 
 // settle applies one outcome (called by pool workers through RouteOutcomes).
+// The caller puts the batch on its ledger's list (noteDirty), once for a
+// run of outcomes of one batch: per message it would cost a lock and a wake-up.
 func (b *RecipientBatch) settle(e *envelope, out *channels.Outcome) {
 	b.mu.Lock()
 	ps := &b.pos[e.pos]
@@ -396,8 +401,10 @@ func (b *RecipientBatch) settle(e *envelope, out *channels.Outcome) {
 		final = b.remaining == 0
 	}
 	b.mu.Unlock()
-	b.noteDirty()
 	if final {
+		// On the ledger's list before anyone waiting for the batch wakes:
+		// its finisher then waits for a flush that holds these outcomes.
+		b.noteDirty()
 		b.closeDone()
 	}
 }
@@ -446,11 +453,21 @@ func outcomeReason(out *channels.Outcome) string {
 // RouteOutcomes is the OutcomeSink every channel pool that carries campaign
 // messages must report to: it routes each outcome back to its batch.
 func RouteOutcomes(_ context.Context, outs []channels.Outcome) {
+	var last *RecipientBatch
+	n := 0
 	for i := range outs {
-		if e, ok := outs[i].Message.Ref.(*envelope); ok {
-			e.batch.settle(e, &outs[i])
+		e, ok := outs[i].Message.Ref.(*envelope)
+		if !ok {
+			continue
 		}
+		if e.batch != last {
+			last.noteDirtyN(n)
+			last, n = e.batch, 0
+		}
+		e.batch.settle(e, &outs[i])
+		n++
 	}
+	last.noteDirtyN(n)
 }
 
 // Slots is how many counts member m adds to a campaign's status on channel

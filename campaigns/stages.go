@@ -281,6 +281,7 @@ func dispatchStage(ctx context.Context, b *RecipientBatch) error {
 				cancelOut.Message = m
 				b.settle(m.Ref.(*envelope), &cancelOut)
 			}
+			b.noteDirtyN(len(msgs) - n)
 		}
 		if err != nil {
 			b.msgBuf = msgs

@@ -180,8 +180,22 @@ func runBenchFleet(args []string, stdout, stderr io.Writer) int {
 	shardList := fs.String("shards", "1,2,4", "fleet sizes to run, comma-separated")
 	redisURL := fs.String("redis", os.Getenv("REDIS_URL"), "Redis URL (default $REDIS_URL)")
 	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the runs to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintf(stderr, "notifyd bench fleet: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "notifyd bench fleet: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var sizes []int
 	for _, f := range strings.Split(*shardList, ",") {
