@@ -69,7 +69,11 @@ func TestDotStuff(t *testing.T) {
 func TestComposeBoundaryCollision(t *testing.T) {
 	c := newComposer()
 	in := &composeInput{text: "x", html: "--" + c.boundary + "\r\nContent-Type: text/html\r\n\r\nforged"}
-	in.from, in.to = mustAddr(t, "a@example.com"), mustAddr(t, "b@example.com")
+	from, err := c.parseFrom("a@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.from, in.to = from, mustAddr(t, "b@example.com")
 	out := string(c.compose(in))
 	if strings.Contains(out, `boundary="`+c.boundary+`"`) {
 		t.Fatal("the message uses the boundary its body contains")
@@ -83,4 +87,101 @@ func mustAddr(t *testing.T, s string) *netmail.Address {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// dotStuff doubles a "." at the start of a line (RFC 5321 4.5.2): the
+// reference for appendQPDot, which stuffs while it encodes.
+func dotStuff(b []byte) []byte {
+	if len(b) > 0 && b[0] == '.' || bytes.Contains(b, []byte("\n.")) {
+		out := make([]byte, 0, len(b)+16)
+		if b[0] == '.' {
+			out = append(out, '.')
+		}
+		for {
+			i := bytes.Index(b, []byte("\n."))
+			if i < 0 {
+				out = append(out, b...)
+				break
+			}
+			out = append(out, b[:i+1]...)
+			out = append(out, '.')
+			b = b[i+1:]
+		}
+		return out
+	}
+	return b
+}
+
+// appendQPBytewise is the byte-at-a-time encoder appendQP replaced: the
+// reference its output must equal.
+func appendQPBytewise(b []byte, s string) []byte {
+	if isPlainQP(s) {
+		return append(b, s...)
+	}
+	lineLen := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '\n' {
+			b = append(b, '\r', '\n')
+			lineLen = 0
+			continue
+		}
+		if c == '\r' && i+1 < len(s) && s[i+1] == '\n' {
+			continue
+		}
+		var enc bool
+		if c == ' ' || c == '\t' {
+			enc = i+1 == len(s) || s[i+1] == '\n' || s[i+1] == '\r' && i+2 < len(s) && s[i+2] == '\n'
+		} else {
+			enc = c < ' ' || c > '~' || c == '='
+		}
+		n := 1
+		if enc {
+			n = 3
+		}
+		if lineLen+n > 75 {
+			b = append(b, '=', '\r', '\n')
+			lineLen = 0
+		}
+		if enc {
+			b = append(b, '=', hexUpper[c>>4], hexUpper[c&15])
+		} else {
+			b = append(b, c)
+		}
+		lineLen += n
+	}
+	return b
+}
+
+var qpCases = []string{
+	"", "Hello", ".", ".hidden", "a=b", "end \nnext\t\nlast ", "Grüße — 日本語",
+	strings.Repeat("abcdefghij", 30), strings.Repeat(".bcdefghij", 30), strings.Repeat("é", 100),
+	"one\r\ntwo\rthree", ".\n.hidden\n..two", "a\r\r\n", "a \r", "a \r\n.b", strings.Repeat("x", 75) + ".tail",
+	strings.Repeat("x", 76), strings.Repeat("x", 77), strings.Repeat("x", 74) + "=.", "\n\n.\n", "\t", " ",
+	"<p>" + strings.Repeat("Our autumn collection is in: jackets, boots and scarves. ", 5) + "</p>\n" + strings.Repeat("line .\n", 3),
+}
+
+// TestAppendQPMatchesBytewise: the run-copying encoder writes exactly what
+// the byte-wise one wrote, and appendQPDot exactly that, dot-stuffed.
+func TestAppendQPMatchesBytewise(t *testing.T) {
+	for _, in := range qpCases {
+		checkQP(t, in)
+	}
+}
+
+func FuzzAppendQP(f *testing.F) {
+	for _, in := range qpCases {
+		f.Add(in)
+	}
+	f.Fuzz(checkQP)
+}
+
+func checkQP(t *testing.T, in string) {
+	want := appendQPBytewise(nil, in)
+	if got := appendQP(nil, in); !bytes.Equal(got, want) {
+		t.Fatalf("appendQP(%q) = %q, byte-wise %q", in, got, want)
+	}
+	if got, want := appendQPDot(nil, in), dotStuff(append([]byte(nil), want...)); !bytes.Equal(got, want) {
+		t.Fatalf("appendQPDot(%q) = %q, want %q", in, got, want)
+	}
 }
