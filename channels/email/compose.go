@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"mime"
 	netmail "net/mail"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,10 @@ type composer struct {
 	// lastFrom is the last sender parsed: the same for every message of a
 	// campaign, so neither parsed nor formatted again, and read without a lock.
 	lastFrom atomic.Pointer[parsedFrom]
+
+	// The encoded bodies of the last message, reused for the lines a
+	// message shares with it (see qpCache).
+	textQP, htmlQP qpCache
 }
 
 // parsedFrom is a From value, its parsed address and its header form.
@@ -159,19 +164,19 @@ func (c *composer) compose(in *composeInput) []byte {
 		b = append(b, parts.ctAlt...)
 		b = append(b, "\r\n"...)
 		b = append(b, parts.partText...)
-		b = appendQPDot(b, in.text)
+		b = c.textQP.appendQPDot(b, in.text)
 		b = append(b, "\r\n"...)
 		b = append(b, parts.partHTML...)
-		b = appendQPDot(b, in.html)
+		b = c.htmlQP.appendQPDot(b, in.html)
 		b = append(b, "\r\n"...)
 		b = append(b, parts.closing...)
 	case in.html != "":
 		b = append(b, "Content-Transfer-Encoding: quoted-printable\r\nContent-Type: text/html; charset=UTF-8\r\n\r\n"...)
-		b = appendQPDot(b, in.html)
+		b = c.htmlQP.appendQPDot(b, in.html)
 		b = append(b, "\r\n"...)
 	default:
 		b = append(b, "Content-Transfer-Encoding: quoted-printable\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n"...)
-		b = appendQPDot(b, in.text)
+		b = c.textQP.appendQPDot(b, in.text)
 		b = append(b, "\r\n"...)
 	}
 	// Only the bodies' lines can start with "." (headers are single lines
@@ -302,4 +307,67 @@ func isPlainQP(s string) bool {
 		}
 	}
 	return s == "" || (s[len(s)-1] != ' ' && s[len(s)-1] != '\t')
+}
+
+// qpCache keeps the last body it encoded (quoted-printable, dot-stuffed)
+// with the offsets of its lines. A campaign's bodies differ per recipient
+// only where the template interpolates, usually near the top ("Hello
+// {{ first_name }}"); the lines after the last difference are the same for
+// every recipient, and both encodings work line by line, so their encoding
+// is copied from the cache instead of being redone. Finding the shared tail
+// costs a few memory comparisons (a binary search over the cached line
+// starts), not a pass over every byte. Safe for concurrent use: entries are
+// immutable and swapped whole.
+type qpCache struct{ last atomic.Pointer[qpEncoded] }
+
+type qpEncoded struct {
+	body  string
+	enc   []byte
+	lines []int // start of each line in body (lines[0] == 0)
+	encAt []int // where each line's encoding starts in enc
+}
+
+func (q *qpCache) appendQPDot(b []byte, s string) []byte {
+	if p := q.last.Load(); p != nil {
+		if s == p.body {
+			return append(b, p.enc...)
+		}
+		// The first cached line from which the rest of the cached body ends
+		// s at a line start of s; if line i qualifies, so do those after it.
+		i := sort.Search(len(p.lines), func(i int) bool {
+			tail := p.body[p.lines[i]:]
+			n := len(s) - len(tail)
+			return n > 0 && s[n-1] == '\n' && s[n:] == tail
+		})
+		if i < len(p.lines) {
+			if n := len(s) - (len(p.body) - p.lines[i]); 2*n <= len(s) {
+				b = appendQPBody(b, s[:n], true)
+				return append(b, p.enc[p.encAt[i]:]...)
+			}
+		}
+	}
+	if !strings.Contains(s, "\n") {
+		// One line: nothing to share between recipients (and the whole-
+		// string fast path of appendQPBody may encode it differently from
+		// a line of a longer body).
+		return appendQPBody(b, s, true)
+	}
+	e := &qpEncoded{body: s, enc: make([]byte, 0, len(s)+len(s)/16)}
+	for start := 0; start < len(s); {
+		e.lines = append(e.lines, start)
+		e.encAt = append(e.encAt, len(e.enc))
+		line, _, nl := strings.Cut(s[start:], "\n")
+		next := start + len(line)
+		if nl {
+			next++
+			line = strings.TrimSuffix(line, "\r")
+		}
+		e.enc = appendQPLine(e.enc, line, true)
+		if nl {
+			e.enc = append(e.enc, '\r', '\n')
+		}
+		start = next
+	}
+	q.last.Store(e)
+	return append(b, e.enc...)
 }

@@ -170,10 +170,43 @@ func TestAppendQPMatchesBytewise(t *testing.T) {
 }
 
 func FuzzAppendQP(f *testing.F) {
-	for _, in := range qpCases {
-		f.Add(in)
+	for i, in := range qpCases {
+		f.Add(in, qpCases[(i+1)%len(qpCases)])
 	}
-	f.Fuzz(checkQP)
+	f.Add("Hello Ann\n.line\n"+strings.Repeat("z", 80)+"\nend", "Hello Bob\n.line\n"+strings.Repeat("z", 80)+"\nend")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		checkQP(t, a)
+		checkQPCache(t, a, b)
+	})
+}
+
+// TestQPCacheReusesSharedLines: bodies that differ in their first line
+// reuse the cached encoding of the rest, and every output equals the
+// reference encoding whatever the previous body was.
+func TestQPCacheReusesSharedLines(t *testing.T) {
+	tail := "\n" + strings.Repeat("Our autumn collection is in: jackets, boots and scarves at member prices.\n.dot\n", 8) + "end"
+	checkQPCache(t, "Hello Ann"+tail, "Hello Bob"+tail, "Hi"+tail, "Hello Ann"+tail+"\n", strings.Repeat("x", 76)+tail,
+		"x", "", "y\n", "Hello Ann"+tail)
+	var q qpCache
+	q.appendQPDot(nil, "Hello Ann"+tail)
+	first := q.last.Load()
+	q.appendQPDot(nil, "Hello Bob"+tail)
+	if q.last.Load() != first {
+		t.Fatal("a body sharing all but its first line replaced the cache entry instead of reusing it")
+	}
+}
+
+func checkQPCache(t *testing.T, bodies ...string) {
+	t.Helper()
+	var q qpCache
+	for range 2 { // each body after every other, the cache warm
+		for _, in := range bodies {
+			want := dotStuff(appendQPBytewise(nil, in))
+			if got := q.appendQPDot([]byte("x"), in); !bytes.Equal(got[1:], want) || got[0] != 'x' {
+				t.Fatalf("qpCache.appendQPDot(%q) = %q, want %q", in, got[1:], want)
+			}
+		}
+	}
 }
 
 func checkQP(t *testing.T, in string) {
