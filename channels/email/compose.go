@@ -68,7 +68,7 @@ func newComposer() *composer {
 	var r [12]byte
 	_, _ = rand.Read(r[:])
 	c := &composer{}
-	c.setBoundary("notifyd-" + hex.EncodeToString(r[:]))
+	c.setBoundary("=_notifyd-" + hex.EncodeToString(r[:]))
 	return c
 }
 
@@ -153,23 +153,21 @@ func (c *composer) compose(in *composeInput) []byte {
 		b = append(b, "\r\n"...)
 	}
 	b = append(b, "MIME-Version: 1.0\r\n"...)
-	parts := c
-	if in.text != "" && in.html != "" && (bodyHas(in.text, c.boundary) || bodyHas(in.html, c.boundary)) {
-		// A body that quotes the Sender's boundary (it is visible to every
-		// recipient) must not split the message: use a fresh one.
-		parts = newComposer()
-	}
+	// Both parts are quoted-printable, whose output never contains "=_"
+	// (an "=" is always followed by two hex digits or a line end), and the
+	// boundary starts with "=_": no body can contain it, whatever it quotes,
+	// so the bodies need no search for it.
 	switch {
 	case in.text != "" && in.html != "":
-		b = append(b, parts.ctAlt...)
+		b = append(b, c.ctAlt...)
 		b = append(b, "\r\n"...)
-		b = append(b, parts.partText...)
+		b = append(b, c.partText...)
 		b = c.textQP.appendQPDot(b, in.text)
 		b = append(b, "\r\n"...)
-		b = append(b, parts.partHTML...)
+		b = append(b, c.partHTML...)
 		b = c.htmlQP.appendQPDot(b, in.html)
 		b = append(b, "\r\n"...)
-		b = append(b, parts.closing...)
+		b = append(b, c.closing...)
 	case in.html != "":
 		b = append(b, "Content-Transfer-Encoding: quoted-printable\r\nContent-Type: text/html; charset=UTF-8\r\n\r\n"...)
 		b = c.htmlQP.appendQPDot(b, in.html)
@@ -183,8 +181,6 @@ func (c *composer) compose(in *composeInput) []byte {
 	// that start with a field name): appendQPDot has stuffed them.
 	return b
 }
-
-func bodyHas(body, boundary string) bool { return strings.Contains(body, boundary) }
 
 // appendHeaderValue writes v as is when it is printable ASCII, otherwise as
 // RFC 2047 encoded words.
