@@ -141,6 +141,15 @@ type Sender struct {
 
 	// warnedNetwork keeps a receiver outage from logging once per message.
 	warnedNetwork atomic.Bool
+	// lastURL is the last per-message URL that passed checkURL.
+	lastURL atomic.Pointer[checkedURL]
+}
+
+// checkedURL is a URL string that passed checkURL, parsed. Requests share
+// the *url.URL: net/http never modifies Request.URL.
+type checkedURL struct {
+	raw string
+	u   *url.URL
 }
 
 var _ channels.Channel = (*Sender)(nil)
@@ -427,11 +436,19 @@ func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, now time
 	h := m.Hook
 	target := s.defaultURL
 	if h.URL != "" {
-		u, err := s.checkURL(h.URL)
-		if err != nil {
-			return nil, nil, fmt.Errorf("build webhook request: %w", err)
+		// A campaign's URL is usually the same string for every message:
+		// parse and check it once (the checks depend only on the string
+		// and the config; addresses are judged again at every dial).
+		if p := s.lastURL.Load(); p != nil && p.raw == h.URL {
+			target = p.u
+		} else {
+			u, err := s.checkURL(h.URL)
+			if err != nil {
+				return nil, nil, fmt.Errorf("build webhook request: %w", err)
+			}
+			target = u
+			s.lastURL.Store(&checkedURL{raw: h.URL, u: u})
 		}
-		target = u
 	}
 	if target == nil {
 		return nil, nil, errors.New("build webhook request: no URL in the message or the config")
