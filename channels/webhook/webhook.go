@@ -306,7 +306,7 @@ func (s *Sender) buildHTTPClient() (*http.Client, error) {
 	}
 	rt := &router{
 		std:   tr,
-		plain: &h1.Transport{Dial: dialer.DialContext, MaxConnsPerHost: s.cfg.MaxConnsPerHost, IdleConnTimeout: tr.IdleConnTimeout},
+		plain: &h1.Transport{Dial: dialer.DialContext, MaxConnsPerHost: s.cfg.MaxConnsPerHost, MaxIdleConns: tr.MaxIdleConns, IdleConnTimeout: tr.IdleConnTimeout},
 		proxy: tr.Proxy,
 	}
 	// The environment's proxy settings are read once by net/http; with no

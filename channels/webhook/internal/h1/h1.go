@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -39,9 +40,14 @@ type Transport struct {
 	MaxConnsPerHost int
 	// IdleConnTimeout closes connections idle for longer (default 90s).
 	IdleConnTimeout time.Duration
+	// MaxIdleConns caps the idle connections kept across all hosts
+	// (default 4 × MaxConnsPerHost), as net/http's MaxIdleConns does.
+	MaxIdleConns int
 
-	mu    sync.Mutex
-	hosts map[string]*hostPool
+	mu        sync.Mutex
+	hosts     map[string]*hostPool
+	lastSweep time.Time
+	idleCount atomic.Int64
 }
 
 // hostPool holds one destination's connections: a token in slots for each
@@ -61,11 +67,22 @@ type conn struct {
 
 var errPast = time.Unix(1, 0)
 
+func (t *Transport) idleTimeout() time.Duration {
+	if t.IdleConnTimeout <= 0 {
+		return 90 * time.Second
+	}
+	return t.IdleConnTimeout
+}
+
 func (t *Transport) pool(addr string) *hostPool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.hosts == nil {
 		t.hosts = map[string]*hostPool{}
+	}
+	if now := time.Now(); now.Sub(t.lastSweep) > t.idleTimeout()/2 {
+		t.lastSweep = now
+		t.sweep(now)
 	}
 	p := t.hosts[addr]
 	if p == nil {
@@ -77,6 +94,31 @@ func (t *Transport) pool(addr string) *hostPool {
 		t.hosts[addr] = p
 	}
 	return p
+}
+
+// sweep closes connections idle past IdleConnTimeout in every pool and
+// forgets destinations with no connection left: per-message URLs may name
+// many hosts, each used once. Called with t.mu held, at most twice per
+// IdleConnTimeout. (A request that took a pool just before it was forgotten
+// still completes on it; only the cap is shared less for that moment.)
+func (t *Transport) sweep(now time.Time) {
+	for addr, p := range t.hosts {
+		for range len(p.idle) {
+			select {
+			case c := <-p.idle:
+				if now.Sub(c.lastUsed) > t.idleTimeout() {
+					t.idleCount.Add(-1)
+					c.close()
+				} else {
+					p.idle <- c
+				}
+			default:
+			}
+		}
+		if len(p.slots) == 0 {
+			delete(t.hosts, addr)
+		}
+	}
 }
 
 // CloseIdleConnections closes every idle connection.
@@ -91,6 +133,7 @@ func (t *Transport) CloseIdleConnections() {
 		for {
 			select {
 			case c := <-p.idle:
+				t.idleCount.Add(-1)
 				c.close()
 				continue
 			default:
@@ -108,10 +151,7 @@ func (c *conn) close() {
 // get returns an idle connection (reused true) or dials one, waiting for a
 // slot when MaxConnsPerHost are open.
 func (t *Transport) get(ctx context.Context, p *hostPool, addr string) (*conn, bool, error) {
-	idleTimeout := t.IdleConnTimeout
-	if idleTimeout <= 0 {
-		idleTimeout = 90 * time.Second
-	}
+	idleTimeout := t.idleTimeout()
 	for {
 		var c *conn
 		select {
@@ -130,6 +170,7 @@ func (t *Transport) get(ctx context.Context, p *hostPool, addr string) (*conn, b
 				return nil, false, ctx.Err()
 			}
 		}
+		t.idleCount.Add(-1)
 		if time.Since(c.lastUsed) > idleTimeout {
 			c.close()
 			continue
@@ -139,10 +180,20 @@ func (t *Transport) get(ctx context.Context, p *hostPool, addr string) (*conn, b
 }
 
 func (t *Transport) put(c *conn) {
+	maxIdle := int64(t.MaxIdleConns)
+	if maxIdle <= 0 {
+		maxIdle = 4 * int64(cap(c.pool.slots))
+	}
+	if t.idleCount.Add(1) > maxIdle {
+		t.idleCount.Add(-1)
+		c.close()
+		return
+	}
 	c.lastUsed = time.Now()
 	select {
 	case c.pool.idle <- c:
 	default: // cannot happen: idle holds at most as many as slots
+		t.idleCount.Add(-1)
 		c.close()
 	}
 }
@@ -160,11 +211,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Host != "" {
 		host = req.Host
 	}
-	port := req.URL.Port()
-	if port == "" {
-		port = "80"
+	addr := req.URL.Host // host:port, brackets and all, when it names a port
+	if req.URL.Port() == "" {
+		addr = net.JoinHostPort(req.URL.Hostname(), "80")
 	}
-	addr := net.JoinHostPort(req.URL.Hostname(), port)
 	ctx := req.Context()
 	p := t.pool(addr)
 	for attempt := 0; ; attempt++ {

@@ -277,3 +277,59 @@ func TestUnreadBodyClosesConnection(t *testing.T) {
 		t.Fatalf("connections %d, want 2", n)
 	}
 }
+
+// TestIdleConnectionsReaped: a destination used once does not keep its
+// connection open past IdleConnTimeout, even if it is never asked again.
+func TestIdleConnectionsReaped(t *testing.T) {
+	var closed atomic.Int64
+	once := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	once.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	once.Start()
+	defer once.Close()
+	other, _ := server(t, func(w http.ResponseWriter, r *http.Request) {})
+	tr := &Transport{Dial: (&net.Dialer{}).DialContext, IdleConnTimeout: 50 * time.Millisecond}
+	c := &http.Client{Transport: tr}
+	post(t, c, once.URL, "x", nil)
+	deadline := time.Now().Add(5 * time.Second)
+	for closed.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(30 * time.Millisecond)
+		post(t, c, other.URL, "x", nil) // traffic elsewhere drives the sweep
+	}
+	if closed.Load() == 0 {
+		t.Fatal("the idle connection to a destination used once was never closed")
+	}
+	tr.mu.Lock()
+	_, kept := tr.hosts[strings.TrimPrefix(once.URL, "http://")]
+	tr.mu.Unlock()
+	if kept {
+		t.Fatal("a destination with no connection left is still remembered")
+	}
+}
+
+// TestMaxIdleConns: past the cap across hosts, a finished connection is
+// closed instead of kept.
+func TestMaxIdleConns(t *testing.T) {
+	tr := &Transport{Dial: (&net.Dialer{}).DialContext, MaxIdleConns: 2}
+	c := &http.Client{Transport: tr}
+	var conns []*atomic.Int64
+	for range 4 {
+		srv, n := server(t, func(w http.ResponseWriter, r *http.Request) {})
+		post(t, c, srv.URL, "x", nil)
+		post(t, c, srv.URL, "x", nil)
+		conns = append(conns, n)
+	}
+	if n := tr.idleCount.Load(); n != 2 {
+		t.Fatalf("%d idle connections kept, want 2", n)
+	}
+	// The first two hosts reused their connection; the last two could not
+	// keep theirs and dialled again.
+	for i, n := range conns {
+		if want := int64(1 + i/2); n.Load() != want {
+			t.Errorf("host %d: %d connections, want %d", i, n.Load(), want)
+		}
+	}
+}
