@@ -116,6 +116,9 @@ type WebhookConfig struct {
 	// default: the pool's workers × batch size (at most 256), so every
 	// worker has a connection and none is dialled only to be closed.
 	MaxConnsPerHost int `yaml:"max_conns_per_host"`
+	// Transport: "direct" (default: http:// through notifyd's HTTP/1.1
+	// client, https through net/http) or "net/http" (everything).
+	Transport string `yaml:"transport"`
 	// AllowNetworks and AllowPrivateNetworks open the destination guard
 	// (channels.NetGuard): webhook URLs come from templates and trigger
 	// data, so private and loopback addresses are refused unless listed.
@@ -218,7 +221,7 @@ func BuildChannels(c ChannelsConfig, log *slog.Logger) (map[string]ChannelSpec, 
 		}
 		s, err := webhook.New(webhook.Config{
 			URL: h.URL, Method: h.Method, Secret: h.Secret.Value(), Timeout: time.Duration(h.Timeout),
-			AllowedHosts: h.AllowedHosts, TLS: h.TLS.channels(), MaxConnsPerHost: maxConns,
+			AllowedHosts: h.AllowedHosts, TLS: h.TLS.channels(), MaxConnsPerHost: maxConns, Transport: webhook.Transport(h.Transport),
 			AllowNetworks: h.AllowNetworks, AllowPrivateNetworks: h.AllowPrivateNetworks,
 		}, webhook.WithLogger(log))
 		add(channels.Webhook, s, err, h.Pool, pool)

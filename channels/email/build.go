@@ -76,9 +76,9 @@ func (s *Sender) build(m *channels.Message, now time.Time) (*outMsg, string, *ch
 			return invalid("parse Reply-To address: %w", err)
 		}
 	}
-	id := s.messageID(m, fromAddr.Address)
+	id := s.messageID(m, fromAddr.addr.Address)
 	if id == "" {
-		id = randomMessageID(fromAddr.Address)
+		id = randomMessageID(fromAddr.addr.Address)
 	}
 	in.messageID = id
 
@@ -118,7 +118,7 @@ func (s *Sender) build(m *channels.Message, now time.Time) (*outMsg, string, *ch
 		}
 		slices.SortFunc(in.headers, func(a, b header) int { return strings.Compare(a.key, b.key) })
 	}
-	out := &outMsg{from: fromAddr.Address, to: to.Address, data: s.composer.compose(&in)}
+	out := &outMsg{from: fromAddr.addr.Address, to: to.Address, data: s.composer.compose(&in)}
 	out.utf8 = !isASCII(out.from) || !isASCII(out.to)
 	return out, "<" + id + ">", nil
 }

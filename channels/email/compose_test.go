@@ -3,6 +3,8 @@ package email
 import (
 	"bytes"
 	"io"
+	"mime"
+	"mime/multipart"
 	"mime/quotedprintable"
 	netmail "net/mail"
 	"strings"
@@ -65,14 +67,49 @@ func TestDotStuff(t *testing.T) {
 }
 
 // A body that quotes the Sender's boundary (every recipient can read it)
-// gets a fresh boundary, so it cannot forge a MIME part.
+// cannot forge a MIME part: the boundary starts with "=_", which quoted-
+// printable never writes, so a parser still finds exactly the two parts,
+// each decoding to its body.
 func TestComposeBoundaryCollision(t *testing.T) {
 	c := newComposer()
-	in := &composeInput{text: "x", html: "--" + c.boundary + "\r\nContent-Type: text/html\r\n\r\nforged"}
-	in.from, in.to = mustAddr(t, "a@example.com"), mustAddr(t, "b@example.com")
-	out := string(c.compose(in))
-	if strings.Contains(out, `boundary="`+c.boundary+`"`) {
-		t.Fatal("the message uses the boundary its body contains")
+	forged := "--" + c.boundary + "\r\nContent-Type: text/html\r\n\r\nforged\r\n--" + c.boundary + "--"
+	for _, in := range []*composeInput{
+		{text: "x", html: forged},
+		{text: forged, html: "<p>y</p>"},
+		{text: strings.Repeat("a", 73) + "--" + c.boundary, html: "<p>y</p>"}, // quoted across a soft break
+	} {
+		from, err := c.parseFrom("a@example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.from, in.to = from, mustAddr(t, "b@example.com")
+		msg, err := netmail.ReadMessage(bytes.NewReader(c.compose(in)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
+		if err != nil || params["boundary"] != c.boundary {
+			t.Fatalf("Content-Type %q: %v", msg.Header.Get("Content-Type"), err)
+		}
+		mr := multipart.NewReader(msg.Body, params["boundary"])
+		var got []string
+		for {
+			p, err := mr.NextRawPart()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(quotedprintable.NewReader(p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, string(b))
+		}
+		if len(got) != 2 || got[0] != in.text || got[1] != in.html {
+			t.Fatalf("parts %q, want [%q %q]", got, in.text, in.html)
+		}
 	}
 }
 
@@ -83,4 +120,134 @@ func mustAddr(t *testing.T, s string) *netmail.Address {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// dotStuff doubles a "." at the start of a line (RFC 5321 4.5.2): the
+// reference for appendQPDot, which stuffs while it encodes.
+func dotStuff(b []byte) []byte {
+	if len(b) > 0 && b[0] == '.' || bytes.Contains(b, []byte("\n.")) {
+		out := make([]byte, 0, len(b)+16)
+		if b[0] == '.' {
+			out = append(out, '.')
+		}
+		for {
+			i := bytes.Index(b, []byte("\n."))
+			if i < 0 {
+				out = append(out, b...)
+				break
+			}
+			out = append(out, b[:i+1]...)
+			out = append(out, '.')
+			b = b[i+1:]
+		}
+		return out
+	}
+	return b
+}
+
+// appendQPBytewise is the byte-at-a-time encoder appendQP replaced: the
+// reference its output must equal.
+func appendQPBytewise(b []byte, s string) []byte {
+	if isPlainQP(s) {
+		return append(b, s...)
+	}
+	lineLen := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '\n' {
+			b = append(b, '\r', '\n')
+			lineLen = 0
+			continue
+		}
+		if c == '\r' && i+1 < len(s) && s[i+1] == '\n' {
+			continue
+		}
+		var enc bool
+		if c == ' ' || c == '\t' {
+			enc = i+1 == len(s) || s[i+1] == '\n' || s[i+1] == '\r' && i+2 < len(s) && s[i+2] == '\n'
+		} else {
+			enc = c < ' ' || c > '~' || c == '='
+		}
+		n := 1
+		if enc {
+			n = 3
+		}
+		if lineLen+n > 75 {
+			b = append(b, '=', '\r', '\n')
+			lineLen = 0
+		}
+		if enc {
+			b = append(b, '=', hexUpper[c>>4], hexUpper[c&15])
+		} else {
+			b = append(b, c)
+		}
+		lineLen += n
+	}
+	return b
+}
+
+var qpCases = []string{
+	"", "Hello", ".", ".hidden", "a=b", "end \nnext\t\nlast ", "Grüße — 日本語",
+	strings.Repeat("abcdefghij", 30), strings.Repeat(".bcdefghij", 30), strings.Repeat("é", 100),
+	"one\r\ntwo\rthree", ".\n.hidden\n..two", "a\r\r\n", "a \r", "a \r\n.b", strings.Repeat("x", 75) + ".tail",
+	strings.Repeat("x", 76), strings.Repeat("x", 77), strings.Repeat("x", 74) + "=.", "\n\n.\n", "\t", " ",
+	"<p>" + strings.Repeat("Our autumn collection is in: jackets, boots and scarves. ", 5) + "</p>\n" + strings.Repeat("line .\n", 3),
+}
+
+// TestAppendQPMatchesBytewise: the run-copying encoder writes exactly what
+// the byte-wise one wrote, and appendQPDot exactly that, dot-stuffed.
+func TestAppendQPMatchesBytewise(t *testing.T) {
+	for _, in := range qpCases {
+		checkQP(t, in)
+	}
+}
+
+func FuzzAppendQP(f *testing.F) {
+	for i, in := range qpCases {
+		f.Add(in, qpCases[(i+1)%len(qpCases)])
+	}
+	f.Add("Hello Ann\n.line\n"+strings.Repeat("z", 80)+"\nend", "Hello Bob\n.line\n"+strings.Repeat("z", 80)+"\nend")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		checkQP(t, a)
+		checkQPCache(t, a, b)
+	})
+}
+
+// TestQPCacheReusesSharedLines: bodies that differ in their first line
+// reuse the cached encoding of the rest, and every output equals the
+// reference encoding whatever the previous body was.
+func TestQPCacheReusesSharedLines(t *testing.T) {
+	tail := "\n" + strings.Repeat("Our autumn collection is in: jackets, boots and scarves at member prices.\n.dot\n", 8) + "end"
+	checkQPCache(t, "Hello Ann"+tail, "Hello Bob"+tail, "Hi"+tail, "Hello Ann"+tail+"\n", strings.Repeat("x", 76)+tail,
+		"x", "", "y\n", "Hello Ann"+tail)
+	var q qpCache
+	q.appendQPDot(nil, "Hello Ann"+tail)
+	first := q.last.Load()
+	q.appendQPDot(nil, "Hello Bob"+tail)
+	if q.last.Load() != first {
+		t.Fatal("a body sharing all but its first line replaced the cache entry instead of reusing it")
+	}
+}
+
+func checkQPCache(t *testing.T, bodies ...string) {
+	t.Helper()
+	var q qpCache
+	for range 2 { // each body after every other, the cache warm
+		for _, in := range bodies {
+			want := dotStuff(appendQPBytewise(nil, in))
+			if got := q.appendQPDot([]byte("x"), in); !bytes.Equal(got[1:], want) || got[0] != 'x' {
+				t.Fatalf("qpCache.appendQPDot(%q) = %q, want %q", in, got[1:], want)
+			}
+		}
+	}
+}
+
+func checkQP(t *testing.T, in string) {
+	want := appendQPBytewise(nil, in)
+	if got := appendQP(nil, in); !bytes.Equal(got, want) {
+		t.Fatalf("appendQP(%q) = %q, byte-wise %q", in, got, want)
+	}
+	if got, want := appendQPDot(nil, in), dotStuff(append([]byte(nil), want...)); !bytes.Equal(got, want) {
+		t.Fatalf("appendQPDot(%q) = %q, want %q", in, got, want)
+	}
 }

@@ -6,7 +6,10 @@
 // the success path; with PIPELINING, RFC 2920, the end of one message and the
 // next envelope share one write, so a message costs one round trip and is
 // still confirmed only by its own 250 reply), building multipart/alternative
-// messages (written straight into a pooled buffer, see compose.go) with a stable
+// messages (written straight into a pooled buffer, see compose.go: the
+// quoted-printable encoding of the lines a body shares with the previous
+// message is copied, not redone, and the "=_" boundary needs no search of the
+// bodies) with a stable
 // Message-ID (<IdempotencyKey@domain>) and RFC 8058 one-click unsubscribe
 // headers, and classifying every SMTP reply into a *channels.Error. It does
 // not retry, sleep or rate-limit: the worker pool in package channels owns

@@ -499,3 +499,29 @@ func TestDestinationGuard(t *testing.T) {
 		})
 	}
 }
+
+// TestURLCheckedOncePerString: per-message URLs are parsed and checked once
+// per distinct string, never skipped: a refused URL between two accepted
+// ones is still refused, and the accepted one still works after it.
+func TestURLCheckedOncePerString(t *testing.T) {
+	sb := newSandbox(t, sandbox.WebhookOptions{})
+	s := newSender(t, webhook.Config{})
+	for i, tc := range []struct {
+		url     string
+		refused bool
+	}{
+		{sb.URL() + "/a", false},
+		{sb.URL() + "/a", false},
+		{"http://169.254.169.254/latest/meta-data/", true},
+		{sb.URL() + "/a", false},
+		{"http://169.254.169.254/latest/meta-data/", true},
+	} {
+		m := hookMsg(fmt.Sprint(i), "", `{}`)
+		m.Hook.URL = tc.url
+		res := s.Send(context.Background(), []*channels.Message{m})
+		var ce *channels.Error
+		if refused := errors.As(res[0].Err, &ce) && ce.Code == "blocked_destination"; refused != tc.refused {
+			t.Fatalf("message %d to %s: err %v, want refused=%v", i, tc.url, res[0].Err, tc.refused)
+		}
+	}
+}

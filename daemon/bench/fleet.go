@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -166,15 +165,6 @@ func fleetRun(ctx context.Context, opts FleetOptions, ropt *redis.Options, n int
 	r.MsgsPerSec = float64(r.Messages) / elapsed.Seconds()
 	r.CPUPerMsg = cpu / time.Duration(r.Messages)
 	return r, nil
-}
-
-// processCPU is this process's user+system CPU time so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // cachedFleetShard generates (once) shard k of n of a population of members:

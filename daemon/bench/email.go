@@ -1,0 +1,222 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Email content of ~3.5 KB as sent (multipart text + HTML, quoted-printable),
+// the size issue 16 measured with; one variable per part, as newsletters have.
+var (
+	benchEmailHTML = "<html><body><h1>Hello {{ profile.first_name | default: 'there' }}</h1>\n" +
+		strings.Repeat("<p>Our autumn collection is in: jackets, boots and scarves at member prices. See what is new this week in your store.</p>\n", 16) +
+		"</body></html>"
+	benchEmailText = "Hello {{ profile.first_name | default: 'there' }}\n" +
+		strings.Repeat("Our autumn collection is in: jackets, boots and scarves at member prices.\n", 12)
+)
+
+const (
+	benchFrom = "news@notifyd.test"
+	benchRcpt = "member@example.org"
+)
+
+// benchEmailBytes is the payload size given to the reference (smtp-source
+// -l, the raw client's message): the two bodies plus notifyd's headers and
+// MIME framing, measured at about 700 bytes.
+func benchEmailBytes() int { return len(benchEmailHTML) + len(benchEmailText) + 700 }
+
+// Email runs `notifyd bench email`: the daemon as `notifyd serve` wires it
+// (YAML config with defaults, in-memory state, the real SMTP sender) sends a
+// campaign over a generated shard into a sink in another process, and in
+// the same run, interleaved, the reference sends as many messages of the
+// same size into the same sink: Postfix's smtp-source when installed, else
+// a built-in raw pipelining SMTP client.
+func Email(ctx context.Context, opts ProviderOptions) (*ProviderResult, error) {
+	opts.defaults(25_000, 8)
+	res := &ProviderResult{Channel: "email", MessageBytes: benchEmailBytes()}
+
+	var sink *sinkProcess
+	var err error
+	sinkPath, haveSink := lookTool("smtp-sink")
+	switch {
+	case opts.Sink == "auto" && haveSink:
+		sink, err = startSMTPSink(sinkPath)
+	case opts.Sink == "auto" || opts.Sink == "go":
+		if opts.Sink == "auto" {
+			fmt.Fprintln(opts.Out, "smtp-sink not found (Debian: apt-get install postfix): using notifyd's Go SMTP sink")
+		}
+		sink, err = startGoSink(opts.SinkCommand, "smtp")
+	default:
+		return nil, fmt.Errorf("unknown sink %q: want auto or go", opts.Sink)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer sink.close()
+	res.Sink = sink.what
+	host, port, _ := net.SplitHostPort(sink.addr)
+
+	var ref referenceFunc
+	srcPath, haveSrc := lookTool("smtp-source")
+	switch {
+	case opts.Reference == "builtin" || opts.Reference == "auto" && !haveSrc:
+		if opts.Reference == "auto" {
+			res.Note = "smtp-source not found (Debian: apt-get install postfix): the reference is notifyd's built-in raw SMTP client"
+			fmt.Fprintln(opts.Out, res.Note)
+		}
+		res.Reference = fmt.Sprintf("built-in raw SMTP client: %d sessions, PIPELINING, one pre-built %d-byte message", opts.Concurrency, res.MessageBytes)
+		ref = func(ctx context.Context, n int64) (time.Duration, time.Duration, error) {
+			return rawSMTP(ctx, sink.addr, opts.Concurrency, n, res.MessageBytes)
+		}
+	case opts.Reference == "tool" || opts.Reference == "auto":
+		if !haveSrc {
+			return nil, errors.New("smtp-source not found: apt-get install postfix (Debian), or --reference builtin")
+		}
+		args := func(n int64) []string {
+			return []string{"-d", "-s", strconv.Itoa(opts.Concurrency), "-m", strconv.FormatInt(n, 10), "-l", strconv.Itoa(res.MessageBytes),
+				"-f", benchFrom, "-t", benchRcpt, "-M", "bench.notifyd.test", sink.addr}
+		}
+		res.Reference = strings.Replace(srcPath+" "+strings.Join(args(0), " "), " -m 0 ", " -m <messages> ", 1)
+		ref = func(ctx context.Context, n int64) (time.Duration, time.Duration, error) {
+			wall, cpu, _, err := runTool(ctx, srcPath, args(n)...)
+			return wall, cpu, err
+		}
+	default:
+		return nil, fmt.Errorf("unknown reference %q: want auto, tool or builtin", opts.Reference)
+	}
+
+	path, err := cachedShard(opts.CacheDir, opts.Members, opts.Out)
+	if err != nil {
+		return nil, err
+	}
+	// The default config but for the relay's address and clear text: the
+	// sinks, like a local relay, speak no TLS (smtp-source has none either).
+	chYAML := "  email:\n    host: " + host + "\n    port: " + port + "\n    tls_mode: none\n    from: " + benchFrom + "\n"
+	d, err := startDaemon(ctx, path, chYAML, opts.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer d.stop()
+	content := map[string]any{
+		"from":    "Notifyd News <" + benchFrom + ">",
+		"subject": "{{ profile.first_name | default: 'Friend' }}, our autumn news",
+		"html":    benchEmailHTML,
+		"text":    benchEmailText,
+	}
+	fmt.Fprintf(opts.Out, "sink: %s\nreference: %s\n", res.Sink, res.Reference)
+	if err := runRounds(ctx, res, opts, d, content, ref); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// rawSMTP is the built-in reference: conns sessions, each sending its share
+// of n copies of one pre-built message with MAIL/RCPT/DATA pipelined behind
+// the previous end of data (one write and one round trip per message), and
+// no per-message work at all.
+func rawSMTP(ctx context.Context, addr string, conns int, n int64, size int) (time.Duration, time.Duration, error) {
+	data := make([]byte, 0, size+64)
+	data = append(data, "From: <"+benchFrom+">\r\nTo: <"+benchRcpt+">\r\nSubject: bench\r\n\r\n"...)
+	for len(data) < size {
+		data = append(data, "Our autumn collection is in: jackets, boots and scarves at member prices.\r\n"...)
+	}
+	const envelope = "MAIL FROM:<" + benchFrom + ">\r\nRCPT TO:<" + benchRcpt + ">\r\nDATA\r\n"
+	start, cpu0 := time.Now(), processCPU()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	per := (n + int64(conns) - 1) / int64(conns)
+	for k := range int64(conns) {
+		cnt := min(per, n-k*per)
+		if cnt <= 0 {
+			break
+		}
+		wg.Go(func() {
+			if err := rawSMTPSession(ctx, addr, data, envelope, cnt); err != nil {
+				mu.Lock()
+				first = cmp(first, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return time.Since(start), processCPU() - cpu0, first
+}
+
+func cmp(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+func rawSMTPSession(ctx context.Context, addr string, data []byte, envelope string, cnt int64) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	tp := textproto.NewConn(c)
+	w := bufio.NewWriterSize(c, 16<<10)
+	step := func(code int, line string) error {
+		if line != "" {
+			if err := tp.PrintfLine("%s", line); err != nil {
+				return err
+			}
+		}
+		_, _, err := tp.ReadResponse(code)
+		return err
+	}
+	if err := step(220, ""); err != nil {
+		return err
+	}
+	if err := step(250, "EHLO ref.notifyd.test"); err != nil {
+		return err
+	}
+	read := func(codes ...int) error {
+		for _, code := range codes {
+			if _, _, err := tp.ReadResponse(code); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	_, _ = w.WriteString(envelope)
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if err := read(250, 250, 354); err != nil {
+		return err
+	}
+	for i := range cnt {
+		_, _ = w.Write(data)
+		_, _ = w.WriteString(".\r\n")
+		last := i+1 == cnt
+		if !last {
+			_, _ = w.WriteString(envelope)
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		if err := read(250); err != nil {
+			return err
+		}
+		if !last {
+			if err := read(250, 250, 354); err != nil {
+				return err
+			}
+		}
+	}
+	return step(221, "QUIT")
+}
