@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/bits"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -74,6 +75,7 @@ type Reader struct {
 
 	segments  []segment
 	segIndex  map[string]int
+	fence     fence
 	unmapOnce sync.Once
 	unmapErr  error
 }
@@ -125,23 +127,27 @@ func Open(path string) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open shard: %w", err)
 	}
-	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
+		f.Close()
 		return nil, fmt.Errorf("open shard: %w", err)
 	}
 	if !st.Mode().IsRegular() {
+		f.Close()
 		return nil, fmt.Errorf("open shard %s: not a regular file (%s); the store publishes a regular file by rename", path, st.Mode().Type())
 	}
 	data, err := mapFile(f)
 	if err != nil {
+		f.Close()
 		return nil, err
 	}
 	r, err := newReader(path, data)
 	if err != nil {
 		unmap(data)
+		f.Close()
 		return nil, err
 	}
+	r.arm(f) // the file stays open for the lease and Check; see fence.go
 	return r, nil
 }
 
@@ -356,6 +362,7 @@ func (r *Reader) Release() error {
 	}
 	if n == 0 {
 		r.unmapOnce.Do(func() {
+			r.disarm()
 			if r.data != nil {
 				r.unmapErr = unmap(r.data)
 			}
@@ -399,7 +406,9 @@ func (r *Reader) keyBlock(b uint64) error {
 	return err
 }
 
-func (r *Reader) verifyKeyBlock(b uint64) error {
+func (r *Reader) verifyKeyBlock(b uint64) (err error) {
+	defer r.guardFault(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	first, last := r.rowRangeOfBlock(b)
 	blk := r.keys[first*8 : (last+1)*8]
 	bad := func(format string, args ...any) error {
@@ -426,7 +435,9 @@ func (r *Reader) keyAt(i uint64) (uint64, error) {
 
 // FirstRowAfter returns the index of the first row whose key is greater than
 // k (Rows() when there is none): where a campaign resumes after checkpoint k.
-func (r *Reader) FirstRowAfter(k uint64) (uint32, error) {
+func (r *Reader) FirstRowAfter(k uint64) (_ uint32, err error) {
+	defer r.guardFault(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	if k == ^uint64(0) {
 		return uint32(r.rows), nil
 	}
@@ -543,7 +554,15 @@ func (r *Reader) Lookup(id string) (Row, bool) {
 }
 
 // Find is Lookup with the error of a corrupt block on the search path.
-func (r *Reader) Find(id string) (Row, bool, error) {
+// A point lookup reads unverified ground (fences, keys, the row): it runs
+// with faults turned into errors (see fence.go).
+func (r *Reader) Find(id string) (row Row, ok bool, err error) {
+	defer r.guardFault(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return r.find(id)
+}
+
+func (r *Reader) find(id string) (Row, bool, error) {
 	k := Key(id)
 	i, err := r.lowerBound(k)
 	if err != nil {
@@ -685,7 +704,9 @@ func (r *Reader) checkBlock(t *varTable, b uint64) error {
 
 // verifyBlock checks block b and, when its layout is sound, records its view
 // (t.mu held). Readers use the view only once the state is OK.
-func (r *Reader) verifyBlock(t *varTable, b uint64) error {
+func (r *Reader) verifyBlock(t *varTable, b uint64) (err error) {
+	defer r.guardFault(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	first := b * t.blockItems
 	k := min(t.blockItems, t.count-first)
 	bad := func(format string, args ...any) error {

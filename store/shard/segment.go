@@ -3,6 +3,7 @@ package shard
 import (
 	"encoding/binary"
 	"fmt"
+	"runtime/debug"
 	"sync"
 
 	"github.com/RoaringBitmap/roaring/v2"
@@ -83,6 +84,8 @@ func (r *Reader) Segment(name string) (*Segment, error) {
 }
 
 func (r *Reader) loadSegment(s *segment) (seg *Segment, err error) {
+	defer r.guardFault(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	bad := func(format string, args ...any) error {
 		return &CorruptError{Path: r.path, Section: "bitmaps", Block: -1, Segment: s.name,
 			Reason: fmt.Sprintf(format, args...) + "; all members of the segment are affected"}
@@ -94,6 +97,9 @@ func (r *Reader) loadSegment(s *segment) (seg *Segment, err error) {
 	// by a buggy or hostile producer must still not take the daemon down.
 	defer func() {
 		if p := recover(); p != nil {
+			if _, fault := p.(interface{ Addr() uintptr }); fault {
+				panic(p) // a truncated file, for guardFault
+			}
 			seg, err = nil, bad("malformed roaring bitmap: %v", p)
 		}
 	}()

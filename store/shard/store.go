@@ -24,6 +24,9 @@ type Store struct {
 	curID   fileID
 	closed  bool
 	lastErr error
+	// truncLogged is the generation whose truncation was logged (Refresh
+	// runs on one goroutine).
+	truncLogged *Reader
 }
 
 // fileID identifies one published file: an atomic rename changes the inode.
@@ -81,6 +84,9 @@ func (s *Store) Acquire() (*Reader, error) {
 	if s.closed {
 		return nil, errors.New("acquire shard: store closed")
 	}
+	if err := s.cur.Check(); err != nil {
+		return nil, fmt.Errorf("acquire shard: %w", err)
+	}
 	s.cur.Acquire() // cannot fail: the store holds a reference
 	return s.cur, nil
 }
@@ -91,6 +97,17 @@ func (s *Store) Acquire() (*Reader, error) {
 func (s *Store) Refresh(ctx context.Context) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("refresh shard: %w", err)
+	}
+	s.mu.Lock()
+	closed, cur := s.closed, s.cur
+	s.mu.Unlock()
+	if !closed {
+		// A truncation under the mapping is fenced here, at the poll,
+		// even when nothing acquires (see fence.go).
+		if err := cur.Check(); err != nil && s.truncLogged != cur {
+			s.truncLogged = cur
+			s.logger.Error("shard generation in service was truncated", "path", s.path, "err", err)
+		}
 	}
 	id, err := statID(s.path)
 	if err != nil {
