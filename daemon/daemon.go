@@ -101,6 +101,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		// Honour callers' deadlines (the API's bound on state calls, the
 		// ledger's retries) instead of only the client's read timeout.
 		opt.ContextTimeoutEnabled = true
+		installRedisLogger(d.log)
 		d.redis = redis.NewClient(opt)
 		if err := d.redis.Ping(ctx).Err(); err != nil {
 			return nil, fmt.Errorf("connect to redis: %w", err)
