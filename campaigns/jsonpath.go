@@ -89,21 +89,32 @@ func eachMember(raw []byte, path string, fn func(key string, v []byte, p string)
 		if err := dec.Decode(&v); err != nil {
 			return "", nil, false
 		}
-		p := key
-		if path != "" {
-			p = path + "." + key
-		}
-		if key == "" {
-			p = path + `.""` // an empty key, shown as such, not as "content..x"
-			if path == "" {
-				p = `""`
-			}
-		}
+		p := joinPath(path, key)
 		if p, err, ok := fn(key, v, p); ok {
 			return p, err, ok
 		}
 	}
 	return "", nil, false
+}
+
+// joinPath appends key to path: .key for a plain name, ["key"] quoted for
+// anything else (empty, dotted, spaces), so a path is never ambiguous and
+// never reads "content..x".
+func joinPath(path, key string) string {
+	plain := key != ""
+	for _, r := range key {
+		if !(r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			plain = false
+			break
+		}
+	}
+	switch {
+	case !plain:
+		return path + "[" + strconv.Quote(key) + "]"
+	case path == "":
+		return key
+	}
+	return path + "." + key
 }
 
 // jsonField finds the field encoding/json would fill for key (exact tag or
