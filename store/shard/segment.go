@@ -47,6 +47,9 @@ func (r *Reader) initSegments(dir, bitmaps sectionEntry) error {
 		}
 		name := bstr(sec[pos : pos+nameLen])
 		pos += nameLen
+		if err := checkName(name); err != nil {
+			return r.corrupt("segments", "segment %d: name %v", i, err)
+		}
 		if off%8 != 0 || off < bitmaps.offset || n > bitmaps.length || off-bitmaps.offset > bitmaps.length-n {
 			return r.corrupt("segments", "segment %q: bitmap at %d length %d outside the bitmaps section", name, off, n)
 		}
