@@ -209,6 +209,19 @@ func (r *Reader) zeroTailLocked(size int64) {
 	}
 	unix.MmapPtr(-1, 0, unsafe.Pointer(&r.data[from]), uintptr(int64(len(r.data))-from),
 		unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED)
+	// Blocks verified before the truncation may now read zeros: every block
+	// is verified again on its next use, so the zeroed ones fail their
+	// checksums (their rows leave as corrupt) and the intact ones serve.
+	for _, t := range []*varTable{&r.rowTable, &r.pushTable, &r.strTable} {
+		t.mu.Lock()
+		for i := range t.blocks() {
+			t.blocks()[i].state.Store(blockUnchecked)
+		}
+		t.mu.Unlock()
+	}
+	for i := range r.keyStates.get() {
+		r.keyStates.get()[i].Store(blockUnchecked)
+	}
 }
 
 // guardFault runs a scan of the mapping (a block or segment check). A fault
