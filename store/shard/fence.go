@@ -165,6 +165,14 @@ func privatize(b []byte) error {
 	return nil
 }
 
+// Leased reports whether the Reader holds a read lease on its file (see
+// the top of this file).
+func (r *Reader) Leased() bool {
+	r.fence.mu.Lock()
+	defer r.fence.mu.Unlock()
+	return r.fence.leased
+}
+
 // Check reports whether the Reader's file still covers its mapping. A file
 // truncated under the mapping has its missing pages replaced by zero pages
 // (so no read faults from then on) and the error wraps ErrTruncated. A

@@ -80,7 +80,9 @@ func TestTruncatedUnderLeasedMapping(t *testing.T) {
 				t.Fatalf("Acquire keeps the intact copy in service: %v", err)
 			}
 			r2.Release()
-			_ = logs
+			if strings.Contains(logs.String(), "no read lease") {
+				t.Fatalf("warned about a lease it holds: %s", logs.String())
+			}
 		})
 	}
 }
@@ -132,6 +134,9 @@ func TestTruncatedWithoutLease(t *testing.T) {
 		t.Fatalf("Acquire of the truncated generation: %v, want ErrTruncated", err)
 	}
 	s.Refresh(context.Background())
+	if !strings.Contains(logs.String(), "no read lease") {
+		t.Fatalf("OpenStore did not warn that it holds no lease: %s", logs.String())
+	}
 	if !strings.Contains(logs.String(), "truncated") {
 		t.Fatalf("refresher did not log the truncation: %s", logs.String())
 	}

@@ -73,6 +73,9 @@ func OpenStore(path string, opts ...StoreOption) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !r.Leased() && r.Size() > 0 {
+		s.logger.Warn("no read lease on the shard file: a truncation in place could crash the daemon before it is noticed; run as the file's owner or grant CAP_LEASE (docs/operations.md)", "path", path)
+	}
 	s.cur, s.curID = r, id
 	return s, nil
 }
