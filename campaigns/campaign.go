@@ -118,7 +118,7 @@ func DecodeCampaign(body []byte) (*Campaign, error) {
 	dec.DisallowUnknownFields()
 	var c Campaign
 	if err := dec.Decode(&c); err != nil {
-		return nil, jsonFieldError(err)
+		return nil, jsonFieldError(err, body, reflect.TypeOf(c))
 	}
 	if dec.More() {
 		return nil, &FieldError{Field: "body", Msg: "trailing data after the JSON object"}
@@ -129,7 +129,9 @@ func DecodeCampaign(body []byte) (*Campaign, error) {
 	return &c, nil
 }
 
-func jsonFieldError(err error) error {
+// jsonFieldError turns a decode error of body into t into a FieldError
+// that names the field by its full path.
+func jsonFieldError(err error, body []byte, t reflect.Type) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
 		field := te.Field
@@ -141,6 +143,15 @@ func jsonFieldError(err error) error {
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
 		return &FieldError{Field: "body", Msg: fmt.Sprintf("invalid JSON at byte %d: %v", se.Offset, se)}
+	}
+	if path, perr, ok := locateJSON(body, t); ok && path != "" {
+		if perr == errUnknownField {
+			return &FieldError{Field: path, Msg: "unknown field"}
+		}
+		if te, ok := errors.AsType[*time.ParseError](perr); ok {
+			return &FieldError{Field: path, Msg: fmt.Sprintf("want an RFC 3339 time such as 2026-05-01T09:00:00Z, got %q", te.Value)}
+		}
+		return &FieldError{Field: path, Msg: strings.TrimPrefix(perr.Error(), "json: ")}
 	}
 	msg := err.Error()
 	if rest, ok := strings.CutPrefix(msg, "json: unknown field "); ok {

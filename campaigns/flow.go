@@ -57,7 +57,7 @@ func DecodeFlow(body []byte) (*Flow, error) {
 	dec.DisallowUnknownFields()
 	var f Flow
 	if err := dec.Decode(&f); err != nil {
-		return nil, jsonFieldError(err)
+		return nil, jsonFieldError(err, body, reflect.TypeOf(f))
 	}
 	if dec.More() {
 		return nil, &FieldError{Field: "body", Msg: "trailing data after the JSON object"}
@@ -148,7 +148,7 @@ func DecodeTriggers(body []byte) ([]Trigger, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&env); err != nil {
-		return nil, jsonFieldError(err)
+		return nil, jsonFieldError(err, body, reflect.TypeOf(env))
 	}
 	if dec.More() {
 		return nil, &FieldError{Field: "body", Msg: "trailing data after the JSON object"}

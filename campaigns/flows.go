@@ -49,6 +49,9 @@ type FlowConfig struct {
 	// DelayPoll is how often due delayed triggers are collected (default
 	// 100ms): the most a delayed message is late by when the queue is idle.
 	DelayPoll time.Duration
+	// ClaimRetry is the first wait before a failed dedup claim is tried
+	// again (default 100ms, doubling to 5s); see claimHeld.
+	ClaimRetry time.Duration
 }
 
 func (c FlowConfig) withDefaults() FlowConfig {
@@ -66,6 +69,9 @@ func (c FlowConfig) withDefaults() FlowConfig {
 	}
 	if c.DelayPoll <= 0 {
 		c.DelayPoll = 100 * time.Millisecond
+	}
+	if c.ClaimRetry <= 0 {
+		c.ClaimRetry = 100 * time.Millisecond
 	}
 	return c
 }
@@ -717,7 +723,12 @@ type flowBatch struct {
 	claimed []bool
 	pin     PinnedSource
 	delayed []string // DelayQueue items this batch settles
+	jobs    []*job   // by member
 }
+
+// reasonHeld settles a position whose trigger went (back) to the DelayQueue
+// because its dedup claim failed: not a final reason, never counted.
+const reasonHeld = "held"
 
 func (fe *FlowEngine) process(ctx context.Context, af *activeFlow, jobs []*job) {
 	pin, err := fe.source.Pin()
@@ -731,6 +742,7 @@ func (fe *FlowEngine) process(ctx context.Context, af *activeFlow, jobs []*job) 
 	r := af.run
 	b := &RecipientBatch{Members: make([]Member, len(jobs))}
 	n := 0
+	kept := make([]*job, 0, len(jobs))
 	for _, j := range jobs {
 		m := &b.Members[n]
 		ok, err := pin.LookupID(j.trig.UserID, m)
@@ -744,12 +756,13 @@ func (fe *FlowEngine) process(ctx context.Context, af *activeFlow, jobs []*job) 
 		m.Event = j.trig.Properties
 		m.Arrived = j.arrived
 		m.Scope = fe.scope(af, j)
+		kept = append(kept, j)
 		n++
 	}
 	b.Members = b.Members[:n]
 	b.reset(r, n)
 	b.deadline = fe.now().Add(r.ttl)
-	fb := &flowBatch{b: b, af: af, pin: pin}
+	fb := &flowBatch{b: b, af: af, pin: pin, jobs: kept}
 	for _, j := range jobs {
 		if j.delayID != "" {
 			fb.delayed = append(fb.delayed, j.delayID)
@@ -816,13 +829,11 @@ func (fb *flowBatch) dedupStage(fe *FlowEngine, jobs []*job) func(ctx context.Co
 		if len(fb.keys) == 0 {
 			return nil
 		}
-		states, err := fe.dedup.Claim(ctx, fb.keys, fe.cfg.Lease, fb.dedupWindow())
+		states, err := fb.claimHeld(ctx, fe)
 		if err != nil {
-			// Without the dedup record we cannot promise "at most once": send nothing.
-			fe.log.Error("claim trigger dedup keys; triggers not sent", "flow", fb.af.f.ID, "error", err)
-			for _, p := range fb.keyPos {
-				b.skip(p, ReasonDedupUnavailable)
-			}
+			// Without the dedup record we cannot promise "at most once": send
+			// nothing now, and keep the triggers rather than drop them.
+			fb.hold(ctx, fe, err)
 			fb.keys, fb.keyPos = nil, nil
 			return nil
 		}
@@ -844,6 +855,110 @@ func (fb *flowBatch) dedupStage(fe *FlowEngine, jobs []*job) func(ctx context.Co
 			}
 		}
 		return nil
+	}
+}
+
+// claimHeld claims fb.keys, retrying while the dedup store is away: a
+// trigger accepted just before Redis dropped (the API's pre-check passed)
+// waits here for it to come back instead of being dropped. It gives up when
+// the engine closes or the messages' TTL passes. The worker waits with it:
+// the queue behind it fills and Fire answers overloaded, which is the
+// backpressure wanted while nothing can be claimed.
+func (fb *flowBatch) claimHeld(ctx context.Context, fe *FlowEngine) ([]ClaimState, error) {
+	wait := fe.cfg.ClaimRetry
+	logged := false
+	for {
+		states, err := fe.dedup.Claim(ctx, fb.keys, fe.cfg.Lease, fb.dedupWindow())
+		if err == nil {
+			if logged {
+				fe.log.Info("trigger dedup store answers again; held triggers proceed", "flow", fb.af.f.ID)
+			}
+			return states, nil
+		}
+		if !logged {
+			fe.log.Warn("claim trigger dedup keys; holding the triggers until the dedup store answers", "flow", fb.af.f.ID, "error", err)
+			logged = true
+		}
+		if !fe.now().Add(wait).Before(fb.b.deadline) {
+			return nil, fmt.Errorf("%w (past the messages' ttl)", err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-fe.stop:
+			t.Stop()
+			return nil, fmt.Errorf("%w (engine closing)", err)
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// hold settles the positions whose claim failed for good. A trigger that
+// came from the DelayQueue is simply not forgotten: it comes back after its
+// lease. Any other is put into the DelayQueue (due now) so that it survives
+// the engine's closing; only when that fails too is it counted
+// dedup_unavailable, and logged as lost. Past the TTL, it is expired.
+func (fb *flowBatch) hold(ctx context.Context, fe *FlowEngine, claimErr error) {
+	b := fb.b
+	nch := b.nch()
+	expired := !fe.now().Before(b.deadline)
+	reason := make(map[int]string) // member → how its positions settle
+	if expired {
+		for _, p := range fb.keyPos {
+			reason[p/nch] = ReasonExpired
+		}
+	} else {
+		var items []Delayed
+		var members []int
+		keep := map[string]bool{}
+		for _, p := range fb.keyPos {
+			i := p / nch
+			if _, seen := reason[i]; seen {
+				continue
+			}
+			j := fb.jobs[i]
+			reason[i] = reasonHeld
+			if j.delayID != "" {
+				keep[j.delayID] = true
+				continue
+			}
+			item, err := fe.delayedItem(fb.af, &j.trig, j.arrived, 0)
+			if err != nil {
+				reason[i] = ReasonDedupUnavailable
+				continue
+			}
+			items = append(items, item)
+			members = append(members, i)
+		}
+		if len(items) > 0 {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			err := fe.delays.Schedule(sctx, items)
+			cancel()
+			if err != nil {
+				fe.log.Error("triggers lost: neither the dedup store nor the delay queue answers", "flow", fb.af.f.ID,
+					"triggers", len(items), "claim_error", claimErr, "error", err)
+				for _, i := range members {
+					reason[i] = ReasonDedupUnavailable
+				}
+			} else {
+				fe.log.Warn("triggers moved to the delay queue until the dedup store answers", "flow", fb.af.f.ID, "triggers", len(items), "error", claimErr)
+			}
+		}
+		if len(keep) > 0 {
+			kept := fb.delayed[:0]
+			for _, id := range fb.delayed {
+				if !keep[id] {
+					kept = append(kept, id)
+				}
+			}
+			fb.delayed = kept
+		}
+	}
+	for _, p := range fb.keyPos {
+		b.skip(p, reason[p/nch])
 	}
 }
 
@@ -875,7 +990,9 @@ func (fb *flowBatch) finish(fe *FlowEngine) {
 	}
 	b.mu.Unlock()
 	for _, c := range counts {
-		fb.af.count(c.Channel, c.Reason, c.N)
+		if c.Reason != reasonHeld { // counted when the trigger comes back
+			fb.af.count(c.Channel, c.Reason, c.N)
+		}
 	}
 	if len(confirm) > 0 {
 		if err := fe.dedup.Confirm(ctx, confirm, fb.dedupWindow()); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,8 +209,29 @@ func (brokenDedup) Claim(context.Context, []campaigns.DedupKey, time.Duration, t
 func (brokenDedup) Confirm(context.Context, []campaigns.DedupKey, time.Duration) error { return nil }
 func (brokenDedup) Release(context.Context, []campaigns.DedupKey) error                { return nil }
 
-func TestFlowWithDedupStoreDownSendsNothing(t *testing.T) {
-	fr := newFlowRig(t, brokenDedup{})
+// flakyDedup is a dedup store that is down while down is set.
+type flakyDedup struct {
+	campaigns.DedupLog
+	down   atomic.Bool
+	claims atomic.Int64
+}
+
+func (d *flakyDedup) Claim(ctx context.Context, keys []campaigns.DedupKey, lease, window time.Duration) ([]campaigns.ClaimState, error) {
+	d.claims.Add(1)
+	if d.down.Load() {
+		return brokenDedup{}.Claim(ctx, keys, lease, window)
+	}
+	return d.DedupLog.Claim(ctx, keys, lease, window)
+}
+
+// TestFlowHoldsTriggersWhileDedupIsDown: a trigger accepted just before the
+// dedup store dropped is neither sent without a claim nor dropped as
+// dedup_unavailable: it waits, and is sent once the store answers again.
+func TestFlowHoldsTriggersWhileDedupIsDown(t *testing.T) {
+	state := memstate.New()
+	dedup := &flakyDedup{DedupLog: state.Dedup("test")}
+	dedup.down.Store(true)
+	fr := newFlowRig(t, dedup)
 	ctx := context.Background()
 	if _, _, err := fr.flows.CreateFlow(ctx, []byte(welcomeFlow)); err != nil {
 		t.Fatal(err)
@@ -217,10 +239,69 @@ func TestFlowWithDedupStoreDownSendsNothing(t *testing.T) {
 	if _, err := fr.flows.Fire(ctx, []campaigns.Trigger{{Flow: "welcome", UserID: fr.src.members[1].ID}}); err != nil {
 		t.Fatal(err)
 	}
-	fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonDedupUnavailable, 1)
+	channelstest.Eventually(t, 10*time.Second, func() bool { return dedup.claims.Load() >= 3 }, "claim never retried")
 	if n := len(fr.sms()); n != 0 {
 		t.Fatalf("sent %d messages without a dedup record", n)
 	}
+	dedup.down.Store(false)
+	st := fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonSent, 1)
+	if n := len(fr.sms()); n != 1 || st.Counts[channels.SMS][campaigns.ReasonDedupUnavailable] != 0 {
+		t.Fatalf("sent %d, counts %v: want the held trigger sent once, nothing dropped", n, st.Counts)
+	}
+}
+
+// TestFlowDedupDownAtCloseKeepsTriggersDurably: an engine that closes while
+// the dedup store is still away moves the held trigger into the delay queue;
+// the next engine sends it. With the delay queue away too, the loss is
+// counted dedup_unavailable, not hidden.
+func TestFlowDedupDownAtCloseKeepsTriggersDurably(t *testing.T) {
+	t.Run("delay queue answers", func(t *testing.T) {
+		fr := newFlowRig(t, brokenDedup{})
+		ctx := context.Background()
+		if _, _, err := fr.flows.CreateFlow(ctx, []byte(welcomeFlow)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fr.flows.Fire(ctx, []campaigns.Trigger{{Flow: "welcome", UserID: fr.src.members[1].ID}}); err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := fr.flows.Close(cctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := delayLen(t, fr.state.Delays()); n != 1 {
+			t.Fatalf("delay queue holds %d items after close, want the held trigger", n)
+		}
+		st, _ := fr.flows.GetFlow(ctx, "welcome")
+		if len(fr.sms()) != 0 || st.Counts[channels.SMS][campaigns.ReasonDedupUnavailable] != 0 {
+			t.Fatalf("sms %q counts %v: want nothing sent and nothing dropped", fr.sms(), st.Counts)
+		}
+		fr.dedup = fr.state.Dedup("test") // the store is back; a new daemon starts
+		fr.flows = fr.newEngine(t, nil, campaigns.FlowConfig{})
+		fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonSent, 1)
+		if n := len(fr.sms()); n != 1 {
+			t.Fatalf("sent %d, want 1", n)
+		}
+	})
+	t.Run("delay queue away too", func(t *testing.T) {
+		fr := newFlowRigOpts(t, flowRigOpts{dedup: brokenDedup{}, delays: func(s *memstate.Store) campaigns.DelayQueue { return brokenDelays{s.Delays()} }})
+		ctx := context.Background()
+		if _, _, err := fr.flows.CreateFlow(ctx, []byte(welcomeFlow)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fr.flows.Fire(ctx, []campaigns.Trigger{{Flow: "welcome", UserID: fr.src.members[1].ID}}); err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := fr.flows.Close(cctx); err != nil {
+			t.Fatal(err)
+		}
+		fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonDedupUnavailable, 1)
+		if n := len(fr.sms()); n != 0 {
+			t.Fatalf("sent %d messages without a dedup record", n)
+		}
+	})
 }
 
 func TestTriggersAreNotStuckBehindACampaign(t *testing.T) {

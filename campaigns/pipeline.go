@@ -23,8 +23,11 @@ const (
 	ReasonInDoubt          = "in_doubt"
 	ReasonDeadAddress      = "dead_address"
 	ReasonProviderRejected = "provider_rejected"
-	ReasonRetriesExhausted = "retries_exhausted"
-	ReasonCanceled         = "canceled"
+	// ReasonBlockedDestination: the channel's destination guard refused the
+	// address (loopback, private network, a host not allowed): no provider saw it.
+	ReasonBlockedDestination = "blocked_destination"
+	ReasonRetriesExhausted   = "retries_exhausted"
+	ReasonCanceled           = "canceled"
 )
 
 // Stage is one step of the delivery pipeline over a batch, like
@@ -446,6 +449,9 @@ func outcomeReason(out *channels.Outcome) string {
 			return ReasonInDoubt
 		}
 		return ReasonCanceled
+	}
+	if out.Code == ReasonBlockedDestination {
+		return ReasonBlockedDestination
 	}
 	return ReasonProviderRejected
 }

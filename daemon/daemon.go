@@ -109,6 +109,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		if d.redis, err = newRedisClient(cfg.Redis); err != nil {
 			return nil, err
 		}
+		installRedisLogger(d.log)
 		if err := pingRedis(ctx, d.redis); err != nil {
 			_ = d.redis.Close()
 			return nil, fmt.Errorf("connect to redis: %w", err)

@@ -564,6 +564,12 @@ func hostAllowed(allowed []string, host string) bool {
 }
 
 func (s *Sender) classifyTransportError(parent context.Context, method string, target *url.URL, err error) *channels.Error {
+	// retryablehttp's policy knows which transport failures no retry can
+	// fix: an untrusted or invalid certificate, an invalid header, an
+	// unsupported scheme, a redirect loop. Asked with a live context (the
+	// parent's own end is judged below), it tells those apart from resets
+	// and refusals, which the pool retries.
+	retry, _ := retryablehttp.ErrorPropagatedRetryPolicy(context.Background(), nil, err)
 	// The url.Error from net/http repeats the full URL; keep only its cause.
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -575,6 +581,9 @@ func (s *Sender) classifyTransportError(parent context.Context, method string, t
 	}
 	if errors.Is(err, channels.ErrBlockedDestination) {
 		return channels.Permanent(channels.ReasonInvalid, "blocked_destination", wrapped)
+	}
+	if !retry {
+		return channels.Permanent(channels.ReasonNetwork, "not_retryable", wrapped)
 	}
 	code := "network"
 	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
@@ -613,6 +622,10 @@ func (s *Sender) classifyStatus(resp *http.Response, method string, target *url.
 	case st >= 300 && st < 400:
 		return channels.Permanent(channels.ReasonRejected, code, fmt.Errorf("%w (redirects are not followed)", cause))
 	case st >= 400 && st < 500:
+		return channels.Permanent(channels.ReasonRejected, code, cause)
+	case st == http.StatusNotImplemented:
+		// As retryablehttp's policy: the receiver does not support the
+		// method or the request, and will not next time either.
 		return channels.Permanent(channels.ReasonRejected, code, cause)
 	case st >= 500 && st < 600:
 		return channels.Transient(channels.ReasonUnavailable, code, s.retryAfter(resp), cause)

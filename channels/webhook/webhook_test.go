@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -165,6 +166,7 @@ func TestSendErrorClasses(t *testing.T) {
 		{name: "429 rate limited with Retry-After", fault: sandbox.Fault{Status: 429, RetryAfter: 7 * time.Second}, wantReason: channels.ReasonRateLimited, wantCode: "429", wantRetryAfter: 7 * time.Second},
 		{name: "429 Retry-After capped", fault: sandbox.Fault{Status: 429, RetryAfter: 48 * time.Hour}, wantReason: channels.ReasonRateLimited, wantCode: "429", wantRetryAfter: 10 * time.Minute},
 		{name: "500 unavailable", fault: sandbox.Fault{Status: 500}, wantReason: channels.ReasonUnavailable, wantCode: "500"},
+		{name: "501 rejected, as retryablehttp's policy", fault: sandbox.Fault{Status: 501}, wantReason: channels.ReasonRejected, wantPermanent: true, wantCode: "501"},
 		{name: "503 with Retry-After", fault: sandbox.Fault{Status: 503, RetryAfter: 5 * time.Second}, wantReason: channels.ReasonUnavailable, wantCode: "503", wantRetryAfter: 5 * time.Second},
 		{name: "302 not followed", fault: sandbox.Fault{Status: 302}, wantReason: channels.ReasonRejected, wantPermanent: true, wantCode: "302"},
 		{name: "dropped connection is network", fault: sandbox.Fault{Drop: true}, wantReason: channels.ReasonNetwork, wantCode: "network"},
@@ -196,6 +198,22 @@ func TestSendErrorClasses(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestUntrustedCertificateIsNotRetried: retryablehttp's retry policy
+// (ErrorPropagatedRetryPolicy) decides which transport failures are
+// permanent. A receiver whose certificate we do not trust will not be
+// trusted on the next attempt either: permanent, not a network error for
+// the pool to retry MaxAttempts times.
+func TestUntrustedCertificateIsNotRetried(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	s := newSender(t, webhook.Config{})
+	res := s.Send(context.Background(), []*channels.Message{hookMsg("x", srv.URL+"/in", `{"a":1}`)})
+	ce := channelstest.RequireReason(t, res[0].Err, channels.ReasonNetwork, true)
+	if ce.Code != "not_retryable" {
+		t.Fatalf("Code = %q, want not_retryable", ce.Code)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -149,6 +150,11 @@ func shardBuild(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "notifyd shard build: %v\n", err)
 		return 1
 	}
+	if stats.Rows == 0 {
+		// Legal (a shard whose segments are all empty) but rarely meant:
+		// an export that came out empty would silently stop every campaign.
+		fmt.Fprintf(stderr, "notifyd shard build: warning: %s holds no profiles; the shard has 0 rows\n", *in)
+	}
 	fmt.Fprintf(stdout, "built %s: generation %d, %s, %d rows, %d segments, %d bytes (%.1f bytes/profile) in %s\n",
 		*out, *gen, ring, stats.Rows, stats.Segments, stats.Bytes, float64(stats.Bytes)/float64(max(stats.Rows, 1)),
 		time.Since(start).Round(time.Millisecond))
@@ -178,7 +184,35 @@ func buildShard(ctx context.Context, in, out string, format shard.Format, opts s
 		w.Abort()
 		return shard.CommitStats{}, fmt.Errorf("%s: %w", in, err)
 	}
-	return w.Commit(ctx)
+	stats, err := w.Commit(ctx)
+	if dup, ok := errors.AsType[*shard.DuplicateIDError](err); ok {
+		// The writer sorts by key and has no line numbers: read the input
+		// again for the id's lines (the spec promises them; costs nothing
+		// unless the build fails).
+		dup.Lines = idLines(in, format, dup.ID)
+		return stats, fmt.Errorf("%s: commit shard: %w", in, dup)
+	}
+	return stats, err
+}
+
+// idLines returns the first two input lines that hold profile id.
+func idLines(in string, format shard.Format, id string) []int {
+	src, err := os.Open(in)
+	if err != nil {
+		return nil
+	}
+	defer src.Close()
+	var lines []int
+	errFound := errors.New("found")
+	shard.ReadProfiles(src, format, func(line int, p *shard.Profile) error {
+		if p.ID == id {
+			if lines = append(lines, line); len(lines) == 2 {
+				return errFound
+			}
+		}
+		return nil
+	})
+	return lines
 }
 
 type inspectJSON struct {

@@ -104,7 +104,8 @@ func TestShardBuildRejectsBadLine(t *testing.T) {
 		{"json bad phone", "p.jsonl", "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"c\",\"phone\":\"12\"}\n", "line 3"},
 		{"json not json", "p.jsonl", "{\"id\":\"a\"}\nnot json\n", "line 2"},
 		{"csv bad consent", "p.csv", "id,consent_sms\na,true\nb,maybe\n", "line 3"},
-		{"duplicate id", "p.jsonl", "{\"id\":\"a\"}\n{\"id\":\"a\"}\n", `duplicate id "a"`},
+		{"duplicate id", "p.jsonl", "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"a\"}\n", `duplicate id "a" on lines 1 and 3`},
+		{"duplicate id csv", "p.csv", "id,email\nx,x@example.com\ny,\nx,\n", `duplicate id "x" on lines 2 and 4`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -119,6 +120,28 @@ func TestShardBuildRejectsBadLine(t *testing.T) {
 			}
 			if _, err := os.Stat(out); err == nil {
 				t.Fatal("a failed build published a shard")
+			}
+		})
+	}
+}
+
+// TestShardBuildEmptyInputSaysSo: an empty export builds a valid, empty
+// shard (exit 0), with a warning on stderr rather than silence.
+func TestShardBuildEmptyInputSaysSo(t *testing.T) {
+	dir := t.TempDir()
+	for _, file := range []string{"empty.jsonl", "header-only.csv"} {
+		t.Run(file, func(t *testing.T) {
+			in := filepath.Join(dir, file)
+			body := ""
+			if strings.HasSuffix(file, ".csv") {
+				body = "id,email\n"
+			}
+			if err := os.WriteFile(in, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			code, _, stderr := runCmd("shard", "build", "--profiles", in, "--out", filepath.Join(dir, file+".shard"))
+			if code != 0 || !strings.Contains(stderr, "holds no profiles") {
+				t.Fatalf("exit %d, stderr %q; want 0 and a warning that the input holds no profiles", code, stderr)
 			}
 		})
 	}

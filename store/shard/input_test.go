@@ -13,7 +13,7 @@ import (
 	"github.com/notifyd/notifyd/store/shard/shardgen"
 )
 
-const issueExample = `{"id":"u-1","email":"ann@example.com","phone":"+14155550100","apns":["0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"],"fcm":["tok"],"webpush":[{"endpoint":"https://push.example/abc","p256dh":"BAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","auth":"AAAAAAAAAAAAAAAAAAAAAA"}],"locale":"pt-BR","timezone":"America/Sao_Paulo","consent":{"email":true,"sms":false,"push":true,"webpush":true},"attributes":{"first_name":"Ann","tier":"gold","ltv":123.4,"vip":true,"signup":"2024-01-02T03:04:05Z"},"segments":["gold","cart_abandoners"]}`
+const issueExample = `{"id":"u-1","email":"ann@example.com","phone":"+14155550100","apns":["0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"],"fcm":["tok"],"webpush":[{"endpoint":"https://push.example/abc","p256dh":"BGsX0fLhLEJH-Lzm5WOkQPJ3A32BLeszoPShOUXYmMKWT-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU","auth":"AAAAAAAAAAAAAAAAAAAAAA"}],"locale":"pt-BR","timezone":"America/Sao_Paulo","consent":{"email":true,"sms":false,"push":true,"webpush":true},"attributes":{"first_name":"Ann","tier":"gold","ltv":123.4,"vip":true,"signup":"2024-01-02T03:04:05Z"},"segments":["gold","cart_abandoners"]}`
 
 func readAll(dir string, format shard.Format, in string) ([]shard.Profile, error) {
 	var out []shard.Profile
@@ -170,6 +170,7 @@ func TestWriterRejects(t *testing.T) {
 		{"attribute without value", shard.Profile{ID: "a", Attributes: []shard.Attribute{{Name: "x"}}}, "no value"},
 		{"control character in id", shard.Profile{ID: "a\x01"}, "control character"},
 		{"bad p256dh", shard.Profile{ID: "a", WebPush: []shard.WebPushSubscription{{Endpoint: "https://x.example/1", P256dh: "AAAA", Auth: "AAAAAAAAAAAAAAAAAAAAAA"}}}, "p256dh"},
+		{"p256dh off the curve", shard.Profile{ID: "a", WebPush: []shard.WebPushSubscription{{Endpoint: "https://x.example/1", P256dh: "BAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", Auth: "AAAAAAAAAAAAAAAAAAAAAA"}}}, "not a point on P-256"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

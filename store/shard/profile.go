@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"crypto/ecdh"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -333,6 +334,11 @@ func checkWebPush(s WebPushSubscription) error {
 	k, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s.P256dh, "="))
 	if err != nil || len(k) != 65 || k[0] != 4 {
 		return errors.New("p256dh: not a base64url uncompressed P-256 point (65 bytes)")
+	}
+	// Length and prefix are not enough: a key off the curve passes them and
+	// then fails every send (the ECDH of RFC 8291 refuses it).
+	if _, err := ecdh.P256().NewPublicKey(k); err != nil {
+		return errors.New("p256dh: not a point on P-256")
 	}
 	a, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s.Auth, "="))
 	if err != nil || len(a) != 16 {

@@ -7,9 +7,11 @@ import (
 	"math"
 	"math/bits"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"unicode/utf8"
 	"unsafe"
 )
 
@@ -75,6 +77,7 @@ type Reader struct {
 	segments  []segment
 	segIndex  map[string]int
 	ring      RingInfo
+	fence     fence
 	unmapOnce sync.Once
 	unmapErr  error
 }
@@ -126,28 +129,42 @@ func Open(path string) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open shard: %w", err)
 	}
-	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
+		f.Close()
 		return nil, fmt.Errorf("open shard: %w", err)
 	}
 	if !st.Mode().IsRegular() {
+		f.Close()
 		return nil, fmt.Errorf("open shard %s: not a regular file (%s); the store publishes a regular file by rename", path, st.Mode().Type())
 	}
 	data, err := mapFile(f)
 	if err != nil {
+		f.Close()
 		return nil, err
 	}
 	r, err := newReader(path, data)
 	if err != nil {
 		unmap(data)
+		f.Close()
 		return nil, err
 	}
+	r.arm(f) // the file stays open for the lease and Check; see fence.go
 	return r, nil
 }
 
+// wholeDictionaryBytes bounds the dictionary (strings section) Open
+// verifies whole; a larger one is verified block by block on first use.
+const wholeDictionaryBytes = 4 << 20
+
 // newReader validates data (a mapping, or any byte slice in tests and fuzzing).
 func newReader(path string, data []byte) (*Reader, error) {
+	return newReaderDict(path, data, wholeDictionaryBytes)
+}
+
+// newReaderDict is newReader verifying a dictionary of up to wholeDict
+// bytes whole at open (tests pass 0 to reach the per-block path).
+func newReaderDict(path string, data []byte, wholeDict uint64) (*Reader, error) {
 	r := &Reader{path: path, data: data}
 	r.refs.Store(1)
 	size := uint64(len(data))
@@ -224,6 +241,19 @@ func newReader(path string, data []byte) (*Reader, error) {
 	}
 	if err := r.initVarTable(&r.strTable, st, st.count, uint64(st.blockItems)); err != nil {
 		return nil, err
+	}
+	if st.length <= wholeDict {
+		// A small dictionary is shared by most rows (every locale and time
+		// zone string sits in its first block): one flipped bit in it would
+		// take nearly every row down at first use. Verified whole here, such
+		// a file is refused at open with the block named, and the refresher
+		// keeps the previous generation in service. The bound keeps Open's
+		// cost fixed (about a millisecond of CRC at most).
+		for b := range r.strTable.nb {
+			if err := r.checkBlock(&r.strTable, b); err != nil {
+				return nil, fmt.Errorf("open shard: the dictionary is verified whole at open: %w", err)
+			}
+		}
 	}
 	if err := r.initAttrs(byKind[kindAttrs]); err != nil {
 		return nil, err
@@ -324,6 +354,12 @@ func (r *Reader) initAttrs(e sectionEntry) error {
 	r.attrNames = names
 	r.attrIndex = make(map[string]AttrID, len(names))
 	for i, n := range names {
+		if err := checkName(n); err != nil {
+			return r.corrupt("attrs", "attribute %d: name %v", i, err)
+		}
+		if _, dup := r.attrIndex[n]; dup {
+			return r.corrupt("attrs", "attribute %q listed twice", n)
+		}
 		r.attrIndex[n] = AttrID(i)
 	}
 	return nil
@@ -379,6 +415,7 @@ func (r *Reader) Release() error {
 	}
 	if n == 0 {
 		r.unmapOnce.Do(func() {
+			r.disarm()
 			if r.data != nil {
 				r.unmapErr = unmap(r.data)
 			}
@@ -422,7 +459,9 @@ func (r *Reader) keyBlock(b uint64) error {
 	return err
 }
 
-func (r *Reader) verifyKeyBlock(b uint64) error {
+func (r *Reader) verifyKeyBlock(b uint64) (err error) {
+	defer r.guardFault(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	first, last := r.rowRangeOfBlock(b)
 	blk := r.keys[first*8 : (last+1)*8]
 	bad := func(format string, args ...any) error {
@@ -458,7 +497,9 @@ func (r *Reader) keyAt(i uint64) (uint64, error) {
 
 // FirstRowAfter returns the index of the first row whose key is greater than
 // k (Rows() when there is none): where a campaign resumes after checkpoint k.
-func (r *Reader) FirstRowAfter(k uint64) (uint32, error) {
+func (r *Reader) FirstRowAfter(k uint64) (_ uint32, err error) {
+	defer r.guardFault(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	if k == ^uint64(0) {
 		return uint32(r.rows), nil
 	}
@@ -575,7 +616,15 @@ func (r *Reader) Lookup(id string) (Row, bool) {
 }
 
 // Find is Lookup with the error of a corrupt block on the search path.
-func (r *Reader) Find(id string) (Row, bool, error) {
+// A point lookup reads unverified ground (fences, keys, the row): it runs
+// with faults turned into errors (see fence.go).
+func (r *Reader) Find(id string) (row Row, ok bool, err error) {
+	defer r.guardFault(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return r.find(id)
+}
+
+func (r *Reader) find(id string) (Row, bool, error) {
 	k := Key(id)
 	i, err := r.lowerBound(k)
 	if err != nil {
@@ -717,7 +766,9 @@ func (r *Reader) checkBlock(t *varTable, b uint64) error {
 
 // verifyBlock checks block b and, when its layout is sound, records its view
 // (t.mu held). Readers use the view only once the state is OK.
-func (r *Reader) verifyBlock(t *varTable, b uint64) error {
+func (r *Reader) verifyBlock(t *varTable, b uint64) (err error) {
+	defer r.guardFault(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	first := b * t.blockItems
 	k := min(t.blockItems, t.count-first)
 	bad := func(format string, args ...any) error {
@@ -766,9 +817,35 @@ func (r *Reader) verifyBlock(t *varTable, b uint64) error {
 			if err := r.checkRecord(v.item(j), first+j); err != nil {
 				return bad("row %d: %v", first+j, err)
 			}
+			// Equal keys (hash collisions) are ordered by id, strictly: an
+			// equal id is a duplicate row that lookups could not tell apart.
+			if j > 0 && r.keysEqual(first+j-1, first+j) {
+				a, b := string(rowID(v.item(j-1))), string(rowID(v.item(j)))
+				if a >= b {
+					return bad("rows %d and %d: ids %q and %q share a key but are not in strictly increasing order (a duplicate id when equal)", first+j-1, first+j, truncateForError(a), truncateForError(b))
+				}
+			}
+		}
+	case &r.strTable:
+		for j := uint64(0); j < k; j++ {
+			if !utf8.ValidString(v.item(j)) {
+				return bad("string %d is not valid UTF-8", first+j)
+			}
 		}
 	}
 	return nil
+}
+
+// keysEqual compares the keys of rows a and b, both in blocks checkRecord
+// already verified.
+func (r *Reader) keysEqual(a, b uint64) bool {
+	return binary.LittleEndian.Uint64(r.keys[a*8:]) == binary.LittleEndian.Uint64(r.keys[b*8:])
+}
+
+// rowID is a checked row record's external id.
+func rowID(rec string) string {
+	at := recFixed + int(rec[recEmailLen])
+	return rec[at : at+int(rec[recIDLen])+1]
 }
 
 // checkRecord walks a whole row record once, so that accessors can later read
@@ -788,7 +865,22 @@ func (r *Reader) checkRecord(rec string, row uint64) error {
 	if i > len(rec) {
 		return errors.New("email, id and phone overrun the record")
 	}
-	id := rec[recFixed+int(rec[recEmailLen]) : recFixed+int(rec[recEmailLen])+int(rec[recIDLen])+1]
+	// The fields' own invariants (spec, "Rows"): checked here, once per
+	// block, so a buggy writer's row is refused rather than sent.
+	at := recFixed + int(rec[recEmailLen])
+	email, id := rec[recFixed:at], rec[at:at+int(rec[recIDLen])+1]
+	phone := rec[at+len(id) : i]
+	if email != "" {
+		if err := checkText(email, 254); err != nil {
+			return fmt.Errorf("email: %v", err)
+		}
+	}
+	if phone != "" && !isE164(phone) {
+		return fmt.Errorf("phone of %d bytes is not E.164 (+ then 2-15 digits; a phone_len past the phone overruns the references)", len(phone))
+	}
+	if !utf8.ValidString(id) {
+		return errors.New("id: invalid UTF-8")
+	}
 	if k, err := r.keyAt(row); err != nil {
 		return fmt.Errorf("key: %w", err)
 	} else if k != Key(id) {
@@ -831,8 +923,12 @@ func (r *Reader) checkRecord(rec string, row uint64) error {
 				return err
 			}
 		case tagInlineString:
+			start := i
 			if err := str("attribute string"); err != nil {
 				return err
+			}
+			if _, n, _ := uvarint(rec, start); !utf8.ValidString(rec[n:i]) {
+				return fmt.Errorf("attribute %q: string is not valid UTF-8", r.attrNames[prev])
 			}
 		case tagInt:
 			if _, i, ok = uvarint(rec, i); !ok {
@@ -841,6 +937,9 @@ func (r *Reader) checkRecord(rec string, row uint64) error {
 		case tagFloat:
 			if len(rec)-i < 8 {
 				return errors.New("float attribute overruns the record")
+			}
+			if f := math.Float64frombits(binary.LittleEndian.Uint64([]byte(rec[i : i+8]))); math.IsNaN(f) || math.IsInf(f, 0) {
+				return fmt.Errorf("attribute %q: float is NaN or infinite", r.attrNames[prev])
 			}
 			i += 8
 		case tagFalse, tagTrue:

@@ -145,7 +145,7 @@ func TestRowAccessors(t *testing.T) {
 		APNs: []string{"aa0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd"},
 		FCM:  []string{"tok-1", "tok-2"},
 		WebPush: []shard.WebPushSubscription{{Endpoint: "https://push.example/abc",
-			P256dh: "BAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+			P256dh: "BGsX0fLhLEJH-Lzm5WOkQPJ3A32BLeszoPShOUXYmMKWT-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU",
 			Auth:   "AAAAAAAAAAAAAAAAAAAAAA"}},
 		Locale: "pt-BR", TimeZone: "America/Sao_Paulo",
 		Consent:  shard.Consents{Email: shard.ConsentGranted, SMS: shard.ConsentDenied},

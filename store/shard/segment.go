@@ -3,6 +3,7 @@ package shard
 import (
 	"encoding/binary"
 	"fmt"
+	"runtime/debug"
 	"sync"
 
 	"github.com/RoaringBitmap/roaring/v2"
@@ -46,6 +47,9 @@ func (r *Reader) initSegments(dir, bitmaps sectionEntry) error {
 		}
 		name := bstr(sec[pos : pos+nameLen])
 		pos += nameLen
+		if err := checkName(name); err != nil {
+			return r.corrupt("segments", "segment %d: name %v", i, err)
+		}
 		if off%8 != 0 || off < bitmaps.offset || n > bitmaps.length || off-bitmaps.offset > bitmaps.length-n {
 			return r.corrupt("segments", "segment %q: bitmap at %d length %d outside the bitmaps section", name, off, n)
 		}
@@ -83,6 +87,8 @@ func (r *Reader) Segment(name string) (*Segment, error) {
 }
 
 func (r *Reader) loadSegment(s *segment) (seg *Segment, err error) {
+	defer r.guardFault(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	bad := func(format string, args ...any) error {
 		return &CorruptError{Path: r.path, Section: "bitmaps", Block: -1, Segment: s.name,
 			Reason: fmt.Sprintf(format, args...) + "; all members of the segment are affected"}
@@ -94,6 +100,9 @@ func (r *Reader) loadSegment(s *segment) (seg *Segment, err error) {
 	// by a buggy or hostile producer must still not take the daemon down.
 	defer func() {
 		if p := recover(); p != nil {
+			if _, fault := p.(interface{ Addr() uintptr }); fault {
+				panic(p) // a truncated file, for guardFault
+			}
 			seg, err = nil, bad("malformed roaring bitmap: %v", p)
 		}
 	}()

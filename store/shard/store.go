@@ -24,6 +24,9 @@ type Store struct {
 	curID   fileID
 	closed  bool
 	lastErr error
+	// truncLogged is the generation whose truncation was logged (Refresh
+	// runs on one goroutine).
+	truncLogged *Reader
 }
 
 // fileID identifies one published file: an atomic rename changes the inode.
@@ -70,6 +73,9 @@ func OpenStore(path string, opts ...StoreOption) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !r.Leased() && r.Size() > 0 {
+		s.logger.Warn("no read lease on the shard file: a truncation in place could crash the daemon before it is noticed; run as the file's owner or grant CAP_LEASE (docs/operations.md)", "path", path)
+	}
 	s.cur, s.curID = r, id
 	return s, nil
 }
@@ -81,6 +87,9 @@ func (s *Store) Acquire() (*Reader, error) {
 	if s.closed {
 		return nil, errors.New("acquire shard: store closed")
 	}
+	if err := s.cur.Check(); err != nil {
+		return nil, fmt.Errorf("acquire shard: %w", err)
+	}
 	s.cur.Acquire() // cannot fail: the store holds a reference
 	return s.cur, nil
 }
@@ -91,6 +100,17 @@ func (s *Store) Acquire() (*Reader, error) {
 func (s *Store) Refresh(ctx context.Context) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("refresh shard: %w", err)
+	}
+	s.mu.Lock()
+	closed, cur := s.closed, s.cur
+	s.mu.Unlock()
+	if !closed {
+		// A truncation under the mapping is fenced here, at the poll,
+		// even when nothing acquires (see fence.go).
+		if err := cur.Check(); err != nil && s.truncLogged != cur {
+			s.truncLogged = cur
+			s.logger.Error("shard generation in service was truncated", "path", s.path, "err", err)
+		}
 	}
 	id, err := statID(s.path)
 	if err != nil {

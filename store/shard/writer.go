@@ -444,6 +444,27 @@ func parseID(rec []byte) ([]byte, bool) {
 	return rec[at:end], true
 }
 
+// DuplicateIDError is Commit's answer to two profiles with one id. The
+// writer has no line numbers; a caller that read the profiles from a file
+// finds them again by ID (notifyd shard build does).
+type DuplicateIDError struct {
+	ID string
+	// Lines are where the id occurs in the input, when the caller found them.
+	Lines []int
+}
+
+func (e *DuplicateIDError) Error() string {
+	s := fmt.Sprintf("duplicate id %q", truncateForError(e.ID))
+	switch len(e.Lines) {
+	case 0:
+	case 1:
+		s += fmt.Sprintf(" (line %d)", e.Lines[0])
+	default:
+		s += fmt.Sprintf(" on lines %d and %d", e.Lines[0], e.Lines[1])
+	}
+	return s
+}
+
 func (w *Writer) sortEntries(spill []byte) error {
 	slices.SortFunc(w.entries, func(a, b spillEntry) int { return cmp.Compare(a.key, b.key) })
 	// Equal keys are hash collisions or duplicate ids: order the run by id so
@@ -460,7 +481,7 @@ func (w *Writer) sortEntries(spill []byte) error {
 			})
 			for k := 1; k < len(run); k++ {
 				if id := recordID(run[k].record(spill)); id == recordID(run[k-1].record(spill)) {
-					return fmt.Errorf("commit shard: duplicate id %q", truncateForError(id))
+					return fmt.Errorf("commit shard: %w", &DuplicateIDError{ID: id})
 				}
 			}
 		}

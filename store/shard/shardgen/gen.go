@@ -1,11 +1,13 @@
 package shardgen
 
 import (
+	"crypto/ecdh"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/notifyd/notifyd/store/shard"
@@ -231,10 +233,26 @@ func fcmToken(rng *rand.Rand) string {
 	return enc.EncodeToString(randBytes(rng, 16))[:22] + ":APA91b" + enc.EncodeToString(randBytes(rng, 101))[:134]
 }
 
+// webPushKeys are valid P-256 public keys (the writer checks the point):
+// deriving one costs ~20 µs, so profiles draw from a fixed set.
+var webPushKeys = sync.OnceValue(func() [][]byte {
+	keys := make([][]byte, 64)
+	for i := range keys {
+		var d [32]byte
+		d[30], d[31] = byte(i>>8), byte(i+1)
+		k, err := ecdh.P256().NewPrivateKey(d[:])
+		if err != nil {
+			panic(err)
+		}
+		keys[i] = k.PublicKey().Bytes()
+	}
+	return keys
+})
+
 func webPush(rng *rand.Rand) shard.WebPushSubscription {
 	enc := base64.RawURLEncoding
-	key := randBytes(rng, 65)
-	key[0] = 4
+	keys := webPushKeys()
+	key := keys[rng.IntN(len(keys))]
 	var endpoint string
 	if rng.IntN(3) == 0 {
 		endpoint = "https://updates.push.services.mozilla.com/wpush/v2/" + enc.EncodeToString(randBytes(rng, 96))
