@@ -706,7 +706,9 @@ func (e *Engine) Tick(ctx context.Context) error {
 					e.completeIfAllParts(ctx, rec.ID, e.log.With("campaign", rec.ID))
 					continue
 				}
-				if err := e.start(ctx, rec.ID, StatusRunning); err != nil && !errors.Is(err, ErrHeld) && !errors.Is(err, ErrRingMismatch) {
+				// A part reopened by "retry failed" (through any daemon) runs its
+				// retry pass; otherwise the delivery run resumes.
+				if err := e.startWith(ctx, rec.ID, StatusRunning, p.Retry, true); err != nil && !errors.Is(err, ErrHeld) && !errors.Is(err, ErrRingMismatch) {
 					errs = append(errs, err)
 				}
 			case StatusScheduled:

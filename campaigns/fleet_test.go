@@ -2,6 +2,7 @@ package campaigns_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -171,5 +172,63 @@ func TestFleetCampaignStaysOnItsRing(t *testing.T) {
 	}
 	if st.Ring != "1:2" || len(st.Shards) != 2 {
 		t.Fatalf("status ring %q with %d shards, want 1:2 with 2", st.Ring, len(st.Shards))
+	}
+}
+
+// TestFleetRetryFailedReachesEveryShard: "retry failed" through one daemon
+// re-sends the failed addresses of every shard, each by its own daemon, and
+// the campaign completes once every part has run its retry pass.
+func TestFleetRetryFailedReachesEveryShard(t *testing.T) {
+	const shards = 2
+	state := memstate.New()
+	parts := partition(newSource(400), shards)
+	rigs := make([]*rig, shards)
+	outage := channelstest.Answer{Err: channels.Transient(channels.ReasonUnavailable, "503", 0, errors.New("provider down"))}
+	var flaky []string
+	for k := range rigs {
+		rigs[k] = newRig(t, state, parts[k], campaigns.EngineConfig{Owner: "node-" + string(rune('a'+k)), Shard: k, Shards: shards})
+		for _, m := range parts[k].members[1:3] { // two failing phones per shard
+			rigs[k].chans[channels.SMS].Script(m.Phone, outage)
+			flaky = append(flaky, m.Phone)
+		}
+	}
+	b := `{"id":"retry-fleet","segment":"all","channels":["sms"],"content":{"sms":{"body":"Hi"}}}`
+	if _, _, err := rigs[0].engine.Create(context.Background(), []byte(b)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rigs[1].engine.Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, rigs[0].engine, "retry-fleet", campaigns.StatusCompleted)
+	if st.Failures != 4 || st.Counts[channels.SMS][campaigns.ReasonRetriesExhausted] != 4 {
+		t.Fatalf("want 4 retryable failures over both shards, got %d, counts %v", st.Failures, st.Counts[channels.SMS])
+	}
+	before := [shards]int{len(rigs[0].keys(channels.SMS)), len(rigs[1].keys(channels.SMS))}
+	for k := range rigs {
+		for _, p := range flaky {
+			rigs[k].chans[channels.SMS].Script(p) // the provider recovers
+		}
+	}
+	if _, err := rigs[0].engine.RetryFailed(context.Background(), "retry-fleet"); err != nil {
+		t.Fatal(err)
+	}
+	channelstest.Eventually(t, 10*time.Second, func() bool {
+		s, err := rigs[0].engine.Get(context.Background(), "retry-fleet")
+		return err == nil && s.Shards[0].State == "completed"
+	}, "shard 0's retry pass never finished")
+	if s, _ := rigs[0].engine.Get(context.Background(), "retry-fleet"); s.Status != campaigns.StatusRunning {
+		t.Fatalf("campaign %s before shard 1 ran its retry pass, want running", s.Status)
+	}
+	if err := rigs[1].engine.Tick(context.Background()); err != nil { // shard 1's daemon picks it up
+		t.Fatal(err)
+	}
+	st = waitStatus(t, rigs[0].engine, "retry-fleet", campaigns.StatusCompleted)
+	for k := range rigs {
+		if got := len(rigs[k].keys(channels.SMS)) - before[k]; got != 2 {
+			t.Fatalf("shard %d re-sent %d texts, want its 2 failed ones", k, got)
+		}
+	}
+	if st.Failures != 0 || st.Counts[channels.SMS][campaigns.ReasonRetriesExhausted] != 0 || total(st.Counts, channels.SMS) != 400 {
+		t.Fatalf("after the retry: failures %d, counts %v", st.Failures, st.Counts[channels.SMS])
 	}
 }

@@ -12,7 +12,10 @@ const ReasonLeftShard = "left_shard"
 
 // RetryFailed re-runs only the recipients whose messages failed transiently
 // (retries exhausted) on a completed or failed campaign. It returns at once;
-// the campaign is running until the pass ends, then completed again.
+// the campaign is running until the pass ends, then completed again. In a
+// fleet every part is reopened for a retry pass: this daemon runs its own at
+// once, the others at their next tick, and the campaign completes when the
+// last part has.
 func (e *Engine) RetryFailed(ctx context.Context, id string) (CampaignStatus, error) {
 	rec, err := e.store.Get(ctx, id)
 	if err != nil {
@@ -20,6 +23,12 @@ func (e *Engine) RetryFailed(ctx context.Context, id string) (CampaignStatus, er
 	}
 	if rec.Status != StatusCompleted && rec.Status != StatusFailed {
 		return CampaignStatus{}, fmt.Errorf("retry failed recipients of %s (%s): %w", id, rec.Status, ErrInvalidTransition)
+	}
+	n := e.ringShards(rec.Ring)
+	for k := range n {
+		if err := e.progress.Reopen(ctx, partID(id, k, n)); err != nil {
+			return CampaignStatus{}, err
+		}
 	}
 	if err := e.startWith(ctx, id, rec.Status, true, false); err != nil {
 		return CampaignStatus{}, err

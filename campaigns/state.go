@@ -311,7 +311,10 @@ type BatchReport struct {
 // Progress is a campaign's persisted status (of one part, in a fleet).
 type Progress struct {
 	// Completed: every member of the part is final (CampaignLeaser.Complete).
-	Completed  bool
+	Completed bool
+	// Retry: "retry failed" was asked for the campaign and this part has not
+	// run its retry pass yet (Reopen; Complete clears it).
+	Retry      bool
 	Checkpoint Checkpoint
 	Counts     []Count // sorted by channel, reason
 	Failures   int64   // transient failures waiting for "retry failed"
@@ -336,6 +339,10 @@ type CampaignLeaser interface {
 	// one, in a fleet) is final, and releases the lease; ErrLeaseLost if the
 	// lease is no longer held. Progress then reports Completed.
 	Complete(ctx context.Context, lease Lease) error
+	// Reopen asks a completed campaign (or part) for a "retry failed" pass:
+	// Progress then reports Retry and not Completed, until Complete. It needs
+	// no lease: it only flags the part for whichever daemon runs it.
+	Reopen(ctx context.Context, campaign string) error
 }
 
 // BatchLog records campaign progress at O(in-flight) memory: one record per

@@ -315,6 +315,7 @@ type progress struct {
 	failures    map[failureKey]string
 	live        bool // a run holds or held the lease without releasing it
 	completed   bool
+	retry       bool
 	crashes     int   // runs in a row that died holding the lease
 	flushToken  int64 // lease token and ID of the last ledger flush applied
 	flushID     int64
@@ -434,8 +435,20 @@ func (s *Store) Complete(ctx context.Context, l campaigns.Lease) error {
 	if err != nil {
 		return fmt.Errorf("complete campaign %q: %w", l.Campaign, err)
 	}
-	p.completed = true
+	p.completed, p.retry = true, false
 	p.leaseOwner, p.leaseEnd, p.live = "", time.Time{}, false
+	return nil
+}
+
+// Reopen implements campaigns.CampaignLeaser.
+func (s *Store) Reopen(ctx context.Context, campaign string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("reopen campaign %q: %w", campaign, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.progressLocked(campaign)
+	p.completed, p.retry = false, true
 	return nil
 }
 
@@ -700,7 +713,7 @@ func (s *Store) Progress(ctx context.Context, campaign string) (campaigns.Progre
 	if !ok {
 		return campaigns.Progress{}, nil
 	}
-	out := campaigns.Progress{Checkpoint: p.cp, Failures: int64(len(p.failures)), Completed: p.completed}
+	out := campaigns.Progress{Checkpoint: p.cp, Failures: int64(len(p.failures)), Completed: p.completed, Retry: p.retry}
 	if p.leaseOwner != "" && s.now().Before(p.leaseEnd) {
 		out.Owner = p.leaseOwner
 	}

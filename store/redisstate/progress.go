@@ -367,7 +367,7 @@ func (s *Store) MarkRetried(ctx context.Context, l campaigns.Lease, r campaigns.
 func (s *Store) Progress(ctx context.Context, campaign string) (campaigns.Progress, error) {
 	k := s.progressKeys(campaign)
 	pipe := s.rdb.Pipeline()
-	progCmd := pipe.HMGet(ctx, k.prog, "cseq", "cur", "done")
+	progCmd := pipe.HMGet(ctx, k.prog, "cseq", "cur", "done", "retry")
 	cntCmd := pipe.HGetAll(ctx, k.cnt)
 	failCmd := pipe.ZCard(ctx, k.fail)
 	leaseCmd := pipe.Get(ctx, k.lease)
@@ -379,7 +379,8 @@ func (s *Store) Progress(ctx context.Context, campaign string) (campaigns.Progre
 	cseq, _ := pv[0].(string)
 	cur, _ := pv[1].(string)
 	done, _ := pv[2].(string)
-	out.Completed = done == "1"
+	retry, _ := pv[3].(string)
+	out.Completed, out.Retry = done == "1", retry == "1"
 	cp, err := checkpointFrom(cseq, cur)
 	if err != nil {
 		return campaigns.Progress{}, fmt.Errorf("read progress of %q: %w", campaign, err)
@@ -490,6 +491,18 @@ func (s *Store) Restore(ctx context.Context, snap campaigns.CampaignSnapshot, tt
 		return restored, fmt.Errorf("restore campaign %q: index: %w", id, err)
 	}
 	return restored, nil
+}
+
+// Reopen implements campaigns.CampaignLeaser: one MULTI on the progress hash.
+func (s *Store) Reopen(ctx context.Context, campaign string) error {
+	k := s.progressKeys(campaign)
+	pipe := s.rdb.TxPipeline()
+	pipe.HSet(ctx, k.prog, "retry", 1)
+	pipe.HDel(ctx, k.prog, "done")
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("reopen campaign %q: %w", campaign, err)
+	}
+	return nil
 }
 
 // Complete implements campaigns.CampaignLeaser.

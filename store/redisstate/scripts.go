@@ -380,7 +380,7 @@ return 1
 const completeSrc = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[2], 'done', 1)
-redis.call('HDEL', KEYS[2], 'live')
+redis.call('HDEL', KEYS[2], 'live', 'retry')
 redis.call('DEL', KEYS[1])
 return 1
 `

@@ -855,6 +855,29 @@ func runLedger(t *testing.T, newImpl func(t *testing.T) Impl) {
 		}
 	})
 
+	t.Run("a completed part is reopened for a retry pass", func(t *testing.T) {
+		impl := newImpl(t)
+		r, err := impl.Progress.Acquire(ctx, "c1/s1", "a", hour)
+		must(t, err)
+		must(t, impl.Progress.Complete(ctx, r.Lease))
+		p, err := impl.Progress.Progress(ctx, "c1/s1")
+		must(t, err)
+		if !p.Completed || p.Retry || p.Owner != "" {
+			t.Fatalf("after Complete: %+v", p)
+		}
+		must(t, impl.Progress.Reopen(ctx, "c1/s1"))
+		if p, _ = impl.Progress.Progress(ctx, "c1/s1"); p.Completed || !p.Retry {
+			t.Fatalf("after Reopen: %+v", p)
+		}
+		r, err = impl.Progress.Acquire(ctx, "c1/s1", "b", hour)
+		must(t, err)
+		must(t, impl.Progress.Complete(ctx, r.Lease))
+		if p, _ = impl.Progress.Progress(ctx, "c1/s1"); !p.Completed || p.Retry {
+			t.Fatalf("after the retry pass: %+v", p)
+		}
+		wantErr(t, impl.Progress.Complete(ctx, r.Lease), campaigns.ErrLeaseLost)
+	})
+
 	t.Run("runs that die holding the lease are counted until progress", func(t *testing.T) {
 		impl := newImpl(t)
 		acquire := func() campaigns.Resume {
