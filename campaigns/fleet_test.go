@@ -109,7 +109,9 @@ func TestFleetPauseReachesEveryDaemon(t *testing.T) {
 	parts := partition(newSource(2000), shards)
 	rigs := make([]*rig, shards)
 	for k := range rigs {
-		rigs[k] = newRig(t, state, parts[k], campaigns.EngineConfig{Owner: "node-" + string(rune('a'+k)), Shard: k, Shards: shards, BatchSize: 100})
+		// A short drain: the pause must not wait for the sends held below.
+		rigs[k] = newRig(t, state, parts[k], campaigns.EngineConfig{Owner: "node-" + string(rune('a'+k)), Shard: k, Shards: shards, BatchSize: 100,
+			DrainTimeout: 100 * time.Millisecond})
 	}
 	gate := make(chan struct{})
 	for k := range rigs {
