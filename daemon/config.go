@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -90,6 +92,37 @@ type AdminConfig struct {
 	Token Secret `yaml:"token"`
 	// PublicMetrics serves /metrics without the token.
 	PublicMetrics bool `yaml:"public_metrics"`
+	// TLS serves the admin API over TLS; ClientCA also requires a client
+	// certificate signed by it (mutual TLS), on top of the token.
+	TLS *AdminTLSConfig `yaml:"tls"`
+}
+
+// AdminTLSConfig is the admin API's own TLS: PEM contents, usually {file: ...}.
+type AdminTLSConfig struct {
+	Cert     Secret `yaml:"cert"`
+	Key      Secret `yaml:"key"`
+	ClientCA Secret `yaml:"client_ca"`
+}
+
+// serverConfig builds the TLS config, or says what is wrong with it.
+func (c *AdminTLSConfig) serverConfig() (*tls.Config, error) {
+	if !c.Cert.Set() || !c.Key.Set() {
+		return nil, errors.New("cert and key are both required")
+	}
+	pair, err := tls.X509KeyPair([]byte(c.Cert.Value()), []byte(c.Key.Value()))
+	if err != nil {
+		// The key's bytes never reach the message: X509KeyPair does not echo them.
+		return nil, fmt.Errorf("load certificate and key: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	if c.ClientCA.Set() {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(c.ClientCA.Value())) {
+			return nil, errors.New("client_ca holds no PEM certificate")
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
 }
 
 // EngineConfig tunes the campaign engine.
@@ -386,6 +419,11 @@ func (c *Config) validate() ConfigErrors {
 		add("admin.token", "required (e.g. token: {env: NOTIFYD_ADMIN_TOKEN})")
 	} else if err := checkToken(c.Admin.Token.Value()); err != nil {
 		add("admin.token", "%v", err)
+	}
+	if c.Admin.TLS != nil {
+		if _, err := c.Admin.TLS.serverConfig(); err != nil {
+			add("admin.tls", "%v", err)
+		}
 	}
 	errs = append(errs, c.Redis.validate()...)
 	errs = append(errs, c.Channels.validate()...)

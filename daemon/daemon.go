@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -267,7 +268,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return fmt.Errorf("listen for admin API: %w", err)
 		}
 	}
-	if exposedWithoutTLS(ln.Addr()) {
+	if t := d.cfg.Admin.TLS; t != nil {
+		tc, err := t.serverConfig()
+		if err != nil {
+			return fmt.Errorf("admin.tls: %w", err)
+		}
+		ln = tls.NewListener(ln, tc)
+	} else if exposedWithoutTLS(ln.Addr()) {
 		d.log.Warn("ADMIN API IS SERVED IN CLEAR TEXT BEYOND LOOPBACK: the bearer token and every campaign cross the network unencrypted; listen on 127.0.0.1 behind a TLS proxy", "listen", ln.Addr().String())
 	}
 	for name, p := range d.pools {
