@@ -75,7 +75,7 @@ func (fr *flowRig) newEngine(t *testing.T, delays func(*memstate.Store) campaign
 	if delays != nil {
 		q = delays(fr.state)
 	}
-	fe := campaigns.NewFlowEngine(fr.state, fr.dedup, q, fr.src, &signalDispatcher{Dispatcher: campaigns.NewPoolDispatcher(fr.pools), high: fr.highDispatched}, cfg)
+	fe := campaigns.NewFlowEngine(fr.state.Flows(), fr.dedup, q, fr.src, &signalDispatcher{Dispatcher: campaigns.NewPoolDispatcher(fr.pools), high: fr.highDispatched}, cfg)
 	if err := fe.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -76,7 +76,8 @@ type Daemon struct {
 	listener net.Listener
 	draining atomic.Bool
 
-	ring        shard.RingInfo // which shard of which fleet this daemon serves
+	flowStore   campaigns.CampaignStore // flow records: a kind apart from campaigns
+	ring        shard.RingInfo          // which shard of which fleet this daemon serves
 	shardIntake campaigns.Intake
 	router      campaigns.TriggerRouter
 }
@@ -120,6 +121,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			return nil, fmt.Errorf("open redis state: %w", err)
 		}
 		d.state = rs
+		d.flowStore = rs.Flows()
 		d.intake = rs
 		d.delays = rs.Delays()
 		if d.ring.Shards > 1 {
@@ -138,6 +140,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		d.log.Warn("no redis.url or redis.cluster_addrs configured: campaign state is kept in memory and lost on restart")
 		ms := memstate.New(memstate.WithClock(now))
 		d.state = ms
+		d.flowStore = ms.Flows()
 		d.delays = ms.Delays()
 		if d.feedback == nil {
 			// Nowhere durable to put it: keep the newest records for
@@ -203,10 +206,13 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 				d.events.Touch(id, fresh)
 			}
 		}))
-	d.flows = campaigns.NewFlowEngine(d.state, d.dedupOf(owner), d.delays, NewShardSource(d.shard).OnRing(d.ring), campaigns.NewPoolDispatcher(d.pools),
+	d.flows = campaigns.NewFlowEngine(d.flowStore, d.dedupOf(owner), d.delays, NewShardSource(d.shard).OnRing(d.ring), campaigns.NewPoolDispatcher(d.pools),
 		campaigns.FlowConfig{Workers: cfg.Flows.Workers, QueueSize: cfg.Flows.QueueSize, MaxBatch: cfg.Flows.MaxBatch,
 			TemplateCeilings: cfg.Templates.Limits.Ceilings(), Router: d.router},
 		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log))
+	if err := migrateFlows(ctx, d.state, d.flowStore); err != nil {
+		return nil, err
+	}
 	if err := d.flows.Load(ctx); err != nil {
 		return nil, err
 	}
@@ -417,4 +423,44 @@ func newStateMetrics(reg prometheus.Registerer) stateMetricSet {
 	}
 	reg.MustRegister(m.resets, m.restored, m.quarantined)
 	return m
+}
+
+// migrateFlows copies flow records kept among the campaigns (before flows
+// were a kind of their own) into the flow store, once: a flow already there
+// is left alone. The old records stay where they were; the campaign engine
+// skips them.
+func migrateFlows(ctx context.Context, from, to campaigns.CampaignStore) error {
+	after := campaigns.FlowPrefix
+	for {
+		recs, err := from.List(ctx, after, 200)
+		if err != nil {
+			return fmt.Errorf("migrate flows: %w", err)
+		}
+		for _, rec := range recs {
+			after = rec.ID
+			if !strings.HasPrefix(rec.ID, campaigns.FlowPrefix) {
+				return nil
+			}
+			if _, err := to.Get(ctx, rec.ID); err == nil {
+				continue
+			}
+			if _, created, err := to.Create(ctx, rec.ID, rec.Definition); err != nil || !created {
+				continue // a conflicting or concurrent copy: the flow store wins
+			}
+			// scheduled → running → (paused | cancelled), as the flow went.
+			if rec.Status != campaigns.StatusScheduled {
+				if _, err := to.Transition(ctx, rec.ID, campaigns.StatusScheduled, campaigns.StatusRunning); err != nil {
+					return fmt.Errorf("migrate flow %s: %w", rec.ID, err)
+				}
+				if rec.Status != campaigns.StatusRunning {
+					if _, err := to.Transition(ctx, rec.ID, campaigns.StatusRunning, rec.Status); err != nil {
+						return fmt.Errorf("migrate flow %s: %w", rec.ID, err)
+					}
+				}
+			}
+		}
+		if len(recs) < 200 {
+			return nil
+		}
+	}
 }

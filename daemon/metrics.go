@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -157,6 +158,9 @@ func (c *opsCollector) collectStatuses(ch chan<- prometheus.Metric) {
 			break
 		}
 		for _, rec := range page {
+			if strings.HasPrefix(rec.ID, campaigns.FlowPrefix) {
+				continue // a flow stored among campaigns by an earlier version
+			}
 			counts[rec.Status]++
 		}
 		seen += len(page)

@@ -148,7 +148,7 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 		return nil, err
 	}
 	defer pool.Close(context.WithoutCancel(ctx))
-	flows := campaigns.NewFlowEngine(mem, dedup, mem.Delays(), daemon.NewShardSource(store), campaigns.NewPoolDispatcher(map[string]*channels.Pool{channels.Webhook: pool}),
+	flows := campaigns.NewFlowEngine(mem.Flows(), dedup, mem.Delays(), daemon.NewShardSource(store), campaigns.NewPoolDispatcher(map[string]*channels.Pool{channels.Webhook: pool}),
 		campaigns.FlowConfig{}, campaigns.WithEngineLogger(opts.Log))
 	flows.Start(ctx)
 	defer flows.Close(context.WithoutCancel(ctx))

@@ -35,6 +35,7 @@ type Store struct {
 	recordIDs []string // sorted, for List
 	intake    intake
 	delays    delayQueue
+	flows     *Store // the flow records' store (Flows)
 }
 
 // Option configures a Store.
@@ -43,6 +44,17 @@ type Option func(*Store)
 // WithClock sets the clock that stands in for Redis server time (leases,
 // windows, idle times, timestamps). Tests pass a fake one.
 func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// Flows returns the Store of flow records: a kind of its own, so a campaign
+// operation can never reach a flow and listing campaigns never reads flows.
+func (s *Store) Flows() *Store {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.flows == nil {
+		s.flows = New(WithClock(s.now))
+	}
+	return s.flows
+}
 
 // New returns an empty Store.
 func New(opts ...Option) *Store {

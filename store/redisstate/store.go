@@ -37,6 +37,7 @@ type Store struct {
 	prefix  string
 	group   string
 	stream  string // the intake stream's name under the prefix ("intake")
+	kind    string // record kind: "c" (campaigns) or "f" (flows); keys and index differ
 	delayed string // the delay queue's hash tag ("delayed")
 	cluster bool   // group per-message scripts by hash tag (one slot per call)
 
@@ -65,7 +66,7 @@ func WithClusterScripts() Option { return func(s *Store) { s.cluster = true } }
 
 // New returns a Store on rdb.
 func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
-	s := &Store{rdb: rdb, prefix: DefaultPrefix, group: DefaultGroup, stream: "intake", delayed: "delayed"}
+	s := &Store{rdb: rdb, prefix: DefaultPrefix, group: DefaultGroup, stream: "intake", delayed: "delayed", kind: "c"}
 	if _, ok := rdb.(*redis.ClusterClient); ok {
 		s.cluster = true
 	}
@@ -125,10 +126,24 @@ func (s *Store) dedupKey(buf []byte, k campaigns.DedupKey) []byte {
 
 // campaignKey is <prefix>c:{c:<id>}:<part>.
 func (s *Store) campaignKey(id, part string) string {
-	return s.prefix + "c:{c:" + id + "}:" + part
+	return s.prefix + s.kind + ":{" + s.kind + ":" + id + "}:" + part
 }
 
-func (s *Store) indexKey() string  { return s.prefix + "campaigns" }
+func (s *Store) indexKey() string {
+	if s.kind == "f" {
+		return s.prefix + "flows"
+	}
+	return s.prefix + "campaigns"
+}
+
+// Flows returns the Store of flow records: a kind of its own, with its own
+// keys (f:{f:<id>}:rec) and index (flows), so a campaign operation can never
+// reach a flow and listing campaigns never reads flows.
+func (s *Store) Flows() *Store {
+	c := *s
+	c.kind = "f"
+	return &c
+}
 func (s *Store) intakeKey() string { return s.prefix + s.stream }
 
 // ForShard returns a Store whose intake stream and delay queue are shard's
