@@ -41,8 +41,13 @@ type EngineConfig struct {
 	Shard, Shards int
 	// RingVersion is the version of the ring this daemon's shard file
 	// belongs to. A campaign is pinned to the ring it first ran on: a daemon
-	// of another ring version does not run its parts (ErrRingMismatch).
+	// of another ring version does not run its parts (ErrRingMismatch),
+	// unless it still holds its shard of that ring (Retained).
 	RingVersion uint64
+	// Retained are this daemon's shards of earlier rings, kept through a
+	// reshard: campaigns pinned to one of them keep running here over that
+	// ring's members, so every member of the old ring is reached once.
+	Retained []RingPart
 	// TemplateCeilings are the daemon's template limits; a campaign's
 	// content.limits may only lower them (zero: the package defaults).
 	TemplateCeilings templates.Limits
@@ -388,6 +393,33 @@ func (e *Engine) ringShards(ring string) int {
 	return max(e.cfg.Shards, 1)
 }
 
+// RingPart is this daemon's shard of one ring and the members of it.
+type RingPart struct {
+	Version       uint64
+	Shard, Shards int
+	Source        MemberSource
+}
+
+// ring is the pinned form of p.
+func (p RingPart) ring() string {
+	return strconv.FormatUint(p.Version, 10) + ":" + strconv.Itoa(max(p.Shards, 1))
+}
+
+// ringPart is this daemon's part of pinned ring ("" is this daemon's own
+// ring), or false if it holds no shard of that ring.
+func (e *Engine) ringPart(ring string) (RingPart, bool) {
+	own := RingPart{Version: e.cfg.RingVersion, Shard: e.cfg.Shard, Shards: max(e.cfg.Shards, 1), Source: e.source}
+	if ring == "" || ring == own.ring() {
+		return own, true
+	}
+	for _, p := range e.cfg.Retained {
+		if p.ring() == ring {
+			return p, true
+		}
+	}
+	return RingPart{}, false
+}
+
 // ErrRingMismatch: the campaign runs on another ring version than this
 // daemon's shard file (the fleet was resharded since it started).
 var ErrRingMismatch = errors.New("campaign runs on another ring")
@@ -502,10 +534,12 @@ func (e *Engine) startWith(ctx context.Context, id string, from Status, retry, a
 	if err != nil {
 		return fmt.Errorf("pin the ring of campaign %s: %w", id, err)
 	}
-	if ring != e.ring() {
+	rp, ok := e.ringPart(ring)
+	if !ok {
 		return fmt.Errorf("start campaign %s pinned to ring %s on a daemon of ring %s: %w", id, ring, e.ring(), ErrRingMismatch)
 	}
-	res, err := e.progress.Acquire(ctx, e.part(id), e.cfg.Owner, e.cfg.LeaseTTL)
+	part := partID(id, rp.Shard, rp.Shards)
+	res, err := e.progress.Acquire(ctx, part, e.cfg.Owner, e.cfg.LeaseTTL)
 	if err != nil {
 		return fmt.Errorf("acquire campaign %s: %w", id, err)
 	}
@@ -513,7 +547,7 @@ func (e *Engine) startWith(ctx context.Context, id string, from Status, retry, a
 		return e.quarantine(ctx, id, res)
 	}
 	// The ledger mirrors the counts, to write them back to a store that lost them.
-	prog, err := e.progress.Progress(ctx, e.part(id))
+	prog, err := e.progress.Progress(ctx, part)
 	if err != nil {
 		_ = e.progress.Release(context.WithoutCancel(ctx), res.Lease)
 		return fmt.Errorf("read progress of %s: %w", id, err)
@@ -526,7 +560,7 @@ func (e *Engine) startWith(ctx context.Context, id string, from Status, retry, a
 	if cc.c.Throttle > 0 {
 		e.dispatch.Throttle(id, cc.c.Throttle)
 	}
-	r := newRun(cc.c, cc.set, e, res, prog.Counts, e.now())
+	r := newRun(cc.c, cc.set, e, rp, res, prog.Counts, e.now())
 	e.mu.Lock()
 	h.run = r
 	e.mu.Unlock()
@@ -695,7 +729,11 @@ func (e *Engine) Tick(ctx context.Context) error {
 				if busy {
 					continue
 				}
-				p, err := e.progress.Progress(ctx, e.part(rec.ID))
+				rp, ok := e.ringPart(rec.Ring)
+				if !ok {
+					continue // pinned to a ring this daemon holds no shard of
+				}
+				p, err := e.progress.Progress(ctx, partID(rec.ID, rp.Shard, rp.Shards))
 				if err != nil {
 					errs = append(errs, err)
 					continue

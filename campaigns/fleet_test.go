@@ -3,6 +3,8 @@ package campaigns_test
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/notifyd/notifyd/channels"
 	"github.com/notifyd/notifyd/channels/channelstest"
 	"github.com/notifyd/notifyd/store/memstate"
+	"github.com/notifyd/notifyd/store/shard"
 )
 
 // partition splits a source into shards parts by member ordinal, as the
@@ -232,5 +235,122 @@ func TestFleetRetryFailedReachesEveryShard(t *testing.T) {
 	}
 	if st.Failures != 0 || st.Counts[channels.SMS][campaigns.ReasonRetriesExhausted] != 0 || total(st.Counts, channels.SMS) != 400 {
 		t.Fatalf("after the retry: failures %d, counts %v", st.Failures, st.Counts[channels.SMS])
+	}
+}
+
+// byRing splits a source by the Jump ring of n shards, as the store does.
+func byRing(all *source, n int) []*source {
+	out := make([]*source, n)
+	for k := range out {
+		out[k] = &source{corrupt: map[uint64]bool{}}
+	}
+	for _, m := range all.members {
+		k := shard.ShardOf(m.Key, n)
+		out[k].members = append(out[k].members, m)
+	}
+	return out
+}
+
+// TestFleetReshardMidCampaign: the fleet grows from 2 to 3 shards while a
+// campaign runs. The campaign stays pinned to its ring; the daemons of the
+// new ring that keep their old-ring shard (Retained) finish the old parts
+// over the old members, so every member is reached exactly once — users who
+// moved to the new shard too — and a campaign created after the reshard
+// runs on the new ring.
+func TestFleetReshardMidCampaign(t *testing.T) {
+	state := memstate.New()
+	all := newSource(3000)
+	oldParts, newParts := byRing(all, 2), byRing(all, 3)
+	var oldRigs []*rig
+	gate := make(chan struct{})
+	for k := range 2 {
+		r := newRig(t, state, oldParts[k], campaigns.EngineConfig{Owner: "old-" + strconv.Itoa(k), Shard: k, Shards: 2, RingVersion: 1,
+			BatchSize: 100, DrainTimeout: 100 * time.Millisecond})
+		r.chans[channels.SMS].OnSend(func(batch []*channels.Message) { // held until the test lets it go
+			<-gate
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			for _, m := range batch {
+				r.sent[channels.SMS] = append(r.sent[channels.SMS], m.IdempotencyKey)
+			}
+		})
+		oldRigs = append(oldRigs, r)
+	}
+	b := `{"id":"before","segment":"all","channels":["sms"],"content":{"sms":{"body":"Hi"}}}`
+	if _, _, err := oldRigs[0].engine.Create(context.Background(), []byte(b)); err != nil {
+		t.Fatal(err)
+	}
+	if err := oldRigs[1].engine.Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	channelstest.Eventually(t, 10*time.Second, func() bool { return len(oldRigs[1].engine.Running()) == 1 }, "old shard 1 never started")
+	// The old ring sends a while, then the reshard: the old daemons stop
+	// (their runs stay running, to resume)...
+	close(gate)
+	channelstest.Eventually(t, 10*time.Second, func() bool {
+		return len(oldRigs[0].keys(channels.SMS))+len(oldRigs[1].keys(channels.SMS)) >= 300
+	}, "the old ring never sent")
+	for _, r := range oldRigs {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = r.engine.Close(ctx)
+		cancel()
+	}
+	// ...and the new ring's daemons start, 0 and 1 keeping their old shard.
+	var newRigs []*rig
+	for k := range 3 {
+		cfg := campaigns.EngineConfig{Owner: "new-" + strconv.Itoa(k), Shard: k, Shards: 3, RingVersion: 2, BatchSize: 100}
+		if k < 2 {
+			cfg.Retained = []campaigns.RingPart{{Version: 1, Shard: k, Shards: 2, Source: oldParts[k]}}
+		}
+		r := newRig(t, state, newParts[k], cfg)
+		if err := r.engine.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		newRigs = append(newRigs, r)
+	}
+	st := waitStatus(t, newRigs[0].engine, "before", campaigns.StatusCompleted)
+	if st.Ring != "1:2" {
+		t.Fatalf("campaign ring %q, want 1:2 (pinned before the reshard)", st.Ring)
+	}
+	seen := map[string]int{}
+	for _, r := range append(oldRigs, newRigs...) {
+		for _, k := range r.keys(channels.SMS) {
+			seen[k]++
+		}
+	}
+	want := 0
+	for i := range all.members {
+		if all.members[i].Phone != "" {
+			want++
+		}
+	}
+	if len(seen) != want {
+		t.Fatalf("reached %d phones, want %d", len(seen), want)
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Fatalf("%s sent %d times", k, n)
+		}
+	}
+	if got := newRigs[2].keys(channels.SMS); len(got) != 0 {
+		t.Fatalf("the new shard 2 sent %d texts of a campaign of the old ring", len(got))
+	}
+	byOld := len(oldRigs[0].keys(channels.SMS)) + len(oldRigs[1].keys(channels.SMS))
+	t.Logf("before the reshard %d texts, after it %d, of %d", byOld, want-byOld, want)
+	if byOld == 0 || byOld == want {
+		t.Fatalf("the reshard did not fall mid-campaign (%d of %d sent before it)", byOld, want)
+	}
+	// A campaign created after the reshard runs on the new ring, all three shards.
+	if _, _, err := newRigs[2].engine.Create(context.Background(), []byte(strings.Replace(b, `"before"`, `"after"`, 1))); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range newRigs[:2] {
+		if err := r.engine.Tick(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st = waitStatus(t, newRigs[0].engine, "after", campaigns.StatusCompleted)
+	if st.Ring != "2:3" || len(st.Shards) != 3 || st.Counts[channels.SMS]["sent"] != int64(want) {
+		t.Fatalf("after the reshard: ring %q, shards %d, sent %d (want 2:3, 3, %d)", st.Ring, len(st.Shards), st.Counts[channels.SMS]["sent"], want)
 	}
 }

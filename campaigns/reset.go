@@ -117,7 +117,7 @@ func (e *Engine) restoreAll(ctx context.Context, rs StateRestorer) (restored, lo
 			continue
 		}
 		snap := r.snapshot(cc)
-		snap.Record.Ring = e.ring()
+		snap.Record.Ring = r.ring
 		err := retryState(ctx, e.log, fmt.Sprintf("restore campaign %s", r.c.ID), nil, func(ctx context.Context) error {
 			_, err := rs.Restore(ctx, snap, e.cfg.LeaseTTL)
 			return err

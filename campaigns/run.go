@@ -27,6 +27,7 @@ type run struct {
 	lease    Lease
 	progress ProgressStore
 	led      *ledger
+	ring     string // the ring the run's part belongs to, "<version>:<shards>"
 
 	// What the run claimed last, for a state store that lost it.
 	claimMu     sync.Mutex
@@ -56,8 +57,9 @@ func (r *run) noteRenderError(re *templates.RenderError) {
 	}
 }
 
-func newRun(c *Campaign, set *templates.Set, e *Engine, res Resume, counts []Count, started time.Time) *run {
-	r := newRunFor(c, set, e.now, e.log, e.dispatch, e.source, e.cfg)
+func newRun(c *Campaign, set *templates.Set, e *Engine, rp RingPart, res Resume, counts []Count, started time.Time) *run {
+	r := newRunFor(c, set, e.now, e.log, e.dispatch, rp.Source, e.cfg)
+	r.ring = rp.ring()
 	r.lease, r.progress, r.started = res.Lease, e.progress, started
 	r.led = newLedger(e.progress, res.Lease, r.log, e.cfg, res, counts)
 	// A write refused for a lost lease is retried when the store lost its
