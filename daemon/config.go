@@ -60,6 +60,10 @@ type ShardConfig struct {
 	Path string `yaml:"path"`
 	// PollInterval is how often the published path is checked for a new generation (default 2s).
 	PollInterval Duration `yaml:"poll_interval"`
+	// Retained are this host's shard files of earlier rings, kept through a
+	// reshard: campaigns pinned to such a ring keep running here over its
+	// members. Remove an entry once no running campaign is pinned to its ring.
+	Retained []string `yaml:"retained"`
 }
 
 // RedisConfig enables shared, restart-safe state: one node (URL) or a Redis

@@ -77,6 +77,7 @@ type Daemon struct {
 	draining atomic.Bool
 
 	flowStore   campaigns.CampaignStore // flow records: a kind apart from campaigns
+	retained    []*shard.Store          // shard files of earlier rings (shard.retained)
 	ring        shard.RingInfo          // which shard of which fleet this daemon serves
 	shardIntake campaigns.Intake
 	router      campaigns.TriggerRouter
@@ -104,6 +105,25 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	}
 	d.ring = rr.Ring()
 	_ = rr.Release()
+	var retained []campaigns.RingPart
+	for i, path := range cfg.Shard.Retained {
+		st, err := shard.OpenStore(path, shard.WithLogger(d.log))
+		if err != nil {
+			return nil, fmt.Errorf("open shard.retained[%d]: %w", i, err)
+		}
+		d.retained = append(d.retained, st)
+		r, err := st.Acquire()
+		if err != nil {
+			return nil, fmt.Errorf("read shard.retained[%d]: %w", i, err)
+		}
+		ring := r.Ring()
+		_ = r.Release()
+		if ring.Version == d.ring.Version {
+			return nil, fmt.Errorf("shard.retained[%d] is %s, the ring of shard.path: keep only earlier rings there", i, ring)
+		}
+		retained = append(retained, campaigns.RingPart{Version: ring.Version, Shard: ring.Shard, Shards: ring.Shards, Source: NewShardSource(st).OnRing(ring)})
+		d.log.Info("serving campaigns pinned to an earlier ring", "ring", ring.String(), "file", path)
+	}
 	if d.ring.Shards > 1 && !cfg.Redis.Enabled() {
 		return nil, fmt.Errorf("shard file is %s: a daemon of a fleet needs redis.url (the fleet coordinates through Redis)", d.ring)
 	}
@@ -383,6 +403,11 @@ func (d *Daemon) shutdown() error {
 	}
 	if err := d.shard.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close shard: %w", err))
+	}
+	for _, st := range d.retained {
+		if err := st.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close retained shard: %w", err))
+		}
 	}
 	if d.redis != nil {
 		_ = d.redis.Close()
