@@ -213,7 +213,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			LeaseTTL: time.Duration(cfg.Engine.LeaseTTL), DrainTimeout: time.Duration(cfg.Engine.DrainTimeout),
 			FlushInterval: time.Duration(cfg.Engine.LedgerFlushInterval), CrashLoopLimit: cfg.Engine.CrashLoopLimit,
 			TemplateCeilings: cfg.Templates.Limits.Ceilings(),
-			Shard:            d.ring.Shard, Shards: d.ring.Shards,
+			Shard:            d.ring.Shard, Shards: d.ring.Shards, RingVersion: d.ring.Version, Retained: retained,
 		},
 		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log),
 		campaigns.WithStateResetObserver(func(restored, lost int) {

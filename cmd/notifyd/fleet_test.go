@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -243,5 +244,123 @@ func TestFleetOfThreeDaemons(t *testing.T) {
 		if status != http.StatusOK || strings.Contains(string(body), "unknown_user") {
 			t.Fatalf("shard %d's flow status: %d %s", k, status, body)
 		}
+	}
+}
+
+// TestFleetReshardTwoToThree: the store grows the fleet from 2 to 3 shards
+// while a campaign runs. The old daemons stop (SIGTERM); the new ring's
+// daemons start, the first two keeping their old shard file (shard.retained).
+// The running campaign finishes on its ring — every user once, including
+// those who moved to the new shard — and a campaign created afterwards runs
+// on the new ring.
+func TestFleetReshardTwoToThree(t *testing.T) {
+	redisURL := os.Getenv("REDIS_URL")
+	if redisURL == "" {
+		t.Skip("REDIS_URL not set: the reshard end-to-end test needs a real Redis (.ci/run starts one and sets it)")
+	}
+	if testing.Short() {
+		t.Skip("-short: skipping the reshard end-to-end test")
+	}
+	opt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		t.Fatal("parse REDIS_URL: not a valid redis:// URL")
+	}
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { _ = rdb.Close() })
+	dir := t.TempDir()
+	bin := buildNotifyd(t, dir)
+	prefix := fmt.Sprintf("notifyd-reshard:%d:", time.Now().UnixNano())
+	t.Cleanup(func() { deleteKeys(t, rdb, prefix) })
+	secret := "reshard-webhook-secret-" + fmt.Sprint(time.Now().UnixNano())
+	token := "reshard-admin-token-" + fmt.Sprint(time.Now().UnixNano())
+	wh, err := sandbox.NewWebhook(sandbox.WebhookOptions{Secret: secret, RecorderLimit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = wh.Close() })
+	wh.Faults.Add(sandbox.Fault{Match: "/hooks/*", Latency: e2eLatency})
+	tally := &fleetTally{seen: map[string]int{}}
+	wh.Recorder.SetObserver(tally.add)
+	env := append(os.Environ(), "NOTIFYD_E2E_REDIS_URL="+redisURL)
+
+	gen := func(name string, version, shard, shards int) string {
+		p := filepath.Join(dir, name)
+		runBin(t, bin, "shard", "generate", "--profiles", fmt.Sprint(fleetMembers), "--seed", "7", "--out", p, "--format", "shard",
+			"--ring-version", fmt.Sprint(version), "--shard-id", fmt.Sprint(shard), "--shards", fmt.Sprint(shards))
+		return p
+	}
+	type node struct {
+		api  *e2eAPI
+		proc *daemonProc
+	}
+	start := func(name, shardPath, retained string) *node {
+		ndir := filepath.Join(dir, name)
+		if err := os.MkdirAll(ndir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cfg, addr := writeE2EConfig(t, ndir, shardPath, prefix, name, token, secret, wh.URL()+"/hooks/notifyd")
+		if retained != "" {
+			b, err := os.ReadFile(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = []byte(strings.Replace(string(b), "  poll_interval: 1s\n", fmt.Sprintf("  poll_interval: 1s\n  retained: [%q]\n", retained), 1))
+			writeFile(t, cfg, string(b))
+		}
+		n := &node{api: &e2eAPI{base: "http://" + addr, token: token, http: &http.Client{Timeout: 5 * time.Second}}}
+		n.proc = startDaemon(t, bin, cfg, env, filepath.Join(ndir, "daemon.log"))
+		n.api.waitReady(t, n.proc)
+		return n
+	}
+	old := []string{gen("old0.shard", 1, 0, 2), gen("old1.shard", 1, 1, 2)}
+	oldNodes := []*node{start("old-0", old[0], ""), start("old-1", old[1], "")}
+	campaign := func(id, kind string) []byte {
+		return []byte(fmt.Sprintf(`{"id":%q,"segment":"all","channels":["webhook"],`+
+			`"content":{"webhook":{"url":%q,"body":{"user":"{{ profile.id }}","kind":%q}}}}`, id, wh.URL()+"/hooks/notifyd", kind))
+	}
+	if status, body := oldNodes[0].api.do(t, http.MethodPost, "/v1/campaigns", campaign("before", "before")); status != http.StatusCreated {
+		t.Fatalf("create campaign: %d %s", status, body)
+	}
+	poll(t, "the old ring under way", 60*time.Second, 20*time.Millisecond, oldNodes[0].proc, func() (bool, string) {
+		d, _ := tally.count("before")
+		return d > fleetMembers/3, fmt.Sprintf("%d delivered", d)
+	})
+	// The reshard: the store publishes the new ring; the old daemons stop.
+	newFiles := []string{gen("new0.shard", 2, 0, 3), gen("new1.shard", 2, 1, 3), gen("new2.shard", 2, 2, 3)}
+	for _, n := range oldNodes {
+		_ = n.proc.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, n := range oldNodes {
+		n.proc.wait(t, 30*time.Second)
+	}
+	atStop, _ := tally.count("before")
+	newNodes := []*node{start("new-0", newFiles[0], old[0]), start("new-1", newFiles[1], old[1]), start("new-2", newFiles[2], "")}
+	var st struct {
+		Status string                      `json:"status"`
+		Ring   string                      `json:"ring"`
+		Counts map[string]map[string]int64 `json:"counts"`
+	}
+	waitDone := func(id string) {
+		poll(t, id+" completes", 120*time.Second, 100*time.Millisecond, newNodes[2].proc, func() (bool, string) {
+			status, body := newNodes[2].api.do(t, http.MethodGet, "/v1/campaigns/"+id, nil)
+			if status != http.StatusOK || json.Unmarshal(body, &st) != nil {
+				return false, fmt.Sprintf("%d %s", status, body)
+			}
+			return st.Status == "completed", string(body)
+		})
+	}
+	waitDone("before")
+	d, c := tally.count("before")
+	t.Logf("campaign before the reshard: %d delivered by the old ring, %d users reached with %d requests in all (ring %s)", atStop, d, c, st.Ring)
+	if d != fleetMembers || c != fleetMembers || st.Ring != "1:2" {
+		t.Fatalf("across the reshard: %d of %d users with %d requests, ring %s; want each once on ring 1:2", d, fleetMembers, c, st.Ring)
+	}
+	if status, body := newNodes[2].api.do(t, http.MethodPost, "/v1/campaigns", campaign("after", "after")); status != http.StatusCreated {
+		t.Fatalf("create campaign after the reshard: %d %s", status, body)
+	}
+	waitDone("after")
+	d, c = tally.count("after")
+	if d != fleetMembers || c != fleetMembers || st.Ring != "2:3" {
+		t.Fatalf("after the reshard: %d of %d users with %d requests, ring %s; want each once on ring 2:3", d, fleetMembers, c, st.Ring)
 	}
 }
