@@ -861,6 +861,7 @@ func startProc(t *testing.T, cmd *exec.Cmd, logPath string, stop syscall.Signal)
 // no RDB snapshots, on a free loopback port.
 type redisProc struct {
 	dir, addr, logPath string
+	extra              []string // more redis-server arguments (cluster mode)
 	cmd                *exec.Cmd
 	proc               *daemonProc
 }
@@ -882,8 +883,8 @@ func (r *redisProc) url() string { return "redis://" + r.addr + "/0" }
 func (r *redisProc) start(t *testing.T) {
 	t.Helper()
 	host, port, _ := strings.Cut(r.addr, ":")
-	r.cmd = exec.Command("redis-server", "--bind", host, "--port", port, "--dir", r.dir,
-		"--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "no")
+	r.cmd = exec.Command("redis-server", append([]string{"--bind", host, "--port", port, "--dir", r.dir,
+		"--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "no"}, r.extra...)...)
 	r.proc = startProc(t, r.cmd, r.logPath+fmt.Sprintf(".%d", time.Now().UnixNano()), syscall.SIGKILL)
 	rdb := redis.NewClient(&redis.Options{Addr: r.addr, DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond})
 	defer rdb.Close()
