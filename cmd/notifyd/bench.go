@@ -28,7 +28,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		return runBenchProvider(args[0], args[1:], stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "fanout" {
-		fmt.Fprintln(stderr, "usage: notifyd bench fanout [--members N] [--redis URL | --redis-cluster HOST:PORT,... [--compare [--rounds N]]]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL]\n       notifyd bench email|webhook [--members N] [--rounds N] [--reference auto|tool|builtin]")
+		fmt.Fprintln(stderr, "usage: notifyd bench fanout [--members N] [--redis URL | --redis-cluster HOST:PORT,... [--compare [--rounds N]]]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL | --redis-cluster HOST:PORT,...]\n       notifyd bench email|webhook [--members N] [--rounds N] [--reference auto|tool|builtin]")
 		return 2
 	}
 	fs := flag.NewFlagSet("bench fanout", flag.ContinueOnError)
@@ -141,10 +141,15 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 	members := fs.Int("members", 100_000, "shard size")
 	provider := fs.String("provider", "webhook", "webhook (real sender, in-process sandbox) or noop (notifyd's own share)")
 	redisURL := fs.String("redis", os.Getenv("REDIS_URL"), "Redis URL for dedup (default $REDIS_URL; empty: in memory)")
+	cluster := fs.String("redis-cluster", "", "Redis Cluster seed nodes for dedup, host:port,... (instead of --redis)")
 	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	var clusterAddrs []string
+	if *cluster != "" {
+		clusterAddrs, *redisURL = strings.Split(*cluster, ","), ""
 	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -161,7 +166,7 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	res, err := bench.Trigger(ctx, bench.TriggerOptions{Rate: *rate, Duration: *dur, Members: *members, RedisURL: *redisURL, Provider: *provider, CacheDir: *cache, Out: stderr})
+	res, err := bench.Trigger(ctx, bench.TriggerOptions{Rate: *rate, Duration: *dur, Members: *members, RedisURL: *redisURL, RedisCluster: clusterAddrs, Provider: *provider, CacheDir: *cache, Out: stderr})
 	if err != nil {
 		fmt.Fprintf(stderr, "notifyd bench trigger: %v\n", err)
 		return 1

@@ -31,6 +31,9 @@ type TriggerOptions struct {
 	Duration time.Duration // how long to sustain it (default 10s)
 	Members  int           // shard size (default 100,000)
 	RedisURL string        // dedup in Redis when set, else in memory
+	// RedisCluster are seed nodes of a Redis Cluster for the dedup claims
+	// (instead of RedisURL): one round trip per node per batch.
+	RedisCluster []string
 	// Provider is "webhook" (default: the real webhook sender against the
 	// in-process webhook sandbox, whose own CPU shares the 2 cores) or
 	// "noop" (accepts at once: what notifyd alone adds).
@@ -103,20 +106,30 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 	res := &TriggerResult{Dedup: "memory"}
 	mem := memstate.New()
 	var dedup campaigns.DedupLog = mem.Dedup("bench")
-	if opts.RedisURL != "" {
-		ropt, err := redis.ParseURL(opts.RedisURL)
-		if err != nil {
-			return nil, fmt.Errorf("parse Redis URL: not a valid redis:// URL")
+	if opts.RedisURL != "" || len(opts.RedisCluster) > 0 {
+		var rdb redis.UniversalClient
+		if len(opts.RedisCluster) > 0 {
+			rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: opts.RedisCluster})
+			res.Dedup = "redis cluster"
+		} else {
+			ropt, err := redis.ParseURL(opts.RedisURL)
+			if err != nil {
+				return nil, fmt.Errorf("parse Redis URL: not a valid redis:// URL")
+			}
+			rdb = redis.NewClient(ropt)
+			res.Dedup = "redis"
 		}
-		rdb := redis.NewClient(ropt)
 		defer rdb.Close()
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return nil, fmt.Errorf("connect to Redis: %w", err)
+		}
 		prefix := "notifyd-bench:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":"
 		defer cleanup(context.WithoutCancel(ctx), rdb, prefix)
 		rs, err := redisstate.New(rdb, redisstate.WithPrefix(prefix))
 		if err != nil {
 			return nil, err
 		}
-		dedup, res.Dedup = rs.Dedup("bench"), "redis"
+		dedup = rs.Dedup("bench")
 	}
 
 	hook, err := sandbox.NewWebhook(sandbox.WebhookOptions{Secret: "bench-secret", RecorderLimit: -1})
@@ -211,8 +224,21 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 	ch.mu.Lock()
 	samples := slices.Clone(ch.samples)
 	ch.mu.Unlock()
-	if len(samples) == 0 {
-		return nil, fmt.Errorf("no trigger reached the provider")
+	// Latency of triggers that failed would flatter the run: fail loudly
+	// unless every accepted trigger was sent (a duplicate re-fire is fine).
+	st, err := flows.GetFlow(ctx, "bench")
+	if err != nil {
+		return nil, err
+	}
+	for ch, reasons := range st.Counts {
+		for reason, n := range reasons {
+			if reason != "sent" && reason != "duplicate" && n > 0 {
+				return nil, fmt.Errorf("%d triggers ended %s on %s (counts %v): the figures would not be latencies of deliveries", n, reason, ch, st.Counts)
+			}
+		}
+	}
+	if res.Accepted < res.Fired || len(samples) < res.Accepted {
+		return nil, fmt.Errorf("%d triggers fired, %d accepted, %d reached the provider (counts %v)", res.Fired, res.Accepted, len(samples), st.Counts)
 	}
 	slices.Sort(samples)
 	q := func(p float64) time.Duration { return samples[min(len(samples)-1, int(p*float64(len(samples))))] }
