@@ -129,3 +129,14 @@ func TestCheckCounts(t *testing.T) {
 		})
 	}
 }
+
+// TestTriggerFailsLoudly: a trigger bench whose dedup store cannot be
+// reached ends in an error, not in latency figures of triggers that failed.
+func TestTriggerFailsLoudly(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := Trigger(ctx, TriggerOptions{Rate: 100, Duration: 200 * time.Millisecond, Members: 1000, RedisURL: "redis://127.0.0.1:1/0", CacheDir: t.TempDir(), Provider: "noop"})
+	if err == nil {
+		t.Fatal("a trigger bench without its Redis reported figures")
+	}
+}
