@@ -359,10 +359,13 @@ func (b *RecipientBatch) idempotency(campaign string, user uint64, channel strin
 	return unsafe.String(unsafe.SliceData(s), len(s))
 }
 
-// settle applies one outcome (called by pool workers through RouteOutcomes).
-// The caller puts the batch on its ledger's list (noteDirty), once for a
-// run of outcomes of one batch: per message it would cost a lock and a wake-up.
-func (b *RecipientBatch) settle(e *envelope, out *channels.Outcome) {
+// settle applies one outcome (called by pool workers through RouteOutcomes)
+// and reports whether it was the batch's last: then the batch is on its
+// ledger's list already and may be reused at once, so the caller must not
+// touch it again. Otherwise the caller puts the batch on the list
+// (noteDirty), once for a run of outcomes of one batch: per message it would
+// cost a lock and a wake-up.
+func (b *RecipientBatch) settle(e *envelope, out *channels.Outcome) (final bool) {
 	b.mu.Lock()
 	ps := &b.pos[e.pos]
 	ps.outstanding--
@@ -394,7 +397,6 @@ func (b *RecipientBatch) settle(e *envelope, out *channels.Outcome) {
 			b.failures = append(b.failures, Failure{User: b.Members[int(e.pos)/b.nch()].Key, Channel: b.run.channels[e.ch], Address: int(e.n), Reason: reason})
 		}
 	}
-	final := false
 	if ps.outstanding == 0 && !ps.settled {
 		ps.settled = true
 		if ps.accepted {
@@ -410,6 +412,7 @@ func (b *RecipientBatch) settle(e *envelope, out *channels.Outcome) {
 		b.noteDirty()
 		b.closeDone()
 	}
+	return final
 }
 
 // abort settles, as canceled, every position a failed stage left open and
@@ -470,7 +473,12 @@ func RouteOutcomes(_ context.Context, outs []channels.Outcome) {
 			last.noteDirtyN(n)
 			last, n = e.batch, 0
 		}
-		e.batch.settle(e, &outs[i])
+		if e.batch.settle(e, &outs[i]) {
+			// The batch's last outcome: settle listed it, and its finisher
+			// may already be reusing it.
+			last, n = nil, 0
+			continue
+		}
 		n++
 	}
 	last.noteDirtyN(n)

@@ -279,9 +279,8 @@ func dispatchStage(ctx context.Context, b *RecipientBatch) error {
 			cancelOut := channels.Outcome{Status: channels.OutcomeCanceled}
 			for _, m := range msgs[n:] {
 				cancelOut.Message = m
-				b.settle(m.Ref.(*envelope), &cancelOut)
+				b.settle(m.Ref.(*envelope), &cancelOut) // canceled: nothing for the ledger
 			}
-			b.noteDirtyN(len(msgs) - n)
 		}
 		if err != nil {
 			b.msgBuf = msgs
