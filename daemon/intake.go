@@ -99,26 +99,7 @@ func (d *Daemon) intakeRequest(ctx context.Context, body []byte) error {
 		body = t
 	}
 	if _, ok := probe["trigger"]; ok || probe["triggers"] != nil {
-		triggers, err := campaigns.DecodeTriggers(body)
-		if err != nil {
-			return err
-		}
-		// As for POST /v1/triggers: a trigger taken while the state store
-		// is away would be dropped at its dedup claim. An error that is
-		// not permanent leaves the entry pending, to be retried.
-		if err := d.ready(ctx); err != nil {
-			return fmt.Errorf("take trigger: daemon not ready: %w", err)
-		}
-		res, err := d.flows.Fire(ctx, triggers)
-		if err != nil {
-			return err
-		}
-		for _, r := range res {
-			if r.Status == "overloaded" {
-				return campaigns.ErrOverloaded // stays pending; retried
-			}
-		}
-		return nil
+		return d.takeTriggers(ctx, body, d.flows.Fire)
 	}
 	_, _, err := d.engine.Create(ctx, body)
 	return err
@@ -127,14 +108,22 @@ func (d *Daemon) intakeRequest(ctx context.Context, body []byte) error {
 // forwardedRequest handles an entry of this shard's own stream: triggers
 // another daemon of the fleet forwarded because their users are ours.
 func (d *Daemon) forwardedRequest(ctx context.Context, body []byte) error {
+	return d.takeTriggers(ctx, body, d.flows.FireForwarded)
+}
+
+// takeTriggers fires an intake entry's triggers. As for POST /v1/triggers,
+// a trigger taken while the state store is away would wait at its dedup
+// claim: an error that is not permanent leaves the entry pending, to be
+// retried, and so does a full trigger queue.
+func (d *Daemon) takeTriggers(ctx context.Context, body []byte, fire func(context.Context, []campaigns.Trigger) ([]campaigns.TriggerResult, error)) error {
 	triggers, err := campaigns.DecodeTriggers(body)
 	if err != nil {
 		return err
 	}
 	if err := d.ready(ctx); err != nil {
-		return fmt.Errorf("take forwarded triggers: daemon not ready: %w", err)
+		return fmt.Errorf("take triggers: daemon not ready: %w", err)
 	}
-	res, err := d.flows.FireForwarded(ctx, triggers)
+	res, err := fire(ctx, triggers)
 	if err != nil {
 		return err
 	}

@@ -60,36 +60,50 @@ func (f *fleetTally) count(kind string) (distinct, copies int) {
 	return distinct, copies
 }
 
-func TestFleetOfThreeDaemons(t *testing.T) {
+// fleetRig is what the fleet end-to-end tests share: the binary, a key
+// prefix on the test Redis, and the webhook provider every daemon sends to,
+// tallied per user and kind.
+type fleetRig struct {
+	bin, dir, prefix, secret, token string
+	rdb                             *redis.Client
+	wh                              *sandbox.Webhook
+	tally                           *fleetTally
+	env                             []string
+}
+
+func newFleetRig(t *testing.T, name string) *fleetRig {
+	t.Helper()
 	redisURL := os.Getenv("REDIS_URL")
 	if redisURL == "" {
-		t.Skip("REDIS_URL not set: the fleet end-to-end test needs a real Redis (.ci/run starts one and sets it)")
+		t.Skip("REDIS_URL not set: the fleet end-to-end tests need a real Redis (.ci/run starts one and sets it)")
 	}
 	if testing.Short() {
-		t.Skip("-short: skipping the fleet end-to-end test")
+		t.Skip("-short: skipping the fleet end-to-end tests")
 	}
 	opt, err := redis.ParseURL(redisURL)
 	if err != nil {
 		t.Fatal("parse REDIS_URL: not a valid redis:// URL")
 	}
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { _ = rdb.Close() })
-
-	dir := t.TempDir()
-	bin := buildNotifyd(t, dir)
-	prefix := fmt.Sprintf("notifyd-fleet:%d:", time.Now().UnixNano())
-	t.Cleanup(func() { deleteKeys(t, rdb, prefix) })
-	secret := "fleet-webhook-secret-" + fmt.Sprint(time.Now().UnixNano())
-	token := "fleet-admin-token-" + fmt.Sprint(time.Now().UnixNano())
-	wh, err := sandbox.NewWebhook(sandbox.WebhookOptions{Secret: secret, RecorderLimit: 10})
-	if err != nil {
+	f := &fleetRig{dir: t.TempDir(), rdb: redis.NewClient(opt), tally: &fleetTally{seen: map[string]int{}},
+		prefix: fmt.Sprintf("notifyd-%s:%d:", name, time.Now().UnixNano()),
+		secret: fmt.Sprintf("%s-webhook-secret-%d", name, time.Now().UnixNano()),
+		token:  fmt.Sprintf("%s-admin-token-%d", name, time.Now().UnixNano()),
+		env:    append(os.Environ(), "NOTIFYD_E2E_REDIS_URL="+redisURL)}
+	t.Cleanup(func() { _ = f.rdb.Close() })
+	f.bin = buildNotifyd(t, f.dir)
+	t.Cleanup(func() { deleteKeys(t, f.rdb, f.prefix) })
+	if f.wh, err = sandbox.NewWebhook(sandbox.WebhookOptions{Secret: f.secret, RecorderLimit: 10}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = wh.Close() })
-	wh.Faults.Add(sandbox.Fault{Match: "/hooks/*", Latency: e2eLatency}) // the campaign lasts a few seconds
-	tally := &fleetTally{seen: map[string]int{}}
-	wh.Recorder.SetObserver(tally.add)
+	t.Cleanup(func() { _ = f.wh.Close() })
+	f.wh.Faults.Add(sandbox.Fault{Match: "/hooks/*", Latency: e2eLatency}) // campaigns last a few seconds
+	f.wh.Recorder.SetObserver(f.tally.add)
+	return f
+}
 
+func TestFleetOfThreeDaemons(t *testing.T) {
+	f := newFleetRig(t, "fleet")
+	bin, dir, prefix, secret, token, wh, tally, rdb, env := f.bin, f.dir, f.prefix, f.secret, f.token, f.wh, f.tally, f.rdb, f.env
 	type node struct {
 		dir, cfg, shard string
 		api             *e2eAPI
@@ -122,7 +136,6 @@ func TestFleetOfThreeDaemons(t *testing.T) {
 	if len(all) != fleetMembers {
 		t.Fatalf("the shards hold %d users together, want %d", len(all), fleetMembers)
 	}
-	env := append(os.Environ(), "NOTIFYD_E2E_REDIS_URL="+redisURL)
 	start := func(n *node) {
 		n.starts++
 		n.proc = startDaemon(t, bin, n.cfg, env, filepath.Join(n.dir, fmt.Sprintf("daemon-%d.log", n.starts)))
@@ -140,8 +153,14 @@ func TestFleetOfThreeDaemons(t *testing.T) {
 	}
 	// Kill shard 1's daemon once its part is under way, then restart it.
 	poll(t, "shard 1's part under way", 60*time.Second, 20*time.Millisecond, nodes[1].proc, func() (bool, string) {
-		d, _ := tally.count("campaign")
-		return d > fleetMembers/6, fmt.Sprintf("%d delivered", d)
+		status, body := nodes[0].api.do(t, http.MethodGet, "/v1/campaigns/fleet-wide", nil)
+		var st struct {
+			Shards []struct{ Messages int64 } `json:"shards"`
+		}
+		if status != http.StatusOK || json.Unmarshal(body, &st) != nil || len(st.Shards) != fleetShards {
+			return false, fmt.Sprintf("%d %s", status, body)
+		}
+		return st.Shards[1].Messages >= 300, fmt.Sprintf("shard 1 has %d messages recorded", st.Shards[1].Messages)
 	})
 	_ = nodes[1].proc.cmd.Process.Kill()
 	nodes[1].proc.wait(t, 10*time.Second)
@@ -254,35 +273,8 @@ func TestFleetOfThreeDaemons(t *testing.T) {
 // those who moved to the new shard — and a campaign created afterwards runs
 // on the new ring.
 func TestFleetReshardTwoToThree(t *testing.T) {
-	redisURL := os.Getenv("REDIS_URL")
-	if redisURL == "" {
-		t.Skip("REDIS_URL not set: the reshard end-to-end test needs a real Redis (.ci/run starts one and sets it)")
-	}
-	if testing.Short() {
-		t.Skip("-short: skipping the reshard end-to-end test")
-	}
-	opt, err := redis.ParseURL(redisURL)
-	if err != nil {
-		t.Fatal("parse REDIS_URL: not a valid redis:// URL")
-	}
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { _ = rdb.Close() })
-	dir := t.TempDir()
-	bin := buildNotifyd(t, dir)
-	prefix := fmt.Sprintf("notifyd-reshard:%d:", time.Now().UnixNano())
-	t.Cleanup(func() { deleteKeys(t, rdb, prefix) })
-	secret := "reshard-webhook-secret-" + fmt.Sprint(time.Now().UnixNano())
-	token := "reshard-admin-token-" + fmt.Sprint(time.Now().UnixNano())
-	wh, err := sandbox.NewWebhook(sandbox.WebhookOptions{Secret: secret, RecorderLimit: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = wh.Close() })
-	wh.Faults.Add(sandbox.Fault{Match: "/hooks/*", Latency: e2eLatency})
-	tally := &fleetTally{seen: map[string]int{}}
-	wh.Recorder.SetObserver(tally.add)
-	env := append(os.Environ(), "NOTIFYD_E2E_REDIS_URL="+redisURL)
-
+	f := newFleetRig(t, "reshard")
+	bin, dir, prefix, secret, token, wh, tally, env := f.bin, f.dir, f.prefix, f.secret, f.token, f.wh, f.tally, f.env
 	gen := func(name string, version, shard, shards int) string {
 		p := filepath.Join(dir, name)
 		runBin(t, bin, "shard", "generate", "--profiles", fmt.Sprint(fleetMembers), "--seed", "7", "--out", p, "--format", "shard",
