@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/notifyd/notifyd/channels"
@@ -49,8 +50,8 @@ type ledger struct {
 	list    []*RecipientBatch
 	spare   []*RecipientBatch
 	gen     *flushGen
-	urgent  bool
-	changes int
+	urgent  atomic.Bool  // a worker waits, or enough changed: flush now
+	changes atomic.Int64 // changes since the last flush began
 	wake    chan struct{}
 	quit    chan struct{}
 	stopped chan struct{}
@@ -128,18 +129,26 @@ func (l *ledger) relayout(seq int64, slots int) {
 	}
 }
 
-// dirty puts b on the list of the next flush, with n changes.
+// dirty puts b on the list of the next flush, with n changes. Called with
+// b.mu held (b.listed says whether it is on the list already).
 func (l *ledger) dirty(b *RecipientBatch, n int) {
 	l.mu.Lock()
-	if !b.ldirty {
-		b.ldirty = true
-		l.list = append(l.list, b)
-	}
-	l.changes += n
-	if l.changes >= l.maxDirty {
-		l.urgent = true
-	}
+	l.list = append(l.list, b)
 	l.mu.Unlock()
+	l.count(n)
+	l.poke()
+}
+
+// count notes n more changes; past FlushSlots it hurries the flusher. It
+// takes no lock: it runs once per outcome.
+func (l *ledger) count(n int) {
+	if l.changes.Add(int64(n)) >= int64(l.maxDirty) && !l.urgent.Swap(true) {
+		l.poke()
+	}
+}
+
+// poke wakes the flusher.
+func (l *ledger) poke() {
 	select {
 	case l.wake <- struct{}{}:
 	default:
@@ -162,12 +171,9 @@ func (l *ledger) sync(ctx context.Context) error {
 		return err
 	}
 	g := l.gen
-	l.urgent = true
+	l.urgent.Store(true)
 	l.mu.Unlock()
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
+	l.poke()
 	select {
 	case <-g.done:
 		return g.err
@@ -189,10 +195,7 @@ func (l *ledger) run(ctx context.Context) {
 			l.fail(errLedgerClosed)
 			return
 		}
-		l.mu.Lock()
-		hurry := l.urgent
-		l.mu.Unlock()
-		if !hurry {
+		if !l.urgent.Load() {
 			// Let the changes of a few milliseconds gather: one round trip for all.
 			t.Reset(l.interval)
 		gather:
@@ -204,10 +207,7 @@ func (l *ledger) run(ctx context.Context) {
 					t.Stop()
 					break gather
 				case <-l.wake:
-					l.mu.Lock()
-					hurry = l.urgent
-					l.mu.Unlock()
-					if hurry {
+					if l.urgent.Load() {
 						t.Stop()
 						break gather
 					}
@@ -257,10 +257,8 @@ func (l *ledger) flush(ctx context.Context) {
 	l.list = l.spare[:0]
 	g := l.gen
 	l.gen = &flushGen{done: make(chan struct{})}
-	l.urgent, l.changes = false, 0
-	for _, b := range list {
-		b.ldirty = false
-	}
+	l.urgent.Store(false)
+	l.changes.Store(0)
 	l.mu.Unlock()
 	if len(list) == 0 {
 		l.spare = list
@@ -270,13 +268,15 @@ func (l *ledger) flush(ctx context.Context) {
 	f := Flush{Reports: make([]BatchReport, 0, len(list))}
 	parts := make([]pending, 0, len(list))
 	for _, b := range list {
+		b.mu.Lock()
 		l.mu.Lock()
 		img := l.open[b.Seq]
 		l.mu.Unlock()
 		if img == nil {
+			b.listed = false
+			b.mu.Unlock()
 			continue // final and past the checkpoint already
 		}
-		b.mu.Lock()
 		rep, part := b.takePending(img)
 		b.mu.Unlock()
 		f.Reports = append(f.Reports, rep)
@@ -427,6 +427,7 @@ func (b *RecipientBatch) takePending(img *Batch) (BatchReport, pending) {
 		rep.Dispatched, rep.Confirmed, rep.Done = part.merged[0][lo:hi], part.merged[1][lo:hi], part.merged[2][lo:hi]
 	}
 	b.pendFinal = false
+	b.listed = false
 	return rep, part
 }
 
@@ -459,18 +460,18 @@ func HandOff(ctx context.Context, msgs []*channels.Message) error {
 	var b *RecipientBatch
 	fresh := 0
 	// A request's messages come mostly from one batch: lock it once per run
-	// of its messages, and put it on its ledger's list once.
-	flushRun := func() {
+	// of its messages, and list it once, under the lock.
+	endRun := func() {
 		if b == nil {
 			return
 		}
-		b.mu.Unlock()
 		if fresh > 0 {
-			b.noteDirtyN(fresh)
+			b.listLocked(fresh)
 			if !slices.Contains(wait, b.led) {
 				wait = append(wait, b.led)
 			}
 		}
+		b.mu.Unlock()
 		b, fresh = nil, 0
 	}
 	for _, m := range msgs {
@@ -479,7 +480,7 @@ func HandOff(ctx context.Context, msgs []*channels.Message) error {
 			continue
 		}
 		if e.batch != b {
-			flushRun()
+			endRun()
 			b = e.batch
 			b.mu.Lock()
 		}
@@ -489,7 +490,7 @@ func HandOff(ctx context.Context, msgs []*channels.Message) error {
 			fresh++
 		}
 	}
-	flushRun()
+	endRun()
 	for _, l := range wait {
 		if err := l.sync(ctx); err != nil {
 			return fmt.Errorf("record messages as handed to the provider: %w", err)

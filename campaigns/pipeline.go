@@ -135,7 +135,11 @@ type RecipientBatch struct {
 	pendD, pendC, pendF Bitmap
 	pendFinal           bool
 	pendAll             bool // write the whole bitmaps and the slot count (relaid out)
-	ldirty              bool // on the ledger's dirty list (guarded by the ledger's mu)
+	// listed: the batch is on its ledger's list for the next flush (guarded
+	// by mu: it is set where the change is made, and cleared when the flush
+	// takes the changes, so no one touches the batch after unlocking it —
+	// once its last outcome is in, its finisher may reuse it at once).
+	listed bool
 
 	msgBuf []*channels.Message
 	// doneMu is never reset: a closer from the batch's previous use may
@@ -183,7 +187,7 @@ func (b *RecipientBatch) reset(r *run, members int) {
 	b.led = nil
 	b.nslots, b.undone, b.laidOut = 0, 0, false
 	b.pendD, b.pendC, b.pendF = b.pendD[:0], b.pendC[:0], b.pendF[:0]
-	b.pendFinal, b.pendAll = false, false
+	b.pendFinal, b.pendAll, b.listed = false, false, false
 }
 
 // layout gives every position its ledger slots (in position order: one per
@@ -292,8 +296,8 @@ func (b *RecipientBatch) skip(p int, reason string) {
 	if b.laidOut {
 		b.countSlots(p, reason)
 	}
+	b.listLocked(1)
 	b.mu.Unlock()
-	b.noteDirty()
 }
 
 // skipEnvelope settles one message of a position without sending it (in
@@ -314,14 +318,20 @@ func (b *RecipientBatch) skipEnvelope(e *envelope, reason string) {
 	}
 }
 
-// noteDirty puts a claimed batch on its ledger's list for the next flush.
-func (b *RecipientBatch) noteDirty() { b.noteDirtyN(1) }
-
-// noteDirtyN is noteDirty for n changes at once (nil b: nothing).
-func (b *RecipientBatch) noteDirtyN(n int) {
-	if b != nil && n > 0 && b.led != nil && b.Seq > 0 {
-		b.led.dirty(b, n)
+// listLocked puts a claimed batch on its ledger's list for the next flush,
+// once per flush, with n changes. Called with mu held.
+func (b *RecipientBatch) listLocked(n int) {
+	// Not before layout: a redriven batch has its seq from the start, and
+	// its bitmaps are made by layout, while the batch is not yet shared.
+	if b.led == nil || b.Seq == 0 || !b.laidOut {
+		return
 	}
+	if !b.listed {
+		b.listed = true
+		b.led.dirty(b, n)
+		return
+	}
+	b.led.count(n)
 }
 
 // addEnvelope appends a message for position p and returns it.
@@ -360,11 +370,8 @@ func (b *RecipientBatch) idempotency(campaign string, user uint64, channel strin
 }
 
 // settle applies one outcome (called by pool workers through RouteOutcomes)
-// and reports whether it was the batch's last: then the batch is on its
-// ledger's list already and may be reused at once, so the caller must not
-// touch it again. Otherwise the caller puts the batch on the list
-// (noteDirty), once for a run of outcomes of one batch: per message it would
-// cost a lock and a wake-up.
+// and reports whether it was the batch's last: the batch may then be reused
+// at once, so the caller must not touch it again.
 func (b *RecipientBatch) settle(e *envelope, out *channels.Outcome) (final bool) {
 	b.mu.Lock()
 	ps := &b.pos[e.pos]
@@ -405,11 +412,12 @@ func (b *RecipientBatch) settle(e *envelope, out *channels.Outcome) (final bool)
 		b.remaining--
 		final = b.remaining == 0
 	}
+	// On the ledger's list before the lock is released: once the last
+	// outcome is in, the finisher waits for a flush that holds it, then may
+	// reuse the batch.
+	b.listLocked(1)
 	b.mu.Unlock()
 	if final {
-		// On the ledger's list before anyone waiting for the batch wakes:
-		// its finisher then waits for a flush that holds these outcomes.
-		b.noteDirty()
 		b.closeDone()
 	}
 	return final
@@ -462,26 +470,11 @@ func outcomeReason(out *channels.Outcome) string {
 // RouteOutcomes is the OutcomeSink every channel pool that carries campaign
 // messages must report to: it routes each outcome back to its batch.
 func RouteOutcomes(_ context.Context, outs []channels.Outcome) {
-	var last *RecipientBatch
-	n := 0
 	for i := range outs {
-		e, ok := outs[i].Message.Ref.(*envelope)
-		if !ok {
-			continue
+		if e, ok := outs[i].Message.Ref.(*envelope); ok {
+			e.batch.settle(e, &outs[i])
 		}
-		if e.batch != last {
-			last.noteDirtyN(n)
-			last, n = e.batch, 0
-		}
-		if e.batch.settle(e, &outs[i]) {
-			// The batch's last outcome: settle listed it, and its finisher
-			// may already be reusing it.
-			last, n = nil, 0
-			continue
-		}
-		n++
 	}
-	last.noteDirtyN(n)
 }
 
 // Slots is how many counts member m adds to a campaign's status on channel

@@ -204,8 +204,8 @@ func renderStage(_ context.Context, b *RecipientBatch) error {
 func startStage(_ context.Context, b *RecipientBatch) error {
 	b.mu.Lock()
 	b.remaining = b.open
+	b.listLocked(1)
 	b.mu.Unlock()
-	b.noteDirty()
 	if b.open == 0 {
 		b.closeDone()
 	}
