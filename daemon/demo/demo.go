@@ -175,7 +175,16 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	}
 	fmt.Fprintf(out, "campaign %q created over %d channels for %d members\n", st.ID, len(st.Channels), members)
 
-	total := members * uint64(len(st.Channels))
+	// The campaign counts every message (one per device token or
+	// subscription) and every member × channel without one.
+	want, err := daemon.ExpectedCounts(shardPath, "all", st.Channels, false)
+	if err != nil {
+		return nil, fmt.Errorf("count the demo's messages: %w", err)
+	}
+	var total uint64
+	for _, n := range want {
+		total += uint64(n)
+	}
 	bar := newProgress(out, opts.Progress, total)
 	for st.Status != campaigns.StatusCompleted {
 		select {
