@@ -213,6 +213,53 @@ func (fe *FlowEngine) Load(ctx context.Context) error {
 	}
 }
 
+// RestoreFlows writes every flow this engine holds back into its store,
+// for a state store that lost its data (the engine's reset observer calls
+// it): a flow the store still has is left alone. It returns how many it
+// wrote.
+func (fe *FlowEngine) RestoreFlows(ctx context.Context) (int, error) {
+	fe.mu.RLock()
+	afs := make([]*activeFlow, 0, len(fe.flows))
+	for _, af := range fe.flows {
+		afs = append(afs, af)
+	}
+	fe.mu.RUnlock()
+	n := 0
+	var errs []error
+	for _, af := range afs {
+		def, err := json.Marshal(af.f)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("encode flow %s: %w", af.f.ID, err))
+			continue
+		}
+		af.mu.Lock()
+		status := af.status
+		af.mu.Unlock()
+		id := FlowPrefix + af.f.ID
+		if _, created, err := fe.store.Create(ctx, id, def); err != nil || !created {
+			if err != nil {
+				errs = append(errs, fmt.Errorf("restore flow %s: %w", af.f.ID, err))
+			}
+			continue
+		}
+		// Create leaves it scheduled; flows run (or are paused) from creation.
+		if status != StatusScheduled {
+			if _, err := fe.store.Transition(ctx, id, StatusScheduled, StatusRunning); err != nil {
+				errs = append(errs, fmt.Errorf("restore flow %s: %w", af.f.ID, err))
+				continue
+			}
+			if status != StatusRunning {
+				if _, err := fe.store.Transition(ctx, id, StatusRunning, status); err != nil {
+					errs = append(errs, fmt.Errorf("restore flow %s: %w", af.f.ID, err))
+					continue
+				}
+			}
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
 // Sync picks up flows created, paused, resumed or deleted through another
 // daemon of the fleet: each daemon calls it periodically, so a flow defined
 // anywhere reaches every shard without a restart.

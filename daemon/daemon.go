@@ -219,6 +219,18 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		campaigns.WithStateResetObserver(func(restored, lost int) {
 			stateMetrics.resets.Inc()
 			stateMetrics.restored.Add(float64(restored))
+			// The flows this daemon holds go back too (a flow is a record
+			// like a campaign; every daemon of a fleet holds all of them).
+			if d.flows != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				n, err := d.flows.RestoreFlows(ctx)
+				if err != nil {
+					d.log.Error("write flows back to the state store", "error", err, "restored", n)
+				} else {
+					d.log.Warn("flows written back to the state store", "restored", n)
+				}
+			}
 		}),
 		campaigns.WithQuarantineObserver(func(string) { stateMetrics.quarantined.Inc() }),
 		campaigns.WithRunObserver(func(id string, fresh bool) {

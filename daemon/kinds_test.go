@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -103,5 +104,51 @@ func TestFlowsMigrateToTheirOwnKind(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFlowsComeBackAfterRedisLostItsData: a Redis that comes back empty has
+// lost the flow records too; the daemon, which holds every flow, writes them
+// back with their status when it notices the lost epoch.
+func TestFlowsComeBackAfterRedisLostItsData(t *testing.T) {
+	raw := os.Getenv("REDIS_URL")
+	if raw == "" {
+		t.Skip("REDIS_URL not set (.ci/run starts Redis and sets it)")
+	}
+	prefix := redisPrefix(t, raw)
+	td := startDaemon(t, fmt.Sprintf("redis:\n  url: %s\n  prefix: %q\n", raw, prefix))
+	for _, f := range []string{
+		`{"id":"welcome","trigger":{"event":"signup"},"channels":["sms"],"reentry":"0s","content":{"sms":{"body":"Welcome!"}}}`,
+		`{"id":"winback","trigger":{"event":"lapsed"},"channels":["sms"],"reentry":"0s","content":{"sms":{"body":"Come back"}}}`,
+	} {
+		if status, body := td.do(t, "POST", "/v1/flows", testToken, "application/json", []byte(f)); status != 201 {
+			t.Fatalf("create flow: %d %v", status, body)
+		}
+	}
+	if status, body := td.do(t, "POST", "/v1/flows/winback/pause", testToken, "", nil); status != 200 {
+		t.Fatalf("pause flow: %d %v", status, body)
+	}
+	opt, err := redis.ParseURL(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	ctx := context.Background()
+	wipe := func() {
+		iter := rdb.Scan(ctx, 0, prefix+"*", 500).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+	}
+	wipe() // Redis restarted without its data
+	status := func(id string) string {
+		v, _ := rdb.HGet(ctx, prefix+"f:{f:flow:"+id+"}:rec", "st").Result()
+		return v
+	}
+	waitFor(t, 15*time.Second, func() bool { return status("welcome") == "running" && status("winback") == "paused" },
+		"the flows were not written back after Redis lost its data")
+	if n, _ := rdb.ZCard(ctx, prefix+"flows").Result(); n != 2 {
+		t.Fatalf("flows index holds %d entries after the restore, want 2", n)
 	}
 }
