@@ -182,8 +182,8 @@ func (af *activeFlow) snapshot() FlowStatus {
 	return st
 }
 
-// Load reads the stored flows (after a restart).
-func (fe *FlowEngine) Load(ctx context.Context) error {
+// eachFlowRecord calls fn for every stored flow record, a page at a time.
+func (fe *FlowEngine) eachFlowRecord(ctx context.Context, fn func(rec CampaignRecord)) error {
 	after := FlowPrefix
 	for {
 		recs, err := fe.store.List(ctx, after, 200)
@@ -195,22 +195,51 @@ func (fe *FlowEngine) Load(ctx context.Context) error {
 			if !strings.HasPrefix(rec.ID, FlowPrefix) {
 				return nil
 			}
-			if rec.Status == StatusCancelled {
-				continue
-			}
-			f, err := DecodeFlow(rec.Definition)
-			if err != nil {
-				fe.log.Error("stored flow no longer valid; skipped", "flow", rec.ID, "error", err)
-				continue
-			}
-			if _, err := fe.activate(f, rec.Status); err != nil {
-				fe.log.Error("stored flow does not compile; skipped", "flow", rec.ID, "error", err)
-			}
+			fn(rec)
 		}
 		if len(recs) < 200 {
 			return nil
 		}
 	}
+}
+
+// Load reads the stored flows (after a restart).
+func (fe *FlowEngine) Load(ctx context.Context) error {
+	return fe.eachFlowRecord(ctx, func(rec CampaignRecord) {
+		if rec.Status == StatusCancelled {
+			return
+		}
+		f, err := DecodeFlow(rec.Definition)
+		if err != nil {
+			fe.log.Error("stored flow no longer valid; skipped", "flow", rec.ID, "error", err)
+			return
+		}
+		if _, err := fe.activate(f, rec.Status); err != nil {
+			fe.log.Error("stored flow does not compile; skipped", "flow", rec.ID, "error", err)
+		}
+	})
+}
+
+// RecreateRecord creates a record in store and walks it to status along the
+// lifecycle (scheduled → running → paused or cancelled), for a record that
+// moves between stores or comes back to one that lost it. created is false
+// when the store has the id already: it is left alone.
+func RecreateRecord(ctx context.Context, store CampaignStore, id string, def []byte, status Status) (created bool, err error) {
+	if _, created, err = store.Create(ctx, id, def); err != nil || !created {
+		return false, err
+	}
+	if status == StatusScheduled {
+		return true, nil
+	}
+	if _, err := store.Transition(ctx, id, StatusScheduled, StatusRunning); err != nil {
+		return true, err
+	}
+	if status != StatusRunning {
+		if _, err := store.Transition(ctx, id, StatusRunning, status); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
 }
 
 // RestoreFlows writes every flow this engine holds back into its store,
@@ -235,27 +264,13 @@ func (fe *FlowEngine) RestoreFlows(ctx context.Context) (int, error) {
 		af.mu.Lock()
 		status := af.status
 		af.mu.Unlock()
-		id := FlowPrefix + af.f.ID
-		if _, created, err := fe.store.Create(ctx, id, def); err != nil || !created {
-			if err != nil {
-				errs = append(errs, fmt.Errorf("restore flow %s: %w", af.f.ID, err))
-			}
-			continue
+		created, err := RecreateRecord(ctx, fe.store, FlowPrefix+af.f.ID, def, status)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("restore flow %s: %w", af.f.ID, err))
+		case created:
+			n++
 		}
-		// Create leaves it scheduled; flows run (or are paused) from creation.
-		if status != StatusScheduled {
-			if _, err := fe.store.Transition(ctx, id, StatusScheduled, StatusRunning); err != nil {
-				errs = append(errs, fmt.Errorf("restore flow %s: %w", af.f.ID, err))
-				continue
-			}
-			if status != StatusRunning {
-				if _, err := fe.store.Transition(ctx, id, StatusRunning, status); err != nil {
-					errs = append(errs, fmt.Errorf("restore flow %s: %w", af.f.ID, err))
-					continue
-				}
-			}
-		}
-		n++
 	}
 	return n, errors.Join(errs...)
 }
@@ -264,46 +279,32 @@ func (fe *FlowEngine) RestoreFlows(ctx context.Context) (int, error) {
 // daemon of the fleet: each daemon calls it periodically, so a flow defined
 // anywhere reaches every shard without a restart.
 func (fe *FlowEngine) Sync(ctx context.Context) error {
-	after := FlowPrefix
-	for {
-		recs, err := fe.store.List(ctx, after, 200)
-		if err != nil {
-			return fmt.Errorf("list flows: %w", err)
-		}
-		for _, rec := range recs {
-			after = rec.ID
-			if !strings.HasPrefix(rec.ID, FlowPrefix) {
-				return nil
+	return fe.eachFlowRecord(ctx, func(rec CampaignRecord) {
+		id := strings.TrimPrefix(rec.ID, FlowPrefix)
+		fe.mu.RLock()
+		af := fe.flows[id]
+		fe.mu.RUnlock()
+		switch {
+		case af == nil && rec.Status != StatusCancelled:
+			f, err := DecodeFlow(rec.Definition)
+			if err != nil {
+				return // logged by Load at start; not worth a line a second
 			}
-			id := strings.TrimPrefix(rec.ID, FlowPrefix)
-			fe.mu.RLock()
-			af := fe.flows[id]
-			fe.mu.RUnlock()
-			switch {
-			case af == nil && rec.Status != StatusCancelled:
-				f, err := DecodeFlow(rec.Definition)
-				if err != nil {
-					continue // logged by Load at start; not worth a line a second
-				}
-				if _, err := fe.activate(f, rec.Status); err != nil {
-					continue
-				}
-				fe.log.Info("flow defined through another daemon is active here", "flow", id, "status", rec.Status)
-			case af != nil && rec.Status == StatusCancelled:
-				fe.mu.Lock()
-				delete(fe.flows, id)
-				fe.unindex(af)
-				fe.mu.Unlock()
-			case af != nil:
-				af.mu.Lock()
-				af.status = rec.Status
-				af.mu.Unlock()
+			if _, err := fe.activate(f, rec.Status); err != nil {
+				return
 			}
+			fe.log.Info("flow defined through another daemon is active here", "flow", id, "status", rec.Status)
+		case af != nil && rec.Status == StatusCancelled:
+			fe.mu.Lock()
+			delete(fe.flows, id)
+			fe.unindex(af)
+			fe.mu.Unlock()
+		case af != nil:
+			af.mu.Lock()
+			af.status = rec.Status
+			af.mu.Unlock()
 		}
-		if len(recs) < 200 {
-			return nil
-		}
-	}
+	})
 }
 
 func (fe *FlowEngine) activate(f *Flow, status Status) (*activeFlow, error) {

@@ -478,22 +478,9 @@ func migrateFlows(ctx context.Context, from, to campaigns.CampaignStore) error {
 			if !strings.HasPrefix(rec.ID, campaigns.FlowPrefix) {
 				return nil
 			}
-			if _, err := to.Get(ctx, rec.ID); err == nil {
-				continue
-			}
-			if _, created, err := to.Create(ctx, rec.ID, rec.Definition); err != nil || !created {
-				continue // a conflicting or concurrent copy: the flow store wins
-			}
-			// scheduled → running → (paused | cancelled), as the flow went.
-			if rec.Status != campaigns.StatusScheduled {
-				if _, err := to.Transition(ctx, rec.ID, campaigns.StatusScheduled, campaigns.StatusRunning); err != nil {
-					return fmt.Errorf("migrate flow %s: %w", rec.ID, err)
-				}
-				if rec.Status != campaigns.StatusRunning {
-					if _, err := to.Transition(ctx, rec.ID, campaigns.StatusRunning, rec.Status); err != nil {
-						return fmt.Errorf("migrate flow %s: %w", rec.ID, err)
-					}
-				}
+			// A conflicting or concurrent copy: the flow store wins.
+			if _, err := campaigns.RecreateRecord(ctx, to, rec.ID, rec.Definition, rec.Status); err != nil && !errors.Is(err, campaigns.ErrConflict) {
+				return fmt.Errorf("migrate flow %s: %w", rec.ID, err)
 			}
 		}
 		if len(recs) < 200 {
