@@ -131,6 +131,11 @@ type rig struct {
 
 	mu   sync.Mutex
 	sent map[string][]string // channel → idempotency keys, in send order
+
+	// onHandoff, when set, sees each request as its worker hands it off:
+	// the order in which workers took their batches from the pool, which
+	// send order across two workers only approximates.
+	onHandoff atomic.Pointer[func(ch string, msgs []*channels.Message)]
 }
 
 func newRig(t *testing.T, state *memstate.Store, src *source, cfg campaigns.EngineConfig) *rig {
@@ -149,7 +154,12 @@ func newRig(t *testing.T, state *memstate.Store, src *source, cfg campaigns.Engi
 			Workers: 2, BatchSize: 50, QueueSize: 500, MaxAttempts: 2,
 			BackoffBase: time.Millisecond, BackoffMax: time.Millisecond,
 			Outcomes: channels.OutcomeFunc(campaigns.RouteOutcomes),
-			Handoff:  channels.HandoffFunc(campaigns.HandOff),
+			Handoff: channels.HandoffFunc(func(ctx context.Context, msgs []*channels.Message) error {
+				if f := r.onHandoff.Load(); f != nil {
+					(*f)(name, msgs)
+				}
+				return campaigns.HandOff(ctx, msgs)
+			}),
 		})
 		if err != nil {
 			t.Fatal(err)
