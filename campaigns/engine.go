@@ -100,6 +100,11 @@ type Engine struct {
 	mu       sync.Mutex
 	runs     map[string]*runHandle
 	compiled map[string]*compiled
+	// finished are the parts this engine completed of campaigns still
+	// running on other shards: a store that loses them (emptied, or one
+	// Cluster master restarted empty) would otherwise make this daemon run
+	// its part again from the start. Forgotten once the campaign is final.
+	finished map[string]CampaignSnapshot
 
 	// The state store's epoch, to notice a store that lost everything.
 	emu          sync.Mutex
@@ -161,7 +166,7 @@ func NewEngine(store CampaignStore, progress ProgressStore, source MemberSource,
 	e := &Engine{
 		store: store, progress: progress, source: source, dispatch: dispatch,
 		cfg: cfg.withDefaults(), now: time.Now, log: slog.Default(),
-		runs: map[string]*runHandle{}, compiled: map[string]*compiled{},
+		runs: map[string]*runHandle{}, compiled: map[string]*compiled{}, finished: map[string]CampaignSnapshot{},
 		baseCtx: context.Background(),
 	}
 	for _, o := range opts {
@@ -598,6 +603,7 @@ func (e *Engine) runLoop(ctx context.Context, r *run, res Resume, h *runHandle, 
 			r.log.Error("mark campaign part complete; the next run finds nothing left to send", "error", cerr)
 			break
 		}
+		e.rememberFinished(r)
 		e.completeIfAllParts(bg, r.c.ID, r.log)
 	case errors.Is(err, errStopped) || ctx.Err() != nil:
 		r.log.Info("campaign run stopped", "cause", context.Cause(ctx))
@@ -652,7 +658,58 @@ func (e *Engine) completeIfAllParts(ctx context.Context, id string, log *slog.Lo
 		}
 		return
 	}
+	e.forgetFinished(id)
 	log.Info("campaign completed")
+}
+
+// rememberFinished keeps what a completed part's run knows while the
+// campaign waits for other shards.
+func (e *Engine) rememberFinished(r *run) {
+	if r.lease.Campaign == r.c.ID {
+		return // one part: the campaign completes with it
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cc := e.compiled[r.c.ID]
+	if cc == nil {
+		return
+	}
+	snap := r.snapshot(cc)
+	snap.Record.Ring = r.ring
+	snap.Open, snap.Completed = nil, true
+	e.finished[r.c.ID] = snap
+}
+
+func (e *Engine) forgetFinished(id string) {
+	e.mu.Lock()
+	delete(e.finished, id)
+	e.mu.Unlock()
+}
+
+// refinish writes back a part this engine completed whose progress the
+// store no longer has. It reports whether the part was one of them.
+func (e *Engine) refinish(ctx context.Context, id string, p Progress) bool {
+	e.mu.Lock()
+	snap, ok := e.finished[id]
+	e.mu.Unlock()
+	if !ok || p.Completed || p.Retry || p.Owner != "" {
+		return false
+	}
+	log := e.log.With("campaign", id)
+	rs, can := e.progress.(StateRestorer)
+	if !can {
+		return false
+	}
+	// Most likely the epoch check writes it back with everything else; if
+	// the store lost only this part's slot, write it back here.
+	if reset, err := e.CheckState(ctx); err == nil && reset {
+		return true
+	}
+	log.Error("this daemon completed its part but the store no longer has it: writing it back as completed instead of sending again")
+	if _, err := rs.Restore(ctx, snap, 0); err != nil {
+		log.Error("write back completed part; it is not run again while this daemon lives", "error", err)
+	}
+	return true
 }
 
 // parts reads the progress of every part of a campaign on a ring of n shards.
@@ -718,6 +775,9 @@ func (e *Engine) Tick(ctx context.Context) error {
 			}
 			e.mu.Lock()
 			_, busy := e.runs[rec.ID]
+			if rec.Status == StatusCompleted || rec.Status == StatusCancelled || rec.Status == StatusFailed {
+				delete(e.finished, rec.ID)
+			}
 			e.mu.Unlock()
 			if busy && rec.Status != StatusRunning {
 				// Paused, cancelled or failed through another daemon of the fleet.
@@ -742,6 +802,9 @@ func (e *Engine) Tick(ctx context.Context) error {
 					// Our part is done; the campaign waits for the others (or a
 					// daemon died between completing the last part and the record).
 					e.completeIfAllParts(ctx, rec.ID, e.log.With("campaign", rec.ID))
+					continue
+				}
+				if e.refinish(ctx, rec.ID, p) {
 					continue
 				}
 				// A part reopened by "retry failed" (through any daemon) runs its

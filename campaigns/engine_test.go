@@ -140,7 +140,22 @@ type rig struct {
 
 func newRig(t *testing.T, state *memstate.Store, src *source, cfg campaigns.EngineConfig) *rig {
 	t.Helper()
-	r := &rig{t: t, state: state, src: src, chans: map[string]*channelstest.Scripted{}, pools: map[string]*channels.Pool{}, sent: map[string][]string{}}
+	r := newRigOn(t, state, src, cfg)
+	r.state = state
+	return r
+}
+
+// stateStore is what an engine keeps its campaigns in: memstate, or
+// redisstate for the tests of a store that loses its data.
+type stateStore interface {
+	campaigns.CampaignStore
+	campaigns.ProgressStore
+}
+
+// newRigOn is newRig over any state store.
+func newRigOn(t *testing.T, state stateStore, src *source, cfg campaigns.EngineConfig) *rig {
+	t.Helper()
+	r := &rig{t: t, src: src, chans: map[string]*channelstest.Scripted{}, pools: map[string]*channels.Pool{}, sent: map[string][]string{}}
 	for _, name := range []string{channels.Email, channels.SMS, channels.APNs} {
 		ch := channelstest.NewScripted(name)
 		ch.OnSend(func(batch []*channels.Message) {

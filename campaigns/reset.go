@@ -107,6 +107,10 @@ func (e *Engine) restoreAll(ctx context.Context, rs StateRestorer) (restored, lo
 	for id, cc := range e.compiled {
 		known[id] = cc
 	}
+	finished := make([]CampaignSnapshot, 0, len(e.finished))
+	for _, snap := range e.finished {
+		finished = append(finished, snap)
+	}
 	e.mu.Unlock()
 	running := map[string]bool{}
 	for _, r := range runs {
@@ -124,6 +128,20 @@ func (e *Engine) restoreAll(ctx context.Context, rs StateRestorer) (restored, lo
 		})
 		if err != nil {
 			e.log.Error("restore campaign", "campaign", r.c.ID, "error", err)
+			lost++
+			continue
+		}
+		restored++
+	}
+	// Parts completed here of campaigns other shards still run: written
+	// back as done, or this daemon (or its standby) would run them again.
+	for _, snap := range finished {
+		if running[snap.Record.ID] {
+			continue // a retry pass runs it again now; its run was restored above
+		}
+		running[snap.Record.ID] = true
+		if _, err := rs.Restore(ctx, snap, 0); err != nil {
+			e.log.Error("restore completed campaign part", "campaign", snap.Record.ID, "error", err)
 			lost++
 			continue
 		}

@@ -396,6 +396,9 @@ type CampaignSnapshot struct {
 	Open        []Batch // durable state of the batches above the checkpoint
 	Counts      []Count
 	Failures    []Failure
+	// Completed: the part is done (a fleet part waiting for the others'),
+	// written back as done and without a lease, so no daemon runs it again.
+	Completed bool
 }
 
 // StateRestorer is implemented by state stores that can lose their data

@@ -407,23 +407,53 @@ func (s *Store) Progress(ctx context.Context, campaign string) (campaigns.Progre
 	return out, nil
 }
 
-// Epoch implements campaigns.StateRestorer: the key <prefix>epoch holds a
-// random marker set once; a Redis that lost its data has none.
+// epochTags are hash tags whose slots fall one in each sixteenth of the
+// 16,384 Redis Cluster slots (checked against CLUSTER KEYSLOT by a test).
+// A master of a cluster owns at least one of them unless it owns fewer than
+// ~1,024 contiguous slots, so a master that restarts empty loses a marker
+// even when the rest of the cluster kept its data. The markers move with
+// their slots when the cluster is resharded.
+var epochTags = [16]string{"e0", "e22", "e62", "e40", "e1", "e23", "e63", "e41", "e2", "e20", "e60", "e42", "e3", "e21", "e61", "e43"}
+
+// Epoch implements campaigns.StateRestorer. The marker is a random value
+// set once under each of the epoch keys; a Redis (or, in a cluster, one
+// master) that lost its data has a new value under some key, so the joined
+// value changes. One pipeline: one round trip per node.
 func (s *Store) Epoch(ctx context.Context) (string, bool, error) {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", false, fmt.Errorf("read epoch: %w", err)
 	}
-	v, err := s.epoch.Run(ctx, s.rdb, []string{s.prefix + "epoch"}, hex.EncodeToString(b[:])).Slice()
-	if err != nil {
+	fresh := hex.EncodeToString(b[:])
+	keys := s.epochKeys()
+	pipe := s.rdb.Pipeline()
+	set := make([]*redis.BoolCmd, len(keys))
+	get := make([]*redis.StringCmd, len(keys))
+	for i, k := range keys {
+		set[i] = pipe.SetNX(ctx, k, fresh, 0)
+		get[i] = pipe.Get(ctx, k)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return "", false, fmt.Errorf("read epoch: %w", err)
 	}
-	if len(v) != 2 {
-		return "", false, fmt.Errorf("read epoch: unexpected reply %v", v)
+	var out strings.Builder
+	created := false
+	for i := range keys {
+		created = created || set[i].Val()
+		if i > 0 {
+			out.WriteByte('.')
+		}
+		out.WriteString(get[i].Val())
 	}
-	e, _ := v[0].(string)
-	created, _ := v[1].(int64)
-	return e, created == 1, nil
+	return out.String(), created, nil
+}
+
+func (s *Store) epochKeys() []string {
+	keys := make([]string, len(epochTags))
+	for i, t := range epochTags {
+		keys[i] = s.prefix + "epoch{" + t + "}"
+	}
+	return keys
 }
 
 // Restore implements campaigns.StateRestorer: the record (if absent: in a
@@ -434,7 +464,7 @@ func (s *Store) Restore(ctx context.Context, snap campaigns.CampaignSnapshot, tt
 	id := snap.Record.ID
 	l := snap.Lease
 	leased := l.Token > 0
-	if id == "" || (leased && (l.Campaign == "" || ttl < time.Millisecond)) {
+	if id == "" || (leased && (l.Campaign == "" || (ttl < time.Millisecond && !snap.Completed))) {
 		return false, fmt.Errorf("restore campaign %q: need a record, and a ttl for its lease", id)
 	}
 	def, err := compactJSON(snap.Record.Definition)
@@ -450,6 +480,11 @@ func (s *Store) Restore(ctx context.Context, snap campaigns.CampaignSnapshot, tt
 	if leased {
 		args := []any{leaseValue(l), ms(ttl)}
 		prog := []any{"fence", l.Token, "seq", snap.Seq, "live", l.Token, "fl", strconv.FormatInt(l.Token, 10) + ":" + strconv.FormatInt(snap.Flush, 10)}
+		if snap.Completed {
+			// No lease: the part is done, and "done" keeps every daemon from running it.
+			args[1] = 0
+			prog = []any{"fence", l.Token, "seq", snap.Seq, "done", 1}
+		}
 		if snap.HasClaimed {
 			prog = append(prog, "hi", hex16(snap.LastClaimed))
 		}

@@ -360,7 +360,12 @@ func TestKeyLayout(t *testing.T) {
 		"c:{c:spring}:fail":         {"zset", false},
 		"campaigns":                 {"zset", false},
 		"intake":                    {"stream", false},
-		"epoch":                     {"string", false},
+	}
+	for _, tag := range []string{"e0", "e22", "e62", "e40", "e1", "e23", "e63", "e41", "e2", "e20", "e60", "e42", "e3", "e21", "e61", "e43"} {
+		want["epoch{"+tag+"}"] = struct {
+			typ string
+			ttl bool
+		}{"string", false}
 	}
 	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 	seen := map[string]bool{}
@@ -373,7 +378,7 @@ func TestKeyLayout(t *testing.T) {
 			t.Errorf("undocumented key %q", k)
 			continue
 		}
-		if k != "campaigns" && k != "intake" && k != "epoch" && !tagged.MatchString(k) {
+		if k != "campaigns" && k != "intake" && !strings.HasPrefix(k, "epoch{") && !tagged.MatchString(k) {
 			t.Errorf("key %q carries no user or campaign hash tag", k)
 		}
 		typ, err := c.Type(ctx, iter.Val()).Result()
@@ -486,5 +491,120 @@ func testRestoreAfterEmptyRedis(t *testing.T, c redis.UniversalClient) {
 	p, err := s.Progress(ctx, "spring")
 	if err != nil || !slices.Equal(p.Counts, []campaigns.Count{{Channel: "sms", Reason: "sent", N: 32}}) {
 		t.Fatalf("progress after restore: %+v %v", p, err)
+	}
+}
+
+// TestEpochNoticesOneMasterLost: the epoch marker is spread over the
+// cluster's slots, so losing the keys of one slot range (a master restarted
+// empty while the others kept their data) changes the epoch.
+func TestEpochNoticesOneMasterLost(t *testing.T) { onEachBackend(t, testEpochNoticesOneMasterLost) }
+
+func testEpochNoticesOneMasterLost(t *testing.T, c redis.UniversalClient) {
+	ctx := context.Background()
+	s, prefix := newStore(t, c)
+	e1, created, err := s.Epoch(ctx)
+	if err != nil || !created {
+		t.Fatalf("first epoch: %q created=%v %v", e1, created, err)
+	}
+	if e, created, err := s.Epoch(ctx); err != nil || created || e != e1 {
+		t.Fatalf("second look: %q created=%v %v, want %q unchanged", e, created, err, e1)
+	}
+	keys := epochKeysOf(t, c, prefix)
+	if len(keys) != 16 {
+		t.Fatalf("epoch keys %v, want 16", keys)
+	}
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		// Each marker sits in its own sixteenth of the slots, so every master
+		// owning more than ~1,024 contiguous slots holds one.
+		for _, k := range keys {
+			slot, err := cc.ClusterKeySlot(ctx, k).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			tag := k[strings.Index(k, "{")+1 : len(k)-1]
+			i := slices.Index([]string{"e0", "e22", "e62", "e40", "e1", "e23", "e63", "e41", "e2", "e20", "e60", "e42", "e3", "e21", "e61", "e43"}, tag)
+			if i < 0 || slot < int64(i)*1024 || slot >= int64(i+1)*1024 {
+				t.Errorf("marker %s is in slot %d, want sixteenth %d", k, slot, i)
+			}
+		}
+	}
+	// One slot range loses its data: the last sixteenth.
+	if err := c.Del(ctx, keys[len(keys)-1]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e2, created, err := s.Epoch(ctx)
+	if err != nil || !created || e2 == e1 {
+		t.Fatalf("after one marker was lost: %q created=%v %v, want a new epoch", e2, created, err)
+	}
+	if e, created, err := s.Epoch(ctx); err != nil || created || e != e2 {
+		t.Fatalf("look after the loss: %q created=%v %v, want %q", e, created, err, e2)
+	}
+}
+
+// epochKeysOf lists the epoch marker keys under prefix.
+func epochKeysOf(t *testing.T, c redis.UniversalClient, prefix string) []string {
+	t.Helper()
+	var out []string
+	scan := func(ctx context.Context, n redis.UniversalClient) error {
+		iter := n.Scan(ctx, 0, prefix+"epoch*", 1000).Iterator()
+		for iter.Next(ctx) {
+			out = append(out, iter.Val())
+		}
+		return iter.Err()
+	}
+	ctx := context.Background()
+	var err error
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		var mu sync.Mutex
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return scan(ctx, n)
+		})
+	} else {
+		err = scan(ctx, c)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestRestoreCompletedPart: a fleet part completed before the store lost it
+// is written back as done and without a lease: nobody runs it again.
+func TestRestoreCompletedPart(t *testing.T) { onEachBackend(t, testRestoreCompletedPart) }
+
+func testRestoreCompletedPart(t *testing.T, c redis.UniversalClient) {
+	ctx := context.Background()
+	s, prefix := newStore(t, c)
+	def := []byte(`{"id":"fleet","segment":"all"}`)
+	rec, _, err := s.Create(ctx, "fleet", def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec, err = s.Transition(ctx, "fleet", campaigns.StatusScheduled, campaigns.StatusRunning); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Acquire(ctx, "fleet/s0", "daemon-1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := []campaigns.Count{{Channel: "sms", Reason: "sent", N: 7}}
+	snap := campaigns.CampaignSnapshot{Record: rec, Lease: r.Lease, Seq: 3, Counts: counts, Completed: true,
+		Failures: []campaigns.Failure{{User: 5, Channel: "sms", Reason: "network"}}}
+	deletePrefix(ctx, c, prefix)
+	if ok, err := s.Restore(ctx, snap, 0); err != nil || !ok {
+		t.Fatalf("restore completed part: restored=%v %v", ok, err)
+	}
+	p, err := s.Progress(ctx, "fleet/s0")
+	if err != nil || !p.Completed || p.Owner != "" || p.Failures != 1 || !slices.Equal(p.Counts, counts) {
+		t.Fatalf("restored part: %+v %v; want completed, no owner, 1 failure, counts %v", p, err, counts)
+	}
+	if got, err := s.Get(ctx, "fleet"); err != nil || got.Status != campaigns.StatusRunning {
+		t.Fatalf("restored record: %+v %v", got, err)
+	}
+	if ok, err := s.Restore(ctx, snap, 0); err != nil || ok {
+		t.Fatalf("second restore: restored=%v %v, want left alone", ok, err)
 	}
 }

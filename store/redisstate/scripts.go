@@ -333,14 +333,6 @@ redis.call('HSETNX', KEYS[1], 'ring', ARGV[1])
 return redis.call('HGET', KEYS[1], 'ring')
 `
 
-// Epoch marker. KEYS: epoch. ARGV: a new random epoch. Returns {epoch, created 0|1}.
-const epochSrc = `
-local e = redis.call('GET', KEYS[1])
-if e then return {e, 0} end
-redis.call('SET', KEYS[1], ARGV[1])
-return {ARGV[1], 1}
-`
-
 // Restore a lost campaign record. KEYS: rec. ARGV: def, status, reason,
 // created ms, updated ms, ring. Writes it only if absent (another part's daemon may
 // have restored it first). Returns 1 if written.
@@ -359,7 +351,7 @@ return 1
 // lose it, or its owner restored it already.
 const restoreSrc = `
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
 local i = 3
 for k = 2, 4 do
   local n = tonumber(ARGV[i]); i = i + 1

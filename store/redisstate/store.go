@@ -46,7 +46,7 @@ type Store struct {
 	claimDue                       *redis.Script
 	claimBatch, report, retried    *redis.Script
 	createRecord, transitionRecord *redis.Script
-	epoch, restore, restoreRec     *redis.Script
+	restore, restoreRec            *redis.Script
 	complete, pinRing              *redis.Script
 }
 
@@ -91,7 +91,6 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
 	s.retried = redis.NewScript(retriedSrc)
 	s.createRecord = redis.NewScript(createSrc)
 	s.transitionRecord = redis.NewScript(transitionSrc)
-	s.epoch = redis.NewScript(epochSrc)
 	s.restore = redis.NewScript(restoreSrc)
 	s.restoreRec = redis.NewScript(restoreRecSrc)
 	s.complete = redis.NewScript(completeSrc)
