@@ -132,6 +132,37 @@ type Trigger struct {
 	OccurredAt     *time.Time `json:"occurred_at,omitempty"`
 }
 
+// Forwarded are triggers one daemon of a fleet hands to the daemon of their
+// users' shard, with the time they arrived at the first: the owner keeps
+// it, so the latency it reports is the user's, and a trigger without an
+// idempotency key that the stream delivers twice gets the same dedup scope
+// both times.
+type Forwarded struct {
+	Arrived  time.Time `json:"arrived"`
+	Triggers []Trigger `json:"triggers"`
+}
+
+// DecodeForwarded reads a per-shard stream entry. Entries written before
+// the arrival time was carried ({"triggers": [...]}) decode with a zero
+// Arrived, which FireForwarded reads as "now".
+func DecodeForwarded(body []byte) (Forwarded, error) {
+	var f Forwarded
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return Forwarded{}, jsonFieldError(err, body, reflect.TypeOf(f))
+	}
+	if len(f.Triggers) == 0 {
+		return Forwarded{}, &FieldError{Field: "triggers", Msg: "is empty"}
+	}
+	for i := range f.Triggers {
+		if f.Triggers[i].UserID == "" {
+			return Forwarded{}, &FieldError{Field: fmt.Sprintf("triggers[%d].user_id", i), Msg: "is required"}
+		}
+	}
+	return f, nil
+}
+
 // MaxTriggersPerRequest bounds one POST /v1/triggers.
 const MaxTriggersPerRequest = 1000
 

@@ -449,7 +449,7 @@ type TriggerRouter interface {
 	// Owner is the shard that owns userID and whether it is this daemon's.
 	Owner(userID string) (shard int, mine bool)
 	// Forward hands triggers durably to shard's daemon (a per-shard stream).
-	Forward(ctx context.Context, shard int, triggers []Trigger) error
+	Forward(ctx context.Context, shard int, fwd Forwarded) error
 }
 
 // Fire routes triggers to flows and queues them; it never blocks on
@@ -458,18 +458,23 @@ type TriggerRouter interface {
 // anything is queued: if that fails, Fire returns the error and nothing of
 // the request was taken, so the caller may retry it whole.
 func (fe *FlowEngine) Fire(ctx context.Context, triggers []Trigger) ([]TriggerResult, error) {
-	return fe.fire(ctx, triggers, fe.cfg.Router)
+	return fe.fire(ctx, triggers, fe.cfg.Router, fe.now())
 }
 
 // FireForwarded takes triggers another daemon of the fleet forwarded here:
 // they are looked up here and never forwarded again (a daemon whose ring is
 // newer or older than the sender's must not bounce them back).
-func (fe *FlowEngine) FireForwarded(ctx context.Context, triggers []Trigger) ([]TriggerResult, error) {
-	return fe.fire(ctx, triggers, nil)
+// The arrival time is the first daemon's; one in the future (clocks of two
+// hosts disagree) or missing counts as now.
+func (fe *FlowEngine) FireForwarded(ctx context.Context, fwd Forwarded) ([]TriggerResult, error) {
+	arrived, now := fwd.Arrived, fe.now()
+	if arrived.IsZero() || arrived.After(now) {
+		arrived = now
+	}
+	return fe.fire(ctx, fwd.Triggers, nil, arrived)
 }
 
-func (fe *FlowEngine) fire(ctx context.Context, triggers []Trigger, router TriggerRouter) ([]TriggerResult, error) {
-	arrived := fe.now()
+func (fe *FlowEngine) fire(ctx context.Context, triggers []Trigger, router TriggerRouter, arrived time.Time) ([]TriggerResult, error) {
 	pin, err := fe.source.Pin()
 	if err != nil {
 		return nil, fmt.Errorf("pin shard generation: %w", err)
@@ -537,7 +542,7 @@ func (fe *FlowEngine) fire(ctx context.Context, triggers []Trigger, router Trigg
 	// Forwarded and delayed triggers are stored before anything is queued
 	// here: if storing fails, nothing of the request was taken.
 	for shard, ts := range forward {
-		if err := router.Forward(ctx, shard, ts); err != nil {
+		if err := router.Forward(ctx, shard, Forwarded{Arrived: arrived, Triggers: ts}); err != nil {
 			return nil, fmt.Errorf("forward triggers to shard %d: %w", shard, err)
 		}
 	}

@@ -2,6 +2,7 @@ package campaigns_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -381,4 +382,83 @@ func (d *signalDispatcher) Dispatch(ctx context.Context, ch string, lane channel
 		d.once.Do(func() { close(d.high) })
 	}
 	return n, err
+}
+
+// TestForwardedTriggerKeepsItsArrival: a trigger forwarded by another
+// daemon of the fleet keeps the time it arrived there. Its messages report
+// that arrival (the user's latency, not the hop's), and a forwarded entry the
+// stream delivers twice carries the same provider idempotency handle both
+// times (for a trigger with no key of its own it is made from the arrival).
+func TestForwardedTriggerKeepsItsArrival(t *testing.T) {
+	fr := newFlowRig(t, nil)
+	ctx := context.Background()
+	f := strings.Replace(welcomeFlow, `"channels"`, `"reentry":"0s","channels"`, 1)
+	if _, _, err := fr.flows.CreateFlow(ctx, []byte(f)); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var arrivals []time.Time
+	var handles []string
+	fr.chans[channels.SMS].OnSend(func(batch []*channels.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range batch {
+			arrivals = append(arrivals, m.Arrived)
+			handles = append(handles, m.IdempotencyKey)
+		}
+	})
+	first := time.Now().Add(-1500 * time.Millisecond).Round(0)
+	body, err := json.Marshal(campaigns.Forwarded{Arrived: first, Triggers: []campaigns.Trigger{{Flow: "welcome", UserID: fr.src.members[1].ID}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the stream delivers the entry twice
+		fwd, err := campaigns.DecodeForwarded(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res, err := fr.flows.FireForwarded(ctx, fwd); err != nil || res[0].Status != "accepted" {
+			t.Fatalf("fire forwarded: %+v %v", res, err)
+		}
+		time.Sleep(2 * time.Millisecond) // the second delivery comes later
+	}
+	fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonSent, 2)
+	mu.Lock()
+	if len(arrivals) != 2 || !arrivals[0].Equal(first) || !arrivals[1].Equal(first) {
+		t.Fatalf("arrivals %v, want both %v", arrivals, first)
+	}
+	if handles[0] == "" || handles[0] != handles[1] {
+		t.Fatalf("idempotency handles %q, want one handle for both deliveries", handles)
+	}
+	mu.Unlock()
+
+	// A sender whose clock runs ahead cannot date a trigger in the future.
+	ahead := campaigns.Forwarded{Arrived: time.Now().Add(time.Hour), Triggers: []campaigns.Trigger{{Flow: "welcome", UserID: fr.src.members[2].ID}}}
+	if _, err := fr.flows.FireForwarded(ctx, ahead); err != nil {
+		t.Fatal(err)
+	}
+	fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonSent, 3)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(arrivals) != 3 || arrivals[2].After(time.Now()) {
+		t.Fatalf("arrival of a trigger dated an hour ahead: %v", arrivals)
+	}
+}
+
+func TestDecodeForwarded(t *testing.T) {
+	for _, tc := range []struct{ name, body, err string }{
+		{name: "ok", body: `{"arrived":"2026-12-04T10:00:00Z","triggers":[{"flow":"f","user_id":"u"}]}`},
+		{name: "written before arrival was carried", body: `{"triggers":[{"flow":"f","user_id":"u"}]}`},
+		{name: "no triggers", body: `{"arrived":"2026-12-04T10:00:00Z","triggers":[]}`, err: "triggers"},
+		{name: "no user", body: `{"triggers":[{"flow":"f"}]}`, err: "user_id"},
+		{name: "unknown field", body: `{"triggers":[{"flow":"f","user_id":"u"}],"x":1}`, err: "x"},
+		{name: "not JSON", body: `{`, err: "body"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := campaigns.DecodeForwarded([]byte(tc.body))
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("err %v, want containing %q", err, tc.err)
+			}
+		})
+	}
 }

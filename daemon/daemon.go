@@ -150,7 +150,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			own := rs.ForShard(d.ring.Shard)
 			d.delays = own.Delays()
 			d.shardIntake = own
-			d.router = &fleetRouter{ring: d.ring, store: rs}
+			d.router = NewFleetRouter(d.ring, rs)
 		}
 		if d.feedback == nil {
 			d.feedback = rs.Feedback(cfg.Redis.FeedbackMaxLen, 0)
@@ -353,7 +353,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go intakeLoop(bg, d.intake, d.intakeRequest, IntakeConfig{Consumer: d.owner}, d.log)
 	}
 	if d.shardIntake != nil {
-		go intakeLoop(bg, d.shardIntake, d.forwardedRequest, IntakeConfig{Consumer: d.owner}, d.log.With("shard", d.ring.Shard))
+		go ServeShardStream(bg, d.shardIntake, d.flows, d.ready, IntakeConfig{Consumer: d.owner}, d.log.With("shard", d.ring.Shard))
 	}
 
 	var runErr error

@@ -105,10 +105,20 @@ func (d *Daemon) intakeRequest(ctx context.Context, body []byte) error {
 	return err
 }
 
-// forwardedRequest handles an entry of this shard's own stream: triggers
-// another daemon of the fleet forwarded because their users are ours.
-func (d *Daemon) forwardedRequest(ctx context.Context, body []byte) error {
-	return d.takeTriggers(ctx, body, d.flows.FireForwarded)
+// ServeShardStream takes the triggers other daemons of the fleet forward to
+// this daemon's shard (its own stream, ForShard) until ctx ends: what
+// `notifyd serve` runs in a fleet, and what `notifyd bench trigger --shards`
+// measures. ready, if set, holds entries while the daemon is not ready.
+func ServeShardStream(ctx context.Context, in campaigns.Intake, flows *campaigns.FlowEngine, ready func(context.Context) error, cfg IntakeConfig, log *slog.Logger) {
+	intakeLoop(ctx, in, func(ctx context.Context, body []byte) error {
+		fwd, err := campaigns.DecodeForwarded(body)
+		if err != nil {
+			return err
+		}
+		return fireTriggers(ctx, ready, fwd.Triggers, func(ctx context.Context, _ []campaigns.Trigger) ([]campaigns.TriggerResult, error) {
+			return flows.FireForwarded(ctx, fwd)
+		})
+	}, cfg, log)
 }
 
 // takeTriggers fires an intake entry's triggers. As for POST /v1/triggers,
@@ -120,8 +130,14 @@ func (d *Daemon) takeTriggers(ctx context.Context, body []byte, fire func(contex
 	if err != nil {
 		return err
 	}
-	if err := d.ready(ctx); err != nil {
-		return fmt.Errorf("take triggers: daemon not ready: %w", err)
+	return fireTriggers(ctx, d.ready, triggers, fire)
+}
+
+func fireTriggers(ctx context.Context, ready func(context.Context) error, triggers []campaigns.Trigger, fire func(context.Context, []campaigns.Trigger) ([]campaigns.TriggerResult, error)) error {
+	if ready != nil {
+		if err := ready(ctx); err != nil {
+			return fmt.Errorf("take triggers: daemon not ready: %w", err)
+		}
 	}
 	res, err := fire(ctx, triggers)
 	if err != nil {
@@ -133,6 +149,12 @@ func (d *Daemon) takeTriggers(ctx context.Context, body []byte, fire func(contex
 		}
 	}
 	return nil
+}
+
+// NewFleetRouter places users on ring (this daemon's shard file's) and
+// forwards triggers for other shards' users to their shard's stream in rs.
+func NewFleetRouter(ring shard.RingInfo, rs *redisstate.Store) campaigns.TriggerRouter {
+	return &fleetRouter{ring: ring, store: rs}
 }
 
 // fleetRouter places users on the ring of the shard file and forwards
@@ -149,8 +171,8 @@ func (f *fleetRouter) Owner(userID string) (int, bool) {
 	return k, k == f.ring.Shard
 }
 
-func (f *fleetRouter) Forward(ctx context.Context, k int, ts []campaigns.Trigger) error {
-	body, err := json.Marshal(map[string]any{"triggers": ts})
+func (f *fleetRouter) Forward(ctx context.Context, k int, fwd campaigns.Forwarded) error {
+	body, err := json.Marshal(fwd)
 	if err != nil {
 		return fmt.Errorf("encode triggers: %w", err)
 	}

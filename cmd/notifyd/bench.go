@@ -138,7 +138,8 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	rate := fs.Int("rate", 10_000, "triggers per second")
 	dur := fs.Duration("duration", 10*time.Second, "how long to sustain the rate")
-	members := fs.Int("members", 100_000, "shard size")
+	members := fs.Int("members", 100_000, "shard size (with --shards: the population over all shards)")
+	shards := fs.Int("shards", 1, "daemons of a fleet in this process; every trigger is fired at shard 0's, which forwards the others' through Redis (needs --redis or --redis-cluster)")
 	provider := fs.String("provider", "webhook", "webhook (real sender, in-process sandbox) or noop (notifyd's own share)")
 	redisURL := fs.String("redis", os.Getenv("REDIS_URL"), "Redis URL for dedup (default $REDIS_URL; empty: in memory)")
 	cluster := fs.String("redis-cluster", "", "Redis Cluster seed nodes for dedup, host:port,... (instead of --redis)")
@@ -166,7 +167,7 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	res, err := bench.Trigger(ctx, bench.TriggerOptions{Rate: *rate, Duration: *dur, Members: *members, RedisURL: *redisURL, RedisCluster: clusterAddrs, Provider: *provider, CacheDir: *cache, Out: stderr})
+	res, err := bench.Trigger(ctx, bench.TriggerOptions{Rate: *rate, Duration: *dur, Members: *members, RedisURL: *redisURL, RedisCluster: clusterAddrs, Shards: *shards, Provider: *provider, CacheDir: *cache, Out: stderr})
 	if err != nil {
 		fmt.Fprintf(stderr, "notifyd bench trigger: %v\n", err)
 		return 1
@@ -174,7 +175,16 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	fmt.Fprintf(stdout, "trigger: %d fired in %s (%d accepted, %d reached the provider: %s), dedup in %s\n", res.Fired, res.Elapsed.Round(time.Millisecond), res.Accepted, res.Sent, res.Provider, res.Dedup)
 	fmt.Fprintf(stdout, "latency from arrival to provider request: p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms\n", ms(res.P50), ms(res.P99), ms(res.P999), ms(res.Max))
-	fmt.Fprintf(stdout, "rate_per_s=%.0f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f\n", res.RatePerSec, ms(res.P50), ms(res.P99), ms(res.P999))
+	if res.Shards > 1 {
+		fmt.Fprintf(stdout, "fleet of %d: %d of %d triggers forwarded to their shard's daemon through Redis\n", res.Shards, res.Forwarded, res.Fired)
+		fmt.Fprintf(stdout, "  local  (user on the daemon fired at): p50 %.2f ms, p99 %.2f ms\n", ms(res.Local.P50), ms(res.Local.P99))
+		fmt.Fprintf(stdout, "  routed (via the shard's stream):      p50 %.2f ms, p99 %.2f ms (routing adds %+.2f ms at p99)\n", ms(res.Routed.P50), ms(res.Routed.P99), ms(res.Routed.P99-res.Local.P99))
+	}
+	fmt.Fprintf(stdout, "rate_per_s=%.0f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f", res.RatePerSec, ms(res.P50), ms(res.P99), ms(res.P999))
+	if res.Shards > 1 {
+		fmt.Fprintf(stdout, " local_p99_ms=%.2f routed_p99_ms=%.2f", ms(res.Local.P99), ms(res.Routed.P99))
+	}
+	fmt.Fprintln(stdout)
 	return 0
 }
 

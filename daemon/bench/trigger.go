@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -34,6 +35,9 @@ type TriggerOptions struct {
 	// RedisCluster are seed nodes of a Redis Cluster for the dedup claims
 	// (instead of RedisURL): one round trip per node per batch.
 	RedisCluster []string
+	// Shards > 1 runs a fleet of that many daemons in this process; every
+	// trigger is fired at shard 0's, which forwards the others' (needs Redis).
+	Shards int
 	// Provider is "webhook" (default: the real webhook sender against the
 	// in-process webhook sandbox, whose own CPU shares the 2 cores) or
 	// "noop" (accepts at once: what notifyd alone adds).
@@ -43,7 +47,8 @@ type TriggerOptions struct {
 	Log      *slog.Logger
 }
 
-// TriggerResult is what the benchmark measured.
+// TriggerResult is what the benchmark measured, from each trigger's arrival
+// at the first daemon to its provider request.
 type TriggerResult struct {
 	Fired, Accepted, Sent int
 	Elapsed               time.Duration
@@ -51,6 +56,11 @@ type TriggerResult struct {
 	P50, P99, P999, Max   time.Duration
 	Dedup                 string
 	Provider              string
+	// With Shards > 1: Forwarded triggers went through their shard's
+	// stream; Local and Routed split the latency by path.
+	Shards        int
+	Forwarded     int
+	Local, Routed struct{ P50, P99 time.Duration }
 }
 
 // stamped records, for each message a provider is about to be asked to
@@ -77,6 +87,11 @@ func (s *stamped) Send(ctx context.Context, batch []*channels.Message) []channel
 // Trigger fires opts.Rate triggers per second for opts.Duration at a flow
 // whose messages go through the real webhook sender to the webhook sandbox,
 // and reports the latency from each trigger's arrival to its provider request.
+// With opts.Shards > 1, that many daemons (flow engines, pools, senders) run
+// in this process, one per shard of a Jump ring over opts.Members users; every
+// trigger is fired at shard 0's daemon, which forwards those of other shards'
+// users through their shard's stream in Redis, as a load balancer in front of
+// a fleet would make it.
 func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 	if opts.Rate <= 0 {
 		opts.Rate = 10_000
@@ -87,26 +102,24 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 	if opts.Members <= 0 {
 		opts.Members = 100_000
 	}
+	if opts.Shards <= 0 {
+		opts.Shards = 1
+	}
 	if opts.Out == nil {
 		opts.Out = io.Discard
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	path, err := cachedShard(opts.CacheDir, opts.Members, opts.Out)
-	if err != nil {
-		return nil, err
+	redisOn := opts.RedisURL != "" || len(opts.RedisCluster) > 0
+	if opts.Shards > 1 && !redisOn {
+		return nil, errors.New("bench trigger --shards needs Redis, where the fleet's shard streams are: set --redis or --redis-cluster")
 	}
-	store, err := shard.OpenStore(path)
-	if err != nil {
-		return nil, err
-	}
-	defer store.Close()
 
-	res := &TriggerResult{Dedup: "memory"}
+	res := &TriggerResult{Dedup: "memory", Shards: opts.Shards}
 	mem := memstate.New()
-	var dedup campaigns.DedupLog = mem.Dedup("bench")
-	if opts.RedisURL != "" || len(opts.RedisCluster) > 0 {
+	var rs *redisstate.Store
+	if redisOn {
 		var rdb redis.UniversalClient
 		if len(opts.RedisCluster) > 0 {
 			rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: opts.RedisCluster})
@@ -125,11 +138,10 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 		}
 		prefix := "notifyd-bench:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":"
 		defer cleanup(context.WithoutCancel(ctx), rdb, prefix)
-		rs, err := redisstate.New(rdb, redisstate.WithPrefix(prefix))
-		if err != nil {
+		var err error
+		if rs, err = redisstate.New(rdb, redisstate.WithPrefix(prefix)); err != nil {
 			return nil, err
 		}
-		dedup = rs.Dedup("bench")
 	}
 
 	hook, err := sandbox.NewWebhook(sandbox.WebhookOptions{Secret: "bench-secret", RecorderLimit: -1})
@@ -137,41 +149,81 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 		return nil, err
 	}
 	defer hook.Close()
-	sender, err := webhook.New(webhook.Config{URL: hook.URL(), Secret: "bench-secret", MaxConnsPerHost: 64, AllowNetworks: []string{"127.0.0.0/8"}}, webhook.WithLogger(opts.Log))
-	if err != nil {
-		return nil, err
-	}
-	defer sender.Close()
-	var inner channels.Channel = sender
 	switch opts.Provider {
 	case "", "webhook":
 		res.Provider = "webhook sandbox"
 	case "noop":
-		inner, res.Provider = &noop{name: channels.Webhook, accepted: new(atomic.Int64), results: make([]channels.Result, 1000)}, "no-op"
+		res.Provider = "no-op"
 	default:
 		return nil, fmt.Errorf("unknown provider %q: want webhook or noop", opts.Provider)
 	}
-	ch := &stamped{Channel: inner, samples: make([]time.Duration, 0, opts.Rate*int(opts.Duration/time.Second+1))}
-	pool, err := channels.NewWorkerPool(ch, channels.PoolConfig{Workers: 32, BatchSize: 1, QueueSize: 50_000,
-		Outcomes: channels.OutcomeFunc(campaigns.RouteOutcomes)}, channels.WithLogger(opts.Log))
-	if err != nil {
-		return nil, err
-	}
-	if err := pool.Start(ctx); err != nil {
-		return nil, err
-	}
-	defer pool.Close(context.WithoutCancel(ctx))
-	flows := campaigns.NewFlowEngine(mem.Flows(), dedup, mem.Delays(), daemon.NewShardSource(store), campaigns.NewPoolDispatcher(map[string]*channels.Pool{channels.Webhook: pool}),
-		campaigns.FlowConfig{}, campaigns.WithEngineLogger(opts.Log))
-	flows.Start(ctx)
-	defer flows.Close(context.WithoutCancel(ctx))
 	flow := `{"id":"bench","trigger":{"event":"purchase"},"channels":["webhook"],"reentry":"0s",
 	  "content":{"webhook":{"url":"` + hook.URL() + `/in","body":{"user":"{{ profile.id }}","order":"{{ event.order }}","tier":"{{ profile.tier | default: 'none' }}"}}}}`
-	if _, _, err := flows.CreateFlow(ctx, []byte(flow)); err != nil {
-		return nil, err
+
+	// One daemon per shard: its shard file, its sender, pool and flow engine.
+	stamps := make([]*stamped, opts.Shards)
+	engines := make([]*campaigns.FlowEngine, opts.Shards)
+	for k := range opts.Shards {
+		path, ring := "", shard.RingInfo{}
+		if opts.Shards == 1 {
+			path, err = cachedShard(opts.CacheDir, opts.Members, opts.Out)
+		} else {
+			ring = shard.RingInfo{Version: 1, Shard: k, Shards: opts.Shards, Scheme: shard.RingJump}
+			path, err = cachedFleetShard(opts.CacheDir, opts.Members, k, opts.Shards, opts.Out)
+		}
+		if err != nil {
+			return nil, err
+		}
+		store, err := shard.OpenStore(path)
+		if err != nil {
+			return nil, err
+		}
+		defer store.Close()
+		sender, err := webhook.New(webhook.Config{URL: hook.URL(), Secret: "bench-secret", MaxConnsPerHost: 64, AllowNetworks: []string{"127.0.0.0/8"}}, webhook.WithLogger(opts.Log))
+		if err != nil {
+			return nil, err
+		}
+		defer sender.Close()
+		var inner channels.Channel = sender
+		if opts.Provider == "noop" {
+			inner = &noop{name: channels.Webhook, accepted: new(atomic.Int64), results: make([]channels.Result, 1000)}
+		}
+		stamps[k] = &stamped{Channel: inner, samples: make([]time.Duration, 0, opts.Rate*int(opts.Duration/time.Second+1)/opts.Shards+1000)}
+		pool, err := channels.NewWorkerPool(stamps[k], channels.PoolConfig{Workers: 32, BatchSize: 1, QueueSize: 50_000,
+			Outcomes: channels.OutcomeFunc(campaigns.RouteOutcomes)}, channels.WithLogger(opts.Log))
+		if err != nil {
+			return nil, err
+		}
+		if err := pool.Start(ctx); err != nil {
+			return nil, err
+		}
+		defer pool.Close(context.WithoutCancel(ctx))
+		var dedup campaigns.DedupLog = mem.Dedup("bench-" + strconv.Itoa(k))
+		cfg := campaigns.FlowConfig{}
+		var src campaigns.MemberSource = daemon.NewShardSource(store)
+		if rs != nil {
+			dedup = rs.Dedup("bench-" + strconv.Itoa(k))
+		}
+		if opts.Shards > 1 {
+			src = daemon.NewShardSource(store).OnRing(ring)
+			cfg.Router = daemon.NewFleetRouter(ring, rs)
+		}
+		engines[k] = campaigns.NewFlowEngine(memstate.New().Flows(), dedup, mem.Delays(), src,
+			campaigns.NewPoolDispatcher(map[string]*channels.Pool{channels.Webhook: pool}), cfg, campaigns.WithEngineLogger(opts.Log))
+		engines[k].Start(ctx)
+		defer engines[k].Close(context.WithoutCancel(ctx))
+		if _, _, err := engines[k].CreateFlow(ctx, []byte(flow)); err != nil {
+			return nil, err
+		}
+		if opts.Shards > 1 {
+			sctx, stop := context.WithCancel(ctx)
+			defer stop()
+			go daemon.ServeShardStream(sctx, rs.ForShard(k), engines[k], nil,
+				daemon.IntakeConfig{Consumer: "bench-" + strconv.Itoa(k), Block: time.Second}, opts.Log)
+		}
 	}
 
-	fmt.Fprintf(opts.Out, "firing %d triggers/s for %s (dedup in %s)...\n", opts.Rate, opts.Duration, res.Dedup)
+	fmt.Fprintf(opts.Out, "firing %d triggers/s for %s at shard 0 of %d (dedup in %s)...\n", opts.Rate, opts.Duration, opts.Shards, res.Dedup)
 	rng := rand.New(rand.NewPCG(1, 2))
 	const tick = 5 * time.Millisecond
 	per := opts.Rate * int(tick) / int(time.Second)
@@ -191,14 +243,18 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 			})
 		}
 		if len(batch) > 0 {
-			out, err := flows.Fire(ctx, batch)
+			out, err := engines[0].Fire(ctx, batch)
 			if err != nil {
 				return nil, err
 			}
 			res.Fired += len(batch)
 			for _, r := range out {
-				if r.Status == "accepted" {
+				switch r.Status {
+				case "accepted":
 					res.Accepted++
+				case "forwarded":
+					res.Accepted++
+					res.Forwarded++
 				}
 			}
 		}
@@ -210,39 +266,64 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 	}
 	res.Elapsed = time.Since(start)
 	res.RatePerSec = float64(res.Fired) / res.Elapsed.Seconds()
+	count := func() int {
+		n := 0
+		for _, s := range stamps {
+			s.mu.Lock()
+			n += len(s.samples)
+			s.mu.Unlock()
+		}
+		return n
+	}
 	// Let the last triggers reach the provider.
 	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		ch.mu.Lock()
-		n := len(ch.samples)
-		ch.mu.Unlock()
-		if n >= res.Accepted {
-			break
-		}
+	for time.Now().Before(deadline) && count() < res.Accepted {
 		time.Sleep(10 * time.Millisecond)
 	}
-	ch.mu.Lock()
-	samples := slices.Clone(ch.samples)
-	ch.mu.Unlock()
 	// Latency of triggers that failed would flatter the run: fail loudly
 	// unless every accepted trigger was sent (a duplicate re-fire is fine).
-	st, err := flows.GetFlow(ctx, "bench")
-	if err != nil {
-		return nil, err
-	}
-	for ch, reasons := range st.Counts {
-		for reason, n := range reasons {
-			if reason != "sent" && reason != "duplicate" && n > 0 {
-				return nil, fmt.Errorf("%d triggers ended %s on %s (counts %v): the figures would not be latencies of deliveries", n, reason, ch, st.Counts)
+	for k, fe := range engines {
+		st, err := fe.GetFlow(ctx, "bench")
+		if err != nil {
+			return nil, err
+		}
+		for ch, reasons := range st.Counts {
+			for reason, n := range reasons {
+				if reason != "sent" && reason != "duplicate" && n > 0 {
+					return nil, fmt.Errorf("shard %d: %d triggers ended %s on %s (counts %v): the figures would not be latencies of deliveries", k, n, reason, ch, st.Counts)
+				}
 			}
 		}
 	}
-	if res.Accepted < res.Fired || len(samples) < res.Accepted {
-		return nil, fmt.Errorf("%d triggers fired, %d accepted, %d reached the provider (counts %v)", res.Fired, res.Accepted, len(samples), st.Counts)
+	var all, local, routed []time.Duration
+	for k, s := range stamps {
+		s.mu.Lock()
+		all = append(all, s.samples...)
+		if k == 0 {
+			local = append(local, s.samples...)
+		} else {
+			routed = append(routed, s.samples...)
+		}
+		s.mu.Unlock()
+	}
+	if res.Accepted < res.Fired || len(all) < res.Accepted {
+		return nil, fmt.Errorf("%d triggers fired, %d accepted (%d forwarded), %d reached the provider", res.Fired, res.Accepted, res.Forwarded, len(all))
+	}
+	res.Sent = len(all)
+	res.P50, res.P99, res.P999, res.Max = quantiles(all)
+	if opts.Shards > 1 {
+		res.Local.P50, res.Local.P99, _, _ = quantiles(local)
+		res.Routed.P50, res.Routed.P99, _, _ = quantiles(routed)
+	}
+	return res, nil
+}
+
+// quantiles sorts samples and returns p50, p99, p99.9 and the maximum.
+func quantiles(samples []time.Duration) (p50, p99, p999, maxd time.Duration) {
+	if len(samples) == 0 {
+		return
 	}
 	slices.Sort(samples)
 	q := func(p float64) time.Duration { return samples[min(len(samples)-1, int(p*float64(len(samples))))] }
-	res.Sent = len(samples)
-	res.P50, res.P99, res.P999, res.Max = q(0.50), q(0.99), q(0.999), samples[len(samples)-1]
-	return res, nil
+	return q(0.50), q(0.99), q(0.999), samples[len(samples)-1]
 }
