@@ -6,4 +6,6 @@ import (
 	"github.com/notifyd/notifyd/store/deliverylog"
 )
 
-func parquetReadFile(path string) ([]deliverylog.Record, error) { return parquet.ReadFile[deliverylog.Record](path) }
+func parquetReadFile(path string) ([]deliverylog.Record, error) {
+	return parquet.ReadFile[deliverylog.Record](path)
+}
