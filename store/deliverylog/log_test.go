@@ -387,7 +387,7 @@ func TestMask(t *testing.T) {
 		m          *Masker
 		ch, in, to string
 	}{
-		{m, "apns", "0123456789abcdef", "01234567…"},
+		{m, "apns", "0123456789abcdef", "01234567"},
 		{m, "webpush", "https://push.example.com/wpush/v2/abc", "https://push.example.com/…"},
 		{m, "sms", "+4915112345678", "…5678"},
 		{&Masker{Email: AddressTruncate}, "email", "jane.doe@example.com", "j…@example.com"},

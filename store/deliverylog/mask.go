@@ -17,7 +17,7 @@ const (
 	// counts per address without the address.
 	AddressHash AddressMode = "hash"
 	// AddressTruncate keeps a recognisable part: a token's first 8
-	// characters, an email's first letter and domain, a phone number's last
+	// characters (no marker), an email's first letter and domain, a phone number's last
 	// 4 digits, a URL's scheme and host.
 	AddressTruncate AddressMode = "truncate"
 	// AddressPlain keeps the address as is.
@@ -101,5 +101,7 @@ func truncate(class int, addr string) string {
 	if len(addr) <= 8 {
 		return addr
 	}
-	return addr[:8] + "…"
+	// A slice of the address, not a copy: no allocation per message (the
+	// record is encoded before the caller's buffer can change).
+	return addr[:8]
 }
