@@ -127,6 +127,7 @@ func (e *Exporter) Export(ctx context.Context) (ExportStats, error) {
 	if err != nil {
 		return total, err
 	}
+	e.cleanSpool()
 	for _, s := range segs {
 		if s.State != "closed" {
 			continue
@@ -336,4 +337,20 @@ func (t LocalTarget) Put(_ context.Context, name string, f *os.File, _ int64) er
 	}
 	syncDir(filepath.Dir(dst))
 	return nil
+}
+
+// cleanSpool removes spool files an export killed part-way left behind.
+// Only old ones: another exporter (the CLI beside the daemon) may be using
+// fresh ones.
+func (e *Exporter) cleanSpool() {
+	spool := filepath.Join(e.cfg.Dir, "export.tmp")
+	ents, err := os.ReadDir(spool)
+	if err != nil {
+		return
+	}
+	for _, ent := range ents {
+		if info, err := ent.Info(); err == nil && e.cfg.Now().Sub(info.ModTime()) > time.Hour {
+			_ = os.Remove(filepath.Join(spool, ent.Name()))
+		}
+	}
 }

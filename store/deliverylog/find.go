@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path/filepath"
 )
 
 // Query selects records for a look-up.
@@ -40,7 +41,7 @@ func Find(dir string, q Query) (FindResult, error) {
 		return res, err
 	}
 	for _, s := range segs {
-		st, err := ScanFile(s.Path, false, func(r *Record) error {
+		st, err := scanAnyState(s, func(r *Record) error {
 			if r.UserID != q.UserID || (q.Campaign != "" && r.Campaign != q.Campaign) {
 				return nil
 			}
@@ -57,7 +58,7 @@ func Find(dir string, q Query) (FindResult, error) {
 		})
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				continue // renamed (sealed, exported) or pruned meanwhile
+				continue // pruned meanwhile
 			}
 			return res, fmt.Errorf("find delivery records: %w", err)
 		}
@@ -72,4 +73,19 @@ func clone(s string) string {
 		return ""
 	}
 	return string([]byte(s))
+}
+
+// scanAnyState scans segment s under whichever name it has now: the writer
+// seals it and the exporter marks it while a look-up runs.
+func scanAnyState(s SegmentFile, fn func(*Record) error) (ScanStats, error) {
+	dir := filepath.Dir(s.Path)
+	var err error
+	for _, p := range []string{s.Path, filepath.Join(dir, segmentName(s.ID, suffixSeg)), filepath.Join(dir, segmentName(s.ID, suffixDone))} {
+		var st ScanStats
+		st, err = ScanFile(p, false, fn)
+		if !errors.Is(err, fs.ErrNotExist) {
+			return st, err
+		}
+	}
+	return ScanStats{}, err
 }
