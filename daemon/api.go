@@ -50,6 +50,8 @@ type APIConfig struct {
 	// TemplateLimits are the ceilings of content.limits (config
 	// templates.limits); zero fields are the templates package's defaults.
 	TemplateLimits templates.Limits
+	// Messages serves GET /v1/messages (delivery log look-ups); nil: not served.
+	Messages http.HandlerFunc
 }
 
 // NewAPI returns the admin API handler.
@@ -63,6 +65,9 @@ func NewAPI(cfg APIConfig, svc CampaignService, ready ReadyFunc, gatherer promet
 	mux.Handle("POST /v1/campaigns/{id}/{action}", auth(a.action))
 	if cfg.Flows != nil {
 		a.flowRoutes(mux, auth, cfg.Flows)
+	}
+	if cfg.Messages != nil {
+		mux.Handle("GET /v1/messages", auth(cfg.Messages))
 	}
 	if cfg.Events != nil {
 		mux.Handle("GET /v1/events", auth(cfg.Events.ServeHTTP))

@@ -32,6 +32,8 @@ type Config struct {
 	// Templates sets the ceilings of every campaign's and flow's template
 	// limits.
 	Templates TemplatesConfig `yaml:"templates"`
+	// DeliveryLog is the per-message delivery log and its Parquet export.
+	DeliveryLog DeliveryLogConfig `yaml:"delivery_log"`
 }
 
 // TemplatesConfig is the daemon's say over templates.
@@ -431,6 +433,7 @@ func (c *Config) validate() ConfigErrors {
 	}
 	errs = append(errs, c.Redis.validate()...)
 	errs = append(errs, c.Channels.validate()...)
+	errs = append(errs, c.DeliveryLog.validate()...)
 	if err := c.Templates.Limits.Ceilings().CheckCeilings(); err != nil {
 		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
 			// The templates package words them "max_steps: ...".

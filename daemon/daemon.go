@@ -22,6 +22,7 @@ import (
 
 	"github.com/notifyd/notifyd/campaigns"
 	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/store/deliverylog"
 	"github.com/notifyd/notifyd/store/memstate"
 	"github.com/notifyd/notifyd/store/redisstate"
 	"github.com/notifyd/notifyd/store/shard"
@@ -81,6 +82,10 @@ type Daemon struct {
 	ring        shard.RingInfo          // which shard of which fleet this daemon serves
 	shardIntake campaigns.Intake
 	router      campaigns.TriggerRouter
+
+	dlog     *deliverylog.Log // nil: delivery_log off
+	masker   *deliverylog.Masker
+	exporter *deliverylog.Exporter // nil: no export target
 }
 
 // New wires a daemon. Nothing runs until Run.
@@ -170,6 +175,16 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		d.dedupOf = func(owner string) campaigns.DedupLog { return ms.Dedup(owner) }
 	}
 
+	owner := cfg.Engine.Owner
+	if owner == "" {
+		host, _ := os.Hostname()
+		owner = host + "/" + strconv.Itoa(os.Getpid())
+	}
+	d.owner = owner
+	if err := d.openDeliveryLog(); err != nil {
+		return nil, err
+	}
+
 	metrics, err := channels.NewMetrics(teeRegisterer{d.reg, d.live})
 	if err != nil {
 		return nil, fmt.Errorf("register channel metrics: %w", err)
@@ -191,7 +206,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			Workers: pc.Workers, BatchSize: pc.BatchSize, QueueSize: pc.QueueSize, MaxAttempts: pc.MaxAttempts,
 			BackoffBase: time.Duration(pc.BackoffBase), BackoffMax: time.Duration(pc.BackoffMax),
 			SendTimeout: time.Duration(pc.SendTimeout),
-			Outcomes:    channels.OutcomeFunc(campaigns.RouteOutcomes),
+			Outcomes:    d.outcomeSink(name, now),
 			Handoff:     channels.HandoffFunc(campaigns.HandOff),
 		}, opts...)
 		if err != nil {
@@ -201,12 +216,6 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	}
 
 	stateMetrics := newStateMetrics(d.reg)
-	owner := cfg.Engine.Owner
-	if owner == "" {
-		host, _ := os.Hostname()
-		owner = host + "/" + strconv.Itoa(os.Getpid())
-	}
-	d.owner = owner
 	d.engine = campaigns.NewEngine(d.state, d.state, NewShardSource(d.shard).OnRing(d.ring), campaigns.NewPoolDispatcher(d.pools),
 		campaigns.EngineConfig{
 			Owner: owner, BatchSize: cfg.Engine.BatchSize, MaxOpenBatches: cfg.Engine.MaxOpenBatches,
@@ -254,7 +263,8 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	}
 	d.wireEvents(deps.Events)
 	d.events.SetFlows(func() []campaigns.FlowStatus { return d.flows.ListFlows(context.Background()) })
-	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics, Events: d.events, Flows: d.flows, TemplateLimits: cfg.Templates.Limits.Ceilings()},
+	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics, Events: d.events, Flows: d.flows, TemplateLimits: cfg.Templates.Limits.Ceilings(),
+		Messages: d.messagesHandler},
 		d.events.Track(d.engine), d.ready, d.reg, d.log)
 	d.server = &http.Server{Handler: boundStateCalls(api, stateCallTimeout), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	d.server.RegisterOnShutdown(d.events.Close) // Shutdown waits for idle connections; streams never are
@@ -348,6 +358,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	go d.tick(bg)
 	go d.events.Run(bg)
+	go d.exportLoop(bg)
 	go d.engine.WatchState(bg, time.Second)
 	if d.intake != nil {
 		go intakeLoop(bg, d.intake, d.intakeRequest, IntakeConfig{Consumer: d.owner}, d.log)
@@ -404,6 +415,9 @@ func (d *Daemon) shutdown() error {
 		if err := p.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("drain %s pool: %w", name, err))
 		}
+	}
+	if err := d.closeDeliveryLog(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if f, ok := d.feedback.(interface{ Flush(context.Context) error }); ok {
 		if err := f.Flush(ctx); err != nil {

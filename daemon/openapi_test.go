@@ -27,6 +27,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		"/v1/campaigns/{id}":          {"get"},
 		"/v1/campaigns/{id}/{action}": {"post"},
 		"/v1/events":                  {"get"},
+		"/v1/messages":                {"get"},
 		"/v1/flows":                   {"get", "post"},
 		"/v1/flows/{id}":              {"get", "delete"},
 		"/v1/flows/{id}/{action}":     {"post"},

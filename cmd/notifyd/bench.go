@@ -40,6 +40,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	rounds := fs.Int("rounds", 3, "with --compare: node-then-cluster rounds (medians are reported)")
 	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	stall := fs.Duration("stall", 30*time.Second, "fail when no message gets through for this long")
+	withLog := fs.Bool("delivery-log", false, "run with the delivery log off and on, alternating --rounds times, and print the on/off ratio, log and Parquet bytes per message")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -67,6 +68,9 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		opts.RedisClusterAddrs = clusterAddrs
 	} else {
 		opts.RedisURL = *redisURL
+	}
+	if *withLog {
+		return compareDeliveryLog(ctx, opts, max(*rounds, 1), stdout, stderr)
 	}
 	res, err := bench.Fanout(ctx, opts)
 	if err != nil {

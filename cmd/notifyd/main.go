@@ -29,6 +29,7 @@ func commands() map[string]command {
 		"flow":     {"create, inspect and control segment/event-triggered flows through the admin API", runFlow},
 		"trigger":  {"fire flow triggers through the admin API (trigger send -f FILE)", runTrigger},
 		"version":  {"print the module version, VCS commit and Go version", runVersion},
+		"log":      {"export the delivery log to Parquet, or look a user's messages up in it (log export|grep)", runLog},
 		"tail":     {"live view of a running daemon: rate, failures by reason, latency, queues, campaign progress", runTail},
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/notifyd/notifyd/campaigns"
 	"github.com/notifyd/notifyd/channels"
 	"github.com/notifyd/notifyd/daemon"
+	"github.com/notifyd/notifyd/store/deliverylog"
 	"github.com/notifyd/notifyd/store/redisstate"
 	"github.com/notifyd/notifyd/store/shard"
 	"github.com/notifyd/notifyd/store/shard/shardgen"
@@ -42,6 +43,9 @@ type FanoutOptions struct {
 	CacheDir string
 	Out      io.Writer
 	Log      *slog.Logger
+	// DeliveryLogDir, when set, records every outcome in a delivery log
+	// there (fsync interval, default address modes), as the daemon does.
+	DeliveryLogDir string
 }
 
 // FanoutResult is what the benchmark measured.
@@ -71,6 +75,8 @@ type FanoutResult struct {
 	RedisBytesPerDone float64
 	Counts            map[string]map[string]int64
 	ShardMembers      uint64
+	// LogBytes is the delivery log's size on disk after the run (with DeliveryLogDir).
+	LogBytes int64
 }
 
 // noop accepts every message at once: the benchmark measures notifyd, not a provider.
@@ -160,10 +166,22 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 		return nil, err
 	}
 	var accepted atomic.Int64
+	var dlog *deliverylog.Log
+	if opts.DeliveryLogDir != "" {
+		if dlog, err = deliverylog.Open(deliverylog.Config{Dir: opts.DeliveryLogDir, Daemon: "bench", Logger: opts.Log}); err != nil {
+			return nil, err
+		}
+		defer dlog.Close(context.WithoutCancel(ctx))
+	}
+	masker := daemon.DeliveryLogConfig{}.Masker()
 	pools := map[string]*channels.Pool{}
 	for _, name := range []string{channels.APNs, channels.Email, channels.Webhook} {
+		var sink channels.OutcomeSink = channels.OutcomeFunc(campaigns.RouteOutcomes)
+		if dlog != nil {
+			sink = &daemon.OutcomeLogger{Log: dlog, Masker: masker, Channel: name, Now: time.Now, Next: sink}
+		}
 		p, err := channels.NewWorkerPool(&noop{name: name, accepted: &accepted, results: make([]channels.Result, 1000)},
-			channels.PoolConfig{Workers: 1, BatchSize: 1000, QueueSize: 100_000, Outcomes: channels.OutcomeFunc(campaigns.RouteOutcomes),
+			channels.PoolConfig{Workers: 1, BatchSize: 1000, QueueSize: 100_000, Outcomes: sink,
 				Handoff: channels.HandoffFunc(campaigns.HandOff)},
 			channels.WithLogger(opts.Log))
 		if err != nil {
@@ -192,6 +210,20 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 	if err := waitProgressing(ctx, engine, id, &accepted, opts.Stall, errs); err != nil {
 		return nil, err
 	}
+	var logBytes int64
+	if dlog != nil {
+		// Closing writes what is still queued: it counts in the run's time.
+		if err := dlog.Close(ctx); err != nil {
+			return nil, err
+		}
+		segs, err := deliverylog.ListSegments(opts.DeliveryLogDir)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range segs {
+			logBytes += s.Size
+		}
+	}
 	elapsed := time.Since(start)
 	peak := heap.stop()
 	redisPeak := redisMem.stop()
@@ -210,7 +242,7 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 	}
 	res := &FanoutResult{
 		Messages: accepted.Load(), Elapsed: elapsed, SetNXPerSec: setnx.PerSec, SetNX: setnx, Backend: backend,
-		HeapMiB: peak, Counts: st.Counts, ShardMembers: uint64(opts.Members),
+		HeapMiB: peak, Counts: st.Counts, ShardMembers: uint64(opts.Members), LogBytes: logBytes,
 	}
 	res.MsgsPerSec = float64(res.Messages) / elapsed.Seconds()
 	res.RedisPeakBytes = redisPeak
