@@ -236,6 +236,9 @@ func (e *Engine) Create(ctx context.Context, body []byte) (CampaignStatus, bool,
 		return CampaignStatus{}, false, fmt.Errorf("check segment %q: %w", c.Segment, err)
 	}
 	_ = it.Close()
+	if err := e.checkSample(c, set); err != nil {
+		return CampaignStatus{}, false, err
+	}
 	def, err := json.Marshal(c)
 	if err != nil {
 		return CampaignStatus{}, false, fmt.Errorf("encode campaign: %w", err)

@@ -44,14 +44,21 @@ type run struct {
 	zones map[string]*time.Location
 
 	renderErrs atomic.Int64
-	free       chan *RecipientBatch
+	// dry is set on a dry run's pipeline: render errors are collected for
+	// the report instead of logged.
+	dry  *dryState
+	free chan *RecipientBatch
 }
 
 func (r *run) deadline() time.Time { return r.started.Add(r.ttl) }
 
 // noteRenderError logs the first render error of a run and counts the rest:
 // one broken template must not flood the log with a line per recipient.
-func (r *run) noteRenderError(re *templates.RenderError) {
+func (r *run) noteRenderError(re *templates.RenderError, user string) {
+	if r.dry != nil {
+		r.dry.renderError(re, user)
+		return
+	}
 	if r.renderErrs.Add(1) == 1 {
 		r.log.Warn("render failed; recipients are skipped with render_error", "error", re)
 	}

@@ -254,7 +254,8 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	}
 	d.wireEvents(deps.Events)
 	d.events.SetFlows(func() []campaigns.FlowStatus { return d.flows.ListFlows(context.Background()) })
-	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics, Events: d.events, Flows: d.flows, TemplateLimits: cfg.Templates.Limits.Ceilings()},
+	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics, Events: d.events, Flows: d.flows, TemplateLimits: cfg.Templates.Limits.Ceilings(),
+		Preview: d.engine},
 		d.events.Track(d.engine), d.ready, d.reg, d.log)
 	d.server = &http.Server{Handler: boundStateCalls(api, stateCallTimeout), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	d.server.RegisterOnShutdown(d.events.Close) // Shutdown waits for idle connections; streams never are
