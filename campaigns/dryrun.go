@@ -213,6 +213,7 @@ func (e *Engine) dryRun(c *Campaign, set *templates.Set, at time.Time) (*run, *d
 	r := newRunFor(c, set, now, e.log, nil, e.source, e.cfg)
 	dry := &dryState{renders: map[string]*DryRunError{}, last: map[string]string{}}
 	r.dry = dry
+	r.caps, r.capRules = e.caps, c.FrequencyCap.rules(e.capRules)
 	return r, dry
 }
 
@@ -274,6 +275,7 @@ func (r *run) dryStages() MultiStage {
 		StageFunc(resolveStage),
 		StageFunc(layoutStage),
 		StageFunc(policyStage),
+		StageFunc(capStage),
 		StageFunc(renderStage),
 	}
 }

@@ -97,6 +97,10 @@ type Engine struct {
 	now      func() time.Time
 	log      *slog.Logger
 
+	// caps enforces capRules, the daemon's global frequency caps.
+	caps     CapStore
+	capRules []CapRule
+
 	mu       sync.Mutex
 	runs     map[string]*runHandle
 	compiled map[string]*compiled

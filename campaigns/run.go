@@ -46,8 +46,11 @@ type run struct {
 	renderErrs atomic.Int64
 	// dry is set on a dry run's pipeline: render errors are collected for
 	// the report instead of logged.
-	dry  *dryState
-	free chan *RecipientBatch
+	dry *dryState
+	// caps enforces capRules, the campaign's effective frequency caps (none: nil).
+	caps     CapStore
+	capRules []CapRule
+	free     chan *RecipientBatch
 }
 
 func (r *run) deadline() time.Time { return r.started.Add(r.ttl) }
@@ -76,8 +79,10 @@ func newRun(c *Campaign, set *templates.Set, e *Engine, rp RingPart, res Resume,
 		return e.stateLost(ctx) || e.progress.Renew(ctx, res.Lease, e.cfg.LeaseTTL) == nil
 	}
 	// Resolve and layout run before the batch is claimed (produce).
+	r.caps, r.capRules = e.caps, c.FrequencyCap.rules(e.capRules)
 	r.stages = MultiStage{
 		StageFunc(policyStage),
+		StageFunc(capStage),
 		StageFunc(renderStage),
 		StageFunc(startStage),
 		StageFunc(dispatchStage),
