@@ -43,6 +43,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	rounds := fs.Int("rounds", 3, "with --compare: node-then-cluster rounds (medians are reported)")
 	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	stall := fs.Duration("stall", 30*time.Second, "fail when no message gets through for this long")
+	caps := fs.Bool("caps", false, "also run with a frequency cap (3 per user per day, all channels) checked on every message, and print the ratio to the run without")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -70,6 +71,9 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		opts.RedisClusterAddrs = clusterAddrs
 	} else {
 		opts.RedisURL = *redisURL
+	}
+	if *caps {
+		return capsFanout(ctx, opts, max(*rounds, 1), stdout, stderr)
 	}
 	res, err := bench.Fanout(ctx, opts)
 	if err != nil {

@@ -19,50 +19,93 @@ import (
 // buckets spread the keys over more slots; fewer make fewer calls.
 const capBuckets = 64
 
-// Frequency caps. KEYS: one sorted set per (user, rule), in request order.
-// ARGV: dry ("1": write nothing), request count, then per request its
-// message member, its key count, and per key the limit and window ms.
-// A set holds the messages admitted within the window, scored by the ms
-// they were admitted at. A request whose member is in every one of its
-// sets within the window is admitted again without counting; otherwise it
-// is admitted and added when each set has fewer than limit members within
-// the window. Returns 1 (admitted) or 0 (capped) per request.
+// Frequency caps. One string per (user, rule) holds the messages admitted
+// within the rule's window: 14-byte entries, an 8-byte message hash then
+// the admission time in ms as 6 big-endian bytes (3 entries fit Redis's
+// 44-byte embedded strings). KEYS: per user, one key per rule, users in
+// order. ARGV: dry ("1": write nothing), user count, then per user: its
+// rule count, per rule the limit and window ms, its request count, and per
+// request the message hash and a bitmask of the rules that apply. A
+// request whose message is in every applying set within the window is
+// admitted again without counting; otherwise it is admitted and added when
+// every applying set has fewer than limit entries within the window.
+// Returns 1 (admitted) or 0 (capped) per request, in order.
 const capsSrc = nowMS + `
 local dry = ARGV[1] == '1'
-local n = tonumber(ARGV[2])
+local nu = tonumber(ARGV[2])
 local a, k = 3, 1
-local pend = {}
 local out = {}
-for i = 1, n do
-  local member, nk = ARGV[a], tonumber(ARGV[a + 1])
-  a = a + 2
-  local seen, fits = nk > 0, true
-  for j = 0, nk - 1 do
-    local key, limit, win = KEYS[k + j], tonumber(ARGV[a + 2 * j]), tonumber(ARGV[a + 2 * j + 1])
-    local since = now - win
-    local sc = redis.call('ZSCORE', key, member)
-    if not sc or tonumber(sc) <= since then seen = false end
-    local c = redis.call('ZCOUNT', key, '(' .. since, '+inf') + (pend[key] or 0)
-    if c >= limit then fits = false end
+local function enc(t)
+  local b = {}
+  for i = 6, 1, -1 do
+    b[i] = t % 256
+    t = math.floor(t / 256)
   end
-  if seen then
-    out[i] = 1
-  elseif fits then
-    out[i] = 1
-    for j = 0, nk - 1 do
-      local key, win = KEYS[k + j], tonumber(ARGV[a + 2 * j + 1])
-      if dry then
-        pend[key] = (pend[key] or 0) + 1
-      else
-        redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win)
-        redis.call('ZADD', key, now, member)
-        redis.call('PEXPIRE', key, win)
+  return string.char(b[1], b[2], b[3], b[4], b[5], b[6])
+end
+for u = 1, nu do
+  local nk = tonumber(ARGV[a])
+  a = a + 1
+  local sets = {}
+  for j = 1, nk do
+    local limit, win = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    a = a + 2
+    local key = KEYS[k]
+    k = k + 1
+    local v = redis.call('GET', key) or ''
+    local st = {key = key, limit = limit, win = win, has = {}, keep = {}, n = 0}
+    local since = now - win
+    for p = 1, #v - 13, 14 do
+      local b1, b2, b3, b4, b5, b6 = string.byte(v, p + 8, p + 13)
+      local t = ((((b1 * 256 + b2) * 256 + b3) * 256 + b4) * 256 + b5) * 256 + b6
+      if t > since then
+        local e = string.sub(v, p, p + 13)
+        st.has[string.sub(e, 1, 8)] = true
+        st.n = st.n + 1
+        st.keep[st.n] = e
       end
     end
-  else
-    out[i] = 0
+    sets[j] = st
   end
-  a, k = a + 2 * nk, k + nk
+  local nr = tonumber(ARGV[a])
+  a = a + 1
+  for r = 1, nr do
+    local m, mask = ARGV[a], tonumber(ARGV[a + 1])
+    a = a + 2
+    local seen, fits = mask > 0, true
+    for j = 1, nk do
+      if bit.band(mask, bit.lshift(1, j - 1)) ~= 0 then
+        local st = sets[j]
+        if not st.has[m] then seen = false end
+        if st.n >= st.limit then fits = false end
+      end
+    end
+    if seen then
+      out[#out + 1] = 1
+    elseif fits then
+      out[#out + 1] = 1
+      local e = m .. enc(now)
+      for j = 1, nk do
+        if bit.band(mask, bit.lshift(1, j - 1)) ~= 0 then
+          local st = sets[j]
+          st.has[m] = true
+          st.n = st.n + 1
+          st.keep[st.n] = e
+          st.added = true
+        end
+      end
+    else
+      out[#out + 1] = 0
+    end
+  end
+  if not dry then
+    for j = 1, nk do
+      local st = sets[j]
+      if st.added then
+        redis.call('SET', st.key, table.concat(st.keep), 'PX', st.win)
+      end
+    end
+  end
 end
 return out
 `
@@ -78,10 +121,10 @@ var _ campaigns.CapStore = (*Caps)(nil)
 // Caps returns the Store's CapStore.
 func (s *Store) Caps() *Caps { return &Caps{s: s, script: redis.NewScript(capsSrc)} }
 
-// capKey is <prefix>cap:{cap:<bucket>}:<user hex>:<scope>:<window ms>.
+// capKey is <prefix>cap:{c<bucket>}:<user hex>:<scope>:<window ms>.
 func (s *Store) capKey(buf []byte, user uint64, scope string, window time.Duration) []byte {
 	buf = append(buf, s.prefix...)
-	buf = append(buf, "cap:{cap:"...)
+	buf = append(buf, "cap:{c"...)
 	buf = strconv.AppendUint(buf, user%capBuckets, 10)
 	buf = append(buf, "}:"...)
 	buf = strconv.AppendUint(buf, user, 16)
@@ -105,6 +148,9 @@ func capMember(msg, channel string) string {
 
 // Admit implements campaigns.CapStore.
 func (c *Caps) Admit(ctx context.Context, reqs []campaigns.CapRequest, rules []campaigns.CapRule, dry bool) ([]bool, error) {
+	if len(rules) > 30 {
+		return nil, fmt.Errorf("admit under frequency caps: %d rules, at most 30", len(rules))
+	}
 	for _, r := range rules {
 		if r.Limit < 1 || time.Duration(r.Window) < time.Millisecond {
 			return nil, fmt.Errorf("admit under frequency caps: rule %+v needs a limit ≥ 1 and a window ≥ 1ms", r)
@@ -114,10 +160,16 @@ func (c *Caps) Admit(ctx context.Context, reqs []campaigns.CapRequest, rules []c
 	if len(reqs) == 0 {
 		return out, nil
 	}
+	// Requests are grouped per user (the script reads and writes each of a
+	// user's sets once), users per call: one call on a single node, one per
+	// tag bucket on a cluster. A user's requests keep their order.
+	type user struct {
+		reqs []int
+	}
 	type group struct {
-		keys []string
-		args []any
-		idx  []int
+		users []uint64
+		byKey map[uint64]*user
+		idx   []int // request indexes in reply order
 	}
 	flag := "0"
 	if dry {
@@ -125,7 +177,6 @@ func (c *Caps) Admit(ctx context.Context, reqs []campaigns.CapRequest, rules []c
 	}
 	var groups []*group
 	byBucket := map[uint64]*group{}
-	var buf []byte
 	for i, q := range reqs {
 		b := uint64(0)
 		if c.s.cluster {
@@ -133,30 +184,46 @@ func (c *Caps) Admit(ctx context.Context, reqs []campaigns.CapRequest, rules []c
 		}
 		g := byBucket[b]
 		if g == nil {
-			g = &group{args: []any{flag, 0}}
+			g = &group{byKey: map[uint64]*user{}}
 			byBucket[b] = g
 			groups = append(groups, g)
 		}
-		nk := 0
-		at := len(g.args)
-		g.args = append(g.args, capMember(q.Msg, q.Channel), 0)
-		for _, r := range rules {
-			if !r.Applies(q.Channel) {
-				continue
-			}
-			buf = c.s.capKey(buf[:0], q.User, r.Scope(), time.Duration(r.Window))
-			g.keys = append(g.keys, string(buf))
-			g.args = append(g.args, r.Limit, ms(time.Duration(r.Window)))
-			nk++
+		u := g.byKey[q.User]
+		if u == nil {
+			u = &user{}
+			g.byKey[q.User] = u
+			g.users = append(g.users, q.User)
 		}
-		g.args[at+1] = nk
-		g.idx = append(g.idx, i)
+		u.reqs = append(u.reqs, i)
 	}
 	keys := make([][]string, len(groups))
 	args := make([][]any, len(groups))
-	for i, g := range groups {
-		g.args[1] = len(g.idx)
-		keys[i], args[i] = g.keys, g.args
+	var buf []byte
+	for gi, g := range groups {
+		a := []any{flag, len(g.users)}
+		var ks []string
+		for _, uk := range g.users {
+			u := g.byKey[uk]
+			a = append(a, len(rules))
+			for _, r := range rules {
+				buf = c.s.capKey(buf[:0], uk, r.Scope(), time.Duration(r.Window))
+				ks = append(ks, string(buf))
+				a = append(a, r.Limit, ms(time.Duration(r.Window)))
+			}
+			a = append(a, len(u.reqs))
+			for _, i := range u.reqs {
+				q := reqs[i]
+				mask := 0
+				for j, r := range rules {
+					if r.Applies(q.Channel) {
+						mask |= 1 << j
+					}
+				}
+				a = append(a, capMember(q.Msg, q.Channel), mask)
+				g.idx = append(g.idx, i)
+			}
+		}
+		keys[gi], args[gi] = ks, a
 	}
 	cmds, err := c.run(ctx, keys, args)
 	if err != nil {
