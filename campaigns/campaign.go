@@ -45,6 +45,9 @@ type Campaign struct {
 	RequireConsent bool `json:"require_consent,omitempty"`
 	// Priority "high" puts the campaign's messages in the transactional lane.
 	Priority string `json:"priority,omitempty"`
+	// FrequencyCap replaces the daemon's frequency caps for this campaign,
+	// or exempts it (docs/policies.md).
+	FrequencyCap *FrequencyCap `json:"frequency_cap,omitempty"`
 }
 
 // QuietHours is a daily window in the recipient's time zone ("21:00" to
@@ -230,7 +233,7 @@ func (c *Campaign) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return c.FrequencyCap.validate()
 }
 
 func hasBlock(ct templates.Content, block string) bool {

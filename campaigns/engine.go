@@ -97,6 +97,10 @@ type Engine struct {
 	now      func() time.Time
 	log      *slog.Logger
 
+	// caps enforces capRules, the daemon's global frequency caps.
+	caps     CapStore
+	capRules []CapRule
+
 	mu       sync.Mutex
 	runs     map[string]*runHandle
 	compiled map[string]*compiled
@@ -241,6 +245,9 @@ func (e *Engine) Create(ctx context.Context, body []byte) (CampaignStatus, bool,
 		return CampaignStatus{}, false, fmt.Errorf("check segment %q: %w", c.Segment, err)
 	}
 	_ = it.Close()
+	if err := e.checkSample(c, set); err != nil {
+		return CampaignStatus{}, false, err
+	}
 	def, err := json.Marshal(c)
 	if err != nil {
 		return CampaignStatus{}, false, fmt.Errorf("encode campaign: %w", err)

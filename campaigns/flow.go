@@ -37,6 +37,8 @@ type Flow struct {
 	TTL            Duration    `json:"ttl,omitempty"`
 	QuietHours     *QuietHours `json:"quiet_hours,omitempty"`
 	RequireConsent bool        `json:"require_consent,omitempty"`
+	// FrequencyCap: as a campaign's; {"exempt": true} for transactional flows.
+	FrequencyCap *FrequencyCap `json:"frequency_cap,omitempty"`
 }
 
 // FlowTrigger says what fires a flow: entering a segment, or a named event.
@@ -113,6 +115,7 @@ func (f *Flow) campaign() *Campaign {
 	return &Campaign{
 		ID: f.ID, Name: f.Name, Segment: seg, Channels: f.Channels, Content: f.Content, Vars: f.Vars,
 		TTL: ttl, QuietHours: f.QuietHours, RequireConsent: f.RequireConsent, Priority: "high",
+		FrequencyCap: f.FrequencyCap,
 	}
 }
 

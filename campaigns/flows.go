@@ -93,6 +93,8 @@ type FlowEngine struct {
 	dispatch Dispatcher
 	cfg      FlowConfig
 	ecfg     EngineConfig
+	caps     CapStore
+	capRules []CapRule
 	now      func() time.Time
 	log      *slog.Logger
 
@@ -150,7 +152,8 @@ func NewFlowEngine(store CampaignStore, dedup DedupLog, delays DelayQueue, sourc
 	return &FlowEngine{
 		store: store, dedup: dedup, delays: delays, source: source, dispatch: dispatch, cfg: cfg,
 		ecfg: EngineConfig{BatchSize: cfg.MaxBatch, MaxOpenBatches: 1}.withDefaults(),
-		now:  e.now, log: e.log.With("component", "flows"),
+		caps: e.caps, capRules: e.capRules,
+		now: e.now, log: e.log.With("component", "flows"),
 		flows: map[string]*activeFlow{}, bySegment: map[string][]*activeFlow{}, byEvent: map[string][]*activeFlow{},
 		queue: make(chan *job, cfg.QueueSize), stop: make(chan struct{}),
 	}
@@ -314,6 +317,7 @@ func (fe *FlowEngine) activate(f *Flow, status Status) (*activeFlow, error) {
 		return nil, err
 	}
 	r := newRunFor(c, set, fe.now, fe.log, fe.dispatch, fe.source, fe.ecfg)
+	r.caps, r.capRules = fe.caps, c.FrequencyCap.rules(fe.capRules)
 	af := &activeFlow{f: f, run: r, status: status, window: f.ReEntryWindow(), counts: map[[2]string]int64{}}
 	fe.mu.Lock()
 	defer fe.mu.Unlock()
@@ -821,7 +825,7 @@ func (fe *FlowEngine) process(ctx context.Context, af *activeFlow, jobs []*job) 
 			fb.delayed = append(fb.delayed, j.delayID)
 		}
 	}
-	stages := MultiStage{StageFunc(resolveStage), StageFunc(layoutStage), StageFunc(policyStage), StageFunc(fb.dedupStage(fe, jobs)), StageFunc(renderStage)}
+	stages := MultiStage{StageFunc(resolveStage), StageFunc(layoutStage), StageFunc(policyStage), StageFunc(fb.dedupStage(fe, jobs)), StageFunc(capStage), StageFunc(renderStage)}
 	err = stages.Exec(ctx, b)
 	// Stages settle skipped positions; what is still open awaits outcomes.
 	b.remaining = b.open

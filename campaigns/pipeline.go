@@ -142,6 +142,9 @@ type RecipientBatch struct {
 	listed bool
 
 	msgBuf []*channels.Message
+	// capReqs and capPos are capStage's buffers (a request per open position).
+	capReqs []CapRequest
+	capPos  []int
 	// doneMu is never reset: a closer from the batch's previous use may
 	// still be unlocking it when the batch is reused.
 	doneMu     sync.Mutex

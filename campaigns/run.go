@@ -44,14 +44,24 @@ type run struct {
 	zones map[string]*time.Location
 
 	renderErrs atomic.Int64
-	free       chan *RecipientBatch
+	// dry is set on a dry run's pipeline: render errors are collected for
+	// the report instead of logged.
+	dry *dryState
+	// caps enforces capRules, the campaign's effective frequency caps (none: nil).
+	caps     CapStore
+	capRules []CapRule
+	free     chan *RecipientBatch
 }
 
 func (r *run) deadline() time.Time { return r.started.Add(r.ttl) }
 
 // noteRenderError logs the first render error of a run and counts the rest:
 // one broken template must not flood the log with a line per recipient.
-func (r *run) noteRenderError(re *templates.RenderError) {
+func (r *run) noteRenderError(re *templates.RenderError, user string) {
+	if r.dry != nil {
+		r.dry.renderError(re, user)
+		return
+	}
 	if r.renderErrs.Add(1) == 1 {
 		r.log.Warn("render failed; recipients are skipped with render_error", "error", re)
 	}
@@ -69,8 +79,10 @@ func newRun(c *Campaign, set *templates.Set, e *Engine, rp RingPart, res Resume,
 		return e.stateLost(ctx) || e.progress.Renew(ctx, res.Lease, e.cfg.LeaseTTL) == nil
 	}
 	// Resolve and layout run before the batch is claimed (produce).
+	r.caps, r.capRules = e.caps, c.FrequencyCap.rules(e.capRules)
 	r.stages = MultiStage{
 		StageFunc(policyStage),
+		StageFunc(capStage),
 		StageFunc(renderStage),
 		StageFunc(startStage),
 		StageFunc(dispatchStage),

@@ -52,7 +52,14 @@ type APIConfig struct {
 	TemplateLimits templates.Limits
 	// Messages serves GET /v1/messages (delivery log look-ups); nil: not served.
 	Messages http.HandlerFunc
+	// Preview serves ?dry_run=true and /v1/campaigns/{id}/test-send; nil: not served.
+	Preview PreviewService
 }
+
+// previewTimeout bounds a dry run or a test send. They are not state calls
+// (the 1s bound of those would cut a dry run over a million members short):
+// a dry run walks the segment, a test send waits for the providers' answers.
+const previewTimeout = time.Minute
 
 // NewAPI returns the admin API handler.
 func NewAPI(cfg APIConfig, svc CampaignService, ready ReadyFunc, gatherer prometheus.Gatherer, log *slog.Logger) http.Handler {
@@ -63,6 +70,10 @@ func NewAPI(cfg APIConfig, svc CampaignService, ready ReadyFunc, gatherer promet
 	mux.Handle("GET /v1/campaigns", auth(a.list))
 	mux.Handle("GET /v1/campaigns/{id}", auth(a.get))
 	mux.Handle("POST /v1/campaigns/{id}/{action}", auth(a.action))
+	if cfg.Preview != nil {
+		a.preview = cfg.Preview
+		mux.Handle("POST /v1/campaigns/{id}/test-send", auth(a.testSend))
+	}
 	if cfg.Flows != nil {
 		a.flowRoutes(mux, auth, cfg.Flows)
 	}
@@ -102,11 +113,19 @@ func NewAPI(cfg APIConfig, svc CampaignService, ready ReadyFunc, gatherer promet
 	return mux
 }
 
+// PreviewService is the engine's dry run and test send; a CampaignService
+// that has them serves ?dry_run=true and /test-send.
+type PreviewService interface {
+	DryRun(ctx context.Context, body []byte, opts campaigns.DryRunOptions) (campaigns.DryRunReport, error)
+	TestSend(ctx context.Context, id string, users []string) ([]campaigns.TestSendResult, error)
+}
+
 type api struct {
-	svc    CampaignService
-	log    *slog.Logger
-	ready  ReadyFunc
-	limits templates.Limits
+	svc     CampaignService
+	preview PreviewService
+	log     *slog.Logger
+	ready   ReadyFunc
+	limits  templates.Limits
 }
 
 // checkLimits refuses a campaign or flow body whose content.limits raise
@@ -267,6 +286,10 @@ func (a *api) create(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	if q := r.URL.Query(); q.Has("dry_run") && q.Get("dry_run") != "false" {
+		a.dryRun(w, r, body)
+		return
+	}
 	st, created, err := a.svc.Create(r.Context(), body)
 	if err != nil {
 		a.fail(w, r, err)
@@ -335,4 +358,65 @@ func (a *api) action(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+// dryRun answers POST /v1/campaigns?dry_run=true[&sample=N][&users=a,b]:
+// the report of what the campaign would do, nothing stored or sent.
+func (a *api) dryRun(w http.ResponseWriter, r *http.Request, body []byte) {
+	q := r.URL.Query()
+	if v := q.Get("dry_run"); v != "true" && v != "1" {
+		writeError(w, http.StatusBadRequest, "dry_run", `want "true" or "false"`)
+		return
+	}
+	if a.preview == nil {
+		writeError(w, http.StatusNotImplemented, "dry_run", "this daemon's engine has no dry run")
+		return
+	}
+	var opts campaigns.DryRunOptions
+	if s := q.Get("sample"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 || n > campaigns.MaxPreviewSample {
+			writeError(w, http.StatusBadRequest, "sample", "want an integer from 0 to "+strconv.Itoa(campaigns.MaxPreviewSample))
+			return
+		}
+		opts.Sample = n
+	}
+	if s := q.Get("users"); s != "" {
+		opts.Users = strings.Split(s, ",")
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), previewTimeout)
+	defer cancel()
+	stop := context.AfterFunc(r.Context(), func() {
+		if r.Context().Err() == context.Canceled {
+			cancel() // the client went away
+		}
+	})
+	defer stop()
+	rep, err := a.preview.DryRun(ctx, body, opts)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+// testSend answers POST /v1/campaigns/{id}/test-send {"users": [...]}.
+func (a *api) testSend(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Users []string `json:"users"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "body", `want {"users": ["user id", ...]}: `+strings.TrimPrefix(err.Error(), "json: "))
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), previewTimeout)
+	defer cancel()
+	res, err := a.preview.TestSend(ctx, r.PathValue("id"), req.Users)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"results": res})
 }

@@ -17,6 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/notifyd/notifyd/campaigns"
 	"github.com/notifyd/notifyd/templates"
 )
 
@@ -34,6 +35,32 @@ type Config struct {
 	Templates TemplatesConfig `yaml:"templates"`
 	// DeliveryLog is the per-message delivery log and its Parquet export.
 	DeliveryLog DeliveryLogConfig `yaml:"delivery_log"`
+	// Policies are engagement rules over every campaign and flow (docs/policies.md).
+	Policies PoliciesConfig `yaml:"policies"`
+}
+
+// PoliciesConfig holds the daemon-wide engagement rules.
+type PoliciesConfig struct {
+	// FrequencyCaps: at most limit messages per user per sliding window, on
+	// one channel or "all"; a campaign or flow may replace them
+	// (frequency_cap.rules) or be exempt (frequency_cap.exempt).
+	FrequencyCaps []CapRuleConfig `yaml:"frequency_caps"`
+}
+
+// CapRuleConfig is one frequency cap rule.
+type CapRuleConfig struct {
+	Channel string   `yaml:"channel"`
+	Limit   int      `yaml:"limit"`
+	Window  Duration `yaml:"window"`
+}
+
+// CapRules returns the rules as the campaign engine reads them.
+func (p PoliciesConfig) CapRules() []campaigns.CapRule {
+	var out []campaigns.CapRule
+	for _, r := range p.FrequencyCaps {
+		out = append(out, campaigns.CapRule{Channel: r.Channel, Limit: r.Limit, Window: campaigns.Duration(r.Window)})
+	}
+	return out
 }
 
 // TemplatesConfig is the daemon's say over templates.
@@ -432,6 +459,12 @@ func (c *Config) validate() ConfigErrors {
 		}
 	}
 	errs = append(errs, c.Redis.validate()...)
+	if err := campaigns.ValidateCapRules("policies.frequency_caps", c.Policies.CapRules()); err != nil {
+		var fe *campaigns.FieldError
+		if errors.As(err, &fe) {
+			add(fe.Field, "%s", fe.Msg)
+		}
+	}
 	errs = append(errs, c.Channels.validate()...)
 	errs = append(errs, c.DeliveryLog.validate()...)
 	if err := c.Templates.Limits.Ceilings().CheckCeilings(); err != nil {

@@ -51,6 +51,17 @@ func TestParseConfig(t *testing.T) {
 		{name: "missing shard", yaml: "admin: {token: inline-token-0123456789}\n", wantErr: "shard.path"},
 		{name: "missing token", yaml: "shard: {path: /x}\n", wantErr: "admin.token"},
 		{name: "short token", yaml: "shard: {path: /x}\nadmin: {token: short}\n", wantErr: "at least 16"},
+		{
+			name: "frequency caps", yaml: "shard: {path: /x}\nadmin: {token: inline-token-0123456789}\npolicies:\n  frequency_caps:\n    - {channel: all, limit: 3, window: 24h}\n    - {channel: sms, limit: 1, window: 1h}\n",
+			check: func(t *testing.T, c *Config) {
+				if got := fmt.Sprint(c.Policies.CapRules()); got != "[{all 3 86400000000000} {sms 1 3600000000000}]" {
+					t.Fatalf("cap rules = %s", got)
+				}
+			},
+		},
+		{name: "frequency cap without a limit", yaml: "shard: {path: /x}\nadmin: {token: inline-token-0123456789}\npolicies: {frequency_caps: [{channel: all, window: 24h}]}\n", wantErr: "policies.frequency_caps[0].limit"},
+		{name: "frequency cap on an unknown channel", yaml: "shard: {path: /x}\nadmin: {token: inline-token-0123456789}\npolicies: {frequency_caps: [{channel: fax, limit: 1, window: 1h}]}\n", wantErr: "policies.frequency_caps[0].channel"},
+		{name: "frequency cap with a typo", yaml: "shard: {path: /x}\nadmin: {token: inline-token-0123456789}\npolicies: {frequency_caps: [{channel: all, limt: 1, window: 1h}]}\n", wantErr: "limt"},
 		{name: "typo in a key", yaml: "shard: {path: /x, pol_interval: 1s}\nadmin: {token: inline-token-0123456789}\n", wantErr: "pol_interval"},
 		{name: "bad duration", yaml: "shard: {path: /x, poll_interval: soon}\nadmin: {token: inline-token-0123456789}\n", wantErr: "parse duration"},
 		{

@@ -72,6 +72,7 @@ type Daemon struct {
 	engine   *campaigns.Engine
 	flows    *campaigns.FlowEngine
 	dedupOf  func(owner string) campaigns.DedupLog
+	caps     campaigns.CapStore // frequency caps, shared by campaigns and flows
 	feedback channels.FeedbackSink
 	server   *http.Server
 	listener net.Listener
@@ -161,6 +162,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			d.feedback = rs.Feedback(cfg.Redis.FeedbackMaxLen, 0)
 		}
 		d.dedupOf = func(owner string) campaigns.DedupLog { return rs.Dedup(owner) }
+		d.caps = rs.Caps()
 	} else {
 		d.log.Warn("no redis.url or redis.cluster_addrs configured: campaign state is kept in memory and lost on restart")
 		ms := memstate.New(memstate.WithClock(now))
@@ -173,6 +175,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			d.feedback = &channels.MemoryFeedback{Limit: 100_000}
 		}
 		d.dedupOf = func(owner string) campaigns.DedupLog { return ms.Dedup(owner) }
+		d.caps = ms.Caps()
 	}
 
 	owner := cfg.Engine.Owner
@@ -225,6 +228,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			Shard:            d.ring.Shard, Shards: d.ring.Shards, RingVersion: d.ring.Version, Retained: retained,
 		},
 		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log),
+		campaigns.WithFrequencyCaps(d.caps, cfg.Policies.CapRules()),
 		campaigns.WithStateResetObserver(func(restored, lost int) {
 			stateMetrics.resets.Inc()
 			stateMetrics.restored.Add(float64(restored))
@@ -250,7 +254,8 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	d.flows = campaigns.NewFlowEngine(d.flowStore, d.dedupOf(owner), d.delays, NewShardSource(d.shard).OnRing(d.ring), campaigns.NewPoolDispatcher(d.pools),
 		campaigns.FlowConfig{Workers: cfg.Flows.Workers, QueueSize: cfg.Flows.QueueSize, MaxBatch: cfg.Flows.MaxBatch,
 			TemplateCeilings: cfg.Templates.Limits.Ceilings(), Router: d.router},
-		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log))
+		campaigns.WithEngineClock(now), campaigns.WithEngineLogger(d.log),
+		campaigns.WithFrequencyCaps(d.caps, cfg.Policies.CapRules()))
 	if err := migrateFlows(ctx, d.state, d.flowStore); err != nil {
 		return nil, err
 	}
@@ -264,7 +269,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	d.wireEvents(deps.Events)
 	d.events.SetFlows(func() []campaigns.FlowStatus { return d.flows.ListFlows(context.Background()) })
 	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics, Events: d.events, Flows: d.flows, TemplateLimits: cfg.Templates.Limits.Ceilings(),
-		Messages: d.messagesHandler},
+		Messages: d.messagesHandler, Preview: d.engine},
 		d.events.Track(d.engine), d.ready, d.reg, d.log)
 	d.server = &http.Server{Handler: boundStateCalls(api, stateCallTimeout), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	d.server.RegisterOnShutdown(d.events.Close) // Shutdown waits for idle connections; streams never are

@@ -23,18 +23,19 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		t.Fatalf("docs/api.yaml is not valid YAML: %v", err)
 	}
 	routes := map[string][]string{
-		"/v1/campaigns":               {"get", "post"},
-		"/v1/campaigns/{id}":          {"get"},
-		"/v1/campaigns/{id}/{action}": {"post"},
-		"/v1/events":                  {"get"},
-		"/v1/messages":                {"get"},
-		"/v1/flows":                   {"get", "post"},
-		"/v1/flows/{id}":              {"get", "delete"},
-		"/v1/flows/{id}/{action}":     {"post"},
-		"/v1/triggers":                {"post"},
-		"/healthz":                    {"get"},
-		"/readyz":                     {"get"},
-		"/metrics":                    {"get"},
+		"/v1/campaigns":                {"get", "post"},
+		"/v1/campaigns/{id}":           {"get"},
+		"/v1/campaigns/{id}/{action}":  {"post"},
+		"/v1/campaigns/{id}/test-send": {"post"},
+		"/v1/events":                   {"get"},
+		"/v1/messages":                 {"get"},
+		"/v1/flows":                    {"get", "post"},
+		"/v1/flows/{id}":               {"get", "delete"},
+		"/v1/flows/{id}/{action}":      {"post"},
+		"/v1/triggers":                 {"post"},
+		"/healthz":                     {"get"},
+		"/readyz":                      {"get"},
+		"/metrics":                     {"get"},
 	}
 	for path, methods := range routes {
 		ops, ok := doc.Paths[path]
@@ -93,6 +94,7 @@ func TestOpenAPIDocumentsStatuses(t *testing.T) {
 		{"get", "/v1/campaigns", []string{"400", "401", "503"}},
 		{"get", "/v1/campaigns/{id}", []string{"401", "404", "503"}},
 		{"post", "/v1/campaigns/{id}/{action}", []string{"401", "404", "409", "503"}},
+		{"post", "/v1/campaigns/{id}/test-send", []string{"400", "401", "404", "503"}},
 		{"post", "/v1/flows", []string{"400", "401", "409", "413", "415", "503"}},
 		{"get", "/v1/flows/{id}", []string{"401", "404", "503"}},
 		{"delete", "/v1/flows/{id}", []string{"401", "404", "503"}},

@@ -31,6 +31,21 @@ func TestCompileErrors(t *testing.T) {
 			wantChannel: "email", wantField: "html", wantLine: 2, wantColumn: 1, wantMsg: "if",
 		},
 		{
+			name:        "unterminated output",
+			spec:        Spec{Content: Content{Push: &PushSpec{Title: "Hi {{ profile.first_name", Body: "b"}}},
+			wantChannel: "push", wantField: "title", wantLine: 1, wantColumn: 4, wantMsg: `unterminated "{{": no matching "}}"`,
+		},
+		{
+			name:        "output closed by one brace",
+			spec:        Spec{Content: Content{SMS: &SMSSpec{Body: "ok {{ a }}\nHi {{ profile.first_name }"}}},
+			wantChannel: "sms", wantField: "body", wantLine: 2, wantColumn: 4, wantMsg: `unterminated "{{"`,
+		},
+		{
+			name:        "unterminated tag",
+			spec:        Spec{Content: Content{Email: &EmailSpec{Subject: "s", Text: "Hi {% if profile.vip"}}},
+			wantChannel: "email", wantField: "text", wantLine: 1, wantColumn: 4, wantMsg: `unterminated "{%": no matching "%}"`,
+		},
+		{
 			name:        "include is not allowed",
 			spec:        Spec{Content: Content{SMS: &SMSSpec{Body: `x {% include "/etc/passwd" %}`}}},
 			wantChannel: "sms", wantField: "body", wantLine: 1, wantColumn: 3, wantMsg: "not allowed",

@@ -224,6 +224,15 @@ func (c *compiler) compileField(name, src string, mode outMode, isJSON bool, max
 		return fail(0, 0, errors.New("template is not valid UTF-8"))
 	}
 	tokens := parser.Scan(src, parser.SourceLoc{LineNo: 1}, nil)
+	if line, col, open, ok := unterminated(src, tokens); ok {
+		// Liquid passes an unclosed "{{" through as text: the recipient would
+		// get "Hi {{ profile.first_name" verbatim. Refuse it at create.
+		closing := "}}"
+		if open == "{%" {
+			closing = "%}"
+		}
+		return fail(line, col, fmt.Errorf("unterminated %q: no matching %q", open, closing))
+	}
 	dynamic := false
 	for _, t := range tokens {
 		if t.Type == parser.ObjTokenType || t.Type == parser.TagTokenType {
@@ -551,4 +560,45 @@ func locateEngineError(err error, src string, tokens []parser.Token) (int, int, 
 		msg += " in " + found.Source
 	}
 	return line, col, msg
+}
+
+// unterminated finds a "{{" or "{%" that the scanner left in text because
+// nothing closes it (outside raw and comment blocks, where text is verbatim
+// by design), and returns where it starts.
+func unterminated(src string, tokens []parser.Token) (line, col int, open string, found bool) {
+	skipUntil, cursor := "", 0
+	for _, t := range tokens {
+		off := cursor
+		if i := strings.Index(src[cursor:], t.Source); i >= 0 {
+			off = cursor + i
+			cursor = off + len(t.Source)
+		}
+		if t.Type == parser.TagTokenType {
+			switch {
+			case skipUntil != "":
+				if t.Name == skipUntil {
+					skipUntil = ""
+				}
+			case t.Name == "raw":
+				skipUntil = "endraw"
+			case t.Name == "comment":
+				skipUntil = "endcomment"
+			}
+			continue
+		}
+		if t.Type != parser.TextTokenType || skipUntil != "" {
+			continue
+		}
+		i := strings.Index(t.Source, "{{")
+		j := strings.Index(t.Source, "{%")
+		if i < 0 || (j >= 0 && j < i) {
+			i = j
+		}
+		if i < 0 {
+			continue
+		}
+		at := off + i
+		return t.SourceLoc.LineNo + strings.Count(t.Source[:i], "\n"), columnAt(src, at), t.Source[i : i+2], true
+	}
+	return 0, 0, "", false
 }

@@ -70,6 +70,7 @@ func TestEngineTags(t *testing.T) {
 		{name: "assign and capture", src: `{% assign n = profile.first_name | upcase %}{% capture greet %}Hi {{ n }}{% endcapture %}{{ greet }}!`, want: "Hi ANN!"},
 		{name: "filters inside tags use the recipient", src: `{% assign d = profile.signup | date: "%H" %}{{ d }}`, want: "18"},
 		{name: "comment and raw", src: `{% comment %}{{ x | nope }}{% endcomment %}{% raw %}{{ profile.id }}{% endraw %}`, want: "{{ profile.id }}"},
+		{name: "a literal {{ inside raw is not unterminated", src: `{% raw %}{{ and {% stay{% endraw %}`, want: "{{ and {% stay"},
 		{name: "whitespace control", src: "a  {{- profile.first_name -}}  b", want: "aannb"},
 		{name: "sum with a loop", src: `{% assign t = 0 %}{% for it in event.items %}{% assign t = t | plus: it.price %}{% endfor %}{{ t | money }}`, want: "$6.50"},
 	}

@@ -21,6 +21,9 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "trigger" {
 		return runBenchTrigger(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "dryrun" {
+		return runBenchDryRun(args[1:], stdout, stderr)
+	}
 	if len(args) > 0 && args[0] == "fleet" {
 		return runBenchFleet(args[1:], stdout, stderr)
 	}
@@ -28,7 +31,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		return runBenchProvider(args[0], args[1:], stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "fanout" {
-		fmt.Fprintln(stderr, "usage: notifyd bench fanout [--members N] [--redis URL | --redis-cluster HOST:PORT,... [--compare [--rounds N]]]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL | --redis-cluster HOST:PORT,...]\n       notifyd bench email|webhook [--members N] [--rounds N] [--reference auto|tool|builtin]")
+		fmt.Fprintln(stderr, "usage: notifyd bench fanout [--members N] [--redis URL | --redis-cluster HOST:PORT,... [--compare [--rounds N]]]\n       notifyd bench dryrun [--members N] [--rounds N] [--sample N]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL | --redis-cluster HOST:PORT,...]\n       notifyd bench email|webhook [--members N] [--rounds N] [--reference auto|tool|builtin]")
 		return 2
 	}
 	fs := flag.NewFlagSet("bench fanout", flag.ContinueOnError)
@@ -41,6 +44,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	stall := fs.Duration("stall", 30*time.Second, "fail when no message gets through for this long")
 	withLog := fs.Bool("delivery-log", false, "run with the delivery log off and on, alternating --rounds times, and print the on/off ratio, log and Parquet bytes per message")
+	caps := fs.Bool("caps", false, "also run with a frequency cap (3 per user per day, all channels) checked on every message, and print the ratio to the run without")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -71,6 +75,9 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	}
 	if *withLog {
 		return compareDeliveryLog(ctx, opts, max(*rounds, 1), stdout, stderr)
+	}
+	if *caps {
+		return capsFanout(ctx, opts, max(*rounds, 1), stdout, stderr)
 	}
 	res, err := bench.Fanout(ctx, opts)
 	if err != nil {

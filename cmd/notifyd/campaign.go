@@ -166,12 +166,13 @@ func idVerb(method, prefix, suffix string) func(fs *flag.FlagSet) func(context.C
 	}
 }
 
-var campaignOrder = []string{"create", "get", "list", "pause", "resume", "cancel", "retry-failed"}
+var campaignOrder = []string{"create", "get", "list", "pause", "resume", "cancel", "retry-failed", "test-send"}
 
 func campaignVerbs() map[string]verb {
 	v := map[string]verb{
-		"create": {args: "-f FILE", summary: "create a campaign from a JSON file; idempotent on its id", flags: createVerb("campaign", "/v1/campaigns"), table: campaignTable},
-		"get":    {args: "ID", summary: "show a campaign's status and counts", flags: idVerb(http.MethodGet, "/v1/campaigns/", ""), table: campaignTable, nargs: 1},
+		"create":    {args: "-f FILE", summary: "create a campaign from a JSON file; idempotent on its id (--dry-run: report, store nothing)", flags: campaignCreateVerb, table: campaignCreateTable},
+		"test-send": {args: "ID --users A,B", summary: "send a campaign's content now to named users", flags: campaignTestSendVerb, table: testSendTable, nargs: 1},
+		"get":       {args: "ID", summary: "show a campaign's status and counts", flags: idVerb(http.MethodGet, "/v1/campaigns/", ""), table: campaignTable, nargs: 1},
 		"list": {summary: "list campaigns, oldest first", table: campaignListTable, flags: func(fs *flag.FlagSet) func(context.Context, *apiClient, []string) ([]byte, error) {
 			after := fs.String("after", "", "list campaigns after this id (the previous page's next)")
 			limit := newCountFlag(fs, "limit", 100, false, "list at most this many (1..1000)")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -77,6 +78,22 @@ func TestLocalPathEndToEnd(t *testing.T) {
 		return run([]string{"health", "--addr", "http://" + addr, "--path", "/readyz"}, &bytes.Buffer{}, &bytes.Buffer{}) == 0
 	})
 
+	// A dry run first: the fakes see nothing, and its counts are the real run's.
+	var dry campaigns.DryRunReport
+	if err := json.Unmarshal([]byte(cli("campaign", "create", "-f", "../../examples/campaign.json", "--dry-run", "--json")), &dry); err != nil {
+		t.Fatal(err)
+	}
+	if !dry.OK || dry.Members == 0 {
+		t.Fatalf("dry run of the example: %+v", dry)
+	}
+	if table := cli("campaign", "create", "-f", "../../examples/campaign.json", "--dry-run", "--sample", "1"); !strings.Contains(table, "would be accepted") || !strings.Contains(table, "PREVIEW ") {
+		t.Errorf("dry run table:\n%s", table)
+	}
+	for ch, g := range newSandboxClient(sb.ControlURL()).stats(t) {
+		if g.Accepted != 0 {
+			t.Fatalf("dry run: the %s fake accepted %d messages", ch, g.Accepted)
+		}
+	}
 	cli("campaign", "create", "-f", "../../examples/campaign.json")
 	var st campaigns.CampaignStatus
 	pollCLI("example campaign completes", func() bool {
@@ -88,6 +105,18 @@ func TestLocalPathEndToEnd(t *testing.T) {
 	table := cli("campaign", "get", "example-welcome")
 	if !strings.Contains(table, "STATUS    completed") {
 		t.Errorf("campaign get table lacks the status:\n%s", table)
+	}
+	for ch, counts := range st.Counts {
+		want := map[string]int64{}
+		for reason, n := range dry.Audience[ch] {
+			if reason == campaigns.ReasonWouldSend {
+				reason = "sent"
+			}
+			want[reason] = n
+		}
+		if fmt.Sprint(want) != fmt.Sprint(counts) {
+			t.Errorf("%s: dry run counted %v, the run %v", ch, want, counts)
+		}
 	}
 	stats := newSandboxClient(sb.ControlURL()).stats(t)
 	for _, ch := range tallyNames {

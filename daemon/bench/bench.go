@@ -15,6 +15,8 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +48,9 @@ type FanoutOptions struct {
 	// DeliveryLogDir, when set, records every outcome in a delivery log
 	// there (fsync interval, default address modes), as the daemon does.
 	DeliveryLogDir string
+	// Caps checks a frequency cap of 3 messages per user per day over all
+	// channels on every message (issue 14's benchmark).
+	Caps bool
 }
 
 // FanoutResult is what the benchmark measured.
@@ -77,6 +82,10 @@ type FanoutResult struct {
 	ShardMembers      uint64
 	// LogBytes is the delivery log's size on disk after the run (with DeliveryLogDir).
 	LogBytes int64
+	// CapBytes is what the frequency-cap keys hold after the run (with
+	// Caps), CapUsers the users they cover.
+	CapBytes int64
+	CapUsers int64
 }
 
 // noop accepts every message at once: the benchmark measures notifyd, not a provider.
@@ -195,7 +204,8 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 	}
 	const batchSize, maxOpen = 2000, 8
 	engine := campaigns.NewEngine(state, state, daemon.NewShardSource(store), campaigns.NewPoolDispatcher(pools),
-		campaigns.EngineConfig{Owner: "bench", BatchSize: batchSize, MaxOpenBatches: maxOpen}, campaigns.WithEngineLogger(opts.Log))
+		campaigns.EngineConfig{Owner: "bench", BatchSize: batchSize, MaxOpenBatches: maxOpen}, campaigns.WithEngineLogger(opts.Log),
+		campaigns.WithFrequencyCaps(state.Caps(), benchCaps(opts.Caps)))
 	defer engine.Close(context.WithoutCancel(ctx))
 
 	runtime.GC()
@@ -265,6 +275,11 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 	}
 	if res.Messages > 0 {
 		res.RedisBytesPerDone = float64(res.RedisFinalBytes) / float64(res.Messages)
+	}
+	if opts.Caps {
+		if res.CapBytes, res.CapUsers, err = capBytes(ctx, rdb, prefix+"cap:"); err != nil {
+			return nil, fmt.Errorf("measure cap memory: %w", err)
+		}
 	}
 	return res, nil
 }
@@ -427,4 +442,39 @@ func checkCounts(counts map[string]map[string]int64, accepted int64) error {
 		return fmt.Errorf("the channels accepted %d messages but %d were counted sent", accepted, sent)
 	}
 	return nil
+}
+
+// benchCaps is the benchmark's cap rule: 3 messages per user per day over
+// every channel, checked on every message.
+func benchCaps(on bool) []campaigns.CapRule {
+	if !on {
+		return nil
+	}
+	return []campaigns.CapRule{{Channel: campaigns.CapAll, Limit: 3, Window: campaigns.Duration(24 * time.Hour)}}
+}
+
+// capBytes sums MEMORY USAGE over the cap keys under prefix and counts the
+// users they belong to (<prefix>{cap:<bucket>}:<user hex>:...).
+func capBytes(ctx context.Context, rdb redis.UniversalClient, prefix string) (int64, int64, error) {
+	var mu sync.Mutex
+	var total int64
+	users := map[string]bool{}
+	err := forEachNode(ctx, rdb, func(ctx context.Context, n redis.UniversalClient) error {
+		iter := n.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			k := iter.Val()
+			v, err := n.MemoryUsage(ctx, k).Result()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return err
+			}
+			_, rest, _ := strings.Cut(k, "}:")
+			user, _, _ := strings.Cut(rest, ":")
+			mu.Lock()
+			total += v
+			users[user] = true
+			mu.Unlock()
+		}
+		return iter.Err()
+	})
+	return total, int64(len(users)), err
 }

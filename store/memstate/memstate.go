@@ -36,6 +36,8 @@ type Store struct {
 	intake    intake
 	delays    delayQueue
 	flows     *Store // the flow records' store (Flows)
+	caps      map[capKey][]capEntry
+	capOps    int // cap records written since the last sweep
 }
 
 // Option configures a Store.

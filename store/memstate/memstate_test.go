@@ -37,6 +37,7 @@ func newImpl(t *testing.T) statetest.Impl {
 		Campaigns: s,
 		Intake:    s,
 		Delays:    s.Delays(),
+		Caps:      s.Caps(),
 		Now:       clock.Now,
 		Advance:   clock.Advance,
 		Lease:     time.Minute,

@@ -130,6 +130,7 @@ func contract(t *testing.T, c redis.UniversalClient, opts ...redisstate.Option) 
 			Campaigns: s,
 			Intake:    s,
 			Delays:    s.Delays(),
+			Caps:      s.Caps(),
 			Lease:     300 * time.Millisecond,
 		}
 	})

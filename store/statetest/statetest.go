@@ -22,6 +22,8 @@ type Impl struct {
 	Campaigns campaigns.CampaignStore
 	Intake    campaigns.Intake
 	Delays    campaigns.DelayQueue
+	// Caps is the frequency-cap store (the Caps part is skipped when nil).
+	Caps campaigns.CapStore
 	// Now is the implementation's clock (time.Now when nil), for due times.
 	Now func() time.Time
 	// Advance moves the implementation's clock. Leave it nil for an
@@ -42,6 +44,7 @@ func Run(t *testing.T, newImpl func(t *testing.T) Impl) {
 	t.Run("Campaigns", func(t *testing.T) { runCampaigns(t, newImpl) })
 	t.Run("Intake", func(t *testing.T) { runIntake(t, newImpl) })
 	t.Run("Delays", func(t *testing.T) { runDelays(t, newImpl) })
+	t.Run("Caps", func(t *testing.T) { runCaps(t, newImpl) })
 }
 
 // eventually lets time pass and then returns op's first settled answer.
@@ -1420,6 +1423,111 @@ func runDelays(t *testing.T, newImpl func(t *testing.T) Impl) {
 		}
 		if _, err := q.ClaimDue(ctx, 1, 0); err == nil {
 			t.Error("ClaimDue accepted a zero lease")
+		}
+	})
+}
+
+func runCaps(t *testing.T, newImpl func(t *testing.T) Impl) {
+	ctx := context.Background()
+	req := func(user uint64, ch, msg string) campaigns.CapRequest {
+		return campaigns.CapRequest{User: user, Channel: ch, Msg: msg}
+	}
+	admit := func(t *testing.T, c campaigns.CapStore, rules []campaigns.CapRule, dry bool, reqs ...campaigns.CapRequest) string {
+		t.Helper()
+		ok, err := c.Admit(ctx, reqs, rules, dry)
+		must(t, err)
+		if len(ok) != len(reqs) {
+			t.Fatalf("%d answers for %d requests", len(ok), len(reqs))
+		}
+		return fmt.Sprint(ok)
+	}
+	impl := func(t *testing.T) Impl {
+		t.Helper()
+		i := newImpl(t)
+		if i.Caps == nil {
+			t.Skip("no CapStore")
+		}
+		return i
+	}
+	day := campaigns.Duration(24 * time.Hour)
+	t.Run("a rule over all channels counts every channel", func(t *testing.T) {
+		c := impl(t).Caps
+		rules := []campaigns.CapRule{{Channel: campaigns.CapAll, Limit: 2, Window: day}}
+		if got := admit(t, c, rules, false, req(1, "email", "a"), req(1, "sms", "a"), req(1, "apns", "b"), req(2, "apns", "b")); got != "[true true false true]" {
+			t.Fatalf("got %s", got)
+		}
+		// The same messages again (a resumed run) pass without counting twice; a new one does not.
+		if got := admit(t, c, rules, false, req(1, "sms", "a"), req(1, "email", "a"), req(1, "webhook", "c")); got != "[true true false]" {
+			t.Fatalf("again: got %s", got)
+		}
+	})
+	t.Run("a channel rule counts its channel only; every applying rule must fit", func(t *testing.T) {
+		c := impl(t).Caps
+		rules := []campaigns.CapRule{{Channel: "sms", Limit: 1, Window: day}, {Limit: 3, Window: day}}
+		got := admit(t, c, rules, false, req(7, "sms", "a"), req(7, "email", "a"), req(7, "sms", "b"), req(7, "apns", "b"), req(7, "fcm", "c"))
+		if got != "[true true false true false]" {
+			t.Fatalf("got %s", got)
+		}
+	})
+	t.Run("no rule applies: admitted, nothing counted", func(t *testing.T) {
+		c := impl(t).Caps
+		rules := []campaigns.CapRule{{Channel: "sms", Limit: 1, Window: day}}
+		if got := admit(t, c, rules, false, req(3, "email", "a"), req(3, "email", "b"), req(3, "sms", "a")); got != "[true true true]" {
+			t.Fatalf("got %s", got)
+		}
+	})
+	t.Run("a dry run answers the same and writes nothing", func(t *testing.T) {
+		c := impl(t).Caps
+		rules := []campaigns.CapRule{{Limit: 2, Window: day}}
+		reqs := []campaigns.CapRequest{req(4, "email", "a"), req(4, "sms", "b"), req(4, "apns", "c")}
+		for range 2 {
+			if got := admit(t, c, rules, true, reqs...); got != "[true true false]" {
+				t.Fatalf("dry: got %s", got)
+			}
+		}
+		if got := admit(t, c, rules, false, reqs...); got != "[true true false]" {
+			t.Fatalf("after dry runs: got %s", got)
+		}
+		if got := admit(t, c, rules, true, req(4, "apns", "d"), req(4, "email", "a")); got != "[false true]" {
+			t.Fatalf("dry after a real admit: got %s", got)
+		}
+	})
+	t.Run("the window slides", func(t *testing.T) {
+		i := impl(t)
+		rules := []campaigns.CapRule{{Limit: 1, Window: campaigns.Duration(i.Lease)}}
+		if got := admit(t, i.Caps, rules, false, req(5, "email", "a"), req(5, "email", "b")); got != "[true false]" {
+			t.Fatalf("got %s", got)
+		}
+		eventually(t, i, i.Lease, func() (string, bool) {
+			ok, err := i.Caps.Admit(ctx, []campaigns.CapRequest{req(5, "email", "b")}, rules, false)
+			must(t, err)
+			return fmt.Sprint(ok), ok[0]
+		})
+		if got := admit(t, i.Caps, rules, false, req(5, "email", "c")); got != "[false]" {
+			t.Fatalf("after the window: got %s, want b to count", got)
+		}
+	})
+	t.Run("a large batch over many users", func(t *testing.T) {
+		c := impl(t).Caps
+		rules := []campaigns.CapRule{{Limit: 1, Window: day}}
+		var reqs []campaigns.CapRequest
+		for u := range uint64(3000) {
+			reqs = append(reqs, req(u*7919+1, "email", "x"), req(u*7919+1, "sms", "x"))
+		}
+		ok, err := c.Admit(ctx, reqs, rules, false)
+		must(t, err)
+		for k, v := range ok {
+			if v != (k%2 == 0) {
+				t.Fatalf("request %d: %v, want only each user's first admitted", k, v)
+			}
+		}
+	})
+	t.Run("bad rules", func(t *testing.T) {
+		c := impl(t).Caps
+		for _, r := range []campaigns.CapRule{{Limit: 0, Window: day}, {Limit: 1}} {
+			if _, err := c.Admit(ctx, []campaigns.CapRequest{req(1, "sms", "a")}, []campaigns.CapRule{r}, false); err == nil {
+				t.Errorf("rule %+v accepted", r)
+			}
 		}
 	})
 }

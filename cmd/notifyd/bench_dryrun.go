@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"slices"
+	"time"
+
+	"github.com/notifyd/notifyd/daemon/bench"
+)
+
+// runBenchDryRun is `notifyd bench dryrun`: the time a dry run of the
+// fan-out campaign takes over a generated shard (counts and previews).
+func runBenchDryRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench dryrun", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	members := fs.Int("members", 1_000_000, "segment size")
+	rounds := fs.Int("rounds", 3, "dry runs in a row")
+	sample := fs.Int("sample", 3, "previews per dry run")
+	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the runs to this file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintf(stderr, "notifyd bench dryrun: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "notifyd bench dryrun: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	res, err := bench.DryRun(ctx, bench.DryRunOptions{Members: *members, Rounds: *rounds, Sample: *sample, CacheDir: *cache, Out: stdout})
+	if err != nil {
+		fmt.Fprintf(stderr, "notifyd bench dryrun: %v\n", err)
+		return 1
+	}
+	sorted := slices.Clone(res.Elapsed)
+	slices.Sort(sorted)
+	fmt.Fprintf(stdout, "dryrun: members=%d messages=%d procs=%d best=%s median=%s worst=%s\n", res.Members, res.Messages, res.Procs,
+		sorted[0].Round(time.Millisecond), sorted[len(sorted)/2].Round(time.Millisecond), sorted[len(sorted)-1].Round(time.Millisecond))
+	return 0
+}
+
+// capsFanout runs the fan-out without and with frequency caps, alternating
+// for rounds, and prints the medians and the caps/no-caps ratio.
+func capsFanout(ctx context.Context, opts bench.FanoutOptions, rounds int, stdout, stderr io.Writer) int {
+	var plain, capped []float64
+	var last *bench.FanoutResult
+	for r := range rounds {
+		for _, on := range []bool{false, true} {
+			o := opts
+			o.Caps = on
+			res, err := bench.Fanout(ctx, o)
+			if err != nil {
+				fmt.Fprintf(stderr, "notifyd bench fanout --caps: round %d (caps %v): %v\n", r, on, err)
+				return 1
+			}
+			fmt.Fprintf(stdout, "round %d caps=%v: %d messages in %s = %.0f msgs/s (redis SET NX %.0f/s)\n", r, on, res.Messages, res.Elapsed.Round(time.Millisecond), res.MsgsPerSec, res.SetNXPerSec)
+			if on {
+				capped = append(capped, res.MsgsPerSec)
+				last = res
+			} else {
+				plain = append(plain, res.MsgsPerSec)
+			}
+		}
+	}
+	median := func(xs []float64) float64 {
+		s := slices.Clone(xs)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	perUser := 0.0
+	if last.CapUsers > 0 {
+		perUser = float64(last.CapBytes) / float64(last.CapUsers)
+	}
+	fmt.Fprintf(stdout, "caps: %d users hold cap records, %d bytes in Redis = %.1f bytes per user per window (3 messages recorded: a capped user's state)\n", last.CapUsers, last.CapBytes, perUser)
+	fmt.Fprintf(stdout, "fanout_caps: nocaps_msgs_per_s=%.0f caps_msgs_per_s=%.0f ratio=%.2f cap_bytes_per_user=%.1f\n", median(plain), median(capped), median(capped)/median(plain), perUser)
+	return 0
+}
