@@ -245,6 +245,9 @@ func runBenchProvider(which string, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&opts.Sink, "sink", "auto", "email: auto (Postfix's smtp-sink when installed) or go (notifyd's Go SMTP sink)")
 	fs.IntVar(&opts.Concurrency, "concurrency", 0, "the reference's sessions/connections (default 8 for email, 64 for webhook)")
 	fs.StringVar(&opts.CPUProfile, "cpuprofile", "", "write a CPU profile of notifyd's rounds to this file")
+	if which == "email" {
+		fs.BoolVar(&opts.Postfix, "postfix", false, "deliver through a private loopback-only Postfix to a Maildir on tmpfs (needs root and the postfix package), timing notifyd and smtp-source until delivered")
+	}
 	fs.StringVar(&opts.CacheDir, "cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	if err := fs.Parse(args); err != nil {
 		return 2
