@@ -308,7 +308,7 @@ func (s *Sender) buildHTTPClient() (*http.Client, error) {
 		return &http.Client{Transport: tr, CheckRedirect: noRedirect}, nil
 	}
 	rt := &router{
-		std:   tr,
+		std: tr,
 		plain: &h1.Transport{Dial: dialer.DialContext, MaxConnsPerHost: s.cfg.MaxConnsPerHost, MaxIdleConns: tr.MaxIdleConns, IdleConnTimeout: tr.IdleConnTimeout,
 			Timeout: s.cfg.Timeout},
 		proxy: tr.Proxy,
