@@ -175,11 +175,14 @@ func (p *postfixInstance) log() string {
 // stop stops the instance (master and its children) and removes it.
 func (p *postfixInstance) stop() {
 	if _, err := os.Stat(filepath.Join(p.conf, "master.cf")); err == nil {
+		pid := 0
+		if b, err := os.ReadFile(filepath.Join(p.dir, "spool", "pid", "master.pid")); err == nil {
+			_, _ = fmt.Sscan(strings.TrimSpace(string(b)), &pid)
+		}
 		_ = exec.Command(p.postfix, "-c", p.conf, "stop").Run()
-		// master exits a moment after the signal; its pid file goes with it.
-		pid := filepath.Join(p.dir, "spool", "pid", "master.pid")
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			if _, err := os.Stat(pid); err != nil {
+		// master exits a moment after the signal, with its children.
+		for deadline := time.Now().Add(10 * time.Second); pid > 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if syscall.Kill(pid, 0) != nil {
 				break
 			}
 		}
