@@ -28,7 +28,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		return runBenchProvider(args[0], args[1:], stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "fanout" {
-		fmt.Fprintln(stderr, "usage: notifyd bench fanout [--members N] [--redis URL | --redis-cluster HOST:PORT,... [--compare [--rounds N]]]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL | --redis-cluster HOST:PORT,...]\n       notifyd bench email|webhook [--members N] [--rounds N] [--reference auto|tool|builtin]")
+		fmt.Fprintln(stderr, "usage: notifyd bench fanout [--members N] [--redis URL | --redis-cluster HOST:PORT,... [--compare [--rounds N]]]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL | --redis-cluster HOST:PORT,...]\n       notifyd bench email|webhook [--members N] [--rounds N] [--reference auto|tool|builtin]\n       notifyd bench email --postfix [--members N] [--rounds N]")
 		return 2
 	}
 	fs := flag.NewFlagSet("bench fanout", flag.ContinueOnError)
