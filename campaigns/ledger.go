@@ -244,7 +244,8 @@ func (l *ledger) fail(err error) {
 // pending is one batch's share of a flush, and what it becomes once durable.
 type pending struct {
 	b        *RecipientBatch
-	merged   [3]Bitmap // the durable bitmaps with this flush applied
+	merged   [3]Bitmap // bytes base.. of the durable bitmaps with this flush applied
+	base     int
 	final    bool
 	accepted bool // a provider accepted one of its messages
 }
@@ -298,9 +299,9 @@ func (l *ledger) flush(ctx context.Context) {
 	l.mu.Lock()
 	for _, p := range parts {
 		img := l.open[p.b.Seq]
-		copy(img.Dispatched, p.merged[0])
-		copy(img.Confirmed, p.merged[1])
-		copy(img.Done, p.merged[2])
+		copyAt(img.Dispatched, p.base, p.merged[0])
+		copyAt(img.Confirmed, p.base, p.merged[1])
+		copyAt(img.Done, p.base, p.merged[2])
 		img.Final = img.Final || p.final
 	}
 	for _, r := range f.Reports {
@@ -343,9 +344,9 @@ func retryState(ctx context.Context, log *slog.Logger, what string, lost func(co
 	delay := 20 * time.Millisecond
 	var t *time.Timer
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		actx := newAttemptCtx(ctx, time.Now().Add(5*time.Second))
 		err := op(actx)
-		cancel()
+		actx.cancel()
 		if err == nil {
 			if attempt > 1 {
 				log.Info(what+": recovered", "attempts", attempt)
@@ -381,8 +382,81 @@ func retryState(ctx context.Context, log *slog.Logger, what string, lost func(co
 	}
 }
 
+// attemptCtx is context.WithDeadline(parent, deadline) that builds the real
+// context (a timer, and a registration with the parent) only when something
+// waits on Done. A flush is one attempt, flushes come about once per request,
+// and an in-memory store never waits on Done: the timer and the parent's
+// child map were a measurable share of the ledger's cost per message
+// (notifyd bench webhook). Deadline, Err and Value answer as the real
+// context would.
+type attemptCtx struct {
+	parent   context.Context
+	deadline time.Time
+	mu       sync.Mutex
+	real     context.Context
+	stop     context.CancelFunc
+	canceled bool
+}
+
+func newAttemptCtx(parent context.Context, deadline time.Time) *attemptCtx {
+	if d, ok := parent.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	return &attemptCtx{parent: parent, deadline: deadline}
+}
+
+func (c *attemptCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func (c *attemptCtx) Value(key any) any { return c.parent.Value(key) }
+
+func (c *attemptCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.real == nil {
+		c.real, c.stop = context.WithDeadline(c.parent, c.deadline)
+		if c.canceled {
+			c.stop()
+		}
+	}
+	return c.real.Done()
+}
+
+func (c *attemptCtx) Err() error {
+	c.mu.Lock()
+	real, canceled := c.real, c.canceled
+	c.mu.Unlock()
+	if real != nil {
+		return real.Err()
+	}
+	if err := c.parent.Err(); err != nil {
+		return err
+	}
+	if canceled {
+		return context.Canceled
+	}
+	if !time.Now().Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// cancel ends the attempt, as the CancelFunc of WithDeadline.
+func (c *attemptCtx) cancel() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.canceled = true
+	if c.stop != nil {
+		c.stop()
+	}
+}
+
 // takePending moves b's pending changes into a report against img, the
 // batch's durable image. Called with b.mu held.
+//
+// It runs once per batch per flush, and flushes come as often as workers
+// wait (about one per request at one message per request), so it copies
+// only the window of bytes that changed, all three bitmaps in one
+// allocation, instead of cloning the batch's whole durable image three times.
 func (b *RecipientBatch) takePending(img *Batch) (BatchReport, pending) {
 	part := pending{b: b, final: b.pendFinal}
 	src := [3]Bitmap{b.pendD, b.pendC, b.pendF}
@@ -399,7 +473,10 @@ func (b *RecipientBatch) takePending(img *Batch) (BatchReport, pending) {
 			}
 		}
 	}
-	rep := BatchReport{Seq: b.Seq, Final: b.pendFinal, Counts: b.takeCounts()}
+	rep := BatchReport{Seq: b.Seq, Final: b.pendFinal}
+	if len(b.counts) > 0 {
+		rep.Counts = b.takeCounts()
+	}
 	if b.pendAll {
 		rep.Slots = b.nslots
 		b.pendAll = false
@@ -408,27 +485,40 @@ func (b *RecipientBatch) takePending(img *Batch) (BatchReport, pending) {
 		rep.Failures = slices.Clone(b.failures)
 		b.failures = b.failures[:0]
 	}
-	for _, v := range src[1] {
-		if v != 0 {
-			part.accepted = true
-			break
-		}
-	}
-	for k := range 3 {
-		m := slices.Clone(dur[k])
-		for i := lo; i < hi && i < len(m); i++ {
-			m[i] |= src[k][i]
-		}
-		part.merged[k] = m
-		clear(src[k])
-	}
 	if lo < hi {
+		for _, v := range src[1][lo:hi] {
+			if v != 0 {
+				part.accepted = true
+				break
+			}
+		}
+		w := hi - lo
+		buf := make(Bitmap, 3*w)
+		for k := range 3 {
+			m := buf[k*w : (k+1)*w : (k+1)*w]
+			if lo < len(dur[k]) {
+				n := copy(m, dur[k][lo:])
+				for i := range n {
+					m[i] |= src[k][lo+i]
+				}
+			}
+			part.merged[k] = m
+			clear(src[k][lo:hi])
+		}
+		part.base = lo
 		rep.Base = lo
-		rep.Dispatched, rep.Confirmed, rep.Done = part.merged[0][lo:hi], part.merged[1][lo:hi], part.merged[2][lo:hi]
+		rep.Dispatched, rep.Confirmed, rep.Done = part.merged[0], part.merged[1], part.merged[2]
 	}
 	b.pendFinal = false
 	b.listed = false
 	return rep, part
+}
+
+// copyAt copies src into dst from byte base on, as far as dst goes.
+func copyAt(dst Bitmap, base int, src Bitmap) {
+	if base < len(dst) {
+		copy(dst[base:], src)
+	}
 }
 
 // snapshot is the run's durable state, for a store that lost it.

@@ -17,7 +17,10 @@
 // connection: about half the CPU per request, measured with notifyd bench
 // webhook); https (HTTP/2 when the receiver offers it) and proxied requests
 // go through net/http. Config.Transport TransportNetHTTP sends everything
-// through net/http.
+// through net/http. On the lean path Config.Timeout is the connection's
+// deadline (with a timer only while a request waits for a free connection),
+// so a request derives no context with a timer of its own; requests through
+// net/http are bounded by a context with the timeout.
 //
 // Why the pool, not retryablehttp, is the one owner of retries: a retry
 // inside Client.Do sleeps in the goroutine that sent the batch, so a worker

@@ -143,6 +143,9 @@ type Sender struct {
 	warnedNetwork atomic.Bool
 	// lastURL is the last per-message URL that passed checkURL.
 	lastURL atomic.Pointer[checkedURL]
+	// leanHTTP: every http:// request goes through internal/h1 (no proxy),
+	// which enforces Config.Timeout itself.
+	leanHTTP bool
 }
 
 // checkedURL is a URL string that passed checkURL, parsed. Requests share
@@ -305,8 +308,9 @@ func (s *Sender) buildHTTPClient() (*http.Client, error) {
 		return &http.Client{Transport: tr, CheckRedirect: noRedirect}, nil
 	}
 	rt := &router{
-		std:   tr,
-		plain: &h1.Transport{Dial: dialer.DialContext, MaxConnsPerHost: s.cfg.MaxConnsPerHost, MaxIdleConns: tr.MaxIdleConns, IdleConnTimeout: tr.IdleConnTimeout},
+		std: tr,
+		plain: &h1.Transport{Dial: dialer.DialContext, MaxConnsPerHost: s.cfg.MaxConnsPerHost, MaxIdleConns: tr.MaxIdleConns, IdleConnTimeout: tr.IdleConnTimeout,
+			Timeout: s.cfg.Timeout},
 		proxy: tr.Proxy,
 	}
 	// The environment's proxy settings are read once by net/http; with no
@@ -314,6 +318,7 @@ func (s *Sender) buildHTTPClient() (*http.Client, error) {
 	probe := &http.Request{URL: &url.URL{Scheme: "http", Host: "notifyd.invalid"}, Header: http.Header{}}
 	if u, err := http.ProxyFromEnvironment(probe); u == nil && err == nil && os.Getenv("HTTP_PROXY") == "" && os.Getenv("http_proxy") == "" {
 		rt.proxy = nil
+		s.leanHTTP = true
 	}
 	return &http.Client{Transport: rt, CheckRedirect: noRedirect}, nil
 }
@@ -397,9 +402,19 @@ func (s *Sender) sendOne(ctx context.Context, m *channels.Message) channels.Resu
 	if !m.Deadline.IsZero() && !now.Before(m.Deadline) {
 		return channels.Result{Err: channels.Permanent(channels.ReasonExpired, "", fmt.Errorf("send webhook: deadline passed %s ago", now.Sub(m.Deadline).Round(time.Millisecond)))}
 	}
-	rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	req, target, err := s.buildRequest(rctx, m, now)
+	var req *retryablehttp.Request
+	target, err := s.target(m.Hook)
+	if err == nil {
+		rctx := ctx
+		// internal/h1 bounds the request by Config.Timeout on its own
+		// (the connection's deadline): no timer per request here.
+		if !s.leanHTTP || target.Scheme != "http" {
+			var cancel context.CancelFunc
+			rctx, cancel = context.WithTimeout(ctx, s.cfg.Timeout)
+			defer cancel()
+		}
+		req, err = s.buildRequest(rctx, m, target, now)
+	}
 	if err != nil {
 		code := ""
 		if errors.Is(err, channels.ErrBlockedDestination) {
@@ -432,41 +447,44 @@ func drain(resp *http.Response) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, respDrainBytes))
 }
 
-func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, now time.Time) (*retryablehttp.Request, *url.URL, error) {
-	h := m.Hook
-	target := s.defaultURL
-	if h.URL != "" {
-		// A campaign's URL is usually the same string for every message:
-		// parse and check it once (the checks depend only on the string
-		// and the config; addresses are judged again at every dial).
-		if p := s.lastURL.Load(); p != nil && p.raw == h.URL {
-			target = p.u
-		} else {
-			u, err := s.checkURL(h.URL)
-			if err != nil {
-				return nil, nil, fmt.Errorf("build webhook request: %w", err)
-			}
-			target = u
-			s.lastURL.Store(&checkedURL{raw: h.URL, u: u})
+// target is the message's URL, parsed and checked, or the default one.
+func (s *Sender) target(h *channels.Hook) (*url.URL, error) {
+	if h.URL == "" {
+		if s.defaultURL == nil {
+			return nil, errors.New("build webhook request: no URL in the message or the config")
 		}
+		return s.defaultURL, nil
 	}
-	if target == nil {
-		return nil, nil, errors.New("build webhook request: no URL in the message or the config")
+	// A campaign's URL is usually the same string for every message:
+	// parse and check it once (the checks depend only on the string and
+	// the config; addresses are judged again at every dial).
+	if p := s.lastURL.Load(); p != nil && p.raw == h.URL {
+		return p.u, nil
 	}
+	u, err := s.checkURL(h.URL)
+	if err != nil {
+		return nil, fmt.Errorf("build webhook request: %w", err)
+	}
+	s.lastURL.Store(&checkedURL{raw: h.URL, u: u})
+	return u, nil
+}
+
+func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, target *url.URL, now time.Time) (*retryablehttp.Request, error) {
+	h := m.Hook
 	method := s.method
 	if h.Method != "" {
 		method = strings.ToUpper(h.Method)
 		if !validMethod(method) {
-			return nil, nil, fmt.Errorf("build webhook request: method %q is not an HTTP token", h.Method)
+			return nil, fmt.Errorf("build webhook request: method %q is not an HTTP token", h.Method)
 		}
 	}
 	if len(h.Body) > s.cfg.MaxBodyBytes {
-		return nil, nil, fmt.Errorf("build webhook request: body is %d bytes, limit %d", len(h.Body), s.cfg.MaxBodyBytes)
+		return nil, fmt.Errorf("build webhook request: body is %d bytes, limit %d", len(h.Body), s.cfg.MaxBodyBytes)
 	}
 	// Only a JSON body must be JSON: the template may name another type
 	// (text/plain, as docs/templates.md allows), which is sent as given.
 	if len(h.Body) > 0 && declaresJSON(h.Headers) && !json.Valid(h.Body) {
-		return nil, nil, errors.New("build webhook request: body is not valid JSON")
+		return nil, errors.New("build webhook request: body is not valid JSON")
 	}
 	var body any
 	if len(h.Body) > 0 {
@@ -480,20 +498,20 @@ func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, now time
 	// parsed default URL is shared by every request.
 	req, err := retryablehttp.NewRequestWithContext(ctx, method, "", body)
 	if err != nil {
-		return nil, nil, fmt.Errorf("build webhook request: %s %s: invalid request", method, redactURL(target))
+		return nil, fmt.Errorf("build webhook request: %s %s: invalid request", method, redactURL(target))
 	}
 	req.URL = target
 	hdr := req.Header
 	for k, v := range h.Headers {
 		if !validHeaderName(k) {
-			return nil, nil, fmt.Errorf("build webhook request: header name %q is not a valid token", k)
+			return nil, fmt.Errorf("build webhook request: header name %q is not a valid token", k)
 		}
 		if strings.ContainsAny(v, "\r\n\x00") {
-			return nil, nil, fmt.Errorf("build webhook request: header %s: value contains CR, LF or NUL", k)
+			return nil, fmt.Errorf("build webhook request: header %s: value contains CR, LF or NUL", k)
 		}
 		ck := textproto.CanonicalMIMEHeaderKey(k)
 		if reservedHeader(ck) || ck == s.sigHeader {
-			return nil, nil, fmt.Errorf("build webhook request: header %s is set by notifyd and cannot be overridden", ck)
+			return nil, fmt.Errorf("build webhook request: header %s is set by notifyd and cannot be overridden", ck)
 		}
 		hdr[ck] = []string{v}
 	}
@@ -510,7 +528,7 @@ func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, now time
 	hdr["User-Agent"] = vals[1:2:2]
 	if m.IdempotencyKey != "" {
 		if strings.ContainsAny(m.IdempotencyKey, "\r\n\x00") {
-			return nil, nil, errors.New("build webhook request: idempotency key contains CR, LF or NUL")
+			return nil, errors.New("build webhook request: idempotency key contains CR, LF or NUL")
 		}
 		vals[2] = m.IdempotencyKey
 		hdr["Idempotency-Key"] = vals[2:3:3]
@@ -519,7 +537,7 @@ func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, now time
 		vals[3] = s.signer.sign(now.Unix(), h.Body)
 		hdr[s.sigHeader] = vals[3:4:4]
 	}
-	return req, target, nil
+	return req, nil
 }
 
 // checkURL parses raw and applies the scheme and host allow-lists. Errors
@@ -704,6 +722,9 @@ func isToken(s string) bool {
 // declaresJSON reports whether a body under these headers is JSON: no
 // Content-Type (notifyd then sends application/json) or one that says json.
 func declaresJSON(headers map[string]string) bool {
+	if len(headers) == 0 {
+		return true
+	}
 	for k, v := range headers {
 		if strings.EqualFold(k, "Content-Type") {
 			return strings.Contains(strings.ToLower(v), "json")

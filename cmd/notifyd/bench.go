@@ -31,7 +31,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		return runBenchProvider(args[0], args[1:], stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "fanout" {
-		fmt.Fprintln(stderr, "usage: notifyd bench fanout [--members N] [--redis URL | --redis-cluster HOST:PORT,... [--compare [--rounds N]]]\n       notifyd bench dryrun [--members N] [--rounds N] [--sample N]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL | --redis-cluster HOST:PORT,...]\n       notifyd bench email|webhook [--members N] [--rounds N] [--reference auto|tool|builtin]")
+		fmt.Fprintln(stderr, "usage: notifyd bench fanout [--members N] [--redis URL | --redis-cluster HOST:PORT,... [--compare [--rounds N]]]\n       notifyd bench dryrun [--members N] [--rounds N] [--sample N]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL | --redis-cluster HOST:PORT,...]\n       notifyd bench email|webhook [--members N] [--rounds N] [--reference auto|tool|builtin]\n       notifyd bench email --postfix [--members N] [--rounds N]")
 		return 2
 	}
 	fs := flag.NewFlagSet("bench fanout", flag.ContinueOnError)
@@ -266,6 +266,9 @@ func runBenchProvider(which string, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&opts.Sink, "sink", "auto", "email: auto (Postfix's smtp-sink when installed) or go (notifyd's Go SMTP sink)")
 	fs.IntVar(&opts.Concurrency, "concurrency", 0, "the reference's sessions/connections (default 8 for email, 64 for webhook)")
 	fs.StringVar(&opts.CPUProfile, "cpuprofile", "", "write a CPU profile of notifyd's rounds to this file")
+	if which == "email" {
+		fs.BoolVar(&opts.Postfix, "postfix", false, "deliver through a private loopback-only Postfix to a Maildir on tmpfs (needs root and the postfix package), timing notifyd and smtp-source until delivered")
+	}
 	fs.StringVar(&opts.CacheDir, "cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	if err := fs.Parse(args); err != nil {
 		return 2

@@ -40,9 +40,16 @@ func benchEmailBytes() int { return len(benchEmailHTML) + len(benchEmailText) + 
 // same size into the same sink: Postfix's smtp-source when installed, else
 // a built-in raw pipelining SMTP client.
 func Email(ctx context.Context, opts ProviderOptions) (*ProviderResult, error) {
-	opts.defaults(25_000, 8)
+	members := 25_000
+	if opts.Postfix {
+		members = 5_000 // Postfix delivers some thousands per second here, not tens of thousands
+	}
+	opts.defaults(members, 8)
 	res := &ProviderResult{Channel: "email", MessageBytes: benchEmailBytes()}
 
+	if opts.Postfix {
+		return emailPostfix(ctx, opts, res)
+	}
 	var sink *sinkProcess
 	var err error
 	sinkPath, haveSink := lookTool("smtp-sink")
@@ -93,16 +100,25 @@ func Email(ctx context.Context, opts ProviderOptions) (*ProviderResult, error) {
 		return nil, fmt.Errorf("unknown reference %q: want auto, tool or builtin", opts.Reference)
 	}
 
+	if err := runEmail(ctx, opts, res, host, port, ref, nil); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// runEmail starts the daemon with the default email config pointed at
+// host:port and runs the rounds.
+func runEmail(ctx context.Context, opts ProviderOptions, res *ProviderResult, host, port string, ref referenceFunc, dw deliveryWaiter) error {
 	path, err := cachedShard(opts.CacheDir, opts.Members, opts.Out)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// The default config but for the relay's address and clear text: the
 	// sinks, like a local relay, speak no TLS (smtp-source has none either).
 	chYAML := "  email:\n    host: " + host + "\n    port: " + port + "\n    tls_mode: none\n    from: " + benchFrom + "\n"
 	d, err := startDaemon(ctx, path, chYAML, opts.Log)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer d.stop()
 	content := map[string]any{
@@ -112,7 +128,45 @@ func Email(ctx context.Context, opts ProviderOptions) (*ProviderResult, error) {
 		"text":    benchEmailText,
 	}
 	fmt.Fprintf(opts.Out, "sink: %s\nreference: %s\n", res.Sink, res.Reference)
-	if err := runRounds(ctx, res, opts, d, content, ref); err != nil {
+	return runRounds(ctx, res, opts, d, content, ref, dw)
+}
+
+// emailPostfix is `notifyd bench email --postfix`: a private Postfix on
+// loopback delivers to a Maildir on a tmpfs, and both notifyd and
+// smtp-source (the reference: Postfix's own load generator, -s sessions)
+// are timed from their first connection to the last message delivered.
+func emailPostfix(ctx context.Context, opts ProviderOptions, res *ProviderResult) (*ProviderResult, error) {
+	srcPath, haveSrc := lookTool("smtp-source")
+	if !haveSrc || opts.Reference == "builtin" {
+		return nil, errors.New("--postfix compares with Postfix's smtp-source: apt-get install postfix (Debian)")
+	}
+	pf, err := startPostfix(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	defer pf.stop()
+	res.Sink = "private Postfix (" + pf.addr + ", smtpd → cleanup → qmgr → virtual, Maildir on tmpfs " + pf.dir + ")"
+	host, port, _ := net.SplitHostPort(pf.addr)
+	args := func(n int64) []string {
+		return []string{"-d", "-s", strconv.Itoa(opts.Concurrency), "-m", strconv.FormatInt(n, 10), "-l", strconv.Itoa(res.MessageBytes),
+			"-f", benchFrom, "-t", benchRcpt, "-M", "bench.notifyd.test", pf.addr}
+	}
+	res.Reference = strings.Replace(srcPath+" "+strings.Join(args(0), " "), " -m 0 ", " -m <messages> ", 1) + ", until delivered"
+	ref := func(ctx context.Context, n int64) (time.Duration, time.Duration, error) {
+		if err := pf.fresh(); err != nil {
+			return 0, 0, err
+		}
+		start := time.Now()
+		_, cpu, _, err := runTool(ctx, srcPath, args(n)...)
+		if err != nil {
+			return 0, 0, err
+		}
+		if _, err := pf.waitDelivered(ctx, n); err != nil {
+			return 0, 0, err
+		}
+		return time.Since(start), cpu, nil
+	}
+	if err := runEmail(ctx, opts, res, host, port, ref, pf); err != nil {
 		return nil, err
 	}
 	return res, nil

@@ -40,6 +40,11 @@ type ProviderOptions struct {
 	// SinkCommand starts this binary as a sink process (argv; default: the
 	// running executable). The process must call ServeSinkIfAsked.
 	SinkCommand []string
+	// Postfix (email only) replaces the sink with a private, loopback-only
+	// Postfix delivering to a Maildir on a tmpfs (/dev/shm); both notifyd
+	// and smtp-source are timed until Postfix has delivered every message.
+	// Needs root and Debian's postfix package; the default segment is 5,000.
+	Postfix bool
 	// CPUProfile, when set, receives a CPU profile of notifyd's rounds.
 	CPUProfile string
 	CacheDir   string
@@ -161,9 +166,19 @@ func campaignJSON(id, channel string, content map[string]any) []byte {
 	return b
 }
 
+// deliveryWaiter, when the sink stores messages (Postfix), makes a run end
+// when the sink has delivered them, not when it has accepted them.
+type deliveryWaiter interface {
+	// fresh starts counting a new run's deliveries from zero.
+	fresh() error
+	// waitDelivered waits for n deliveries and returns the CPU this process
+	// spent counting them (not the sender's: it is subtracted).
+	waitDelivered(ctx context.Context, n int64) (time.Duration, error)
+}
+
 // runRounds alternates notifyd's campaign and the reference, measuring
 // wall time and CPU of each, and fills the medians.
-func runRounds(ctx context.Context, res *ProviderResult, opts ProviderOptions, d *benchDaemon, content map[string]any, ref referenceFunc) error {
+func runRounds(ctx context.Context, res *ProviderResult, opts ProviderOptions, d *benchDaemon, content map[string]any, ref referenceFunc, dw deliveryWaiter) error {
 	if opts.CPUProfile != "" {
 		f, err := os.Create(opts.CPUProfile)
 		if err != nil {
@@ -178,9 +193,19 @@ func runRounds(ctx context.Context, res *ProviderResult, opts ProviderOptions, d
 	stamp := strconv.FormatInt(time.Now().UnixNano(), 36)
 	// A warm-up campaign: sessions and connections open, code paged in.
 	warm := "bench-warm-" + stamp
+	if dw != nil {
+		if err := dw.fresh(); err != nil {
+			return err
+		}
+	}
 	n, err := d.campaign(ctx, warm, res.Channel, campaignJSON(warm, res.Channel, content))
 	if err != nil {
 		return err
+	}
+	if dw != nil {
+		if _, err := dw.waitDelivered(ctx, n); err != nil {
+			return err
+		}
 	}
 	if n == 0 {
 		return errors.New("the shard addresses no message on this channel")
@@ -191,9 +216,18 @@ func runRounds(ctx context.Context, res *ProviderResult, opts ProviderOptions, d
 		// always runs right after the other's connections were torn down.
 		runOwn := func() error {
 			id := fmt.Sprintf("bench-%s-%d", stamp, r)
+			if dw != nil {
+				if err := dw.fresh(); err != nil {
+					return err
+				}
+			}
 			start, cpu0 := time.Now(), processCPU()
 			n, err := d.campaign(ctx, id, res.Channel, campaignJSON(id, res.Channel, content))
-			rd.Wall, rd.CPU, rd.Messages = time.Since(start), processCPU()-cpu0, n
+			var counting time.Duration
+			if err == nil && dw != nil {
+				counting, err = dw.waitDelivered(ctx, n)
+			}
+			rd.Wall, rd.CPU, rd.Messages = time.Since(start), processCPU()-cpu0-counting, n
 			return err
 		}
 		runRef := func() error {

@@ -103,7 +103,7 @@ func Webhook(ctx context.Context, opts ProviderOptions) (*ProviderResult, error)
 		"body": map[string]any{"user": "{{ profile.id }}", "tier": "{{ profile.tier | default: 'none' }}", "campaign": "autumn"},
 	}
 	fmt.Fprintf(opts.Out, "sink: %s\nreference: %s\n", res.Sink, res.Reference)
-	if err := runRounds(ctx, res, opts, d, content, ref); err != nil {
+	if err := runRounds(ctx, res, opts, d, content, ref, nil); err != nil {
 		return nil, err
 	}
 	return res, nil

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -331,5 +332,72 @@ func TestMaxIdleConns(t *testing.T) {
 		if want := int64(1 + i/2); n.Load() != want {
 			t.Errorf("host %d: %d connections, want %d", i, n.Load(), want)
 		}
+	}
+}
+
+// TestTimeout: Transport.Timeout bounds a request whose context has no
+// deadline, both on the wire (a receiver that never answers) and while it
+// waits for a connection (the only one is busy), and a context deadline
+// sooner than Timeout still wins with the context's own error.
+func TestTimeout(t *testing.T) {
+	block := make(chan struct{})
+	srv, conns := server(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/slow":
+			<-block
+		case "/hold": // answers, then holds the body open
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			<-block
+		}
+	})
+	t.Cleanup(func() { close(block) }) // before the server's Close, which waits for handlers
+	tr := &Transport{Dial: (&net.Dialer{}).DialContext, MaxConnsPerHost: 1, Timeout: 100 * time.Millisecond}
+	c := &http.Client{Transport: tr}
+
+	tests := []struct {
+		name    string
+		ctx     func() (context.Context, context.CancelFunc)
+		path    string
+		busy    bool // another request holds the only connection
+		wantErr func(error) bool
+	}{
+		{name: "no answer", ctx: func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) },
+			path: "/slow", wantErr: func(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }},
+		{name: "no free connection", ctx: func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) },
+			path: "/fast", busy: true, wantErr: func(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }},
+		{name: "context deadline sooner", ctx: func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 30*time.Millisecond)
+		}, path: "/slow", wantErr: func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.busy {
+				// Its connection stays taken until the body is closed.
+				resp, err := c.Post(srv.URL+"/hold", "text/plain", strings.NewReader("x"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+			}
+			ctx, cancel := tc.ctx()
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+tc.path, strings.NewReader("x"))
+			start := time.Now()
+			_, err := c.Do(req)
+			if !tc.wantErr(err) {
+				t.Fatalf("err = %v", err)
+			}
+			var ne net.Error
+			if tc.name != "context deadline sooner" && (!errors.As(err, &ne) || !ne.Timeout()) {
+				t.Fatalf("err = %v: want a net.Error with Timeout() true", err)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Fatalf("took %s", d)
+			}
+		})
+	}
+	if n := conns.Load(); n != 3 {
+		t.Fatalf("connections %d, want 3 (each timed-out one is closed, the waiting request opened none)", n)
 	}
 }
