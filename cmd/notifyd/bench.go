@@ -16,6 +16,8 @@ import (
 	"github.com/notifyd/notifyd/daemon/bench"
 )
 
+const benchUsage = "usage: notifyd bench fanout [--members N] [--redis URL | --redis-cluster HOST:PORT,... [--compare [--rounds N]]]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL | --redis-cluster HOST:PORT,...]\n       notifyd bench email|webhook [--members N] [--rounds N] [--reference auto|tool|builtin]\n\n`notifyd bench SCENARIO --help` lists a scenario's flags."
+
 // runBench runs the end-to-end benchmarks; each prints a machine-readable last line.
 func runBench(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "trigger" {
@@ -27,12 +29,15 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && (args[0] == "email" || args[0] == "webhook") {
 		return runBenchProvider(args[0], args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && isHelpArg(args[0]) {
+		fmt.Fprintln(stdout, benchUsage)
+		return 0
+	}
 	if len(args) == 0 || args[0] != "fanout" {
-		fmt.Fprintln(stderr, "usage: notifyd bench fanout [--members N] [--redis URL | --redis-cluster HOST:PORT,... [--compare [--rounds N]]]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL | --redis-cluster HOST:PORT,...]\n       notifyd bench email|webhook [--members N] [--rounds N] [--reference auto|tool|builtin]")
+		fmt.Fprintln(stderr, benchUsage)
 		return 2
 	}
-	fs := flag.NewFlagSet("bench fanout", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("bench fanout", "bench fanout [flags]\n\nOne campaign over a generated segment and every channel's fake; compares the pipeline with bare pipelined SET NX on the same Redis.", stderr)
 	members := fs.Int("members", 1_000_000, "segment size")
 	redisURL := fs.String("redis", os.Getenv("REDIS_URL"), "Redis URL (default $REDIS_URL)")
 	cluster := fs.String("redis-cluster", "", "Redis Cluster seed nodes, host:port,... (instead of --redis)")
@@ -41,7 +46,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	stall := fs.Duration("stall", 30*time.Second, "fail when no message gets through for this long")
 	if err := fs.Parse(args[1:]); err != nil {
-		return 2
+		return exitCode(err)
 	}
 	var clusterAddrs []string
 	if *cluster != "" {
@@ -134,8 +139,7 @@ func median(v []float64) float64 {
 }
 
 func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench trigger", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("bench trigger", "bench trigger [flags]\n\nFires flow triggers at a steady rate and reports latency from arrival to the provider request.", stderr)
 	rate := fs.Int("rate", 10_000, "triggers per second")
 	dur := fs.Duration("duration", 10*time.Second, "how long to sustain the rate")
 	members := fs.Int("members", 100_000, "shard size")
@@ -145,7 +149,7 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return exitCode(err)
 	}
 	var clusterAddrs []string
 	if *cluster != "" {
@@ -182,15 +186,14 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 // each N and prints throughput and CPU per message, the latter relative to
 // the first N: flat CPU per message is what makes the fleet linear.
 func runBenchFleet(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench fleet", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("bench fleet", "bench fleet [flags]\n\nOne campaign over N shards' daemons for each N: throughput and CPU per message relative to the first size.", stderr)
 	members := fs.Int("members", 300_000, "population over all shards")
 	shardList := fs.String("shards", "1,2,4", "fleet sizes to run, comma-separated")
 	redisURL := fs.String("redis", os.Getenv("REDIS_URL"), "Redis URL (default $REDIS_URL)")
 	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the runs to this file")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return exitCode(err)
 	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -236,8 +239,7 @@ func runBenchFleet(args []string, stdout, stderr io.Writer) int {
 
 // runBenchProvider runs `notifyd bench email` or `notifyd bench webhook`.
 func runBenchProvider(which string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench "+which, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("bench "+which, "bench "+which+" [flags]\n\nnotifyd's "+which+" sender against a local sink, and a reference client against the same sink, in alternating rounds.", stderr)
 	var opts bench.ProviderOptions
 	fs.IntVar(&opts.Members, "members", 0, "segment size (default 25,000 for email, 50,000 for webhook)")
 	fs.IntVar(&opts.Rounds, "rounds", 3, "rounds, each notifyd and the reference back to back (medians are reported)")
@@ -247,7 +249,7 @@ func runBenchProvider(which string, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&opts.CPUProfile, "cpuprofile", "", "write a CPU profile of notifyd's rounds to this file")
 	fs.StringVar(&opts.CacheDir, "cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return exitCode(err)
 	}
 	opts.Out = stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
