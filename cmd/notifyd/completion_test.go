@@ -76,7 +76,6 @@ func TestCompletionBash(t *testing.T) {
 	}
 }
 
-
 // TestCompletionFish checks the fish script's syntax and, through fish's
 // own completer (complete -C), that it completes a subcommand and a flag.
 func TestCompletionFish(t *testing.T) {
