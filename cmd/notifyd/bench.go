@@ -16,7 +16,7 @@ import (
 	"github.com/notifyd/notifyd/daemon/bench"
 )
 
-const benchUsage = "usage: notifyd bench fanout [--members N] [--redis URL | --redis-cluster HOST:PORT,... [--compare [--rounds N]]]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL | --redis-cluster HOST:PORT,...]\n       notifyd bench email|webhook [--members N] [--rounds N] [--reference auto|tool|builtin]\n\n`notifyd bench SCENARIO --help` lists a scenario's flags."
+const benchUsage = "usage: notifyd bench fanout [--members N] [--redis URL | --redis-cluster HOST:PORT,... [--compare [--rounds N]]]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL | --redis-cluster HOST:PORT,...]\n       notifyd bench email|webhook [--members N] [--rounds N] [--reference auto|tool|builtin]\n       notifyd bench apns [--messages N] [--latency D] [--workers N --batch N]\n\n`notifyd bench SCENARIO --help` lists a scenario's flags."
 
 // runBench runs the end-to-end benchmarks; each prints a machine-readable last line.
 func runBench(args []string, stdout, stderr io.Writer) int {
@@ -25,6 +25,9 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(args) > 0 && args[0] == "fleet" {
 		return runBenchFleet(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "apns" {
+		return runBenchAPNs(args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && (args[0] == "email" || args[0] == "webhook") {
 		return runBenchProvider(args[0], args[1:], stdout, stderr)

@@ -33,7 +33,7 @@ func wantsHelp(args []string) bool {
 }
 
 // benchScenarios are bench's subcommands.
-var benchScenarios = []string{"fanout", "fleet", "trigger", "email", "webhook"}
+var benchScenarios = []string{"fanout", "fleet", "trigger", "email", "webhook", "apns"}
 
 // subcommands lists the words a command dispatches on (nil: none).
 func subcommands(name string) []string {
