@@ -21,10 +21,10 @@ import (
 
 // TestAPNsConcurrencyFollowsServerStreams drives the APNs channel as the
 // daemon builds it (default pool) against the APNs fake, which holds every
-// push for a while: the pushes in flight at once must be exactly what the
+// push for a while: the pushes in flight at once must reach what the
 // server's SETTINGS_MAX_CONCURRENT_STREAMS allows over the connections —
-// not fewer (the pool's workers must not be the cap, as 256 single-push
-// workers were) and not more.
+// the pool's workers must not be the cap, as 256 single-push workers were —
+// and never exceed it.
 func TestAPNsConcurrencyFollowsServerStreams(t *testing.T) {
 	if testing.Short() {
 		t.Skip("holds pushes for a second")
@@ -117,8 +117,12 @@ func TestAPNsConcurrencyFollowsServerStreams(t *testing.T) {
 			if accepted.Load() != int64(n) {
 				t.Fatalf("%d of %d pushes accepted", accepted.Load(), n)
 			}
-			if peak := fake.PeakInFlight(); peak != want {
-				t.Errorf("peak pushes in flight %d, want %d (%d connections × %d streams; pool %d workers × batch %d)",
+			// Never more than the server allows; at least 95% of it (the
+			// old default, 256 single-push workers, reached 256 of 300).
+			// Not exactly all of it: on a loaded machine a Send's last
+			// few pushes may start after its first ones were answered.
+			if peak := fake.PeakInFlight(); peak > want || peak < want*95/100 {
+				t.Errorf("peak pushes in flight %d, want %d or a little less (%d connections × %d streams; pool %d workers × batch %d)",
 					peak, want, tc.connections, tc.streamsPerConn, spec.Pool.Workers, spec.Pool.BatchSize)
 			}
 		})
