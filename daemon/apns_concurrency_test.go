@@ -33,10 +33,14 @@ func TestAPNsConcurrencyFollowsServerStreams(t *testing.T) {
 		name           string
 		streamsPerConn uint32
 		connections    int
+		// latency holds each push: long enough that the first pushes are
+		// still held when the last of the streams' worth start, even on a
+		// loaded machine (2,000 starts take a while).
+		latency time.Duration
 	}{
-		{"APNs' 1000 streams, 2 connections", 1000, 2},
-		{"a server granting 150 streams, 2 connections", 150, 2},
-		{"a server granting 300 streams, 3 connections", 300, 3},
+		{"APNs' 1000 streams, 2 connections", 1000, 2, time.Second},
+		{"a server granting 150 streams, 2 connections", 150, 2, 250 * time.Millisecond},
+		{"a server granting 300 streams, 3 connections", 300, 3, 250 * time.Millisecond},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -54,7 +58,7 @@ func TestAPNsConcurrencyFollowsServerStreams(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer fake.Close()
-			fake.Faults.Add(sandbox.Fault{Match: "*", Latency: 250 * time.Millisecond})
+			fake.Faults.Add(sandbox.Fault{Match: "*", Latency: tc.latency})
 			dir := t.TempDir()
 			keyFile, caFile := filepath.Join(dir, "key.p8"), filepath.Join(dir, "ca.pem")
 			if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
