@@ -57,26 +57,28 @@ type state interface {
 // Daemon is one running notifyd: shard, state, channel pools, campaign
 // engine and admin API.
 type Daemon struct {
-	cfg      *Config
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	live     *prometheus.Registry // channel metrics only, read by the events hub
-	events   *EventHub
-	shard    *shard.Store
-	state    state
-	redis    redis.UniversalClient
-	intake   campaigns.Intake
-	delays   campaigns.DelayQueue
-	owner    string
-	pools    map[string]*channels.Pool
-	engine   *campaigns.Engine
-	flows    *campaigns.FlowEngine
-	dedupOf  func(owner string) campaigns.DedupLog
-	caps     campaigns.CapStore // frequency caps, shared by campaigns and flows
-	feedback channels.FeedbackSink
-	server   *http.Server
-	listener net.Listener
-	draining atomic.Bool
+	cfg    *Config
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	live   *prometheus.Registry // channel metrics only, read by the events hub
+	events *EventHub
+	shard  *shard.Store
+	state  state
+	redis  redis.UniversalClient
+	intake campaigns.Intake
+	delays campaigns.DelayQueue
+	owner  string
+	pools  map[string]*channels.Pool
+	// queueSizes is each pool's configured queue_size, for notifyd_channel_queue_capacity.
+	queueSizes map[string]int
+	engine     *campaigns.Engine
+	flows      *campaigns.FlowEngine
+	dedupOf    func(owner string) campaigns.DedupLog
+	caps       campaigns.CapStore // frequency caps, shared by campaigns and flows
+	feedback   channels.FeedbackSink
+	server     *http.Server
+	listener   net.Listener
+	draining   atomic.Bool
 
 	flowStore   campaigns.CampaignStore // flow records: a kind apart from campaigns
 	retained    []*shard.Store          // shard files of earlier rings (shard.retained)
@@ -216,6 +218,10 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			return nil, fmt.Errorf("build %s pool: %w", name, err)
 		}
 		d.pools[name] = p
+		if d.queueSizes == nil {
+			d.queueSizes = map[string]int{}
+		}
+		d.queueSizes[name] = pc.QueueSize
 	}
 
 	stateMetrics := newStateMetrics(d.reg)

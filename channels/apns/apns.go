@@ -162,7 +162,7 @@ const minTokenRefresh = 20 * time.Minute
 // New validates cfg, loads the credentials and prepares the clients. It does
 // not connect: the first push does.
 func New(cfg Config, opts ...Option) (*Sender, error) {
-	o := options{connections: 2, maxInFlight: 500, now: time.Now, dialTimeout: 10 * time.Second, readIdleTimeout: 15 * time.Second, coalesce: true, transport: TransportDirect}
+	o := options{connections: DefaultConnections, maxInFlight: 500, now: time.Now, dialTimeout: 10 * time.Second, readIdleTimeout: 15 * time.Second, coalesce: true, transport: TransportDirect}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -370,6 +370,25 @@ func dialer(timeout time.Duration, coalesce bool) func(ctx context.Context, netw
 		}
 		return tc, nil
 	}
+}
+
+// DefaultConnections is the number of HTTP/2 connections without
+// WithConnections.
+const DefaultConnections = 2
+
+// ServerMaxStreams is the sum over the connections of the streams the
+// server allows at once (its SETTINGS_MAX_CONCURRENT_STREAMS): how many
+// pushes can be in flight. Pushes started beyond it wait for a stream, so
+// concurrency follows the provider; 0 before the first push and on
+// TransportAPNs2, whose transport does not tell.
+func (s *Sender) ServerMaxStreams() int {
+	n := 0
+	for _, c := range s.conns {
+		if c.h2 != nil {
+			n += c.h2.MaxStreams()
+		}
+	}
+	return n
 }
 
 // Name is channels.APNs.

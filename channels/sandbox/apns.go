@@ -60,6 +60,8 @@ type APNs struct {
 	bufs     sync.Pool
 	nextID   atomic.Uint64
 	conns    atomic.Int64
+	inFlight atomic.Int64 // requests being answered now
+	peak     atomic.Int64 // most requests answered at once
 	bearer   atomic.Pointer[verifiedBearer]
 	closed   atomic.Bool
 	serveErr error
@@ -162,6 +164,10 @@ func (a *APNs) CertPEM() []byte { return a.certPEM }
 // Connections is how many client connections the fake has accepted.
 func (a *APNs) Connections() int { return int(a.conns.Load()) }
 
+// PeakInFlight is the most requests the fake was answering at once (a
+// latency fault holds each one): the concurrency a client reached.
+func (a *APNs) PeakInFlight() int { return int(a.peak.Load()) }
+
 // Close stops the fake and drops its connections.
 func (a *APNs) Close() error {
 	if a.closed.Swap(true) {
@@ -179,6 +185,10 @@ const apnsPathPrefix = "/3/device/"
 
 // ServeHTTP answers one push the way APNs does.
 func (a *APNs) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cur := a.inFlight.Add(1)
+	defer a.inFlight.Add(-1)
+	for p := a.peak.Load(); cur > p && !a.peak.CompareAndSwap(p, cur); p = a.peak.Load() {
+	}
 	tok, ok := strings.CutPrefix(r.URL.Path, apnsPathPrefix)
 	switch {
 	case !ok:

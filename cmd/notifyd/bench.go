@@ -16,6 +16,8 @@ import (
 	"github.com/notifyd/notifyd/daemon/bench"
 )
 
+const benchUsage = "usage: notifyd bench fanout [--members N] [--redis URL | --redis-cluster HOST:PORT,... [--compare [--rounds N]]] [--delivery-log | --caps]\n       notifyd bench dryrun [--members N] [--rounds N] [--sample N]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--shards N] [--redis URL | --redis-cluster HOST:PORT,...]\n       notifyd bench email|webhook [--members N] [--rounds N] [--reference auto|tool|builtin]\n       notifyd bench email --postfix [--members N] [--rounds N]\n       notifyd bench apns [--messages N] [--latency D] [--workers N --batch N]\n\n`notifyd bench SCENARIO --help` lists a scenario's flags."
+
 // runBench runs the end-to-end benchmarks; each prints a machine-readable last line.
 func runBench(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "trigger" {
@@ -27,15 +29,21 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "fleet" {
 		return runBenchFleet(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "apns" {
+		return runBenchAPNs(args[1:], stdout, stderr)
+	}
 	if len(args) > 0 && (args[0] == "email" || args[0] == "webhook") {
 		return runBenchProvider(args[0], args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && isHelpArg(args[0]) {
+		fmt.Fprintln(stdout, benchUsage)
+		return 0
+	}
 	if len(args) == 0 || args[0] != "fanout" {
-		fmt.Fprintln(stderr, "usage: notifyd bench fanout [--members N] [--redis URL | --redis-cluster HOST:PORT,... [--compare [--rounds N]]]\n       notifyd bench dryrun [--members N] [--rounds N] [--sample N]\n       notifyd bench fleet [--shards 1,2,4] [--members N] [--redis URL]\n       notifyd bench trigger [--rate N] [--duration D] [--redis URL | --redis-cluster HOST:PORT,...]\n       notifyd bench email|webhook [--members N] [--rounds N] [--reference auto|tool|builtin]\n       notifyd bench email --postfix [--members N] [--rounds N]")
+		fmt.Fprintln(stderr, benchUsage)
 		return 2
 	}
-	fs := flag.NewFlagSet("bench fanout", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("bench fanout", "bench fanout [flags]\n\nOne campaign over a generated segment and every channel's fake; compares the pipeline with bare pipelined SET NX on the same Redis.", stderr)
 	members := fs.Int("members", 1_000_000, "segment size")
 	redisURL := fs.String("redis", os.Getenv("REDIS_URL"), "Redis URL (default $REDIS_URL)")
 	cluster := fs.String("redis-cluster", "", "Redis Cluster seed nodes, host:port,... (instead of --redis)")
@@ -46,7 +54,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	withLog := fs.Bool("delivery-log", false, "run with the delivery log off and on, alternating --rounds times, and print the on/off ratio, log and Parquet bytes per message")
 	caps := fs.Bool("caps", false, "also run with a frequency cap (3 per user per day, all channels) checked on every message, and print the ratio to the run without")
 	if err := fs.Parse(args[1:]); err != nil {
-		return 2
+		return exitCode(err)
 	}
 	var clusterAddrs []string
 	if *cluster != "" {
@@ -145,8 +153,7 @@ func median(v []float64) float64 {
 }
 
 func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench trigger", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("bench trigger", "bench trigger [flags]\n\nFires flow triggers at a steady rate and reports latency from arrival to the provider request.", stderr)
 	rate := fs.Int("rate", 10_000, "triggers per second")
 	dur := fs.Duration("duration", 10*time.Second, "how long to sustain the rate")
 	members := fs.Int("members", 100_000, "shard size (with --shards: the population over all shards)")
@@ -157,7 +164,7 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return exitCode(err)
 	}
 	var clusterAddrs []string
 	if *cluster != "" {
@@ -203,15 +210,14 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 // each N and prints throughput and CPU per message, the latter relative to
 // the first N: flat CPU per message is what makes the fleet linear.
 func runBenchFleet(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench fleet", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("bench fleet", "bench fleet [flags]\n\nOne campaign over N shards' daemons for each N: throughput and CPU per message relative to the first size.", stderr)
 	members := fs.Int("members", 300_000, "population over all shards")
 	shardList := fs.String("shards", "1,2,4", "fleet sizes to run, comma-separated")
 	redisURL := fs.String("redis", os.Getenv("REDIS_URL"), "Redis URL (default $REDIS_URL)")
 	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the runs to this file")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return exitCode(err)
 	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -257,8 +263,7 @@ func runBenchFleet(args []string, stdout, stderr io.Writer) int {
 
 // runBenchProvider runs `notifyd bench email` or `notifyd bench webhook`.
 func runBenchProvider(which string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench "+which, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("bench "+which, "bench "+which+" [flags]\n\nnotifyd's "+which+" sender against a local sink, and a reference client against the same sink, in alternating rounds.", stderr)
 	var opts bench.ProviderOptions
 	fs.IntVar(&opts.Members, "members", 0, "segment size (default 25,000 for email, 50,000 for webhook)")
 	fs.IntVar(&opts.Rounds, "rounds", 3, "rounds, each notifyd and the reference back to back (medians are reported)")
@@ -271,7 +276,7 @@ func runBenchProvider(which string, args []string, stdout, stderr io.Writer) int
 	}
 	fs.StringVar(&opts.CacheDir, "cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return exitCode(err)
 	}
 	opts.Out = stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)

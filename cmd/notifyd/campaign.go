@@ -504,7 +504,25 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte) ([
 		return nil, fmt.Errorf("read admin API answer: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return nil, errors.New(resp.Status + ": " + strings.TrimSpace(string(out)))
+		return nil, errors.New(resp.Status + ": " + apiErrorText(out))
 	}
 	return out, nil
+}
+
+// apiErrorText is the message of the API's JSON error ({"error": {"field",
+// "message"}}) on one line, or the answer itself when it is not one.
+func apiErrorText(body []byte) string {
+	var e struct {
+		Error struct {
+			Field   string `json:"field"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil || e.Error.Message == "" {
+		return strings.TrimSpace(string(body))
+	}
+	if e.Error.Field != "" {
+		return e.Error.Field + ": " + e.Error.Message
+	}
+	return e.Error.Message
 }

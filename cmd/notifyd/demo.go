@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,14 +13,13 @@ import (
 
 // runDemo is the embedded default: no network, Redis or credentials.
 func runDemo(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("demo", "demo [flags]\n\nRuns a campaign over every channel against in-process provider fakes: no network, Redis or credentials.", stderr)
 	profiles := newCountFlag(fs, "profiles", 100_000, false, "profiles to generate (at least 1)")
 	seed := fs.Uint64("seed", 1, "generator seed")
 	dir := fs.String("dir", "", "keep the generated shard in this directory (default: a temporary one)")
 	logPath := fs.String("log", "", "write the daemon's log (JSON) to this file")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return exitCode(err)
 	}
 	opts := demo.Options{Profiles: *profiles, Seed: *seed, Dir: *dir, Out: stdout, Progress: isTerminal(stdout)}
 	if *logPath != "" {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,12 +10,11 @@ import (
 // runHealth checks a running daemon's /healthz (the container's HEALTHCHECK:
 // the final image has no shell or curl).
 func runHealth(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("health", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("health", "health [flags]\n\nExits 0 when a running daemon answers 200 on /healthz (the container's HEALTHCHECK), 1 otherwise.", stderr)
 	addr := fs.String("addr", envOr("NOTIFYD_ADDR", "http://127.0.0.1:8080"), "admin API base URL")
 	path := fs.String("path", "/healthz", "endpoint to check (/healthz or /readyz)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return exitCode(err)
 	}
 	c := &http.Client{Timeout: 3 * time.Second}
 	resp, err := c.Get(*addr + *path)

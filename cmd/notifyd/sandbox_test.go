@@ -23,8 +23,8 @@ func TestSandboxHelpExitsZero(t *testing.T) {
 	if code := run([]string{"sandbox", "--help"}, &out, &errOut); code != 0 {
 		t.Fatalf("notifyd sandbox --help exited %d, want 0; stderr:\n%s", code, errOut.String())
 	}
-	if !strings.Contains(errOut.String(), "-fault") || !strings.Contains(errOut.String(), "-port-base") {
-		t.Errorf("--help does not list -fault and -port-base:\n%s", errOut.String())
+	if !strings.Contains(out.String(), "-fault") || !strings.Contains(out.String(), "-port-base") {
+		t.Errorf("--help does not list -fault and -port-base on stdout:\n%s", out.String())
 	}
 	if code := run([]string{"sandbox", "--fault", "channel=sms"}, io.Discard, io.Discard); code != 2 {
 		t.Errorf("a fault with no effect exited %d, want 2 (usage error)", code)

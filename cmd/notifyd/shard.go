@@ -69,9 +69,24 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("notifyd shard "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
+	return newCommandFlags("shard "+name, shardSynopsis(name), stderr)
+}
+
+// shardSynopsis is the subcommand's line of shardUsage (and the RING
+// paragraph when it takes RING flags).
+func shardSynopsis(name string) string {
+	head, ring, _ := strings.Cut(shardUsage, "\n\n")
+	for _, line := range strings.Split(head, "\n") {
+		line = strings.TrimSpace(line)
+		if rest, ok := strings.CutPrefix(line, "notifyd shard "+name+" "); ok {
+			syn := "shard " + name + " " + rest
+			if strings.HasSuffix(rest, "[RING]") {
+				syn += "\n\n" + strings.TrimSpace(ring)
+			}
+			return syn
+		}
+	}
+	return "shard " + name + " [flags]"
 }
 
 // ringFlags are the flags that place a shard file in a ring.
@@ -122,7 +137,7 @@ func shardBuild(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	rf := addRingFlags(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
-		return 2
+		return exitCode(err)
 	}
 	ring, err := rf.ring()
 	if err != nil {
@@ -242,7 +257,7 @@ func shardInspect(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	sample := fs.Int("rows", 0, "also print the first N rows (text mode)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
-		return 2
+		return exitCode(err)
 	}
 	if len(pos) != 1 {
 		fmt.Fprintf(stderr, "notifyd shard inspect: want exactly one PATH\n%s", shardUsage)
@@ -312,7 +327,7 @@ func shardGenerate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	rf := addRingFlags(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
-		return 2
+		return exitCode(err)
 	}
 	ring, err := rf.ring()
 	if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,14 +18,13 @@ import (
 
 // runTail is the operators' live view: notifyd tail [--addr URL] [--campaign ID] [--token-file F].
 func runTail(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("tail", "tail [flags]\n\nLive view of a running daemon: rate, failures by reason, latency, queues and campaign progress.", stderr)
 	addr := fs.String("addr", envOr("NOTIFYD_ADDR", "http://127.0.0.1:8080"), "admin API base URL")
 	campaign := fs.String("campaign", "", "show only this campaign")
 	tokenFile := fs.String("token-file", "", "file holding the bearer token (default: $NOTIFYD_ADMIN_TOKEN)")
 	plain := fs.Bool("plain", false, "one line per second even on a terminal")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return exitCode(err)
 	}
 	token := os.Getenv("NOTIFYD_ADMIN_TOKEN")
 	if *tokenFile != "" {

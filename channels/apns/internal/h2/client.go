@@ -166,3 +166,20 @@ func (cl *Client) Close() error {
 	wg.Wait()
 	return nil
 }
+
+// MaxStreams is the server's SETTINGS_MAX_CONCURRENT_STREAMS on the current
+// connection (defaultMaxStreams until its SETTINGS arrive), 0 before the
+// first dial. Requests beyond it wait for a stream slot in Start.
+func (cl *Client) MaxStreams() int {
+	if c := cl.conn.Load(); c != nil {
+		return c.MaxStreams()
+	}
+	return 0
+}
+
+// MaxStreams is the server's SETTINGS_MAX_CONCURRENT_STREAMS (see Client.MaxStreams).
+func (c *Conn) MaxStreams() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return int(c.maxStreams)
+}
