@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,15 +16,14 @@ import (
 // runBenchDryRun is `notifyd bench dryrun`: the time a dry run of the
 // fan-out campaign takes over a generated shard (counts and previews).
 func runBenchDryRun(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench dryrun", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("bench dryrun", "bench dryrun [flags]\n\nTimes a dry run (counts and previews, nothing sent) of the fan-out campaign over a generated shard.", stderr)
 	members := fs.Int("members", 1_000_000, "segment size")
 	rounds := fs.Int("rounds", 3, "dry runs in a row")
 	sample := fs.Int("sample", 3, "previews per dry run")
 	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the runs to this file")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return exitCode(err)
 	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)

@@ -33,7 +33,7 @@ func wantsHelp(args []string) bool {
 }
 
 // benchScenarios are bench's subcommands.
-var benchScenarios = []string{"fanout", "fleet", "trigger", "email", "webhook", "apns"}
+var benchScenarios = []string{"fanout", "dryrun", "fleet", "trigger", "email", "webhook", "apns"}
 
 // subcommands lists the words a command dispatches on (nil: none).
 func subcommands(name string) []string {
@@ -50,6 +50,8 @@ func subcommands(name string) []string {
 		return benchScenarios
 	case "config":
 		return []string{"check"}
+	case "log":
+		return []string{"export", "grep"}
 	case "completion":
 		return completionShells
 	}

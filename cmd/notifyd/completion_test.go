@@ -45,7 +45,7 @@ func TestCompletionBash(t *testing.T) {
 		{"notifyd campaign get --a", []string{"--addr"}},
 		{"notifyd campaign get c1 --", []string{"--addr", "--json", "--token-file"}},
 		{"notifyd campaign list --l", []string{"--limit"}},
-		{"notifyd bench ", []string{"fanout", "fleet", "trigger", "email", "webhook", "apns"}},
+		{"notifyd bench ", []string{"fanout", "dryrun", "fleet", "trigger", "email", "webhook", "apns"}},
 		{"notifyd bench fanout --redis", []string{"--redis", "--redis-cluster"}},
 		{"notifyd demo --pro", []string{"--profiles"}},
 		{"notifyd trigger send -", []string{"--addr", "--event", "-f", "--flow", "--idempotency-key", "--json", "--token-file", "--user"}},

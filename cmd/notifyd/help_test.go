@@ -53,7 +53,7 @@ func TestHelpListsOnlyItsFlags(t *testing.T) {
 		{[]string{"campaign", "create"}, []string{"f", "addr"}, []string{"limit"}},
 		{[]string{"trigger", "send"}, []string{"f", "user", "flow", "event", "idempotency-key"}, []string{"limit"}},
 		{[]string{"bench", "fanout"}, []string{"members", "compare", "redis-cluster"}, []string{"rate", "shards", "reference"}},
-		{[]string{"bench", "trigger"}, []string{"rate", "duration"}, []string{"compare", "shards"}},
+		{[]string{"bench", "trigger"}, []string{"rate", "duration", "shards"}, []string{"compare", "reference"}},
 		{[]string{"bench", "fleet"}, []string{"shards"}, []string{"rate", "compare"}},
 		{[]string{"shard", "inspect"}, []string{"json", "rows"}, []string{"profiles", "shard-id"}},
 		{[]string{"shard", "build"}, []string{"profiles", "shard-id", "block-rows"}, []string{"rows", "seed"}},
