@@ -606,11 +606,13 @@ func (e *Engine) runLoop(ctx context.Context, r *run, res Resume, h *runHandle, 
 	bg := context.WithoutCancel(ctx)
 	switch {
 	case err == nil:
+		// Remembered first: a store that loses the part right after Complete
+		// must not find this engine without a record of it.
+		e.rememberFinished(r)
 		if cerr := e.progress.Complete(bg, r.lease); cerr != nil {
 			r.log.Error("mark campaign part complete; the next run finds nothing left to send", "error", cerr)
 			break
 		}
-		e.rememberFinished(r)
 		e.completeIfAllParts(bg, r.c.ID, r.log)
 	case errors.Is(err, errStopped) || ctx.Err() != nil:
 		r.log.Info("campaign run stopped", "cause", context.Cause(ctx))

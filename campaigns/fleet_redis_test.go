@@ -90,6 +90,9 @@ func TestFleetCompletedPartSurvivesStoreLoss(t *testing.T) {
 				s, err := r0.engine.Get(ctx, "fleet")
 				return err == nil && len(s.Shards) == 2 && s.Shards[0].State == "completed"
 			}, "shard 0 never completed its part")
+			if err := r0.engine.Wait(ctx, "fleet"); err != nil { // its run has ended, not only written "done"
+				t.Fatal(err)
+			}
 			sent0 := len(r0.keys(channels.SMS))
 			if sent0 == 0 {
 				t.Fatal("shard 0 sent nothing")
