@@ -170,19 +170,12 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 	if *cluster != "" {
 		clusterAddrs, *redisURL = strings.Split(*cluster, ","), ""
 	}
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			fmt.Fprintf(stderr, "notifyd bench trigger: %v\n", err)
-			return 1
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintf(stderr, "notifyd bench trigger: %v\n", err)
-			return 1
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(*cpuprofile)
+	if err != nil {
+		fmt.Fprintf(stderr, "notifyd bench trigger: %v\n", err)
+		return 1
 	}
+	defer stopProfile()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	res, err := bench.Trigger(ctx, bench.TriggerOptions{Rate: *rate, Duration: *dur, Members: *members, RedisURL: *redisURL, RedisCluster: clusterAddrs, Shards: *shards, Provider: *provider, CacheDir: *cache, Out: stderr})
@@ -219,19 +212,12 @@ func runBenchFleet(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return exitCode(err)
 	}
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			fmt.Fprintf(stderr, "notifyd bench fleet: %v\n", err)
-			return 1
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintf(stderr, "notifyd bench fleet: %v\n", err)
-			return 1
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(*cpuprofile)
+	if err != nil {
+		fmt.Fprintf(stderr, "notifyd bench fleet: %v\n", err)
+		return 1
 	}
+	defer stopProfile()
 	var sizes []int
 	for _, f := range strings.Split(*shardList, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -300,4 +286,24 @@ func runBenchProvider(which string, args []string, stdout, stderr io.Writer) int
 	fmt.Fprintf(stdout, "msgs_per_s=%.0f ref_per_s=%.0f ratio=%.2f cpu_us_per_msg=%.1f ref_cpu_us_per_msg=%.1f\n",
 		res.MsgsPerSec, res.RefPerSec, res.Ratio, res.CPUMicrosPerMsg, res.RefCPUPerMsg)
 	return 0
+}
+
+// startCPUProfile profiles the process into path until stop is called; an
+// empty path profiles nothing.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create CPU profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("start CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
