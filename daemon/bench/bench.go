@@ -286,25 +286,42 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 
 // cachedShard generates (once) a shard of n members with the generator's default mix.
 func cachedShard(dir string, n int, out io.Writer) (string, error) {
+	return cachedShardOf(dir, n, nil, out)
+}
+
+// cachedShardOf generates (once) the shard of the generator's first members
+// users that ring owns (all of them when ring is nil), cached under dir.
+func cachedShardOf(dir string, members int, ring *shard.RingInfo, out io.Writer) (string, error) {
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "notifyd-bench")
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("make bench cache: %w", err)
 	}
-	path := filepath.Join(dir, fmt.Sprintf("fanout-%d-v%d.shard", n, shard.FormatVersion))
+	name := fmt.Sprintf("fanout-%d-v%d.shard", members, shard.FormatVersion)
+	if ring != nil {
+		name = fmt.Sprintf("fleet-%d-%dof%d-v%d.shard", members, ring.Shard, ring.Shards, shard.FormatVersion)
+	}
+	path := filepath.Join(dir, name)
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
-	fmt.Fprintf(out, "generating a %d-member shard (cached at %s)...\n", n, path)
-	w, err := shard.NewWriter(path, shard.WriterOptions{Generation: 1})
+	if ring != nil {
+		fmt.Fprintf(out, "generating shard %d of %d of a %d-member population (cached at %s)...\n", ring.Shard, ring.Shards, members, path)
+	} else {
+		fmt.Fprintf(out, "generating a %d-member shard (cached at %s)...\n", members, path)
+	}
+	w, err := shard.NewWriter(path, shard.WriterOptions{Generation: 1, Ring: ring})
 	if err != nil {
 		return "", err
 	}
 	g := shardgen.New(1)
 	var p shard.Profile
-	for i := range uint64(n) {
+	for i := range uint64(members) {
 		g.Profile(i, &p)
+		if ring != nil && !ring.Owns(shard.Key(p.ID)) {
+			continue
+		}
 		if err := w.Add(&p); err != nil {
 			_ = w.Abort()
 			return "", fmt.Errorf("add profile %d: %w", i, err)

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -19,7 +17,6 @@ import (
 	"github.com/notifyd/notifyd/daemon"
 	"github.com/notifyd/notifyd/store/redisstate"
 	"github.com/notifyd/notifyd/store/shard"
-	"github.com/notifyd/notifyd/store/shard/shardgen"
 )
 
 // FleetOptions configure the fleet benchmark.
@@ -170,36 +167,5 @@ func fleetRun(ctx context.Context, opts FleetOptions, ropt *redis.Options, n int
 // cachedFleetShard generates (once) shard k of n of a population of members:
 // the generator's users whom the Jump ring gives to shard k.
 func cachedFleetShard(dir string, members, k, n int, out io.Writer) (string, error) {
-	if dir == "" {
-		dir = filepath.Join(os.TempDir(), "notifyd-bench")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("make bench cache: %w", err)
-	}
-	path := filepath.Join(dir, fmt.Sprintf("fleet-%d-%dof%d-v%d.shard", members, k, n, shard.FormatVersion))
-	if _, err := os.Stat(path); err == nil {
-		return path, nil
-	}
-	fmt.Fprintf(out, "generating shard %d of %d of a %d-member population (cached at %s)...\n", k, n, members, path)
-	ring := shard.RingInfo{Version: 1, Shard: k, Shards: n, Scheme: shard.RingJump}
-	w, err := shard.NewWriter(path, shard.WriterOptions{Generation: 1, Ring: &ring})
-	if err != nil {
-		return "", err
-	}
-	g := shardgen.New(1)
-	var p shard.Profile
-	for i := range uint64(members) {
-		g.Profile(i, &p)
-		if !ring.Owns(shard.Key(p.ID)) {
-			continue
-		}
-		if err := w.Add(&p); err != nil {
-			_ = w.Abort()
-			return "", fmt.Errorf("add profile %d: %w", i, err)
-		}
-	}
-	if _, err := w.Commit(context.Background()); err != nil {
-		return "", fmt.Errorf("write bench shard: %w", err)
-	}
-	return path, nil
+	return cachedShardOf(dir, members, &shard.RingInfo{Version: 1, Shard: k, Shards: n, Scheme: shard.RingJump}, out)
 }
