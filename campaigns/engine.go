@@ -704,11 +704,11 @@ func (e *Engine) refinish(ctx context.Context, id string, p Progress) bool {
 	if !ok || p.Completed || p.Retry || p.Owner != "" {
 		return false
 	}
-	log := e.log.With("campaign", id)
 	rs, can := e.progress.(StateRestorer)
 	if !can {
 		return false
 	}
+	log := e.log.With("campaign", id)
 	// Most likely the epoch check writes it back with everything else; if
 	// the store lost only this part's slot, write it back here.
 	if reset, err := e.CheckState(ctx); err == nil && reset {
