@@ -629,3 +629,31 @@ func TestEventHubReportsFlows(t *testing.T) {
 		t.Fatalf("sent/s = %v, want 10 (20 more in 2s)", fs.SentPerS)
 	}
 }
+
+// A campaign's counts move per checkpointed batch: 500 messages every 5th
+// second. The live rate must read as the 100/s it is once the window has
+// filled, not jump between 0 and 500.
+func TestEventHubCampaignRateIsSmoothed(t *testing.T) {
+	f := newHubFixture(t, EventsConfig{Linger: time.Minute})
+	ctx := context.Background()
+	f.camps.set(smsStatus("bursty", campaigns.StatusRunning, map[string]int64{"sent": 0}), true)
+	f.hub.Sample(ctx)
+	var got []float64
+	for sec := 1; sec <= 30; sec++ {
+		f.camps.set(smsStatus("bursty", campaigns.StatusRunning, map[string]int64{"sent": int64(sec/5) * 500}), true)
+		f.clock.Advance(time.Second)
+		f.hub.Sample(ctx)
+		got = append(got, f.hub.Latest().Campaigns["bursty"].SettledPerS)
+	}
+	for i, r := range got {
+		sec := i + 1
+		if sec < 10 {
+			continue // the window is still filling
+		}
+		// Over any 10 s the window holds exactly two checkpoints: 1,000
+		// messages, i.e. 100/s.
+		if r != 100 {
+			t.Errorf("second %d: settled/s = %v, want 100 (all: %v)", sec, r, got)
+		}
+	}
+}
