@@ -73,6 +73,7 @@ type Daemon struct {
 	queueSizes map[string]int
 	engine     *campaigns.Engine
 	flows      *campaigns.FlowEngine
+	triggers   *TriggerMetrics
 	dedupOf    func(owner string) campaigns.DedupLog
 	caps       campaigns.CapStore // frequency caps, shared by campaigns and flows
 	feedback   channels.FeedbackSink
@@ -94,6 +95,7 @@ type Daemon struct {
 // New wires a daemon. Nothing runs until Run.
 func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, log: deps.Logger, reg: prometheus.NewRegistry(), live: prometheus.NewRegistry(), pools: map[string]*channels.Pool{}, feedback: deps.Feedback}
+	d.triggers = NewTriggerMetrics(d.reg)
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -140,6 +142,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			return nil, err
 		}
 		installRedisLogger(d.log)
+		d.redis.AddHook(newRedisMetrics(d.reg))
 		if err := pingRedis(ctx, d.redis); err != nil {
 			_ = d.redis.Close()
 			return nil, fmt.Errorf("connect to redis: %w", err)
@@ -274,7 +277,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	}
 	d.wireEvents(deps.Events)
 	d.events.SetFlows(func() []campaigns.FlowStatus { return d.flows.ListFlows(context.Background()) })
-	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics, Events: d.events, Flows: d.flows, TemplateLimits: cfg.Templates.Limits.Ceilings(),
+	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics, Events: d.events, Flows: countingFlows{d.flows, d.triggers.wrap("api", d.flows.Fire)}, TemplateLimits: cfg.Templates.Limits.Ceilings(),
 		Messages: d.messagesHandler, Preview: d.engine},
 		d.events.Track(d.engine), d.ready, d.reg, d.log)
 	d.server = &http.Server{Handler: boundStateCalls(api, stateCallTimeout), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
@@ -375,7 +378,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go intakeLoop(bg, d.intake, d.intakeRequest, IntakeConfig{Consumer: d.owner}, d.log)
 	}
 	if d.shardIntake != nil {
-		go ServeShardStream(bg, d.shardIntake, d.flows, d.ready, IntakeConfig{Consumer: d.owner}, d.log.With("shard", d.ring.Shard))
+		go ServeShardStream(bg, d.shardIntake, d.flows, d.ready, IntakeConfig{Consumer: d.owner, Triggers: d.triggers}, d.log.With("shard", d.ring.Shard))
 	}
 
 	var runErr error

@@ -866,6 +866,16 @@ func (d *Daemon) wireEvents(cfg EventsConfig) {
 	d.events = NewEventHub(cfg, d.engine, d.live, pools, info, d.log)
 	d.reg.MustRegister(newOpsCollector(d.events, d.state, info, d.delays, d.log))
 	d.reg.MustRegister(newSRECollector(d.redis, d.queueSizes))
+	streams := map[string]backlogger{}
+	if b, ok := d.intake.(backlogger); ok {
+		streams["intake"] = b
+	}
+	if b, ok := d.shardIntake.(backlogger); ok {
+		streams["shard"] = b
+	}
+	if len(streams) > 0 {
+		d.reg.MustRegister(newIntakeCollector(streams, cfg.Now, d.log))
+	}
 }
 
 // rate records a sample and returns the settled and sent rates over the

@@ -23,6 +23,9 @@ type IntakeConfig struct {
 	// MinIdle is how long an entry stays pending with a dead consumer before
 	// this daemon takes it over (default 1m).
 	MinIdle time.Duration
+	// Triggers, if set, counts the triggers taken (source "stream", or
+	// "shard_stream" for ServeShardStream).
+	Triggers *TriggerMetrics
 }
 
 // intakeLoop creates campaigns enqueued on the intake stream (a campaign's
@@ -99,7 +102,7 @@ func (d *Daemon) intakeRequest(ctx context.Context, body []byte) error {
 		body = t
 	}
 	if _, ok := probe["trigger"]; ok || probe["triggers"] != nil {
-		return d.takeTriggers(ctx, body, d.flows.Fire)
+		return d.takeTriggers(ctx, body, d.triggers.wrap("stream", d.flows.Fire))
 	}
 	_, _, err := d.engine.Create(ctx, body)
 	return err
@@ -115,9 +118,9 @@ func ServeShardStream(ctx context.Context, in campaigns.Intake, flows *campaigns
 		if err != nil {
 			return err
 		}
-		return fireTriggers(ctx, ready, fwd.Triggers, func(ctx context.Context, _ []campaigns.Trigger) ([]campaigns.TriggerResult, error) {
+		return fireTriggers(ctx, ready, fwd.Triggers, cfg.Triggers.wrap("shard_stream", func(ctx context.Context, _ []campaigns.Trigger) ([]campaigns.TriggerResult, error) {
 			return flows.FireForwarded(ctx, fwd)
-		})
+		}))
 	}, cfg, log)
 }
 
