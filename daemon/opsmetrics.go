@@ -76,8 +76,9 @@ func (c countingFlows) Fire(ctx context.Context, ts []campaigns.Trigger) ([]camp
 // it becomes stalled campaigns (notifyd_redis_up only says whether a ping
 // answers at scrape time).
 type redisMetrics struct {
-	duration *prometheus.HistogramVec
-	errors   *prometheus.CounterVec
+	duration          *prometheus.HistogramVec
+	errors            *prometheus.CounterVec
+	command, pipeline prometheus.Observer // resolved once: the hook runs per round trip
 }
 
 var _ redis.Hook = (*redisMetrics)(nil)
@@ -97,6 +98,7 @@ func newRedisMetrics(reg prometheus.Registerer) *redisMetrics {
 	for _, r := range []string{"timeout", "connection", "cluster", "loading", "readonly", "script", "other"} {
 		m.errors.WithLabelValues(r)
 	}
+	m.command, m.pipeline = m.duration.WithLabelValues("command"), m.duration.WithLabelValues("pipeline")
 	reg.MustRegister(m.duration, m.errors)
 	return m
 }
@@ -115,7 +117,7 @@ func (m *redisMetrics) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		start := time.Now()
 		err := next(ctx, cmd)
-		m.duration.WithLabelValues("command").Observe(time.Since(start).Seconds())
+		m.command.Observe(time.Since(start).Seconds())
 		m.count(ctx, err)
 		return err
 	}
@@ -125,7 +127,7 @@ func (m *redisMetrics) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		start := time.Now()
 		err := next(ctx, cmds)
-		m.duration.WithLabelValues("pipeline").Observe(time.Since(start).Seconds())
+		m.pipeline.Observe(time.Since(start).Seconds())
 		m.count(ctx, err)
 		return err
 	}
