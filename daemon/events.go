@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -98,7 +99,11 @@ type CampaignSnapshot struct {
 	Members   uint64 `json:"members,omitempty"`
 	Positions uint64 `json:"positions,omitempty"`
 	Settled   int64  `json:"settled"`
-	// Progress is Settled/Positions in [0,1]; absent when Positions is unknown.
+	// Progress in [0,1] is the share of members whose messages are all
+	// final, read from the campaign's checkpoints (one per fleet shard);
+	// before the first checkpoint it is Settled/Positions, absent when
+	// Positions is unknown. Settled counts messages (one per address), so
+	// it can pass Positions when members have several devices.
 	Progress *float64 `json:"progress,omitempty"`
 	// SettledPerS and SentPerS are messages per second averaged over the
 	// hub's RateWindow (10s), not over one interval: counts move per
@@ -631,6 +636,9 @@ func describeCampaign(st campaigns.CampaignStatus, segments map[string]uint64) C
 		p := math.Min(float64(c.Settled)/float64(c.Positions), 1)
 		c.Progress = &p
 	}
+	if p, ok := memberProgress(st); ok {
+		c.Progress = &p
+	}
 	if st.Status == campaigns.StatusCompleted {
 		// Completed means every member was settled, whatever the segment's
 		// size in a newer shard generation says.
@@ -897,4 +905,33 @@ func (tc *trackedCampaign) rate(now time.Time, settled, sent int64, window time.
 		return 0, 0
 	}
 	return math.Max(float64(settled-first.settled), 0) / dt, math.Max(float64(sent-first.sent), 0) / dt
+}
+
+// memberProgress is the share of a campaign's members whose every message
+// is final. A checkpoint is the user key below which that holds, and user
+// keys are xxhash values spread evenly over 64 bits, so checkpoint/2^64 is
+// that share of a shard's members. A fleet campaign averages its shards: a
+// completed shard counts 1, a waiting one 0. ok=false before any
+// checkpoint.
+func memberProgress(st campaigns.CampaignStatus) (float64, bool) {
+	if len(st.Shards) > 0 {
+		var sum float64
+		for _, sp := range st.Shards {
+			if sp.State == "completed" {
+				sum++
+			} else if f, ok := keyFraction(sp.Checkpoint); ok {
+				sum += f
+			}
+		}
+		return sum / float64(len(st.Shards)), true
+	}
+	return keyFraction(st.Checkpoint)
+}
+
+func keyFraction(hex string) (float64, bool) {
+	k, err := strconv.ParseUint(hex, 16, 64)
+	if err != nil {
+		return 0, false
+	}
+	return float64(k) / math.Exp2(64), true
 }

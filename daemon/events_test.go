@@ -657,3 +657,39 @@ func TestEventHubCampaignRateIsSmoothed(t *testing.T) {
 		}
 	}
 }
+
+// Progress counts members, from the checkpoints: a member with two devices
+// is two settled messages but one member, so settled/positions would run
+// ahead of the send.
+func TestMemberProgress(t *testing.T) {
+	half := fmt.Sprintf("%016x", uint64(1)<<63)
+	quarter := fmt.Sprintf("%016x", uint64(1)<<62)
+	tests := []struct {
+		name string
+		st   campaigns.CampaignStatus
+		want float64
+		ok   bool
+	}{
+		{"before the first checkpoint", campaigns.CampaignStatus{}, 0, false},
+		{"one daemon, half the key space final", campaigns.CampaignStatus{Checkpoint: half}, 0.5, true},
+		{"fleet: completed, halfway, waiting", campaigns.CampaignStatus{Shards: []campaigns.ShardProgress{
+			{State: "completed"}, {State: "running", Checkpoint: half}, {State: "waiting"}}}, 1.5 / 3, true},
+		{"fleet: a stopped shard keeps its checkpoint", campaigns.CampaignStatus{Shards: []campaigns.ShardProgress{
+			{State: "stopped", Checkpoint: quarter}, {State: "running", Checkpoint: half}}}, 0.375, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := memberProgress(tc.st)
+			if ok != tc.ok || got != tc.want {
+				t.Fatalf("memberProgress = %v, %v; want %v, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+	// The snapshot uses it over settled/positions: 2 devices per member,
+	// 40 messages settled of 40 "positions", a quarter of the members done.
+	st := smsStatus("two-devices", campaigns.StatusRunning, map[string]int64{"sent": 40})
+	st.Checkpoint = quarter
+	if c := describeCampaign(st, map[string]uint64{"all": 40}); c.Progress == nil || *c.Progress != 0.25 {
+		t.Fatalf("progress %v, want 0.25 from the checkpoint", c.Progress)
+	}
+}
