@@ -74,12 +74,14 @@ type Daemon struct {
 	engine     *campaigns.Engine
 	flows      *campaigns.FlowEngine
 	triggers   *TriggerMetrics
-	dedupOf    func(owner string) campaigns.DedupLog
-	caps       campaigns.CapStore // frequency caps, shared by campaigns and flows
-	feedback   channels.FeedbackSink
-	server     *http.Server
-	listener   net.Listener
-	draining   atomic.Bool
+	// intakeReady is ready, checked at most every 250ms for stream entries.
+	intakeReady func(context.Context) error
+	dedupOf     func(owner string) campaigns.DedupLog
+	caps        campaigns.CapStore // frequency caps, shared by campaigns and flows
+	feedback    channels.FeedbackSink
+	server      *http.Server
+	listener    net.Listener
+	draining    atomic.Bool
 
 	flowStore   campaigns.CampaignStore // flow records: a kind apart from campaigns
 	retained    []*shard.Store          // shard files of earlier rings (shard.retained)
@@ -103,6 +105,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	if now == nil {
 		now = time.Now
 	}
+	d.intakeReady = cachedReady(d.ready, 250*time.Millisecond, now)
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	var err error
@@ -378,7 +381,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go intakeLoop(bg, d.intake, d.intakeRequest, IntakeConfig{Consumer: d.owner}, d.log)
 	}
 	if d.shardIntake != nil {
-		go ServeShardStream(bg, d.shardIntake, d.flows, d.ready, IntakeConfig{Consumer: d.owner, Triggers: d.triggers}, d.log.With("shard", d.ring.Shard))
+		go ServeShardStream(bg, d.shardIntake, d.flows, d.intakeReady, IntakeConfig{Consumer: d.owner, Triggers: d.triggers}, d.log.With("shard", d.ring.Shard))
 	}
 
 	var runErr error

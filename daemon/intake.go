@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/notifyd/notifyd/campaigns"
@@ -67,6 +68,12 @@ func intakeLoop(ctx context.Context, in campaigns.Intake, create func(context.Co
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		// One acknowledgement for the whole read: a round trip per entry
+		// made a busy shard stream queue behind its own acks. An entry
+		// processed but not yet acknowledged when the daemon dies is read
+		// again, as it would be after a crash between processing and a
+		// per-entry ack: dedup stops a second send.
+		done := make([]string, 0, len(entries))
 		for _, e := range entries {
 			err := create(ctx, e.Payload)
 			switch {
@@ -77,10 +84,32 @@ func intakeLoop(ctx context.Context, in campaigns.Intake, create func(context.Co
 				log.Warn("intake entry not processed; it stays pending", "entry", e.ID, "error", err)
 				continue
 			}
-			if err := in.Ack(ctx, e.ID); err != nil {
-				log.Warn("acknowledge intake entry", "entry", e.ID, "error", err)
-			}
+			done = append(done, e.ID)
 		}
+		if len(done) == 0 {
+			continue
+		}
+		if err := in.Ack(ctx, done...); err != nil {
+			log.Warn("acknowledge intake entries; they will be read again and dedup stops a second send", "entries", len(done), "error", err)
+		}
+	}
+}
+
+// cachedReady answers check's last result for up to ttl, so a stream
+// taking thousands of entries a second does not ping every Redis master
+// per entry. An entry taken in the moment after Redis went away fails at
+// its own Redis call instead and stays pending, as it would have anyway.
+func cachedReady(check func(context.Context) error, ttl time.Duration, now func() time.Time) func(context.Context) error {
+	var mu sync.Mutex
+	var at time.Time
+	var last error
+	return func(ctx context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if t := now(); at.IsZero() || t.Sub(at) >= ttl || t.Before(at) {
+			last, at = check(ctx), t
+		}
+		return last
 	}
 }
 
@@ -133,7 +162,7 @@ func (d *Daemon) takeTriggers(ctx context.Context, body []byte, fire func(contex
 	if err != nil {
 		return err
 	}
-	return fireTriggers(ctx, d.ready, triggers, fire)
+	return fireTriggers(ctx, d.intakeReady, triggers, fire)
 }
 
 func fireTriggers(ctx context.Context, ready func(context.Context) error, triggers []campaigns.Trigger, fire func(context.Context, []campaigns.Trigger) ([]campaigns.TriggerResult, error)) error {
