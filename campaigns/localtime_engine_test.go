@@ -1,0 +1,282 @@
+package campaigns_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/notifyd/notifyd/campaigns"
+	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/channels/channelstest"
+	"github.com/notifyd/notifyd/store/memstate"
+	"github.com/notifyd/notifyd/store/redisstate"
+)
+
+// The fake days lie in the future: the worker pools expire messages by the
+// real clock, so a deadline in the past would expire them.
+func at2036(s string) time.Time {
+	t, err := time.Parse(time.RFC3339, "2036-12-"+s)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// fakeClock is a settable clock shared by the engine and memstate.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = t
+}
+
+// zonedSource makes members with a phone each, n[i] of them in zones[i],
+// interleaved in key order (a batch mixes zones, as a real shard does).
+func zonedSource(zones []string, n []int) (*source, map[uint64]string) {
+	s := &source{corrupt: map[uint64]bool{}}
+	zoneOf := map[uint64]string{}
+	left := slices.Clone(n)
+	for k := 0; ; k++ {
+		placed := false
+		for i, z := range zones {
+			if left[i] == 0 {
+				continue
+			}
+			left[i]--
+			placed = true
+			key := uint64(len(s.members)+1) * 1000
+			id := fmt.Sprintf("u-%05d", len(s.members))
+			s.members = append(s.members, campaigns.Member{
+				Key: key, ID: id, Phone: fmt.Sprintf("+1415555%04d", len(s.members)),
+				Profile: &profile{id: id, zone: z},
+			})
+			zoneOf[key] = z
+		}
+		if !placed {
+			return s, zoneOf
+		}
+	}
+}
+
+// clockRig is a rig whose engine runs on the fake clock.
+func clockRig(t *testing.T, state stateStore, src *source, clock *fakeClock, owner string) *rig {
+	t.Helper()
+	r := newRigOn(t, state, src, campaigns.EngineConfig{Owner: owner, BatchSize: 100, MaxOpenBatches: 2})
+	r.engine = campaigns.NewEngine(state, state, src, campaigns.NewPoolDispatcher(r.pools),
+		campaigns.EngineConfig{Owner: owner, BatchSize: 100, MaxOpenBatches: 2}, campaigns.WithEngineClock(clock.Now))
+	return r
+}
+
+// sentByZone counts the texts each zone's members got, failing on a text sent twice.
+func sentByZone(t *testing.T, rigs []*rig, zoneOf map[uint64]string) map[string]int {
+	t.Helper()
+	seen := map[string]bool{}
+	out := map[string]int{}
+	for _, r := range rigs {
+		for _, k := range r.keys(channels.SMS) {
+			if seen[k] {
+				t.Fatalf("%s sent twice", k)
+			}
+			seen[k] = true
+			parts := strings.Split(k, ":")
+			key, err := strconv.ParseUint(parts[1], 16, 64)
+			if err != nil {
+				t.Fatalf("idempotency key %q: %v", k, err)
+			}
+			out[zoneOf[key]]++
+		}
+	}
+	return out
+}
+
+// settle waits until the engine runs nothing (the due pass is done and
+// the campaign waits, or it completed).
+func settle(t *testing.T, e *campaigns.Engine) {
+	t.Helper()
+	channelstest.Eventually(t, 30*time.Second, func() bool { return len(e.Running()) == 0 }, "the campaign run never ended")
+}
+
+func localTimeStores(t *testing.T) map[string]func(clock *fakeClock) stateStore {
+	return map[string]func(clock *fakeClock) stateStore{
+		"memstate": func(clock *fakeClock) stateStore { return memstate.New(memstate.WithClock(clock.Now)) },
+		"redis": func(*fakeClock) stateStore {
+			rdb, prefix := redisForTest(t)
+			st, err := redisstate.New(rdb, redisstate.WithPrefix(prefix))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		},
+	}
+}
+
+// TestLocalTimeRollsAcrossTheDay: a 09:00 local-time campaign over members
+// in six zones (one without a zone, which takes local_time_zone) sends to
+// each zone exactly when it is 09:00 there, and to nobody else, as a fake
+// clock moves across the day; the status shows who waits and until when.
+func TestLocalTimeRollsAcrossTheDay(t *testing.T) {
+	for name, mk := range localTimeStores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			zones := []string{"", "UTC", "America/New_York", "America/Los_Angeles", "Asia/Tokyo", "Asia/Kolkata"}
+			per := []int{31, 57, 143, 12, 88, 120}
+			src, zoneOf := zonedSource(zones, per)
+			clock := &fakeClock{now: at2036("05T07:00:00Z")}
+			r := clockRig(t, mk(clock), src, clock, "a")
+			body := `{"id":"morning","segment":"all","channels":["sms"],"send_at":"2036-12-05T07:00:00Z",
+				"local_time":"09:00","local_time_zone":"Europe/Paris","content":{"sms":{"body":"Good morning"}}}`
+			if _, _, err := r.engine.Create(ctx, []byte(body)); err != nil {
+				t.Fatal(err)
+			}
+			total := 0
+			for _, n := range per {
+				total += n
+			}
+			steps := []struct {
+				now  string
+				sent map[string]int // every send so far, by zone
+				next string         // the next pass ("" once completed)
+			}{
+				// 07:00Z: 08:00 in Paris, 02:00 in New York, 23:00 (the 4th) in Los Angeles,
+				// 16:00 in Tokyo and 12:30 in Kolkata: Tokyo's and Kolkata's 09:00 has passed.
+				{now: "05T07:00:00Z", sent: map[string]int{}, next: "05T08:00:00Z"},
+				{now: "05T07:59:59Z", sent: map[string]int{}, next: "05T08:00:00Z"},
+				{now: "05T08:00:00Z", sent: map[string]int{"": 31}, next: "05T09:00:00Z"},
+				{now: "05T09:00:00Z", sent: map[string]int{"": 31, "UTC": 57}, next: "05T14:00:00Z"},
+				{now: "05T13:59:00Z", sent: map[string]int{"": 31, "UTC": 57}, next: "05T14:00:00Z"},
+				{now: "05T14:00:00Z", sent: map[string]int{"": 31, "UTC": 57, "America/New_York": 143}, next: "05T17:00:00Z"},
+				{now: "05T17:00:00Z", sent: map[string]int{"": 31, "UTC": 57, "America/New_York": 143, "America/Los_Angeles": 12}, next: "06T00:00:00Z"},
+				{now: "06T00:00:00Z", sent: map[string]int{"": 31, "UTC": 57, "America/New_York": 143, "America/Los_Angeles": 12, "Asia/Tokyo": 88}, next: "06T03:30:00Z"},
+				{now: "06T03:30:00Z", sent: map[string]int{"": 31, "UTC": 57, "America/New_York": 143, "America/Los_Angeles": 12, "Asia/Tokyo": 88, "Asia/Kolkata": 120}},
+			}
+			for _, s := range steps {
+				clock.Set(at2036(s.now))
+				if err := r.engine.Tick(ctx); err != nil {
+					t.Fatal(err)
+				}
+				settle(t, r.engine)
+				got := sentByZone(t, []*rig{r}, zoneOf)
+				if !mapsEqual(got, s.sent) {
+					t.Fatalf("at %s sent by zone %v, want %v", s.now, got, s.sent)
+				}
+				st, err := r.engine.Get(ctx, "morning")
+				if err != nil {
+					t.Fatal(err)
+				}
+				sent := 0
+				for _, n := range s.sent {
+					sent += n
+				}
+				if st.Counts[channels.SMS]["sent"] != int64(sent) {
+					t.Fatalf("at %s counted %v, want %d sent", s.now, st.Counts, sent)
+				}
+				if s.next == "" {
+					if st.Status != campaigns.StatusCompleted || st.Waiting == nil || st.Waiting.LocalTime != 0 || st.Waiting.NextDue != nil {
+						t.Fatalf("at %s: %+v, want completed with nothing waiting", s.now, st)
+					}
+					continue
+				}
+				if st.Status != campaigns.StatusRunning || st.Waiting == nil || st.Waiting.LocalTime != int64(total-sent) ||
+					st.Waiting.QuietHours != 0 || st.Waiting.NextDue == nil || !st.Waiting.NextDue.Equal(at2036(s.next)) {
+					t.Fatalf("at %s: status %s waiting %+v, want running with %d waiting until %s", s.now, st.Status, st.Waiting, total-sent, s.next)
+				}
+			}
+		})
+	}
+}
+
+func mapsEqual(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// TestQuietHoursDelaySurvivesARestart: members inside quiet hours wait for
+// the window's end in their zone; the daemon is stopped while they wait and
+// a new one (same state store) sends each of them once, when their window
+// ends, and nobody twice.
+func TestQuietHoursDelaySurvivesARestart(t *testing.T) {
+	for name, mk := range localTimeStores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			zones := []string{"UTC", "America/New_York", "Asia/Tokyo", "Asia/Kolkata", "America/St_Johns"}
+			per := []int{40, 70, 25, 33, 9}
+			src, zoneOf := zonedSource(zones, per)
+			clock := &fakeClock{now: at2036("05T07:00:00Z")}
+			state := mk(clock)
+			a := clockRig(t, state, src, clock, "a")
+			// At 07:00Z it is 07:00 in UTC, 02:00 in New York and 03:30 in St John's
+			// (quiet until 08:00 there), 16:00 in Tokyo and 12:30 in Kolkata.
+			body := `{"id":"quiet","segment":"all","channels":["sms"],"send_at":"2036-12-05T07:00:00Z",
+				"quiet_hours":{"start":"21:00","end":"08:00","mode":"delay"},"content":{"sms":{"body":"Hello"}}}`
+			if _, _, err := a.engine.Create(ctx, []byte(body)); err != nil {
+				t.Fatal(err)
+			}
+			settle(t, a.engine)
+			if got, want := sentByZone(t, []*rig{a}, zoneOf), map[string]int{"Asia/Tokyo": 25, "Asia/Kolkata": 33}; !mapsEqual(got, want) {
+				t.Fatalf("before the windows end: sent %v, want %v", got, want)
+			}
+			st, err := a.engine.Get(ctx, "quiet")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Waiting == nil || st.Waiting.QuietHours != 40+70+9 || !st.Waiting.NextDue.Equal(at2036("05T08:00:00Z")) {
+				t.Fatalf("waiting %+v, want 119 in quiet hours until 08:00Z", st.Waiting)
+			}
+			closeCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := a.engine.Close(closeCtx); err != nil {
+				t.Fatal(err)
+			}
+
+			// A new daemon on the same state store.
+			b := clockRig(t, state, src, clock, "b")
+			if err := b.engine.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			settle(t, b.engine)
+			if n := len(b.keys(channels.SMS)); n != 0 {
+				t.Fatalf("the new daemon sent %d before any window ended", n)
+			}
+			steps := []struct {
+				now  string
+				want map[string]int
+			}{
+				{now: "05T08:00:00Z", want: map[string]int{"Asia/Tokyo": 25, "Asia/Kolkata": 33, "UTC": 40}},
+				{now: "05T11:29:00Z", want: map[string]int{"Asia/Tokyo": 25, "Asia/Kolkata": 33, "UTC": 40}},
+				{now: "05T11:30:00Z", want: map[string]int{"Asia/Tokyo": 25, "Asia/Kolkata": 33, "UTC": 40, "America/St_Johns": 9}},
+				{now: "05T13:00:00Z", want: map[string]int{"Asia/Tokyo": 25, "Asia/Kolkata": 33, "UTC": 40, "America/St_Johns": 9, "America/New_York": 70}},
+			}
+			for _, s := range steps {
+				clock.Set(at2036(s.now))
+				if err := b.engine.Tick(ctx); err != nil {
+					t.Fatal(err)
+				}
+				settle(t, b.engine)
+				if got := sentByZone(t, []*rig{a, b}, zoneOf); !mapsEqual(got, s.want) {
+					t.Fatalf("at %s sent %v, want %v", s.now, got, s.want)
+				}
+			}
+			st = waitStatus(t, b.engine, "quiet", campaigns.StatusCompleted)
+			if st.Counts[channels.SMS]["sent"] != 177 || len(st.Counts[channels.SMS]) != 1 {
+				t.Fatalf("counts %v, want 177 sent and nothing else", st.Counts)
+			}
+		})
+	}
+}
