@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -278,5 +279,103 @@ func TestQuietHoursDelaySurvivesARestart(t *testing.T) {
 				t.Fatalf("counts %v, want 177 sent and nothing else", st.Counts)
 			}
 		})
+	}
+}
+
+// switchable sends through a real dispatcher until hole is set, then
+// swallows messages as a daemon killed right after taking them would.
+type switchable struct {
+	campaigns.Dispatcher
+	hole *blackhole
+	on   atomic.Bool
+}
+
+func (s *switchable) Dispatch(ctx context.Context, ch string, l channels.Lane, msgs []*channels.Message) (int, error) {
+	if s.on.Load() {
+		return s.hole.Dispatch(ctx, ch, l, msgs)
+	}
+	return s.Dispatcher.Dispatch(ctx, ch, l, msgs)
+}
+
+// TestDelayedPassKilledMidwayResumesOnce: the daemon is killed (kill -9:
+// none of its writes land any more) in the middle of a quiet-hours pass;
+// another daemon resumes that pass from its ledger and runs the later
+// ones: every member gets one text, at its window's end or later.
+func TestDelayedPassKilledMidwayResumesOnce(t *testing.T) {
+	ctx := context.Background()
+	zones := []string{"UTC", "America/New_York", "Asia/Tokyo", "Asia/Kolkata", "America/St_Johns"}
+	per := []int{340, 70, 25, 33, 9}
+	src, zoneOf := zonedSource(zones, per)
+	clock := &fakeClock{now: at2036("05T07:00:00Z")}
+	state := memstate.New(memstate.WithClock(clock.Now))
+	aState := &severable{Store: state}
+	a := clockRig(t, state, src, clock, "a")
+	sw := &switchable{Dispatcher: campaigns.NewPoolDispatcher(a.pools), hole: &blackhole{keys: map[string][]string{}}}
+	cfg := campaigns.EngineConfig{Owner: "a", BatchSize: 100, MaxOpenBatches: 2, LeaseTTL: time.Hour, DrainTimeout: 50 * time.Millisecond}
+	a.engine = campaigns.NewEngine(aState, aState, src, sw, cfg, campaigns.WithEngineClock(clock.Now))
+	body := `{"id":"quiet","segment":"all","channels":["sms"],"send_at":"2036-12-05T07:00:00Z",
+		"quiet_hours":{"start":"21:00","end":"08:00","mode":"delay"},"content":{"sms":{"body":"Hello"}}}`
+	if _, _, err := a.engine.Create(ctx, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a.engine)
+	if got, want := sentByZone(t, []*rig{a}, zoneOf), map[string]int{"Asia/Tokyo": 25, "Asia/Kolkata": 33}; !mapsEqual(got, want) {
+		t.Fatalf("first pass: sent %v, want %v", got, want)
+	}
+
+	// 08:00Z: UTC's window ends; A takes the first batches of that pass and dies.
+	sw.on.Store(true)
+	clock.Set(at2036("05T08:00:00Z"))
+	if err := a.engine.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	channelstest.Eventually(t, 30*time.Second, func() bool {
+		sw.hole.mu.Lock()
+		defer sw.hole.mu.Unlock()
+		return len(sw.hole.keys[channels.SMS]) >= 100
+	}, "A never dispatched in the 08:00 pass")
+	aState.dead.Store(true)
+	sw.hole.mu.Lock()
+	swallowed := slices.Clone(sw.hole.keys[channels.SMS])
+	sw.hole.mu.Unlock()
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_ = a.engine.Close(cctx)
+	})
+
+	// 09:30Z: A's leases ran out; B starts.
+	clock.Set(at2036("05T09:30:00Z"))
+	b := clockRig(t, state, src, clock, "b")
+	if err := b.engine.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, b.engine)
+	if got, want := sentByZone(t, []*rig{a, b}, zoneOf), map[string]int{"Asia/Tokyo": 25, "Asia/Kolkata": 33, "UTC": 340}; !mapsEqual(got, want) {
+		t.Fatalf("after B resumed: sent %v, want %v", got, want)
+	}
+	fromB := map[string]bool{}
+	for _, k := range b.keys(channels.SMS) {
+		fromB[k] = true
+	}
+	for _, k := range swallowed {
+		if !fromB[k] {
+			t.Fatalf("%s, taken by A and never sent, was not sent by B", k)
+		}
+	}
+	for _, now := range []string{"05T11:30:00Z", "05T13:00:00Z"} {
+		clock.Set(at2036(now))
+		if err := b.engine.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		settle(t, b.engine)
+	}
+	want := map[string]int{"Asia/Tokyo": 25, "Asia/Kolkata": 33, "UTC": 340, "America/St_Johns": 9, "America/New_York": 70}
+	if got := sentByZone(t, []*rig{a, b}, zoneOf); !mapsEqual(got, want) {
+		t.Fatalf("at the end: sent %v, want %v", got, want)
+	}
+	st := waitStatus(t, b.engine, "quiet", campaigns.StatusCompleted)
+	if st.Counts[channels.SMS]["sent"] != 477 || len(st.Counts[channels.SMS]) != 1 {
+		t.Fatalf("counts %v, want 477 sent and nothing else", st.Counts)
 	}
 }
