@@ -72,9 +72,14 @@ func zonedSource(zones []string, n []int) (*source, map[uint64]string) {
 // clockRig is a rig whose engine runs on the fake clock.
 func clockRig(t *testing.T, state stateStore, src *source, clock *fakeClock, owner string) *rig {
 	t.Helper()
-	r := newRigOn(t, state, src, campaigns.EngineConfig{Owner: owner, BatchSize: 100, MaxOpenBatches: 2})
-	r.engine = campaigns.NewEngine(state, state, src, campaigns.NewPoolDispatcher(r.pools),
-		campaigns.EngineConfig{Owner: owner, BatchSize: 100, MaxOpenBatches: 2}, campaigns.WithEngineClock(clock.Now))
+	return clockRigCfg(t, state, src, clock, campaigns.EngineConfig{Owner: owner})
+}
+
+func clockRigCfg(t *testing.T, state stateStore, src *source, clock *fakeClock, cfg campaigns.EngineConfig) *rig {
+	t.Helper()
+	cfg.BatchSize, cfg.MaxOpenBatches = 100, 2
+	r := newRigOn(t, state, src, cfg)
+	r.engine = campaigns.NewEngine(state, state, src, campaigns.NewPoolDispatcher(r.pools), cfg, campaigns.WithEngineClock(clock.Now))
 	return r
 }
 
@@ -377,5 +382,192 @@ func TestDelayedPassKilledMidwayResumesOnce(t *testing.T) {
 	st := waitStatus(t, b.engine, "quiet", campaigns.StatusCompleted)
 	if st.Counts[channels.SMS]["sent"] != 477 || len(st.Counts[channels.SMS]) != 1 {
 		t.Fatalf("counts %v, want 477 sent and nothing else", st.Counts)
+	}
+}
+
+// TestDryRunCountsWaitingMembers: a dry run of deferred campaigns says how
+// many members wait for their local time or for quiet hours to end, and
+// counts each member as its own pass will (a delay past the TTL: expired),
+// which is what the real run then counts.
+func TestDryRunCountsWaitingMembers(t *testing.T) {
+	zones := []string{"UTC", "America/New_York", "Asia/Tokyo", "Asia/Kolkata", "America/St_Johns"}
+	per := []int{40, 70, 25, 33, 9}
+	tests := []struct {
+		name  string
+		extra string
+		steps []string
+		want  campaigns.Waiting
+		sms   map[string]int64
+	}{
+		{
+			name: "local time", extra: `"local_time":"09:00"`,
+			steps: []string{"05T09:00:00Z", "05T12:30:00Z", "05T14:00:00Z", "06T00:00:00Z", "06T03:30:00Z"},
+			want:  campaigns.Waiting{LocalTime: 177, NextDue: ptr(at2036("05T09:00:00Z"))},
+			sms:   map[string]int64{campaigns.ReasonWouldSend: 177},
+		},
+		{
+			// A 5h TTL: New York's window ends at 13:00Z, past 12:00Z.
+			name: "quiet hours delay within a ttl", extra: `"ttl":"5h","quiet_hours":{"start":"21:00","end":"08:00","mode":"delay"}`,
+			steps: []string{"05T08:00:00Z", "05T11:30:00Z"},
+			want:  campaigns.Waiting{QuietHours: 49, NextDue: ptr(at2036("05T08:00:00Z"))},
+			sms:   map[string]int64{campaigns.ReasonWouldSend: 107, campaigns.ReasonExpired: 70},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			src, _ := zonedSource(zones, per)
+			clock := &fakeClock{now: at2036("05T07:00:00Z")}
+			r := clockRig(t, memstate.New(memstate.WithClock(clock.Now)), src, clock, "a")
+			body := `{"id":"dry","segment":"all","channels":["sms"],"send_at":"2036-12-05T07:00:00Z",` + tc.extra + `,"content":{"sms":{"body":"Hi"}}}`
+			rep, err := r.engine.DryRun(ctx, []byte(body), campaigns.DryRunOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Waiting == nil || rep.Waiting.LocalTime != tc.want.LocalTime || rep.Waiting.QuietHours != tc.want.QuietHours ||
+				rep.Waiting.NextDue == nil || !rep.Waiting.NextDue.Equal(*tc.want.NextDue) {
+				t.Fatalf("waiting %+v, want %+v", rep.Waiting, tc.want)
+			}
+			if rep.Members != 177 || fmt.Sprint(rep.Audience[channels.SMS]) != fmt.Sprint(tc.sms) {
+				t.Fatalf("members %d audience %v, want 177 and %v", rep.Members, rep.Audience, tc.sms)
+			}
+			if n := len(r.keys(channels.SMS)); n != 0 {
+				t.Fatalf("the dry run sent %d", n)
+			}
+			if _, _, err := r.engine.Create(ctx, []byte(body)); err != nil {
+				t.Fatal(err)
+			}
+			settle(t, r.engine)
+			for _, s := range tc.steps {
+				clock.Set(at2036(s))
+				if err := r.engine.Tick(ctx); err != nil {
+					t.Fatal(err)
+				}
+				settle(t, r.engine)
+			}
+			st := waitStatus(t, r.engine, "dry", campaigns.StatusCompleted)
+			want := map[string]int64{}
+			for reason, n := range tc.sms {
+				if reason == campaigns.ReasonWouldSend {
+					reason = campaigns.ReasonSent
+				}
+				want[reason] = n
+			}
+			if fmt.Sprint(st.Counts[channels.SMS]) != fmt.Sprint(want) {
+				t.Fatalf("real run %v, dry run %v", st.Counts[channels.SMS], want)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestLocalTimeFleet: in a two-shard fleet each daemon runs the passes of
+// its own part; the status, read through either daemon, adds up what every
+// shard sent and holds back.
+func TestLocalTimeFleet(t *testing.T) {
+	ctx := context.Background()
+	zones := []string{"UTC", "America/New_York", "Asia/Tokyo", "Asia/Kolkata", "America/St_Johns"}
+	per := []int{40, 70, 25, 33, 9}
+	all, zoneOf := zonedSource(zones, per)
+	parts := partition(all, 2)
+	clock := &fakeClock{now: at2036("05T07:00:00Z")}
+	state := memstate.New(memstate.WithClock(clock.Now))
+	rigs := make([]*rig, 2)
+	for k := range rigs {
+		rigs[k] = clockRigCfg(t, state, parts[k], clock, campaigns.EngineConfig{Owner: "node-" + strconv.Itoa(k), Shard: k, Shards: 2})
+		if err := rigs[k].engine.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body := `{"id":"fleet-morning","segment":"all","channels":["sms"],"send_at":"2036-12-05T07:00:00Z","local_time":"09:00","content":{"sms":{"body":"Hi"}}}`
+	if _, _, err := rigs[0].engine.Create(ctx, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		now     string
+		sent    map[string]int
+		waiting int64
+	}{
+		{now: "05T07:00:00Z", sent: map[string]int{}, waiting: 177},
+		{now: "05T09:00:00Z", sent: map[string]int{"UTC": 40}, waiting: 137},
+		{now: "05T12:30:00Z", sent: map[string]int{"UTC": 40, "America/St_Johns": 9}, waiting: 128},
+		{now: "05T14:00:00Z", sent: map[string]int{"UTC": 40, "America/St_Johns": 9, "America/New_York": 70}, waiting: 58},
+		{now: "06T00:00:00Z", sent: map[string]int{"UTC": 40, "America/St_Johns": 9, "America/New_York": 70, "Asia/Tokyo": 25}, waiting: 33},
+		{now: "06T03:30:00Z", sent: map[string]int{"UTC": 40, "America/St_Johns": 9, "America/New_York": 70, "Asia/Tokyo": 25, "Asia/Kolkata": 33}},
+	}
+	for _, s := range steps {
+		clock.Set(at2036(s.now))
+		for _, r := range rigs {
+			if err := r.engine.Tick(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, r := range rigs {
+			settle(t, r.engine)
+		}
+		if got := sentByZone(t, rigs, zoneOf); !mapsEqual(got, s.sent) {
+			t.Fatalf("at %s sent %v, want %v", s.now, got, s.sent)
+		}
+		for _, r := range rigs {
+			st, err := r.engine.Get(ctx, "fleet-morning")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Waiting == nil || st.Waiting.LocalTime != s.waiting || st.Counts[channels.SMS]["sent"] != 177-s.waiting {
+				t.Fatalf("at %s: waiting %+v counts %v, want %d waiting and %d sent", s.now, st.Waiting, st.Counts, s.waiting, 177-s.waiting)
+			}
+		}
+	}
+	waitStatus(t, rigs[1].engine, "fleet-morning", campaigns.StatusCompleted)
+}
+
+// TestWaitingCampaignPausesResumesAndCancels: a paused campaign does not
+// run its pass when it comes; resumed, it runs every pass that is due; a
+// cancelled one sends nothing more.
+func TestWaitingCampaignPausesResumesAndCancels(t *testing.T) {
+	ctx := context.Background()
+	zones := []string{"UTC", "America/New_York", "Asia/Tokyo"}
+	per := []int{40, 70, 25}
+	src, zoneOf := zonedSource(zones, per)
+	clock := &fakeClock{now: at2036("05T07:00:00Z")}
+	r := clockRig(t, memstate.New(memstate.WithClock(clock.Now)), src, clock, "a")
+	body := `{"id":"pausy","segment":"all","channels":["sms"],"send_at":"2036-12-05T07:00:00Z","local_time":"09:00","content":{"sms":{"body":"Hi"}}}`
+	if _, _, err := r.engine.Create(ctx, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, r.engine)
+	step := func(now string, want map[string]int) {
+		t.Helper()
+		clock.Set(at2036(now))
+		if err := r.engine.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		settle(t, r.engine)
+		if got := sentByZone(t, []*rig{r}, zoneOf); !mapsEqual(got, want) {
+			t.Fatalf("at %s sent %v, want %v", now, got, want)
+		}
+	}
+	if st, err := r.engine.Pause(ctx, "pausy"); err != nil || st.Status != campaigns.StatusPaused {
+		t.Fatalf("pause: %+v %v", st, err)
+	}
+	step("05T14:00:00Z", map[string]int{}) // UTC's and New York's passes are due, the campaign is paused
+	if _, err := r.engine.Resume(ctx, "pausy"); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, r.engine)
+	if got, want := sentByZone(t, []*rig{r}, zoneOf), map[string]int{"UTC": 40, "America/New_York": 70}; !mapsEqual(got, want) {
+		t.Fatalf("after resume: sent %v, want %v", got, want)
+	}
+	st, err := r.engine.Get(ctx, "pausy")
+	if err != nil || st.Status != campaigns.StatusRunning || st.Waiting.LocalTime != 25 || !st.Waiting.NextDue.Equal(at2036("06T00:00:00Z")) {
+		t.Fatalf("after resume: %+v %v, want running, 25 waiting until Tokyo's 09:00", st, err)
+	}
+	if _, err := r.engine.Cancel(ctx, "pausy"); err != nil {
+		t.Fatal(err)
+	}
+	step("06T00:00:00Z", map[string]int{"UTC": 40, "America/New_York": 70})
+	if st, _ := r.engine.Get(ctx, "pausy"); st.Status != campaigns.StatusCancelled {
+		t.Fatalf("status %s, want cancelled", st.Status)
 	}
 }
