@@ -590,6 +590,7 @@ func (e *Engine) startWith(ctx context.Context, id string, from Status, retry, a
 		e.dispatch.Throttle(id, cc.c.Throttle)
 	}
 	r := newRun(cc.c, cc.set, e, rp, res, prog.Counts, e.now())
+	r.auto, r.crashes = auto, res.Crashes
 	e.mu.Lock()
 	h.run = r
 	e.mu.Unlock()
@@ -634,8 +635,9 @@ func (e *Engine) runLoop(ctx context.Context, r *run, res Resume, h *runHandle, 
 			break
 		}
 		e.completeIfAllParts(bg, r.c.ID, r.log)
-	case errors.Is(err, errWaiting):
-		// The lease is released below; Tick starts the next pass when due.
+	case errors.Is(err, errWaiting), errors.Is(err, errQuarantined):
+		// The lease is released below; Tick starts the next pass when due
+		// (a quarantined campaign is failed already).
 	case errors.Is(err, errStopped) || ctx.Err() != nil:
 		r.log.Info("campaign run stopped", "cause", context.Cause(ctx))
 	case errors.Is(err, ErrUnknownSegment), errors.Is(err, ErrChannelNotConfigured):

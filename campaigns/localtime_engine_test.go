@@ -571,3 +571,114 @@ func TestWaitingCampaignPausesResumesAndCancels(t *testing.T) {
 		t.Fatalf("status %s, want cancelled", st.Status)
 	}
 }
+
+// budget forwards the first n messages to a real dispatcher and swallows
+// the rest, as a daemon killed mid-pass after some sends would.
+type budget struct {
+	campaigns.Dispatcher
+	mu   sync.Mutex
+	left int
+	hole *blackhole
+}
+
+func (b *budget) Dispatch(ctx context.Context, ch string, l channels.Lane, msgs []*channels.Message) (int, error) {
+	b.mu.Lock()
+	fwd := min(b.left, len(msgs))
+	b.left -= fwd
+	b.mu.Unlock()
+	if fwd > 0 {
+		n, err := b.Dispatcher.Dispatch(ctx, ch, l, msgs[:fwd])
+		if err != nil || n < fwd {
+			return n, err
+		}
+	}
+	if fwd < len(msgs) {
+		if _, err := b.hole.Dispatch(ctx, ch, l, msgs[fwd:]); err != nil {
+			return fwd, err
+		}
+	}
+	return len(msgs), nil
+}
+
+// TestCrashLoopInAPass: daemons that die in a delayed pass without sending
+// anything get the campaign quarantined (failed, crash_loop) as a campaign
+// without passes would; daemons that die after sending part of the pass
+// do not, however many die, and the campaign completes with each member
+// sent once.
+func TestCrashLoopInAPass(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		progress int // messages each doomed daemon sends before it dies
+	}{
+		{name: "no progress: quarantined", progress: 0},
+		{name: "progress each time: not quarantined", progress: 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			src, _ := zonedSource([]string{"UTC"}, []int{1000})
+			clock := &fakeClock{now: at2036("05T07:00:00Z")}
+			state := memstate.New(memstate.WithClock(clock.Now))
+			body := `{"id":"loop","segment":"all","channels":["sms"],"send_at":"2036-12-05T07:00:00Z",
+				"quiet_hours":{"start":"21:00","end":"08:00","mode":"delay"},"content":{"sms":{"body":"Hello"}}}`
+			var sent []*rig
+			for i := range 4 {
+				clock.Set(at2036("05T08:00:00Z").Add(time.Duration(i) * 2 * time.Hour)) // the dead daemon's leases ran out
+				doomed := clockRig(t, state, src, clock, "doomed-"+strconv.Itoa(i))
+				sent = append(sent, doomed)
+				dState := &severable{Store: state}
+				b := &budget{Dispatcher: campaigns.NewPoolDispatcher(doomed.pools), left: tc.progress, hole: &blackhole{keys: map[string][]string{}}}
+				doomed.engine = campaigns.NewEngine(dState, dState, src, b, campaigns.EngineConfig{
+					Owner: "doomed-" + strconv.Itoa(i), BatchSize: 100, MaxOpenBatches: 2, LeaseTTL: time.Hour, DrainTimeout: 50 * time.Millisecond,
+				}, campaigns.WithEngineClock(clock.Now))
+				if i == 0 {
+					clock.Set(at2036("05T07:00:00Z"))
+					if _, _, err := doomed.engine.Create(ctx, []byte(body)); err != nil {
+						t.Fatal(err)
+					}
+					settle(t, doomed.engine) // nothing due before 08:00
+					clock.Set(at2036("05T08:00:00Z"))
+				}
+				if err := doomed.engine.Tick(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if i == 3 && tc.progress == 0 {
+					settle(t, doomed.engine)
+					st, err := doomed.engine.Get(ctx, "loop")
+					if err != nil || st.Status != campaigns.StatusFailed || st.Reason != campaigns.ReasonCrashLoop {
+						t.Fatalf("after three deaths without progress: %+v %v, want failed crash_loop", st, err)
+					}
+					if n := len(doomed.keys(channels.SMS)); n != 0 {
+						t.Fatalf("sent %d", n)
+					}
+					return
+				}
+				channelstest.Eventually(t, 30*time.Second, func() bool {
+					b.hole.mu.Lock()
+					defer b.hole.mu.Unlock()
+					p, err := state.Progress(ctx, "loop/t"+strconv.FormatInt(at2036("05T08:00:00Z").Unix(), 10))
+					var acc int64
+					for _, c := range p.Counts {
+						acc += c.N
+					}
+					return err == nil && len(b.hole.keys[channels.SMS]) > 0 && acc >= int64(tc.progress*(i+1))
+				}, "daemon %d never reached the pass", i)
+				dState.dead.Store(true)
+				t.Cleanup(func() {
+					cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+					defer cancel()
+					_ = doomed.engine.Close(cctx)
+				})
+			}
+			clock.Set(at2036("05T16:00:00Z"))
+			last := clockRig(t, state, src, clock, "survivor")
+			if err := last.engine.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			st := waitStatus(t, last.engine, "loop", campaigns.StatusCompleted)
+			got := sentByZone(t, append(sent, last), map[uint64]string{})
+			if got[""] != 1000 || st.Counts[channels.SMS]["sent"] != 1000 {
+				t.Fatalf("sent %v, counted %v; want 1000 each once", got, st.Counts)
+			}
+		})
+	}
+}

@@ -25,6 +25,10 @@ import (
 // released and Tick starts the campaign again when the pass is due.
 var errWaiting = errors.New("waiting for the next pass")
 
+// errQuarantined ends a run whose pass kept killing its daemon: the
+// campaign is failed with reason crash_loop.
+var errQuarantined = errors.New("campaign quarantined")
+
 // passPart is the progress id of the pass at unix seconds of part.
 func passPart(part string, unix int64) string { return part + "/t" + strconv.FormatInt(unix, 10) }
 
@@ -102,6 +106,30 @@ func (e *Engine) runPass(ctx context.Context, r *run, pl *planner, at time.Time,
 	if err != nil {
 		return nil, fmt.Errorf("acquire pass %s: %w", part, err)
 	}
+	bg := context.WithoutCancel(ctx)
+	// Crash loops are watched on the pass, which records the progress; the
+	// campaign part would count every crash of a long pass, progress or not.
+	if r.auto && e.cfg.CrashLoopLimit > 0 && res.Crashes >= e.cfg.CrashLoopLimit {
+		if rerr := e.progress.Release(bg, res.Lease); rerr != nil {
+			r.log.Warn("release pass lease", "part", part, "error", rerr)
+		}
+		if _, terr := e.store.TransitionBecause(bg, r.c.ID, StatusRunning, StatusFailed, ReasonCrashLoop); terr != nil {
+			return nil, fmt.Errorf("quarantine campaign %s: %w", r.c.ID, terr)
+		}
+		r.log.Error("campaign quarantined: its daemon died while running a pass, again and again; fix the cause, then resume it",
+			"part", part, "crashes", res.Crashes, "limit", e.cfg.CrashLoopLimit)
+		if e.onQuarantine != nil {
+			e.onQuarantine(r.c.ID)
+		}
+		return nil, errQuarantined
+	}
+	if r.crashes > 0 {
+		if _, err := e.progress.Record(ctx, r.lease, Flush{Progress: true}); err != nil {
+			_ = e.progress.Release(bg, res.Lease)
+			return nil, fmt.Errorf("reset the crash count of %s: %w", r.lease.Campaign, err)
+		}
+		r.crashes = 0
+	}
 	pr := newRun(r.c, r.set, e, RingPart{Source: r.source}, res, prog.Counts, pl.passStart(at))
 	pr.ring = r.ring
 	pr.plan, pr.keep = pl, pl.keepPass(at)
@@ -113,7 +141,6 @@ func (e *Engine) runPass(ctx context.Context, r *run, pl *planner, at time.Time,
 	err = pr.execute(ctx, res)
 	stop()
 	<-done
-	bg := context.WithoutCancel(ctx)
 	if err != nil {
 		if rerr := e.progress.Release(bg, pr.lease); rerr != nil && !errors.Is(rerr, ErrLeaseLost) {
 			r.log.Warn("release pass lease", "part", part, "error", rerr)

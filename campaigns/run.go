@@ -56,6 +56,10 @@ type run struct {
 	// times, keep filters the segment to the pass's members (nil: all).
 	plan *planner
 	keep func(*Member) bool
+	// auto: the engine started the run by itself (crash-loop quarantine
+	// applies); crashes is the part's crash count at Acquire.
+	auto    bool
+	crashes int
 }
 
 func (r *run) deadline() time.Time { return r.started.Add(r.ttl) }
