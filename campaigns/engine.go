@@ -810,6 +810,7 @@ func (e *Engine) Tick(ctx context.Context) error {
 			_, busy := e.runs[rec.ID]
 			if rec.Status == StatusCompleted || rec.Status == StatusCancelled || rec.Status == StatusFailed {
 				delete(e.finished, rec.ID)
+				delete(e.waiting, rec.ID)
 			}
 			e.mu.Unlock()
 			if busy && rec.Status != StatusRunning {
