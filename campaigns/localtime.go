@@ -160,7 +160,7 @@ type planner struct {
 	anchor time.Time
 	ttl    time.Duration
 
-	mu    sync.Mutex
+	mu    sync.RWMutex
 	zones map[string]*memberDue
 }
 
@@ -178,11 +178,22 @@ func memberZone(m *Member) string {
 
 // due returns when members of the named zone are due.
 func (p *planner) due(zone string) memberDue {
+	p.mu.RLock()
+	d := p.zones[zone]
+	p.mu.RUnlock()
+	if d != nil {
+		return *d
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if d := p.zones[zone]; d != nil {
 		return *d
 	}
+	return p.computeLocked(zone)
+}
+
+// computeLocked computes and caches the due time of a zone; mu is held.
+func (p *planner) computeLocked(zone string) memberDue {
 	d := p.compute(zone)
 	// The name may point into the shard mapping: keep a copy.
 	p.zones[strings.Clone(zone)] = &d
