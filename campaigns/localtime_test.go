@@ -159,3 +159,11 @@ func TestLocalTimeValidation(t *testing.T) {
 		})
 	}
 }
+
+func TestFlowRefusesQuietHoursDelay(t *testing.T) {
+	_, err := DecodeFlow([]byte(`{"id":"f","trigger":{"event":"e"},"channels":["sms"],"content":{"sms":{"body":"x"}},
+		"quiet_hours":{"start":"21:00","end":"08:00","mode":"delay"}}`))
+	if fe, ok := err.(*FieldError); !ok || fe.Field != "quiet_hours.mode" {
+		t.Fatalf("error %v, want one on quiet_hours.mode", err)
+	}
+}
