@@ -1,6 +1,7 @@
 package campaigns
 
 import (
+	"os"
 	"testing"
 	"time"
 )
@@ -165,5 +166,19 @@ func TestFlowRefusesQuietHoursDelay(t *testing.T) {
 		"quiet_hours":{"start":"21:00","end":"08:00","mode":"delay"}}`))
 	if fe, ok := err.(*FieldError); !ok || fe.Field != "quiet_hours.mode" {
 		t.Fatalf("error %v, want one on quiet_hours.mode", err)
+	}
+}
+
+func TestLocalTimeExampleDecodes(t *testing.T) {
+	b, err := os.ReadFile("../examples/campaign-local-time.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := DecodeCampaign(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.deferred() || c.lt == nil || c.lt.minutes != 9*60 || c.lt.sendNow || !c.QuietHours.delay {
+		t.Fatalf("decoded %+v", c)
 	}
 }
