@@ -46,6 +46,9 @@ type Campaign struct {
 	// from the campaign's start (docs/policies.md).
 	LocalTime     string `json:"local_time,omitempty"`
 	LocalTimeZone string `json:"local_time_zone,omitempty"`
+	// LocalDate ("2026-05-01") sends on that local date in every zone
+	// (start the campaign a day ahead); empty: each member's date at the start.
+	LocalDate string `json:"local_date,omitempty"`
 	// LocalTimeMissed is for members whose local time had passed on their
 	// date when the campaign started: "next_day" (default) or "send_now".
 	LocalTimeMissed string `json:"local_time_missed,omitempty"`

@@ -48,14 +48,17 @@ type localTime struct {
 	minutes int // after local midnight
 	zone    *time.Location
 	sendNow bool
+	// date, when set (local_date), is the local date every member gets the
+	// message on; zero: each member's local date at the campaign's start.
+	date time.Time
 }
 
 // initLocalTime validates local_time, local_time_zone and local_time_missed.
 func (c *Campaign) initLocalTime() error {
 	c.lt = nil
 	if c.LocalTime == "" {
-		if c.LocalTimeZone != "" || c.LocalTimeMissed != "" {
-			return &FieldError{Field: "local_time", Msg: "required by local_time_zone and local_time_missed"}
+		if c.LocalTimeZone != "" || c.LocalTimeMissed != "" || c.LocalDate != "" {
+			return &FieldError{Field: "local_time", Msg: "required by local_date, local_time_zone and local_time_missed"}
 		}
 		return nil
 	}
@@ -67,6 +70,11 @@ func (c *Campaign) initLocalTime() error {
 	if c.LocalTimeZone != "" {
 		if lt.zone, err = time.LoadLocation(c.LocalTimeZone); err != nil {
 			return &FieldError{Field: "local_time_zone", Msg: fmt.Sprintf("unknown time zone %q", c.LocalTimeZone)}
+		}
+	}
+	if c.LocalDate != "" {
+		if lt.date, err = time.Parse(time.DateOnly, c.LocalDate); err != nil {
+			return &FieldError{Field: "local_date", Msg: fmt.Sprintf("want YYYY-MM-DD, got %q", c.LocalDate)}
 		}
 	}
 	switch c.LocalTimeMissed {
@@ -114,19 +122,22 @@ func wallTime(y int, mo time.Month, d, minutes int, loc *time.Location) time.Tim
 }
 
 // localDue is when a member in loc is due for the local time lt, for a
-// campaign anchored at anchor: that time on the member's date at the
-// anchor, or if it has passed then, at once (send_now) or on the next date.
-// late reports that the time had passed.
+// campaign anchored at anchor: that time on local_date, else on the
+// member's date at the anchor; or if it has passed at the anchor, at once
+// (send_now) or on the next date. late reports that the time had passed.
 func localDue(anchor time.Time, loc *time.Location, lt *localTime) (due time.Time, late bool) {
-	l := anchor.In(loc)
-	d := wallTime(l.Year(), l.Month(), l.Day(), lt.minutes, loc)
+	y, mo, day := anchor.In(loc).Date()
+	if !lt.date.IsZero() {
+		y, mo, day = lt.date.Date()
+	}
+	d := wallTime(y, mo, day, lt.minutes, loc)
 	if !d.Before(anchor) {
 		return d, false
 	}
 	if lt.sendNow {
 		return anchor, true
 	}
-	return wallTime(l.Year(), l.Month(), l.Day()+1, lt.minutes, loc), true
+	return wallTime(y, mo, day+1, lt.minutes, loc), true
 }
 
 // windowEnd is when the quiet window that t falls in ends, in loc (t must be

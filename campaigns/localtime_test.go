@@ -34,6 +34,7 @@ func TestLocalDue(t *testing.T) {
 		anchor  time.Time
 		at      string // local_time
 		sendNow bool
+		date    string // local_date, if any
 		want    time.Time
 		late    bool
 	}{
@@ -56,6 +57,12 @@ func TestLocalDue(t *testing.T) {
 		{name: "DST back: a repeated time is its first occurrence", zone: "America/New_York", anchor: utc("2026-11-01T04:00:00Z"), at: "01:30", want: utc("2026-11-01T05:30:00Z")},
 		{name: "DST back: next day takes the new offset", zone: "Europe/London", anchor: utc("2026-10-24T12:00:00Z"), at: "09:00", want: utc("2026-10-25T09:00:00Z"), late: true},
 		// Lord Howe moves 30 minutes: 2026-10-04 02:00 (+10:30) → 02:30 (+11), at 15:30Z the day before.
+		// local_date: every zone on one date, the campaign started the day before (at 09:00 in UTC+14).
+		{name: "local date: UTC+14 at once", zone: "Pacific/Kiritimati", anchor: utc("2026-12-04T19:00:00Z"), at: "09:00", date: "2026-12-05", want: utc("2026-12-04T19:00:00Z")},
+		{name: "local date: Honolulu a day later than its own date", zone: "Pacific/Honolulu", anchor: utc("2026-12-04T19:00:00Z"), at: "09:00", date: "2026-12-05", want: utc("2026-12-05T19:00:00Z")},
+		{name: "local date: Kolkata", zone: "Asia/Kolkata", anchor: utc("2026-12-04T19:00:00Z"), at: "09:00", date: "2026-12-05", want: utc("2026-12-05T03:30:00Z")},
+		{name: "local date passed: next day", zone: "Asia/Tokyo", anchor: utc("2026-12-05T07:13:00Z"), at: "09:00", date: "2026-12-05", want: utc("2026-12-06T00:00:00Z"), late: true},
+		{name: "local date passed: send now", zone: "Asia/Tokyo", anchor: utc("2026-12-05T07:13:00Z"), at: "09:00", date: "2026-12-05", sendNow: true, want: utc("2026-12-05T07:13:00Z"), late: true},
 		{name: "half-hour DST shift: a skipped time is the jump", zone: "Australia/Lord_Howe", anchor: utc("2026-10-03T14:00:00Z"), at: "02:15", want: utc("2026-10-03T15:30:00Z")},
 	}
 	for _, tc := range tests {
@@ -64,7 +71,13 @@ func TestLocalDue(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, late := localDue(tc.anchor, mustZone(t, tc.zone), &localTime{minutes: m, sendNow: tc.sendNow})
+			lt := &localTime{minutes: m, sendNow: tc.sendNow}
+			if tc.date != "" {
+				if lt.date, err = time.Parse(time.DateOnly, tc.date); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, late := localDue(tc.anchor, mustZone(t, tc.zone), lt)
 			if !got.Equal(tc.want) || late != tc.late {
 				t.Fatalf("due %s late %v, want %s late %v", got.UTC(), late, tc.want, tc.late)
 			}
@@ -142,6 +155,8 @@ func TestLocalTimeValidation(t *testing.T) {
 		{name: "bad zone", c: Campaign{LocalTime: "09:00", LocalTimeZone: "Nowhere/Land"}, field: "local_time_zone"},
 		{name: "bad missed policy", c: Campaign{LocalTime: "09:00", LocalTimeMissed: "later"}, field: "local_time_missed"},
 		{name: "missed policy without a time", c: Campaign{LocalTimeMissed: "send_now"}, field: "local_time"},
+		{name: "bad local date", c: Campaign{LocalTime: "09:00", LocalDate: "5 Dec"}, field: "local_date"},
+		{name: "local date without a time", c: Campaign{LocalDate: "2026-12-05"}, field: "local_time"},
 		{name: "bad quiet mode", c: Campaign{QuietHours: &QuietHours{Start: "21:00", End: "08:00", Mode: "snooze"}}, field: "quiet_hours.mode"},
 	}
 	for _, tc := range tests {
