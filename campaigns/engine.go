@@ -112,6 +112,9 @@ type Engine struct {
 	// waiting are deferred campaigns whose next pass is not due yet, and
 	// when it is: Tick does not start them before.
 	waiting map[string]time.Time
+	// waitSnaps are those campaigns' parts as they wait, written back if
+	// the state store loses them (no run is there to do it).
+	waitSnaps map[string]CampaignSnapshot
 
 	// The state store's epoch, to notice a store that lost everything.
 	emu          sync.Mutex
@@ -585,6 +588,7 @@ func (e *Engine) startWith(ctx context.Context, id string, from Status, retry, a
 	e.mu.Lock()
 	e.runs[id] = h
 	delete(e.waiting, id)
+	delete(e.waitSnaps, id)
 	e.mu.Unlock()
 	if cc.c.Throttle > 0 {
 		e.dispatch.Throttle(id, cc.c.Throttle)
@@ -811,6 +815,7 @@ func (e *Engine) Tick(ctx context.Context) error {
 			if rec.Status == StatusCompleted || rec.Status == StatusCancelled || rec.Status == StatusFailed {
 				delete(e.finished, rec.ID)
 				delete(e.waiting, rec.ID)
+				delete(e.waitSnaps, rec.ID)
 			}
 			e.mu.Unlock()
 			if busy && rec.Status != StatusRunning {

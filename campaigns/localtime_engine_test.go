@@ -682,3 +682,59 @@ func TestCrashLoopInAPass(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitingCampaignSurvivesStoreLoss: Redis loses everything while a
+// campaign waits for its next pass (no run holds it). The daemon notices
+// the lost epoch and writes the waiting part back; the later passes run
+// when due, nobody gets two texts, and the counts of the passes before the
+// loss are kept.
+func TestWaitingCampaignSurvivesStoreLoss(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := redisForTest(t)
+	st, err := redisstate.New(rdb, redisstate.WithPrefix(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zones := []string{"UTC", "America/New_York", "Asia/Tokyo", "Asia/Kolkata", "America/St_Johns"}
+	per := []int{40, 70, 25, 33, 9}
+	src, zoneOf := zonedSource(zones, per)
+	clock := &fakeClock{now: at2036("05T07:00:00Z")}
+	r := clockRig(t, st, src, clock, "a")
+	if err := r.engine.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.engine.CheckState(ctx); err != nil { // notes the epoch, as the daemon does at start
+		t.Fatal(err)
+	}
+	body := `{"id":"quiet","segment":"all","channels":["sms"],"send_at":"2036-12-05T07:00:00Z",
+		"quiet_hours":{"start":"21:00","end":"08:00","mode":"delay"},"content":{"sms":{"body":"Hello"}}}`
+	if _, _, err := r.engine.Create(ctx, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, r.engine)
+	if n := deleteKeys(ctx, t, rdb, prefix+"*"); n == 0 {
+		t.Fatal("no key to lose")
+	}
+	if reset, err := r.engine.CheckState(ctx); err != nil || !reset {
+		t.Fatalf("CheckState = %v, %v; want the loss noticed", reset, err)
+	}
+	s, err := r.engine.Get(ctx, "quiet")
+	if err != nil || s.Status != campaigns.StatusRunning || s.Counts[channels.SMS]["sent"] != 58 || s.Waiting == nil || s.Waiting.QuietHours != 119 {
+		t.Fatalf("after the loss: %+v %v; want running, 58 sent, 119 waiting", s, err)
+	}
+	for _, now := range []string{"05T08:00:00Z", "05T11:30:00Z", "05T13:00:00Z"} {
+		clock.Set(at2036(now))
+		if err := r.engine.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		settle(t, r.engine)
+	}
+	want := map[string]int{"Asia/Tokyo": 25, "Asia/Kolkata": 33, "UTC": 40, "America/St_Johns": 9, "America/New_York": 70}
+	if got := sentByZone(t, []*rig{r}, zoneOf); !mapsEqual(got, want) {
+		t.Fatalf("sent %v, want %v", got, want)
+	}
+	s = waitStatus(t, r.engine, "quiet", campaigns.StatusCompleted)
+	if s.Counts[channels.SMS]["sent"] != 177 {
+		t.Fatalf("counts %v, want 177 sent", s.Counts)
+	}
+}

@@ -68,7 +68,7 @@ func (e *Engine) executePasses(ctx context.Context, r *run, res Resume, h *runHa
 			return errStopped
 		}
 		if r.now().Before(at) {
-			e.setWaiting(r.c.ID, at)
+			e.setWaiting(r.c.ID, at, e.waitingSnapshot(ctx, r, cc, fs))
 			r.log.Info("campaign waits for its next pass", "due", at)
 			return errWaiting
 		}
@@ -212,14 +212,37 @@ func (e *Engine) fold(ctx context.Context, r *run, fs *foldState, key uint64, co
 }
 
 // setWaiting notes that campaign id's next pass is due at `at`: Tick leaves
-// it alone until then.
-func (e *Engine) setWaiting(id string, at time.Time) {
+// it alone until then. snap is its part as it waits, for a state store
+// that loses it meanwhile (no run holds it to write it back).
+func (e *Engine) setWaiting(id string, at time.Time, snap *CampaignSnapshot) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.waiting == nil {
 		e.waiting = map[string]time.Time{}
+		e.waitSnaps = map[string]CampaignSnapshot{}
 	}
 	e.waiting[id] = at
+	if snap != nil {
+		e.waitSnaps[id] = *snap
+	}
+}
+
+// waitingSnapshot is a waiting part as the store holds it: record, the
+// plan and every folded pass's counts, the checkpoint past the last folded
+// pass; nil if the store cannot be read now. Failures are left out (as
+// for failures recorded by earlier runs, docs/redis-keys.md).
+func (e *Engine) waitingSnapshot(ctx context.Context, r *run, cc *compiled, fs *foldState) *CampaignSnapshot {
+	if _, ok := e.progress.(StateRestorer); !ok {
+		return nil
+	}
+	p, err := e.progress.Progress(ctx, r.lease.Campaign)
+	if err != nil {
+		return nil
+	}
+	return &CampaignSnapshot{
+		Record: CampaignRecord{ID: r.c.ID, Definition: cc.def, Status: StatusRunning, Ring: r.ring, Created: cc.created, Updated: e.now()},
+		Lease:  r.lease, Checkpoint: fs.cp, LastClaimed: fs.last, HasClaimed: fs.has, Seq: fs.cp.Seq, Counts: p.Counts,
+	}
 }
 
 // planStatus adds a deferred campaign part's waiting members to w, and the
