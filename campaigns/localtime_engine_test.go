@@ -738,3 +738,61 @@ func TestWaitingCampaignSurvivesStoreLoss(t *testing.T) {
 		t.Fatalf("counts %v, want 177 sent", s.Counts)
 	}
 }
+
+// TestPauseMidPassResumesThePass: a pause in the middle of a pass stops it
+// after its in-flight batches settle; resume finishes that pass from its
+// ledger (each member once) and the campaign then waits for its next one.
+func TestPauseMidPassResumesThePass(t *testing.T) {
+	ctx := context.Background()
+	src, zoneOf := zonedSource([]string{"UTC", "America/New_York"}, []int{3000, 100})
+	clock := &fakeClock{now: at2036("05T07:00:00Z")}
+	r := clockRig(t, memstate.New(memstate.WithClock(clock.Now)), src, clock, "a")
+	gate := make(chan struct{})
+	var once sync.Once
+	r.chans[channels.SMS].OnSend(func(batch []*channels.Message) {
+		r.mu.Lock()
+		for _, m := range batch {
+			r.sent[channels.SMS] = append(r.sent[channels.SMS], m.IdempotencyKey)
+		}
+		n := len(r.sent[channels.SMS])
+		r.mu.Unlock()
+		if n > 500 {
+			once.Do(func() { close(gate) })
+		}
+	})
+	body := `{"id":"pass-pause","segment":"all","channels":["sms"],"send_at":"2036-12-05T07:00:00Z","local_time":"09:00","content":{"sms":{"body":"Hi"}}}`
+	if _, _, err := r.engine.Create(ctx, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, r.engine)
+	clock.Set(at2036("05T09:00:00Z"))
+	if err := r.engine.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-gate
+	if st, err := r.engine.Pause(ctx, "pass-pause"); err != nil || st.Status != campaigns.StatusPaused {
+		t.Fatalf("pause: %+v %v", st, err)
+	}
+	if n := len(r.keys(channels.SMS)); n >= 3000 {
+		t.Fatalf("the pause did not stop the pass early (%d sent)", n)
+	}
+	if _, err := r.engine.Resume(ctx, "pass-pause"); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, r.engine)
+	if got, want := sentByZone(t, []*rig{r}, zoneOf), map[string]int{"UTC": 3000}; !mapsEqual(got, want) {
+		t.Fatalf("after resume: sent %v, want %v", got, want)
+	}
+	st, err := r.engine.Get(ctx, "pass-pause")
+	if err != nil || st.Status != campaigns.StatusRunning || st.Waiting.LocalTime != 100 || st.Counts[channels.SMS]["sent"] != 3000 {
+		t.Fatalf("after resume: %+v %v; want running, 3000 sent, 100 waiting", st, err)
+	}
+	clock.Set(at2036("05T14:00:00Z"))
+	if err := r.engine.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st = waitStatus(t, r.engine, "pass-pause", campaigns.StatusCompleted)
+	if got, want := sentByZone(t, []*rig{r}, zoneOf), map[string]int{"UTC": 3000, "America/New_York": 100}; !mapsEqual(got, want) || st.Counts[channels.SMS]["sent"] != 3100 {
+		t.Fatalf("sent %v counted %v", got, st.Counts)
+	}
+}
