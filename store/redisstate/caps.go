@@ -21,6 +21,11 @@ import (
 // fewer, larger hashes.
 const capBuckets = 64
 
+// capSimpleMax is the most requests of one user the script takes on its
+// fast path (distinct messages under every rule), to keep Go's check of
+// their distinctness cheap.
+const capSimpleMax = 16
+
 // capMaxRules bounds the rules of one Admit: a request's rules travel as a
 // 32-bit mask.
 const capMaxRules = 30
@@ -55,6 +60,7 @@ local dry = ARGV[1] == '1'
 local nr = tonumber(ARGV[2])
 local blob = ARGV[3 + 2 * nr]
 local limit, win, gen, since, bits = {}, {}, {}, {}, {}
+local full = 2 ^ nr - 1
 for j = 1, nr do
   bits[j] = 2 ^ (j - 1)
   limit[j] = tonumber(ARGV[1 + 2 * j])
@@ -76,6 +82,10 @@ local CHUNK = 3000
 -- mget reads fields of key (after 'g', the generation) in chunks that
 -- unpack can take; vals[i] is the value of fields[i] or false.
 local function mget(key, fields, n)
+  if n <= CHUNK then
+    local r = redis.call('HMGET', key, 'g', unpack(fields, 1, n))
+    return r, tonumber(r[1]), 1
+  end
   local vals, g = {}, false
   for s = 1, n, CHUNK do
     local e = math.min(s + CHUNK - 1, n)
@@ -83,7 +93,7 @@ local function mget(key, fields, n)
     g = r[1]
     for i = s, e do vals[i] = r[i - s + 2] end
   end
-  return vals, g
+  return vals, tonumber(g), 0
 end
 -- has reports whether value v holds message m at an entry boundary.
 local function has(v, m)
@@ -113,85 +123,110 @@ local function live(v, since)
   return v
 end
 local out, no = {}, 0
-local fields = {}
+local fields, at, cnt, simple = {}, {}, {}, {}
 local v, n, moved, changed = {}, {}, {}, {}
+local minlimit = math.huge
+for j = 1, nr do minlimit = math.min(minlimit, limit[j]) end
+local rep = '%0' .. string.gsub(stamp, '%%', '%%%%')
 local pos, k = 1, 0
 while pos <= #blob do
   local hi, lo = byte(blob, pos, pos + 1)
   local nu = hi * 256 + lo
   pos = pos + 2
   -- the bucket's users: their fields, and where their requests start
-  local at = {}
   local p = pos
   for u = 1, nu do
     fields[u] = sub(blob, p, p + 7)
-    local h, l = byte(blob, p + 8, p + 9)
-    at[u] = p + 10
-    p = p + 10 + 10 * (h * 256 + l)
+    local h, l, f = byte(blob, p + 8, p + 10)
+    local c = h * 256 + l
+    at[u], cnt[u], simple[u] = p + 11, c, f == 1
+    if f == 1 then p = p + 11 + 6 * c else p = p + 11 + 10 * c end
   end
-  local cur, curg, prev, prevg, writes, dels = {}, {}, {}, {}, {}, {}
+  local cur, curo, curg, prev, prevo, writes, dels, nw, nd = {}, {}, {}, {}, {}, {}, {}, {}, {}
   for j = 1, nr do
     local par = gen[j] % 2
     local kc, kp = KEYS[k + 2 * j - 1 + par], KEYS[k + 2 * j - par]
-    local gs = string.format('%d', gen[j])
-    local vals, g = mget(kc, fields, nu)
-    cur[j], curg[j] = vals, g
-    if g ~= gs then cur[j] = {} end
+    local vals, g, o = mget(kc, fields, nu)
+    cur[j], curo[j], curg[j] = vals, o, g
+    if g ~= gen[j] then cur[j] = {} end
+    prev[j], prevo[j] = {}, 0
     if redis.call('EXISTS', kp) == 1 then
-      vals, g = mget(kp, fields, nu)
-      if g == string.format('%d', gen[j] - 1) then prev[j] = vals else prev[j] = {} end
-    else
-      prev[j] = {}
+      vals, g, o = mget(kp, fields, nu)
+      if g == gen[j] - 1 then prev[j], prevo[j] = vals, o end
     end
-    writes[j], dels[j] = {}, {}
+    writes[j], dels[j], nw[j], nd[j] = {}, {}, 0, 0
   end
   for u = 1, nu do
+    local fresh = true
     for j = 1, nr do
-      local x = cur[j][u]
+      local x = cur[j][u + curo[j]]
       moved[j] = false
       if not x then
-        x = prev[j][u]
+        x = prev[j][u + prevo[j]]
         moved[j] = x and true or false
       end
-      x = live(x or '', since[j])
+      if x then
+        x = live(x, since[j])
+        if x ~= '' then fresh = false end
+      else
+        x = ''
+      end
       v[j], n[j], changed[j] = x, #x / 12, false
     end
-    local q = at[u]
-    local h, l = byte(blob, q - 2, q - 1)
-    for r = 1, h * 256 + l do
-      local m = sub(blob, q, q + 5)
-      local b1, b2, b3, b4 = byte(blob, q + 6, q + 9)
-      local mask = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
-      q = q + 10
-      local seen, fits = mask > 0, true
-      for j = 1, nr do
-        if band(mask, bits[j]) ~= 0 then
-          if seen and not has(v[j], m) then seen = false end
-          if n[j] >= limit[j] then fits = false end
-        end
+    local q, c = at[u], cnt[u]
+    if simple[u] and fresh then
+      -- distinct messages under every rule, nothing within the windows:
+      -- the first minlimit are admitted, in one string operation
+      local a = math.min(c, minlimit)
+      for r = 1, c do out[no + r] = r <= a and 1 or 0 end
+      no = no + c
+      if a > 0 then
+        local x = string.gsub(sub(blob, q, q + 6 * a - 1), '......', rep)
+        for j = 1, nr do v[j], changed[j] = x, true end
       end
-      no = no + 1
-      if seen then
-        out[no] = 1
-      elseif fits then
-        out[no] = 1
+    else
+      local mq = q + 6 * c
+      for r = 1, c do
+        local m = sub(blob, q, q + 5)
+        q = q + 6
+        local mask = full
+        if not simple[u] then
+          local b1, b2, b3, b4 = byte(blob, mq, mq + 3)
+          mask = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+          mq = mq + 4
+        end
+        local seen, fits = mask > 0, true
         for j = 1, nr do
           if band(mask, bits[j]) ~= 0 then
-            v[j] = v[j] .. m .. stamp
-            n[j] = n[j] + 1
-            changed[j] = true
+            if seen and not has(v[j], m) then seen = false end
+            if n[j] >= limit[j] then fits = false end
           end
         end
-      else
-        out[no] = 0
+        no = no + 1
+        if seen then
+          out[no] = 1
+        elseif fits then
+          out[no] = 1
+          for j = 1, nr do
+            if band(mask, bits[j]) ~= 0 then
+              v[j] = v[j] .. m .. stamp
+              n[j] = n[j] + 1
+              changed[j] = true
+            end
+          end
+        else
+          out[no] = 0
+        end
       end
     end
     for j = 1, nr do
       if changed[j] then
-        local w = writes[j]
-        w[#w + 1] = fields[u]
-        w[#w + 1] = v[j]
-        if moved[j] then dels[j][#dels[j] + 1] = fields[u] end
+        local w, c = writes[j], nw[j]
+        w[c + 1], w[c + 2], nw[j] = fields[u], v[j], c + 2
+        if moved[j] then
+          nd[j] = nd[j] + 1
+          dels[j][nd[j]] = fields[u]
+        end
       end
     end
   end
@@ -201,8 +236,11 @@ while pos <= #blob do
       if #w > 0 then
         local par = gen[j] % 2
         local kc, kp = KEYS[k + 2 * j - 1 + par], KEYS[k + 2 * j - par]
-        local gs = string.format('%d', gen[j])
-        if curg[j] and curg[j] ~= gs then
+        -- the generation, padded past hash-max-listpack-value (64 by
+        -- default) so the hash is a hash table from its first write: a
+        -- listpack of hundreds of users is searched field by field
+        local gs = string.format('%-65d', gen[j])
+        if curg[j] and curg[j] ~= gen[j] then
           -- an older generation of the same parity, not yet expired
           redis.call('UNLINK', kc)
         end
@@ -319,7 +357,10 @@ func (c *Caps) Admit(ctx context.Context, reqs []campaigns.CapRequest, rules []c
 		}
 	}
 	out := make([]bool, len(reqs))
-	if len(reqs) == 0 {
+	if len(reqs) == 0 || len(rules) == 0 {
+		for i := range out {
+			out[i] = true // no rule applies: admitted, nothing counted
+		}
 		return out, nil
 	}
 	cc, _ := c.pool.Get().(*capCall)
@@ -351,6 +392,7 @@ func (c *Caps) Admit(ctx context.Context, reqs []campaigns.CapRequest, rules []c
 		cc.users[u].n++
 	}
 	cc.masks = cc.masks[:0]
+	full := uint32(1)<<len(rules) - 1
 	for _, q := range reqs {
 		var mask uint32
 		for j, r := range rules {
@@ -395,10 +437,25 @@ func (c *Caps) Admit(ctx context.Context, reqs []campaigns.CapRequest, rules []c
 			}
 			blob = binary.BigEndian.AppendUint64(blob, u.key)
 			blob = binary.BigEndian.AppendUint16(blob, uint16(u.n))
+			flags := len(blob)
+			blob = append(blob, 1)
+			start := len(blob)
+			simple := u.n <= capSimpleMax
 			for i := u.head; i >= 0; i = cc.next[i] {
 				blob = capHash(blob, reqs[i].Msg, reqs[i].Channel)
-				blob = binary.BigEndian.AppendUint32(blob, cc.masks[i])
+				simple = simple && cc.masks[i] == full
 				cc.idx = append(cc.idx, int(i))
+			}
+			for a := start; simple && a < len(blob); a += 6 {
+				for b := a + 6; simple && b < len(blob); b += 6 {
+					simple = string(blob[a:a+6]) != string(blob[b:b+6])
+				}
+			}
+			if !simple {
+				blob[flags] = 0
+				for i := u.head; i >= 0; i = cc.next[i] {
+					blob = binary.BigEndian.AppendUint32(blob, cc.masks[i])
+				}
 			}
 		}
 		if c.s.cluster || n == len(cc.used)-1 {
