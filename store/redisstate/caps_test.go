@@ -132,3 +132,37 @@ func TestCapsIgnoreStaleGeneration(t *testing.T) {
 		}
 	})
 }
+
+// A bucket with more users than one HMGET or HSET of the script takes
+// (3,000 fields) is read and written in chunks.
+func TestCapsBucketLargerThanAChunk(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t, newClient(t))
+	caps := s.Caps()
+	rules := []campaigns.CapRule{{Limit: 1, Window: campaigns.Duration(time.Hour)}}
+	const users = 7000
+	var first, again []campaigns.CapRequest
+	for u := range uint64(users) {
+		user := u * 64 // one bucket
+		first = append(first, campaigns.CapRequest{User: user, Channel: "email", Msg: "a"})
+		again = append(again, campaigns.CapRequest{User: user, Channel: "email", Msg: "a"}, campaigns.CapRequest{User: user, Channel: "sms", Msg: "b"})
+	}
+	ok, err := caps.Admit(ctx, first, rules, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range ok {
+		if !v {
+			t.Fatalf("user %d: capped on an empty state", i)
+		}
+	}
+	ok, err = caps.Admit(ctx, again, rules, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range ok {
+		if v != (i%2 == 0) {
+			t.Fatalf("request %d: %v, want a admitted again and b capped for every user", i, v)
+		}
+	}
+}
