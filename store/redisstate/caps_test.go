@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"testing"
@@ -164,5 +165,56 @@ func TestCapsBucketLargerThanAChunk(t *testing.T) {
 		if v != (i%2 == 0) {
 			t.Fatalf("request %d: %v, want a admitted again and b capped for every user", i, v)
 		}
+	}
+}
+
+// The cap hash as docs/redis-keys.md describes it.
+func TestCapKeyLayout(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t)
+	s, prefix := newStore(t, c)
+	const window = 86_400_000
+	rules := []campaigns.CapRule{{Channel: "sms", Limit: 2, Window: campaigns.Duration(window * time.Millisecond)}}
+	const user = 0x0123456789abcdef // bucket 0x2f = 47
+	before := serverMS(t, c, user)
+	if _, err := s.Caps().Admit(ctx, []campaigns.CapRequest{{User: user, Channel: "sms", Msg: "spring"}}, rules, false); err != nil {
+		t.Fatal(err)
+	}
+	after := serverMS(t, c, user)
+	keys, err := c.Keys(ctx, prefix+"cap:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := after / window
+	want := prefix + "cap:{c47}:sms:86400000:" + strconv.FormatInt(gen%2, 10)
+	if len(keys) != 1 || keys[0] != want {
+		t.Fatalf("keys %q, want [%s]", keys, want)
+	}
+	if typ := c.Type(ctx, want).Val(); typ != "hash" {
+		t.Errorf("type %s, want hash", typ)
+	}
+	if at := c.PExpireTime(ctx, want).Val(); at != time.Duration(gen+2)*window*time.Millisecond {
+		t.Errorf("expires at %v, want the end of generation %d", at, gen+1)
+	}
+	all, err := c.HGetAll(ctx, want).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	field := string(binary.BigEndian.AppendUint64(nil, user))
+	if len(all) != 2 || strings.TrimSpace(all["g"]) != strconv.FormatInt(gen, 10) || len(all["g"]) != 65 {
+		t.Fatalf("fields %q, want g (65 bytes) and the user", all)
+	}
+	v := all[field]
+	if len(v) != 12 {
+		t.Fatalf("value %x, want one 12-byte entry", v)
+	}
+	h := fnv.New64a()
+	h.Write([]byte("spring\x00sms"))
+	if sum := binary.BigEndian.AppendUint64(nil, h.Sum64()); v[:6] != string(sum[:6]) {
+		t.Errorf("message hash %x, want %x", v[:6], sum[:6])
+	}
+	at := int64(binary.BigEndian.Uint64(append([]byte{0, 0}, v[6:]...)))
+	if at < before || at > after {
+		t.Errorf("admitted at %d, want within [%d, %d]", at, before, after)
 	}
 }
