@@ -15,8 +15,6 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -277,7 +275,7 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 		res.RedisBytesPerDone = float64(res.RedisFinalBytes) / float64(res.Messages)
 	}
 	if opts.Caps {
-		if res.CapBytes, res.CapUsers, err = capBytes(ctx, rdb, prefix+"cap:"); err != nil {
+		if res.CapBytes, res.CapUsers, err = state.Caps().Usage(ctx); err != nil {
 			return nil, fmt.Errorf("measure cap memory: %w", err)
 		}
 	}
@@ -468,30 +466,4 @@ func benchCaps(on bool) []campaigns.CapRule {
 		return nil
 	}
 	return []campaigns.CapRule{{Channel: campaigns.CapAll, Limit: 3, Window: campaigns.Duration(24 * time.Hour)}}
-}
-
-// capBytes sums MEMORY USAGE over the cap keys under prefix and counts the
-// users they belong to (<prefix>{cap:<bucket>}:<user hex>:...).
-func capBytes(ctx context.Context, rdb redis.UniversalClient, prefix string) (int64, int64, error) {
-	var mu sync.Mutex
-	var total int64
-	users := map[string]bool{}
-	err := forEachNode(ctx, rdb, func(ctx context.Context, n redis.UniversalClient) error {
-		iter := n.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			k := iter.Val()
-			v, err := n.MemoryUsage(ctx, k).Result()
-			if err != nil && !errors.Is(err, redis.Nil) {
-				return err
-			}
-			_, rest, _ := strings.Cut(k, "}:")
-			user, _, _ := strings.Cut(rest, ":")
-			mu.Lock()
-			total += v
-			users[user] = true
-			mu.Unlock()
-		}
-		return iter.Err()
-	})
-	return total, int64(len(users)), err
 }

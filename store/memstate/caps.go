@@ -53,7 +53,7 @@ func (c *Caps) Admit(_ context.Context, reqs []campaigns.CapRequest, rules []cam
 	defer s.mu.Unlock()
 	now := s.now()
 	out := make([]bool, len(reqs))
-	pending := map[capKey]int{} // dry: admissions of this call
+	pending := map[capKey][]string{} // dry: the messages this call admitted, as Redis counts them
 	for i, q := range reqs {
 		msg := q.Msg + ":" + q.Channel
 		seen, fits, applies := true, true, false
@@ -71,8 +71,9 @@ func (c *Caps) Admit(_ context.Context, reqs []campaigns.CapRequest, rules []cam
 					mine = mine || e.msg == msg
 				}
 			}
+			mine = mine || slices.Contains(pending[k], msg)
 			seen = seen && mine
-			if n+pending[k] >= r.Limit {
+			if n+len(pending[k]) >= r.Limit {
 				fits = false
 			}
 		}
@@ -87,7 +88,7 @@ func (c *Caps) Admit(_ context.Context, reqs []campaigns.CapRequest, rules []cam
 				}
 				k := capKey{q.User, r.Scope(), time.Duration(r.Window)}
 				if dry {
-					pending[k]++
+					pending[k] = append(pending[k], msg)
 					continue
 				}
 				since := now.Add(-time.Duration(r.Window))

@@ -1492,6 +1492,33 @@ func runCaps(t *testing.T, newImpl func(t *testing.T) Impl) {
 			t.Fatalf("dry after a real admit: got %s", got)
 		}
 	})
+	t.Run("a user's requests count against each other wherever they are in the call", func(t *testing.T) {
+		c := impl(t).Caps
+		rules := []campaigns.CapRule{{Limit: 2, Window: day}}
+		got := admit(t, c, rules, false, req(8, "email", "a"), req(9, "email", "a"), req(8, "sms", "b"), req(9, "sms", "b"), req(8, "apns", "c"))
+		if got != "[true true true true false]" {
+			t.Fatalf("got %s", got)
+		}
+	})
+	t.Run("every rule over all channels must fit: the smallest limit caps", func(t *testing.T) {
+		c := impl(t).Caps
+		rules := []campaigns.CapRule{{Limit: 3, Window: day}, {Limit: 2, Window: campaigns.Duration(time.Hour)}}
+		if got := admit(t, c, rules, false, req(10, "apns", "a"), req(10, "email", "a"), req(10, "webhook", "a")); got != "[true true false]" {
+			t.Fatalf("got %s", got)
+		}
+		if got := admit(t, c, rules, false, req(10, "webhook", "b"), req(10, "email", "a")); got != "[false true]" {
+			t.Fatalf("again: got %s", got)
+		}
+	})
+	t.Run("the same message twice in one call counts once, dry or not", func(t *testing.T) {
+		c := impl(t).Caps
+		rules := []campaigns.CapRule{{Limit: 1, Window: day}}
+		for _, dry := range []bool{true, false} {
+			if got := admit(t, c, rules, dry, req(11, "email", "a"), req(11, "email", "a"), req(11, "sms", "a")); got != "[true true false]" {
+				t.Fatalf("dry %v: got %s", dry, got)
+			}
+		}
+	})
 	t.Run("the window slides", func(t *testing.T) {
 		i := impl(t)
 		rules := []campaigns.CapRule{{Limit: 1, Window: campaigns.Duration(i.Lease)}}
