@@ -170,8 +170,8 @@ func FillRecord(r *deliverylog.Record, out *channels.Outcome, channel string, m 
 	*r = deliverylog.Record{
 		MessageID: msg.ID, Event: "outcome", Kind: "campaign", Campaign: msg.Campaign, UserID: msg.UserID, UserKey: int64(msg.UserKey),
 		Channel: channel, Address: m.Mask(channel, addr), ProviderID: out.ProviderID, Outcome: string(out.Status),
-		Reason: string(out.Reason), ProviderCode: out.Code, Attempt: int32(out.Attempts),
-		QueuedAt: now.Add(-out.Latency).UnixMicro(), AnsweredAt: now.UnixMicro(),
+		Reason: string(out.Reason), ProviderCode: out.Code, Attempt: int32(out.Attempts), Locale: msg.Locale,
+		QueuedAt: now.Add(-out.Latency).UnixMicro(), SentAt: deliverylog.Micros(out.SentAt), AnsweredAt: now.UnixMicro(),
 	}
 	if strings.HasPrefix(msg.ID, campaigns.FlowPrefix) || strings.HasPrefix(msg.ID, "f:") {
 		r.Kind = "flow"
