@@ -44,7 +44,7 @@ const maxCachedLinks = 256
 
 type linkSet struct{ entries atomic.Pointer[[]linkEntry] }
 
-type linkEntry struct{ target, suffix string }
+type linkEntry struct{ target, suffix string } // target: the href as written in the HTML
 
 // NewLinks returns the URL builder for base (https://t.example.com, or
 // with a path prefix).
@@ -76,17 +76,19 @@ func (l *Links) StatusCallbackURL(tok string) string { return l.base + pathTwili
 
 // ClickURL is the tracked form of link number i (to target) of a campaign's message.
 func (l *Links) ClickURL(tok, campaign string, i int, target string) string {
-	return l.base + pathClick + tok + l.suffix(campaign, i, target)
+	return l.base + pathClick + tok + l.suffix(campaign, i, html.EscapeString(target))
 }
 
-// suffix is "/<i>/<link signature>?u=<target>", cached per campaign.
-func (l *Links) suffix(campaign string, i int, target string) string {
+// suffix is "/<i>/<link signature>?u=<target>" for an href value as it
+// stands in HTML (entities escaped), cached per campaign by that value.
+func (l *Links) suffix(campaign string, i int, href string) string {
 	v, ok := l.campaigns.Load(campaign)
 	if ok {
-		if es := v.(*linkSet).entries.Load(); es != nil && i < len(*es) && (*es)[i].target == target {
+		if es := v.(*linkSet).entries.Load(); es != nil && i < len(*es) && (*es)[i].target == href {
 			return (*es)[i].suffix
 		}
 	}
+	target := html.UnescapeString(href)
 	s := "/" + strconv.Itoa(i) + "/" + l.signer.LinkSig(campaign, i, target) + "?u=" + url.QueryEscape(target)
 	if i >= maxCachedLinks {
 		return s
@@ -107,7 +109,7 @@ func (l *Links) suffix(campaign string, i int, target string) string {
 	for len(es) <= i {
 		es = append(es, linkEntry{})
 	}
-	es[i] = linkEntry{target: target, suffix: s}
+	es[i] = linkEntry{target: href, suffix: s}
 	set.entries.Store(&es) // a lost race costs a recomputation, never a wrong suffix
 	return s
 }
@@ -157,16 +159,16 @@ func (l *Links) AppendHTML(dst []byte, body string, o RewriteOptions) []byte {
 		raw := rest[i : i+end]
 		dst = append(dst, rest[:i]...)
 		rest = rest[i+end:]
-		switch target := html.UnescapeString(strings.TrimSpace(raw)); {
-		case o.Unsubscribe && target == UnsubscribeHref:
+		switch v := strings.TrimSpace(raw); {
+		case o.Unsubscribe && v == UnsubscribeHref:
 			dst = append(dst, l.base...)
 			dst = append(dst, pathUnsubscribe...)
 			dst = append(dst, o.Token...)
-		case o.Clicks && trackable(target):
+		case o.Clicks && trackable(v):
 			dst = append(dst, l.base...)
 			dst = append(dst, pathClick...)
 			dst = append(dst, o.Token...)
-			dst = append(dst, l.suffix(o.Campaign, link, target)...)
+			dst = append(dst, l.suffix(o.Campaign, link, v)...)
 			link++
 		default:
 			dst = append(dst, raw...)
