@@ -1,6 +1,10 @@
 package campaigns
 
-import "github.com/notifyd/notifyd/channels"
+import (
+	"context"
+
+	"github.com/notifyd/notifyd/channels"
+)
 
 // Tracking is a campaign's engagement tracking opt-in. Each event is
 // recorded in the delivery log and counted in the campaign's status
@@ -32,4 +36,21 @@ func (t *Tracking) Track() channels.Track {
 		k |= channels.TrackUnsubscribe
 	}
 	return k
+}
+
+// Engagement is one engagement or delivery event to count in a campaign's
+// status (Event: delivered, undelivered, opened, clicked, unsubscribed).
+type Engagement struct {
+	Channel   string
+	Event     string
+	MessageID string
+}
+
+// EngagementLog counts engagement per campaign, both every event and each
+// message once per event (a reloaded pixel is two opens, one opened
+// message). Counts reads them back: Reason is the event for the messages
+// and "<event>_total" for every event.
+type EngagementLog interface {
+	CountEngagement(ctx context.Context, campaign string, evs []Engagement) error
+	EngagementCounts(ctx context.Context, campaign string) ([]Count, error)
 }
