@@ -305,7 +305,10 @@ type MessageJSON struct {
 	Reason       string `json:"reason,omitempty"`
 	ProviderCode string `json:"provider_code,omitempty"`
 	Attempt      int32  `json:"attempt"`
+	Locale       string `json:"locale,omitempty"`
+	Link         string `json:"link,omitempty"`
 	QueuedAt     string `json:"queued_at,omitempty"`
+	SentAt       string `json:"sent_at,omitempty"`
 	AnsweredAt   string `json:"answered_at"`
 	Daemon       string `json:"daemon"`
 	Shard        int32  `json:"shard"`
@@ -322,7 +325,8 @@ func messagesJSON(recs []deliverylog.Record) []MessageJSON {
 	for i, r := range recs {
 		out[i] = MessageJSON{MessageID: r.MessageID, Event: r.Event, Kind: r.Kind, Campaign: r.Campaign, Trigger: r.Trigger, UserID: r.UserID,
 			Channel: r.Channel, Address: r.Address, ProviderID: r.ProviderID, Outcome: r.Outcome, Reason: r.Reason, ProviderCode: r.ProviderCode,
-			Attempt: r.Attempt, QueuedAt: ts(r.QueuedAt), AnsweredAt: ts(r.AnsweredAt), Daemon: r.Daemon, Shard: r.Shard}
+			Attempt: r.Attempt, Locale: r.Locale, Link: r.Link, QueuedAt: ts(r.QueuedAt), SentAt: ts(r.SentAt), AnsweredAt: ts(r.AnsweredAt),
+			Daemon: r.Daemon, Shard: r.Shard}
 	}
 	return out
 }
