@@ -52,7 +52,7 @@ var (
 	linkDomain  = []byte("notifyd-link-v1\x00")
 )
 
-var b64 = base64.RawURLEncoding
+var b64 = base64.RawURLEncoding.Strict() // one spelling per token: stray padding bits are refused
 
 // Signer makes and checks tokens with one secret key. It is safe for
 // concurrent use.
