@@ -404,6 +404,9 @@ func TestMask(t *testing.T) {
 		{hm, "email", "jane.doe@example.com", "86e0b9e56c17cc4d12387e19"},
 	} {
 		t.Run(tc.ch+" "+tc.in, func(t *testing.T) {
+			if got := string(tc.m.AppendMask([]byte("x"), tc.ch, tc.in)); got != "x"+tc.to {
+				t.Fatalf("AppendMask(%s, %q) = %q, want x%q", tc.ch, tc.in, got, tc.to)
+			}
 			if got := tc.m.Mask(tc.ch, tc.in); got != tc.to {
 				t.Fatalf("Mask(%s, %s) = %q, want %q", tc.ch, tc.in, got, tc.to)
 			}
