@@ -201,10 +201,25 @@ func hrefValue(s string) int {
 		if i < 2 || (s[i-1] != 'h' && s[i-1] != 'H') || !isSpace(s[i-2]) || off >= len(s) {
 			continue
 		}
-		if q := s[off]; q == '"' || q == '\'' {
+		if q := s[off]; (q == '"' || q == '\'') && linkTag(s[:i]) {
 			return off + 1
 		}
 	}
+}
+
+// linkTag reports whether the tag open at the end of s is an <a> or
+// <area>: only links are clicked; a <link href> (a stylesheet) or <base
+// href> sent through the click endpoint would break the message.
+func linkTag(s string) bool {
+	lt := strings.LastIndexByte(s, '<')
+	if lt < 0 || strings.IndexByte(s[lt:], '>') >= 0 {
+		return false
+	}
+	name := s[lt+1:]
+	if i := strings.IndexAny(name, " \t\r\n"); i >= 0 {
+		name = name[:i]
+	}
+	return strings.EqualFold(name, "a") || strings.EqualFold(name, "area")
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }

@@ -269,12 +269,12 @@ func TestAppendHTML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := `<html><body class="x"><p>Hi <a href="https://shop.example.com/a?x=1&amp;y=2">shop</a>, ` +
+	body := `<html><head><link rel="stylesheet" href="https://fonts.example.com/a.css"></head><body class="x"><p>Hi <a href="https://shop.example.com/a?x=1&amp;y=2">shop</a>, ` +
 		`<a class="b" href='http://b.example.com/'>b</a> <a href="mailto:a@b.c">mail</a> <a href="#top">top</a> ` +
 		`<a href="notifyd:unsubscribe">unsubscribe</a> <img src="https://img.example.com/x.png"></p></body></html>`
 	o := RewriteOptions{Token: "TOK", Campaign: "spring", Clicks: true, Opens: true, Unsubscribe: true}
 	got := string(l.AppendHTML(nil, body, o))
-	want := `<html><body class="x"><img src="https://t.example.com/o/TOK" width="1" height="1" alt="" style="border:0;width:1px;height:1px">` +
+	want := `<html><head><link rel="stylesheet" href="https://fonts.example.com/a.css"></head><body class="x"><img src="https://t.example.com/o/TOK" width="1" height="1" alt="" style="border:0;width:1px;height:1px">` +
 		`<p>Hi <a href="` + l.ClickURL("TOK", "spring", 0, "https://shop.example.com/a?x=1&y=2") + `">shop</a>, ` +
 		`<a class="b" href='` + l.ClickURL("TOK", "spring", 1, "http://b.example.com/") + `'>b</a> <a href="mailto:a@b.c">mail</a> <a href="#top">top</a> ` +
 		`<a href="https://t.example.com/u/TOK">unsubscribe</a> <img src="https://img.example.com/x.png"></p></body></html>`
