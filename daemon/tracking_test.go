@@ -320,3 +320,27 @@ channels:
 		}
 	}
 }
+
+func TestTrackingConfigErrors(t *testing.T) {
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"secret without a listener", "tracking:\n  secret: " + trackingSecret + "\n", "tracking.listen: required"},
+		{"no base url", "tracking:\n  listen: ':8090'\n  secret: " + trackingSecret + "\n", "tracking.base_url: required"},
+		{"base url with a query", "tracking:\n  listen: ':8090'\n  base_url: https://t.example.com/?a=1\n  secret: " + trackingSecret + "\n", "tracking.base_url"},
+		{"short secret", "tracking:\n  listen: ':8090'\n  base_url: https://t.example.com\n  secret: short\n", "tracking.secret: required: at least 16 bytes"},
+		{"bad listen", "tracking:\n  listen: '8090'\n  base_url: https://t.example.com\n  secret: " + trackingSecret + "\n", "tracking.listen"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte("shard:\n  path: /x\nadmin:\n  token: " + testToken + "\n" + tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error naming %q", err, tc.want)
+			}
+		})
+	}
+	cfg, err := ParseConfig([]byte("shard:\n  path: /x\nadmin:\n  token: " + testToken + "\ntracking:\n  listen: ':8090'\n  base_url: https://t.example.com/n\n  secret: " + trackingSecret + "\n"))
+	if err != nil {
+		t.Fatalf("valid tracking config refused: %v", err)
+	}
+	if strings.Contains(fmt.Sprintf("%v %+v %#v", cfg.Tracking, cfg.Tracking, cfg.Tracking), trackingSecret) {
+		t.Fatal("the tracking secret prints")
+	}
+}
