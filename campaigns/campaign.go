@@ -31,6 +31,10 @@ type Campaign struct {
 	Content templates.Spec `json:"content"`
 	// Vars are campaign.vars.* in templates.
 	Vars map[string]any `json:"vars,omitempty"`
+	// Tracking opts the campaign's emails into engagement tracking
+	// (docs/delivery-log.md); it takes effect on daemons with a tracking
+	// endpoint (config tracking).
+	Tracking *Tracking `json:"tracking,omitempty"`
 	// SendAt schedules the campaign; empty sends now.
 	SendAt *time.Time `json:"send_at,omitempty"`
 	// Throttle caps the campaign's messages per second over all channels (0: no cap).

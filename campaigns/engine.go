@@ -206,6 +206,10 @@ type CampaignStatus struct {
 	Created  time.Time                   `json:"created"`
 	Updated  time.Time                   `json:"updated"`
 	Counts   map[string]map[string]int64 `json:"counts"`
+	// Engagement is per channel what came back after sending (tracking):
+	// delivered, undelivered, opened, clicked, unsubscribed count messages
+	// (each once per event); "<event>_total" counts every event.
+	Engagement map[string]map[string]int64 `json:"engagement,omitempty"`
 	// Checkpoint is the user key below which every member is final (hex), "" before the first batch.
 	Checkpoint string `json:"checkpoint,omitempty"`
 	Failures   int64  `json:"retryable_failures"`
@@ -347,6 +351,23 @@ func (e *Engine) status(ctx context.Context, rec CampaignRecord) (CampaignStatus
 			sp.Checkpoint = fmt.Sprintf("%016x", p.Checkpoint.Key)
 		}
 		st.Shards = append(st.Shards, sp)
+	}
+	if el, ok := e.store.(EngagementLog); ok {
+		counts, err := el.EngagementCounts(ctx, rec.ID)
+		if err != nil {
+			return CampaignStatus{}, err
+		}
+		for _, cn := range counts {
+			if st.Engagement == nil {
+				st.Engagement = map[string]map[string]int64{}
+			}
+			m := st.Engagement[cn.Channel]
+			if m == nil {
+				m = map[string]int64{}
+				st.Engagement[cn.Channel] = m
+			}
+			m[cn.Reason] += cn.N
+		}
 	}
 	return st, nil
 }

@@ -191,9 +191,11 @@ func renderStage(_ context.Context, b *RecipientBatch) error {
 			b.skip(p, ReasonRenderError)
 			continue
 		}
+		e.msg.Locale = r.set.Locale(mem.Profile)
 		for i := ps.first + 1; i < ps.first+ps.nenv; i++ {
 			o := &b.envs[i].msg
 			o.Push, o.Mail, o.Text, o.WebPush, o.Hook = e.msg.Push, e.msg.Mail, e.msg.Text, e.msg.WebPush, e.msg.Hook
+			o.Locale = e.msg.Locale
 		}
 	}
 	return nil
@@ -266,6 +268,7 @@ func dispatchStage(ctx context.Context, b *RecipientBatch) error {
 				m.UserKey = mem.Key
 				m.Deadline = deadline
 				m.High = r.lane == channels.LaneHigh
+				m.Track = r.c.Tracking.Track()
 				m.Ref = e
 				ps.outstanding++
 				msgs = append(msgs, m)

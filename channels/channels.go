@@ -59,6 +59,14 @@ type Message struct {
 	// High marks time-sensitive messages (APNs priority 10, FCM high priority, web push Urgency high).
 	High bool
 
+	// Locale is the locale variant the content was rendered with ("" for
+	// the default content), for the delivery log.
+	Locale string
+	// Track is the campaign's engagement tracking opt-in (email: open
+	// pixel, click links, one-click unsubscribe); providers that track
+	// apply it when the daemon has a tracking endpoint.
+	Track Track
+
 	// Ref is the submitter's own handle, carried untouched to the Outcome so the
 	// submitter can route it back (the pool and providers never read it).
 	// Store a pointer: a pointer in an interface costs no allocation.
@@ -70,6 +78,19 @@ type Message struct {
 	WebPush *WebPushContent
 	Hook    *Hook
 }
+
+// Track says which engagement events a message's content reports back
+// (package tracking).
+type Track uint8
+
+const (
+	// TrackOpens adds an open pixel to an email's HTML.
+	TrackOpens Track = 1 << iota
+	// TrackClicks sends an email's http(s) links through signed click URLs.
+	TrackClicks
+	// TrackUnsubscribe adds RFC 8058 one-click unsubscribe headers.
+	TrackUnsubscribe
+)
 
 // Subscription is a browser's web push subscription (RFC 8030/8291).
 type Subscription struct {

@@ -43,6 +43,9 @@ type Outcome struct {
 	Attempts int
 	// Latency is from Submit to this outcome.
 	Latency time.Duration
+	// SentAt is when the last Send carrying the message started (zero if
+	// it was never handed to the provider).
+	SentAt time.Time
 	// Err is the last error (nil when accepted).
 	Err error
 }

@@ -924,6 +924,11 @@ func (p *Pool) send(w *worker) {
 			return
 		}
 	}
+	sent := start
+	if p.cfg.Handoff != nil {
+		// The hand-off waits for the ledger; the request leaves after it.
+		sent = p.clock.Now()
+	}
 	results, panicked := p.callSend(ctx, w.msgs)
 	end := p.clock.Now()
 	w.now = end
@@ -937,6 +942,7 @@ func (p *Pool) send(w *worker) {
 	for i := range w.items {
 		it := w.items[i]
 		it.attempts++
+		it.sentAt = sent.UnixNano()
 		var res Result
 		switch {
 		case panicked:
@@ -1040,8 +1046,12 @@ func (p *Pool) callSend(ctx context.Context, msgs []*Message) (res []Result, pan
 }
 
 func (p *Pool) outcome(it item, now time.Time, status OutcomeStatus, reason Reason, code, providerID string, err error) Outcome {
-	return Outcome{Message: it.msg, Lane: it.lane, Status: status, Reason: reason, Code: code, ProviderID: providerID,
+	o := Outcome{Message: it.msg, Lane: it.lane, Status: status, Reason: reason, Code: code, ProviderID: providerID,
 		Attempts: int(it.attempts), Latency: time.Duration(now.UnixNano() - it.submitted), Err: err}
+	if it.sentAt != 0 {
+		o.SentAt = time.Unix(0, it.sentAt)
+	}
+	return o
 }
 
 func (p *Pool) canceledOutcome(it item, now time.Time) Outcome {

@@ -811,3 +811,45 @@ func TestPoolFeedbackSinkFailureIsLogged(t *testing.T) {
 		t.Fatalf("feedback failure not logged:\n%s", logs)
 	}
 }
+
+// SentAt is the start of the last attempt that carried the message, for
+// the delivery log's sent_at: after a retry it is the retry's start.
+func TestPoolOutcomeSentAt(t *testing.T) {
+	tests := []struct {
+		name     string
+		answers  []channelstest.Answer
+		status   channels.OutcomeStatus
+		wantSent time.Duration // after the submit
+	}{
+		{name: "accepted first time", answers: []channelstest.Answer{{}}, status: channels.OutcomeAccepted},
+		{name: "accepted after a retry", answers: []channelstest.Answer{{Err: channels.Transient(channels.ReasonUnavailable, "503", 0, errors.New("busy"))}, {}},
+			status: channels.OutcomeAccepted, wantSent: time.Second},
+		{name: "permanent failure", answers: []channelstest.Answer{{Err: channels.Permanent(channels.ReasonInvalid, "400", errors.New("bad"))}}, status: channels.OutcomeFailed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, channels.PoolConfig{BackoffBase: 2 * time.Second})
+			r.ch.Script("tok", tc.answers...)
+			start := r.clock.Now()
+			r.start()
+			r.submit(channels.LaneNormal, msg("m1", "tok", ""))
+			if len(tc.answers) > 1 {
+				r.next()
+			}
+			out := r.outs.WaitLen(t, 1, waitFor)[0]
+			if out.Status != tc.status || !out.SentAt.Equal(start.Add(tc.wantSent)) {
+				t.Fatalf("outcome %s sent at %v, want %s sent at %v", out.Status, out.SentAt, tc.status, start.Add(tc.wantSent))
+			}
+		})
+	}
+	t.Run("expired before sending", func(t *testing.T) {
+		r := newRig(t, channels.PoolConfig{})
+		m := msg("m1", "tok", "")
+		m.Deadline = r.clock.Now()
+		r.start()
+		r.submit(channels.LaneNormal, m)
+		if out := r.outs.WaitLen(t, 1, waitFor)[0]; out.Status != channels.OutcomeExpired || !out.SentAt.IsZero() {
+			t.Fatalf("outcome %s sent at %v, want expired and never sent", out.Status, out.SentAt)
+		}
+	})
+}

@@ -40,6 +40,7 @@ type item struct {
 	last      *Error // last transient error, for the final outcome
 	submitted int64
 	readyAt   int64 // retry heap only
+	sentAt    int64 // start of the last Send that carried it (Unix ns), 0 before the first
 	attempts  int32
 	lane      Lane
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/notifyd/notifyd/channels/sms"
 	"github.com/notifyd/notifyd/channels/webhook"
 	"github.com/notifyd/notifyd/channels/webpush"
+	"github.com/notifyd/notifyd/tracking"
 )
 
 // ChannelsConfig configures each provider; a channel without a section is
@@ -153,9 +154,23 @@ func (c ChannelsConfig) validate() ConfigErrors {
 	return errs
 }
 
+// BuildOption sets an optional knob of BuildChannels.
+type BuildOption func(*buildOptions)
+
+type buildOptions struct{ links *tracking.Links }
+
+// WithTracking gives email and SMS the tracking endpoint's URLs
+// (TrackingConfig.Links): campaigns' tracking opt-in and SMS status
+// callbacks. nil leaves tracking off.
+func WithTracking(l *tracking.Links) BuildOption { return func(o *buildOptions) { o.links = l } }
+
 // BuildChannels constructs every configured provider. Each provider checks
 // its own config; errors name the channel.
-func BuildChannels(c ChannelsConfig, log *slog.Logger) (map[string]ChannelSpec, error) {
+func BuildChannels(c ChannelsConfig, log *slog.Logger, opts ...BuildOption) (map[string]ChannelSpec, error) {
+	var bo buildOptions
+	for _, o := range opts {
+		o(&bo)
+	}
 	out := map[string]ChannelSpec{}
 	var errs []error
 	add := func(name string, ch channels.Channel, err error, pool PoolConfig, def PoolConfig) {
@@ -202,7 +217,7 @@ func BuildChannels(c ChannelsConfig, log *slog.Logger) (map[string]ChannelSpec, 
 			Auth: email.AuthMethod(e.Auth), Username: e.Username, Password: e.Password.Value(),
 			HELO: e.HELO, From: e.From, MessageIDDomain: e.MessageIDDomain,
 			Connections: e.Connections, MessagesPerConn: e.MessagesPerConn, DisablePipelining: e.DisablePipelining,
-		}, email.WithLogger(log))
+		}, email.WithLogger(log), email.WithTracking(bo.links))
 		conns := e.Connections
 		if conns == 0 {
 			conns = email.DefaultConnections
@@ -214,7 +229,7 @@ func BuildChannels(c ChannelsConfig, log *slog.Logger) (map[string]ChannelSpec, 
 			AccountSID: m.AccountSID, AuthToken: m.AuthToken.Value(), APIKeySID: m.APIKeySID, APIKeySecret: m.APIKeySecret.Value(),
 			From: m.From, MessagingServiceSID: m.MessagingServiceSID, StatusCallback: m.StatusCallback,
 			BaseURL: m.BaseURL, TLS: m.TLS.channels(),
-		}, sms.WithLogger(log))
+		}, sms.WithLogger(log), sms.WithStatusCallbacks(bo.links))
 		add(channels.SMS, s, err, m.Pool, PoolConfig{Workers: 8, BatchSize: 10})
 	}
 	if w := c.WebPush; w != nil {

@@ -37,6 +37,8 @@ type Config struct {
 	DeliveryLog DeliveryLogConfig `yaml:"delivery_log"`
 	// Policies are engagement rules over every campaign and flow (docs/policies.md).
 	Policies PoliciesConfig `yaml:"policies"`
+	// Tracking is the public endpoint of delivery and engagement events.
+	Tracking TrackingConfig `yaml:"tracking"`
 }
 
 // PoliciesConfig holds the daemon-wide engagement rules.
@@ -467,6 +469,7 @@ func (c *Config) validate() ConfigErrors {
 	}
 	errs = append(errs, c.Channels.validate()...)
 	errs = append(errs, c.DeliveryLog.validate()...)
+	errs = append(errs, c.Tracking.validate()...)
 	if err := c.Templates.Limits.Ceilings().CheckCeilings(); err != nil {
 		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
 			// The templates package words them "max_steps: ...".

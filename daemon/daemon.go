@@ -46,6 +46,9 @@ type Deps struct {
 	Listener net.Listener
 	// Events configures the live view (GET /v1/events); zero: once a second.
 	Events EventsConfig
+	// TrackingListener, when set, serves the tracking endpoint instead of
+	// Tracking.Listen (tests).
+	TrackingListener net.Listener
 }
 
 // state is everything the engine keeps: memstate or redisstate.
@@ -92,6 +95,9 @@ type Daemon struct {
 	dlog     *deliverylog.Log // nil: delivery_log off
 	masker   *deliverylog.Masker
 	exporter *deliverylog.Exporter // nil: no export target
+
+	tracking   *http.Server // nil: tracking off
+	trackingLn net.Listener
 }
 
 // New wires a daemon. Nothing runs until Run.
@@ -195,6 +201,18 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	if err := d.openDeliveryLog(); err != nil {
 		return nil, err
 	}
+	links, err := cfg.Tracking.Links(now)
+	if err != nil {
+		return nil, fmt.Errorf("tracking: %w", err)
+	}
+	twilioToken := cfg.Tracking.TwilioAuthToken.Value()
+	if twilioToken == "" && cfg.Channels.SMS != nil {
+		twilioToken = cfg.Channels.SMS.AuthToken.Value()
+	}
+	if err := d.openTracking(now, links, twilioToken); err != nil {
+		return nil, err
+	}
+	d.trackingLn = deps.TrackingListener
 
 	metrics, err := channels.NewMetrics(teeRegisterer{d.reg, d.live})
 	if err != nil {
@@ -342,6 +360,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	} else if exposedWithoutTLS(ln.Addr()) {
 		d.log.Warn("ADMIN API IS SERVED IN CLEAR TEXT BEYOND LOOPBACK: the bearer token and every campaign cross the network unencrypted; listen on 127.0.0.1 behind a TLS proxy", "listen", ln.Addr().String())
 	}
+	tln := d.trackingLn
+	if d.tracking != nil && tln == nil {
+		var err error
+		if tln, err = net.Listen("tcp", d.cfg.Tracking.Listen); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("listen for the tracking endpoint: %w", err)
+		}
+	}
 	for name, p := range d.pools {
 		// Not ctx: a SIGTERM must not cancel sends in flight; shutdown()
 		// drains the pools with its own deadline.
@@ -360,12 +386,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.flows.Start(ctx)
 	d.log.Info("notifyd serving", "admin", ln.Addr().String(), "shard", d.cfg.Shard.Path, "ring", d.ring.String(), "channels", len(d.pools))
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() {
 		if err := d.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("serve admin API: %w", err)
 		}
 	}()
+	if tln != nil {
+		d.log.Info("tracking endpoint serving", "listen", tln.Addr().String(), "base_url", d.cfg.Tracking.BaseURL)
+		go d.serveTracking(tln, errc)
+	}
 	bg, stopBg := context.WithCancel(ctx)
 	defer stopBg()
 	go func() {
@@ -431,6 +461,12 @@ func (d *Daemon) shutdown() error {
 	for name, p := range d.pools {
 		if err := p.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("drain %s pool: %w", name, err))
+		}
+	}
+	if d.tracking != nil {
+		// After the pools: status callbacks of the last messages still land.
+		if err := d.tracking.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop tracking endpoint: %w", err))
 		}
 	}
 	if err := d.closeDeliveryLog(ctx); err != nil {

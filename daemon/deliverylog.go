@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/notifyd/notifyd/campaigns"
 	"github.com/notifyd/notifyd/channels"
@@ -151,27 +152,41 @@ type OutcomeLogger struct {
 func (o *OutcomeLogger) Outcomes(ctx context.Context, outs []channels.Outcome) {
 	now := o.Now()
 	b := o.Log.Batch()
+	b.Grow(len(outs) * 192) // about a record's size (docs/delivery-log.md: ~170 bytes)
 	var r deliverylog.Record
+	var scratch [96]byte
 	for i := range outs {
-		FillRecord(&r, &outs[i], o.Channel, o.Masker, now)
+		FillRecord(&r, &outs[i], o.Channel, nil, now)
+		// The masked address lives in scratch until Add has encoded it.
+		a := o.Masker.AppendMask(scratch[:0], o.Channel, recordAddress(outs[i].Message))
+		r.Address = unsafe.String(unsafe.SliceData(a), len(a))
 		b.Add(&r)
 	}
 	_ = o.Log.Commit(ctx, b) // drops are counted and logged by the log; deliveries go on
 	o.Next.Outcomes(ctx, outs)
 }
 
-// FillRecord describes one outcome as a delivery log record.
+// recordAddress is the address a message went to: its To, or a web push
+// subscription's endpoint.
+func recordAddress(msg *channels.Message) string {
+	if msg.Subscription != nil {
+		return msg.Subscription.Endpoint
+	}
+	return msg.To
+}
+
+// FillRecord describes one outcome as a delivery log record; with a Masker
+// it also fills the address (the senders' path masks into a buffer instead).
 func FillRecord(r *deliverylog.Record, out *channels.Outcome, channel string, m *deliverylog.Masker, now time.Time) {
 	msg := out.Message
-	addr := msg.To
-	if msg.Subscription != nil {
-		addr = msg.Subscription.Endpoint
-	}
 	*r = deliverylog.Record{
 		MessageID: msg.ID, Event: "outcome", Kind: "campaign", Campaign: msg.Campaign, UserID: msg.UserID, UserKey: int64(msg.UserKey),
-		Channel: channel, Address: m.Mask(channel, addr), ProviderID: out.ProviderID, Outcome: string(out.Status),
-		Reason: string(out.Reason), ProviderCode: out.Code, Attempt: int32(out.Attempts),
-		QueuedAt: now.Add(-out.Latency).UnixMicro(), AnsweredAt: now.UnixMicro(),
+		Channel: channel, ProviderID: out.ProviderID, Outcome: string(out.Status),
+		Reason: string(out.Reason), ProviderCode: out.Code, Attempt: int32(out.Attempts), Locale: msg.Locale,
+		QueuedAt: now.Add(-out.Latency).UnixMicro(), SentAt: deliverylog.Micros(out.SentAt), AnsweredAt: now.UnixMicro(),
+	}
+	if m != nil {
+		r.Address = m.Mask(channel, recordAddress(msg))
 	}
 	if strings.HasPrefix(msg.ID, campaigns.FlowPrefix) || strings.HasPrefix(msg.ID, "f:") {
 		r.Kind = "flow"
@@ -305,7 +320,10 @@ type MessageJSON struct {
 	Reason       string `json:"reason,omitempty"`
 	ProviderCode string `json:"provider_code,omitempty"`
 	Attempt      int32  `json:"attempt"`
+	Locale       string `json:"locale,omitempty"`
+	Link         string `json:"link,omitempty"`
 	QueuedAt     string `json:"queued_at,omitempty"`
+	SentAt       string `json:"sent_at,omitempty"`
 	AnsweredAt   string `json:"answered_at"`
 	Daemon       string `json:"daemon"`
 	Shard        int32  `json:"shard"`
@@ -322,7 +340,8 @@ func messagesJSON(recs []deliverylog.Record) []MessageJSON {
 	for i, r := range recs {
 		out[i] = MessageJSON{MessageID: r.MessageID, Event: r.Event, Kind: r.Kind, Campaign: r.Campaign, Trigger: r.Trigger, UserID: r.UserID,
 			Channel: r.Channel, Address: r.Address, ProviderID: r.ProviderID, Outcome: r.Outcome, Reason: r.Reason, ProviderCode: r.ProviderCode,
-			Attempt: r.Attempt, QueuedAt: ts(r.QueuedAt), AnsweredAt: ts(r.AnsweredAt), Daemon: r.Daemon, Shard: r.Shard}
+			Attempt: r.Attempt, Locale: r.Locale, Link: r.Link, QueuedAt: ts(r.QueuedAt), SentAt: ts(r.SentAt), AnsweredAt: ts(r.AnsweredAt),
+			Daemon: r.Daemon, Shard: r.Shard}
 	}
 	return out
 }

@@ -100,15 +100,15 @@ func TestLocaleVariants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tests := []struct{ locale, wantTitle, wantBody string }{
-		{"pt-BR", "Oi ann", "Promoção"},
-		{"pt_br", "Oi ann", "Promoção"},
-		{"PT-br", "Oi ann", "Promoção"},
-		{"pt-PT", "Olá ann", "Sale"},
-		{"pt", "Olá ann", "Sale"},
-		{"de-AT", "Hi ann", "Angebot"},
-		{"fr", "Hi ann", "Sale"},
-		{"", "Hi ann", "Sale"},
+	tests := []struct{ locale, wantTitle, wantBody, wantTag string }{
+		{"pt-BR", "Oi ann", "Promoção", "pt-BR"},
+		{"pt_br", "Oi ann", "Promoção", "pt-BR"},
+		{"PT-br", "Oi ann", "Promoção", "pt-BR"},
+		{"pt-PT", "Olá ann", "Sale", "pt"},
+		{"pt", "Olá ann", "Sale", "pt"},
+		{"de-AT", "Hi ann", "Angebot", "de"},
+		{"fr", "Hi ann", "Sale", ""},
+		{"", "Hi ann", "Sale", ""},
 	}
 	for _, tc := range tests {
 		t.Run("locale "+tc.locale, func(t *testing.T) {
@@ -122,6 +122,9 @@ func TestLocaleVariants(t *testing.T) {
 			s.release(st)
 			if dst.title != tc.wantTitle || dst.body != tc.wantBody {
 				t.Fatalf("got %q/%q, want %q/%q", dst.title, dst.body, tc.wantTitle, tc.wantBody)
+			}
+			if got := s.Locale(p); got != tc.wantTag {
+				t.Fatalf("Locale = %q, want %q (the variant rendered)", got, tc.wantTag)
 			}
 			if v.push.sound.konst != "default" {
 				t.Fatalf("variant lost the inherited sound: %q", v.push.sound.konst)

@@ -436,16 +436,28 @@ func (s *Set) zone(name string) *time.Location {
 
 // variantFor picks content by the chain pt-BR → pt → default.
 func (s *Set) variantFor(p Profile) *variant {
+	_, v := s.pick(p)
+	return v
+}
+
+// Locale is the tag of the locale variant p's content renders with ("" for
+// the default content): what the delivery log records as the locale.
+func (s *Set) Locale(p Profile) string {
+	tag, _ := s.pick(p)
+	return tag
+}
+
+func (s *Set) pick(p Profile) (string, *variant) {
 	if p == nil || len(s.locales) == 0 {
-		return s.def
+		return "", s.def
 	}
 	loc := p.Locale()
 	if loc == "" {
-		return s.def
+		return "", s.def
 	}
 	for _, lv := range s.locales {
 		if sameLocale(lv.tag, loc) {
-			return lv.v
+			return lv.tag, lv.v
 		}
 	}
 	lang := loc
@@ -454,10 +466,10 @@ func (s *Set) variantFor(p Profile) *variant {
 	}
 	for _, lv := range s.locales {
 		if sameLocale(lv.tag, lang) {
-			return lv.v
+			return lv.tag, lv.v
 		}
 	}
-	return s.def
+	return "", s.def
 }
 
 // sameLocale compares tags case-insensitively with _ and - equivalent.

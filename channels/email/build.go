@@ -12,8 +12,10 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/tracking"
 )
 
 // reservedHeader reports headers the Sender sets from typed fields; a
@@ -95,6 +97,10 @@ func (s *Sender) build(m *channels.Message, now time.Time) (*outMsg, string, *ch
 		}
 	} else if c.ListUnsubscribeOneClick {
 		return invalid("List-Unsubscribe-Post without a List-Unsubscribe URL")
+	}
+	if s.links != nil && m.Track != 0 {
+		release := s.track(m, &in)
+		defer release()
 	}
 	if !m.Deadline.IsZero() {
 		// RFC 4021 Expires: SMTP has no TTL, but some clients and
@@ -212,4 +218,27 @@ func checkHeaderValue(name, v string) error {
 		return fmt.Errorf("header %s contains CR, LF or NUL", name)
 	}
 	return nil
+}
+
+// track applies the campaign's tracking opt-in to in: one signed token per
+// message, the one-click unsubscribe headers, and the HTML rewritten into
+// a pooled buffer (its click suffixes are signed once per campaign, see
+// tracking.Links). The returned func gives the buffer back once the
+// message is composed.
+func (s *Sender) track(m *channels.Message, in *composeInput) (release func()) {
+	tok := s.links.Token(tracking.Ref{Campaign: m.Campaign, MessageID: m.ID, UserID: m.UserID, UserKey: m.UserKey, Channel: channels.Email})
+	if m.Track&channels.TrackUnsubscribe != 0 {
+		in.listUnsub, in.oneClick = s.links.UnsubscribeURL(tok), true
+	}
+	if in.html == "" {
+		return func() {}
+	}
+	bp := bufPool.Get().(*[]byte)
+	b := s.links.AppendHTML((*bp)[:0], in.html, tracking.RewriteOptions{Token: tok, Campaign: m.Campaign,
+		Opens: m.Track&channels.TrackOpens != 0, Clicks: m.Track&channels.TrackClicks != 0, Unsubscribe: m.Track&channels.TrackUnsubscribe != 0})
+	in.html = unsafe.String(unsafe.SliceData(b), len(b)) // compose copies it out before release
+	return func() {
+		*bp = b[:0]
+		bufPool.Put(bp)
+	}
 }

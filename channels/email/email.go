@@ -16,6 +16,7 @@ import (
 	"github.com/wneessen/go-mail/smtp"
 
 	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/tracking"
 )
 
 // TLSMode says how the SMTP session is encrypted.
@@ -106,6 +107,10 @@ type Option func(*Sender)
 // WithLogger sets the structured logger.
 func WithLogger(l *slog.Logger) Option { return func(s *Sender) { s.logger = l } }
 
+// WithTracking applies messages' tracking opt-in (Message.Track) with the
+// daemon's tracking endpoint: open pixel, click links, one-click unsubscribe.
+func WithTracking(l *tracking.Links) Option { return func(s *Sender) { s.links = l } }
+
 // WithClock injects the clock for the Date header, deadlines and idle checks.
 func WithClock(now func() time.Time) Option { return func(s *Sender) { s.now = now } }
 
@@ -133,6 +138,7 @@ type Sender struct {
 	dialFailing atomic.Bool // log a dead server once, not per message
 
 	composer *composer
+	links    *tracking.Links // nil: no tracking endpoint, Message.Track is ignored
 }
 
 var _ channels.Channel = (*Sender)(nil)

@@ -42,6 +42,9 @@ type TwilioOptions struct {
 	// StatusCallback URL, signed with X-Twilio-Signature. Only loopback URLs
 	// are called.
 	StatusCallbacks bool
+	// FinalStatus picks the last callback's MessageStatus and ErrorCode for
+	// a recipient ("undelivered", "30003"); nil or "" means "delivered".
+	FinalStatus func(to string) (status, errorCode string)
 	// RecordLimit is passed to the Recorder (negative: count only, for benchmarks).
 	RecordLimit int
 	// Now is the fake's clock. Default time.Now.
@@ -281,7 +284,8 @@ func twilioNullable(s string) any {
 	return s
 }
 
-// callback posts "sent" then "delivered" the way Twilio does, signed with the
+// callback posts "sent" then the final status ("delivered" unless
+// FinalStatus says otherwise) the way Twilio does, signed with the
 // auth token (X-Twilio-Signature), to loopback URLs only.
 func (t *Twilio) callback(cb string, params url.Values) {
 	u, err := url.Parse(cb)
@@ -294,13 +298,22 @@ func (t *Twilio) callback(cb string, params url.Values) {
 	t.cbWG.Add(1)
 	go func() {
 		defer t.cbWG.Done()
-		for _, status := range []string{"sent", "delivered"} {
+		final, code := "delivered", ""
+		if t.opts.FinalStatus != nil {
+			if s, c := t.opts.FinalStatus(params.Get("To")); s != "" {
+				final, code = s, c
+			}
+		}
+		for _, status := range []string{"sent", final} {
 			form := url.Values{}
 			for k, v := range params {
 				form[k] = v
 			}
 			form.Set("MessageStatus", status)
 			form.Set("SmsStatus", status)
+			if status == final && code != "" {
+				form.Set("ErrorCode", code)
+			}
 			req, err := http.NewRequestWithContext(t.cbCtx, http.MethodPost, cb, strings.NewReader(form.Encode()))
 			if err != nil {
 				return

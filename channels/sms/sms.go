@@ -17,6 +17,7 @@ import (
 	twapi "github.com/twilio/twilio-go/rest/api/v2010"
 
 	"github.com/notifyd/notifyd/channels"
+	"github.com/notifyd/notifyd/tracking"
 )
 
 // MaxBodyChars is Twilio's limit on a message body (characters, all segments).
@@ -68,12 +69,18 @@ type Config struct {
 type Option func(*options)
 
 type options struct {
+	links       *tracking.Links
 	logger      *slog.Logger
 	now         func() time.Time
 	transport   http.RoundTripper
 	timeout     time.Duration
 	concurrency int
 }
+
+// WithStatusCallbacks has Twilio post each message's delivery status to
+// the daemon's tracking endpoint (a signed per-message URL), replacing
+// Config.StatusCallback.
+func WithStatusCallbacks(l *tracking.Links) Option { return func(o *options) { o.links = l } }
 
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
@@ -102,6 +109,7 @@ type Sender struct {
 	timeout     time.Duration
 	concurrency int
 	closeIdle   func()
+	links       *tracking.Links // nil: Config.StatusCallback (if any) for every message
 }
 
 var _ channels.Channel = (*Sender)(nil)
@@ -175,7 +183,7 @@ func New(cfg Config, opts ...Option) (*Sender, error) {
 	return &Sender{
 		cfg: cfg, user: user, pass: pass, base: base, target: target,
 		logger: o.logger.With("channel", channels.SMS), now: o.now,
-		timeout: o.timeout, concurrency: o.concurrency, closeIdle: closeIdle,
+		timeout: o.timeout, concurrency: o.concurrency, closeIdle: closeIdle, links: o.links,
 	}, nil
 }
 
@@ -295,7 +303,13 @@ func (s *Sender) params(m *channels.Message, now time.Time) (*twapi.CreateMessag
 	if svc != "" {
 		p.SetMessagingServiceSid(svc)
 	}
-	if s.cfg.StatusCallback != "" {
+	switch {
+	case s.links != nil:
+		// Per message: the token names the message, so the callback needs no
+		// look-up by Twilio SID (and is signed by Twilio over this URL).
+		p.SetStatusCallback(s.links.StatusCallbackURL(s.links.Token(tracking.Ref{Campaign: m.Campaign, MessageID: m.ID,
+			UserID: m.UserID, UserKey: m.UserKey, Channel: channels.SMS})))
+	case s.cfg.StatusCallback != "":
 		p.SetStatusCallback(s.cfg.StatusCallback)
 	}
 	if !m.Deadline.IsZero() {

@@ -295,7 +295,13 @@ func campaignTable(w io.Writer, body []byte) error {
 			return err
 		}
 	}
-	return countsTable(w, st.Channels, st.Counts)
+	if err := countsTable(w, st.Channels, st.Counts); err != nil || len(st.Engagement) == 0 {
+		return err
+	}
+	// What came back after sending: messages per event ("_total": every event).
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "ENGAGEMENT")
+	return countsTable(w, st.Channels, st.Engagement)
 }
 
 // countsTable prints messages per channel and outcome, channels as rows.

@@ -58,7 +58,11 @@ func loadDaemon(paths []string, log *slog.Logger) (*daemon.Config, map[string]da
 	if err != nil {
 		return nil, nil, err
 	}
-	chans, err := daemon.BuildChannels(cfg.Channels, log)
+	links, err := cfg.Tracking.Links(nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tracking: %w", err)
+	}
+	chans, err := daemon.BuildChannels(cfg.Channels, log, daemon.WithTracking(links))
 	if err != nil {
 		closeChannels(chans)
 		return nil, nil, err

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -141,6 +142,10 @@ func (b *Batch) Add(r *Record) {
 	sealFrame(b.buf, start)
 	b.n++
 }
+
+// Grow makes room for n more bytes of records: a batch whose size the
+// caller can guess is encoded without re-copying its buffer as it grows.
+func (b *Batch) Grow(n int) { b.buf = slices.Grow(b.buf, n) }
 
 // Len is the number of records added.
 func (b *Batch) Len() int { return b.n }

@@ -101,7 +101,8 @@ func TestAppendReadBack(t *testing.T) {
 func TestRecordRoundTripKeepsEveryField(t *testing.T) {
 	in := Record{MessageID: "f:welcome:k:order-1:1f:sms:0", Event: "outcome", Kind: "flow", Campaign: "f:welcome", Trigger: "k:order-1",
 		UserID: "u-1", UserKey: -5, Channel: "sms", Address: "…1234", ProviderID: "SM123", Outcome: "failed", Reason: "provider_rejected",
-		ProviderCode: "21211", Attempt: 3, Variant: "b", Locale: "de-DE", QueuedAt: 10, SentAt: 20, AnsweredAt: 30}
+		ProviderCode: "21211", Attempt: 3, Variant: "b", Locale: "de-DE", QueuedAt: 10, SentAt: 20, AnsweredAt: 30,
+		Link: "https://shop.example.com/a?b=1"}
 	b := appendRecord(nil, &in)
 	var out Record
 	if err := decodeRecord(b, &out, true); err != nil {
@@ -114,6 +115,13 @@ func TestRecordRoundTripKeepsEveryField(t *testing.T) {
 	if err := decodeRecord(append(b, 1, 2, 3), &out, true); err != nil || out != in {
 		t.Fatalf("trailing fields: %v %+v", err, out)
 	}
+	// A record without a link ends where version 1's did.
+	noLink := in
+	noLink.Link = ""
+	if err := decodeRecord(appendRecord(nil, &noLink), &out, true); err != nil || out != noLink {
+		t.Fatalf("no link: %v %+v", err, out)
+	}
+	b = appendRecord(nil, &noLink)
 	for cut := 2; cut < len(b)-1; cut += 5 {
 		if err := decodeRecord(b[:cut], &out, true); err == nil {
 			t.Fatalf("payload cut at %d of %d decoded", cut, len(b))
@@ -396,6 +404,9 @@ func TestMask(t *testing.T) {
 		{hm, "email", "jane.doe@example.com", "86e0b9e56c17cc4d12387e19"},
 	} {
 		t.Run(tc.ch+" "+tc.in, func(t *testing.T) {
+			if got := string(tc.m.AppendMask([]byte("x"), tc.ch, tc.in)); got != "x"+tc.to {
+				t.Fatalf("AppendMask(%s, %q) = %q, want x%q", tc.ch, tc.in, got, tc.to)
+			}
 			if got := tc.m.Mask(tc.ch, tc.in); got != tc.to {
 				t.Fatalf("Mask(%s, %s) = %q, want %q", tc.ch, tc.in, got, tc.to)
 			}

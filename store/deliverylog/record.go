@@ -16,7 +16,9 @@ type Record struct {
 	// MessageID is notifyd's id of the message, stable across re-sends:
 	// campaign:userkey-hex:channel:n, or f:flow:scope:userkey-hex:channel:n.
 	MessageID string `parquet:"message_id"`
-	// Event is "outcome" for a delivery outcome.
+	// Event is "outcome" for a delivery outcome, "delivery" for a
+	// provider's later delivery report and "engagement" for the
+	// recipient's opens, clicks and unsubscribes.
 	Event string `parquet:"event,dict"`
 	// Kind is "campaign" or "flow".
 	Kind string `parquet:"kind,dict"`
@@ -32,7 +34,9 @@ type Record struct {
 	// hashed, truncated, plain or omitted (empty).
 	Address    string `parquet:"address,optional"`
 	ProviderID string `parquet:"provider_message_id,optional"`
-	// Outcome is accepted, failed, dead_address, expired, retries_exhausted or canceled.
+	// Outcome is accepted, failed, dead_address, expired, retries_exhausted
+	// or canceled (event outcome); delivered or undelivered (delivery);
+	// opened, clicked or unsubscribed (engagement).
 	Outcome      string `parquet:"outcome,dict"`
 	Reason       string `parquet:"reason,dict,optional"`
 	ProviderCode string `parquet:"provider_code,dict,optional"`
@@ -50,6 +54,9 @@ type Record struct {
 	// it): a unique key for the row, and what exports are named after.
 	Segment int64 `parquet:"segment"`
 	Seq     int32 `parquet:"seq"`
+	// Link is the target of a clicked link (outcome clicked), as the
+	// message's HTML had it; empty for every other record.
+	Link string `parquet:"link,optional"`
 }
 
 // Micros converts a time to the record's timestamps (0 for the zero time).
@@ -84,7 +91,40 @@ func appendRecord(b []byte, r *Record) []byte {
 	b = binary.AppendVarint(b, r.QueuedAt)
 	b = binary.AppendVarint(b, r.SentAt)
 	b = binary.AppendVarint(b, r.AnsweredAt)
+	if r.Link != "" {
+		// Fields added after version 1 follow as (tag, length, bytes), only
+		// when set: a reader that predates them ignores them, and older
+		// records end before them.
+		b = append(b, extLink)
+		b = binary.AppendUvarint(b, uint64(len(r.Link)))
+		b = append(b, r.Link...)
+	}
 	return b
+}
+
+// Tags of the fields added after version 1.
+const extLink = 1
+
+// decodeExtensions reads the tagged fields after version 1's. An unknown
+// tag or a field that does not fit ends the reading: bytes a later version
+// wrote are ignored, never an error.
+func decodeExtensions(b []byte, r *Record, copyOut bool) {
+	for len(b) > 1 {
+		tag := b[0]
+		n, k := binary.Uvarint(b[1:])
+		if k <= 0 || n > uint64(len(b)-1-k) {
+			return
+		}
+		v := b[1+k : 1+k+int(n)]
+		b = b[1+k+int(n):]
+		if tag == extLink {
+			if copyOut {
+				r.Link = string(v)
+			} else {
+				r.Link = unsafe.String(unsafe.SliceData(v), len(v))
+			}
+		}
+	}
 }
 
 // decoder reads a payload's fields in order.
@@ -162,7 +202,9 @@ func decodeRecord(p []byte, r *Record, copyOut bool) error {
 	if d.err != nil {
 		return fmt.Errorf("decode record: %w", d.err)
 	}
-	return nil // bytes left over are fields of a later version
+	r.Link = ""
+	decodeExtensions(d.b, r, copyOut)
+	return nil
 }
 
 // segmentHeader is the first frame of every segment.

@@ -38,6 +38,8 @@ type Store struct {
 	flows     *Store // the flow records' store (Flows)
 	caps      map[capKey][]capEntry
 	capOps    int // cap records written since the last sweep
+
+	eng engagements
 }
 
 // Option configures a Store.

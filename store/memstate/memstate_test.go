@@ -32,15 +32,16 @@ func newImpl(t *testing.T) statetest.Impl {
 	clock := &fakeClock{now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
 	s := memstate.New(memstate.WithClock(clock.Now))
 	return statetest.Impl{
-		Dedup:     func(owner string) campaigns.DedupLog { return s.Dedup(owner) },
-		Progress:  s,
-		Campaigns: s,
-		Intake:    s,
-		Delays:    s.Delays(),
-		Caps:      s.Caps(),
-		Now:       clock.Now,
-		Advance:   clock.Advance,
-		Lease:     time.Minute,
+		Dedup:      func(owner string) campaigns.DedupLog { return s.Dedup(owner) },
+		Progress:   s,
+		Campaigns:  s,
+		Intake:     s,
+		Delays:     s.Delays(),
+		Caps:       s.Caps(),
+		Engagement: s,
+		Now:        clock.Now,
+		Advance:    clock.Advance,
+		Lease:      time.Minute,
 	}
 }
 

@@ -125,13 +125,14 @@ func contract(t *testing.T, c redis.UniversalClient, opts ...redisstate.Option) 
 	statetest.Run(t, func(t *testing.T) statetest.Impl {
 		s, _ := newStore(t, c, opts...)
 		return statetest.Impl{
-			Dedup:     func(owner string) campaigns.DedupLog { return s.Dedup(owner) },
-			Progress:  s,
-			Campaigns: s,
-			Intake:    s,
-			Delays:    s.Delays(),
-			Caps:      s.Caps(),
-			Lease:     300 * time.Millisecond,
+			Dedup:      func(owner string) campaigns.DedupLog { return s.Dedup(owner) },
+			Progress:   s,
+			Campaigns:  s,
+			Intake:     s,
+			Delays:     s.Delays(),
+			Caps:       s.Caps(),
+			Engagement: s,
+			Lease:      300 * time.Millisecond,
 		}
 	})
 }

@@ -24,6 +24,8 @@ type Impl struct {
 	Delays    campaigns.DelayQueue
 	// Caps is the frequency-cap store (the Caps part is skipped when nil).
 	Caps campaigns.CapStore
+	// Engagement counts engagement events (the part is skipped when nil).
+	Engagement campaigns.EngagementLog
 	// Now is the implementation's clock (time.Now when nil), for due times.
 	Now func() time.Time
 	// Advance moves the implementation's clock. Leave it nil for an
@@ -45,6 +47,53 @@ func Run(t *testing.T, newImpl func(t *testing.T) Impl) {
 	t.Run("Intake", func(t *testing.T) { runIntake(t, newImpl) })
 	t.Run("Delays", func(t *testing.T) { runDelays(t, newImpl) })
 	t.Run("Caps", func(t *testing.T) { runCaps(t, newImpl) })
+	t.Run("Engagement", func(t *testing.T) { runEngagement(t, newImpl) })
+}
+
+func runEngagement(t *testing.T, newImpl func(t *testing.T) Impl) {
+	ctx := context.Background()
+	impl := newImpl(t)
+	if impl.Engagement == nil {
+		t.Skip("no engagement store")
+	}
+	e := impl.Engagement
+	ev := func(ch, event, msg string) campaigns.Engagement {
+		return campaigns.Engagement{Channel: ch, Event: event, MessageID: msg}
+	}
+	// A reloaded pixel and a second click are events, not messages; the
+	// same message's open and click are one of each; a repeat in a later
+	// call is still a repeat.
+	must(t, e.CountEngagement(ctx, "eng-a", []campaigns.Engagement{
+		ev("email", "opened", "eng-a:1:email:0"), ev("email", "opened", "eng-a:1:email:0"), ev("email", "opened", "eng-a:2:email:0"),
+		ev("email", "clicked", "eng-a:1:email:0"), ev("sms", "delivered", "eng-a:1:sms:0"),
+	}))
+	must(t, e.CountEngagement(ctx, "eng-a", []campaigns.Engagement{ev("email", "clicked", "eng-a:1:email:0"), ev("email", "unsubscribed", "eng-a:2:email:0")}))
+	must(t, e.CountEngagement(ctx, "eng-b", []campaigns.Engagement{ev("email", "opened", "eng-a:1:email:0")}))
+	must(t, e.CountEngagement(ctx, "eng-b", nil))
+	tests := []struct {
+		name     string
+		campaign string
+		want     map[string]int64
+	}{
+		{"unique messages and every event", "eng-a", map[string]int64{
+			"email:opened": 2, "email:opened_total": 3, "email:clicked": 1, "email:clicked_total": 2,
+			"email:unsubscribed": 1, "email:unsubscribed_total": 1, "sms:delivered": 1, "sms:delivered_total": 1}},
+		{"campaigns are counted apart", "eng-b", map[string]int64{"email:opened": 1, "email:opened_total": 1}},
+		{"none yet", "eng-c", map[string]int64{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			counts, err := e.EngagementCounts(ctx, tc.campaign)
+			must(t, err)
+			got := map[string]int64{}
+			for _, c := range counts {
+				got[c.Channel+":"+c.Reason] += c.N
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("counts %v, want %v", got, tc.want)
+			}
+		})
+	}
 }
 
 // eventually lets time pass and then returns op's first settled answer.
