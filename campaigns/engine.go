@@ -200,6 +200,9 @@ type CampaignStatus struct {
 	Created  time.Time                   `json:"created"`
 	Updated  time.Time                   `json:"updated"`
 	Counts   map[string]map[string]int64 `json:"counts"`
+	// Variants splits Counts by A/B group (variant id, or "holdout"), then
+	// channel and reason; absent for a campaign without an A/B test.
+	Variants map[string]map[string]map[string]int64 `json:"variants,omitempty"`
 	// Checkpoint is the user key below which every member is final (hex), "" before the first batch.
 	Checkpoint string `json:"checkpoint,omitempty"`
 	Failures   int64  `json:"retryable_failures"`
@@ -209,6 +212,24 @@ type CampaignStatus struct {
 	// Shards is each part's progress in a fleet (absent for a single daemon):
 	// a shard whose daemon never ran its part shows as "waiting".
 	Shards []ShardProgress `json:"shards,omitempty"`
+}
+
+// addVariantCount adds an A/B group's count to the status's breakdown.
+func (st *CampaignStatus) addVariantCount(cn Count) {
+	if st.Variants == nil {
+		st.Variants = map[string]map[string]map[string]int64{}
+	}
+	byCh := st.Variants[cn.Variant]
+	if byCh == nil {
+		byCh = map[string]map[string]int64{}
+		st.Variants[cn.Variant] = byCh
+	}
+	m := byCh[cn.Channel]
+	if m == nil {
+		m = map[string]int64{}
+		byCh[cn.Channel] = m
+	}
+	m[cn.Reason] += cn.N
 }
 
 // ShardProgress is one fleet part of a campaign.
@@ -304,6 +325,9 @@ func (e *Engine) status(ctx context.Context, rec CampaignRecord) (CampaignStatus
 				st.Counts[cn.Channel] = m
 			}
 			m[cn.Reason] += cn.N
+			if cn.Variant != "" {
+				st.addVariantCount(cn)
+			}
 		}
 		st.Failures += p.Failures
 		if len(parts) == 1 {

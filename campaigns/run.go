@@ -17,6 +17,7 @@ import (
 type run struct {
 	c        *Campaign
 	set      *templates.Set
+	ab       *abPlan // the campaign's A/B test; nil without one
 	channels []string
 	lane     channels.Lane
 	started  time.Time
@@ -93,7 +94,7 @@ func newRun(c *Campaign, set *templates.Set, e *Engine, rp RingPart, res Resume,
 // newRunFor builds the pipeline context of a campaign or of a flow's view.
 func newRunFor(c *Campaign, set *templates.Set, now func() time.Time, log *slog.Logger, dispatch Dispatcher, source MemberSource, cfg EngineConfig) *run {
 	r := &run{
-		c: c, set: set, channels: c.Channels, lane: channels.LaneNormal,
+		c: c, set: set, ab: c.ab, channels: c.Channels, lane: channels.LaneNormal,
 		started: now(), ttl: c.TTLOrDefault(), now: now,
 		log:      log.With("campaign", c.ID),
 		dispatch: dispatch, source: source, cfg: cfg,
