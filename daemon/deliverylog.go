@@ -170,7 +170,7 @@ func FillRecord(r *deliverylog.Record, out *channels.Outcome, channel string, m 
 	*r = deliverylog.Record{
 		MessageID: msg.ID, Event: "outcome", Kind: "campaign", Campaign: msg.Campaign, UserID: msg.UserID, UserKey: int64(msg.UserKey),
 		Channel: channel, Address: m.Mask(channel, addr), ProviderID: out.ProviderID, Outcome: string(out.Status),
-		Reason: string(out.Reason), ProviderCode: out.Code, Attempt: int32(out.Attempts),
+		Reason: string(out.Reason), ProviderCode: out.Code, Variant: msg.Variant, Attempt: int32(out.Attempts),
 		QueuedAt: now.Add(-out.Latency).UnixMicro(), AnsweredAt: now.UnixMicro(),
 	}
 	if strings.HasPrefix(msg.ID, campaigns.FlowPrefix) || strings.HasPrefix(msg.ID, "f:") {

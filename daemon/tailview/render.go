@@ -85,6 +85,10 @@ func Screen(s *daemon.Snapshot, width int, status string) []string {
 			if len(parts) > 0 {
 				add("  %s", strings.Join(parts, " · "))
 			}
+			for _, v := range sorted(c.Variants) {
+				t := c.Variants[v]
+				add("  variant %-12s sent %s · failed %s · skipped %s", cut(v, 12), count(t.Sent), count(t.FailedTotal()), count(t.SkippedTotal()))
+			}
 		}
 	}
 	if len(s.Flows) > 0 {
@@ -121,6 +125,10 @@ func Line(s *daemon.Snapshot) string {
 		}
 		fmt.Fprintf(&b, " | campaign=%s status=%s progress=%s rate/s=%s sent=%d failed=%d skipped=%d",
 			id, c.Status, p, rate(c.SettledPerS), c.Sent, c.FailedTotal(), c.SkippedTotal())
+		for _, v := range sorted(c.Variants) {
+			t := c.Variants[v]
+			fmt.Fprintf(&b, " variant=%s sent=%d failed=%d skipped=%d", v, t.Sent, t.FailedTotal(), t.SkippedTotal())
+		}
 	}
 	for _, id := range sorted(s.Flows) {
 		f := s.Flows[id]
