@@ -54,6 +54,11 @@ type Campaign struct {
 	// Holdout is the percentage of members kept as a control group: they
 	// get nothing and are counted with reason "holdout".
 	Holdout float64 `json:"holdout,omitempty"`
+	// Winner sends the best variant to the rest of the segment after a
+	// test phase (winner.go).
+	Winner *WinnerPhase `json:"winner,omitempty"`
+	// WinnerOf marks the campaign notifyd creates to send a test's winner.
+	WinnerOf *WinnerOf `json:"winner_of,omitempty"`
 
 	ab *abPlan // compiled by CompileWithin; nil without an A/B test
 }
@@ -242,6 +247,12 @@ func (c *Campaign) Validate() error {
 		}
 	}
 	if err := c.validateVariants(); err != nil {
+		return err
+	}
+	if err := c.Winner.validate(c); err != nil {
+		return err
+	}
+	if err := c.WinnerOf.validate(c); err != nil {
 		return err
 	}
 	return c.FrequencyCap.validate()

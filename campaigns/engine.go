@@ -109,6 +109,8 @@ type Engine struct {
 	// Cluster master restarted empty) would otherwise make this daemon run
 	// its part again from the start. Forgotten once the campaign is final.
 	finished map[string]CampaignSnapshot
+	// winners are the tests whose winner campaign exists.
+	winners map[string]bool
 
 	// The state store's epoch, to notice a store that lost everything.
 	emu          sync.Mutex
@@ -170,7 +172,7 @@ func NewEngine(store CampaignStore, progress ProgressStore, source MemberSource,
 	e := &Engine{
 		store: store, progress: progress, source: source, dispatch: dispatch,
 		cfg: cfg.withDefaults(), now: time.Now, log: slog.Default(),
-		runs: map[string]*runHandle{}, compiled: map[string]*compiled{}, finished: map[string]CampaignSnapshot{},
+		runs: map[string]*runHandle{}, compiled: map[string]*compiled{}, finished: map[string]CampaignSnapshot{}, winners: map[string]bool{},
 		baseCtx: context.Background(),
 	}
 	for _, o := range opts {
@@ -209,6 +211,8 @@ type CampaignStatus struct {
 	Owner      string `json:"owner,omitempty"`
 	// Ring is the fleet ring the campaign runs on, "<version>:<shards>".
 	Ring string `json:"ring,omitempty"`
+	// Winner is the winner phase of an A/B test that has one.
+	Winner *WinnerStatus `json:"winner,omitempty"`
 	// Shards is each part's progress in a fleet (absent for a single daemon):
 	// a shard whose daemon never ran its part shows as "waiting".
 	Shards []ShardProgress `json:"shards,omitempty"`
@@ -352,6 +356,11 @@ func (e *Engine) status(ctx context.Context, rec CampaignRecord) (CampaignStatus
 			sp.Checkpoint = fmt.Sprintf("%016x", p.Checkpoint.Key)
 		}
 		st.Shards = append(st.Shards, sp)
+	}
+	if c.Winner != nil {
+		if st.Winner, err = e.winnerStatus(ctx, &c, rec); err != nil {
+			return CampaignStatus{}, fmt.Errorf("read the winner phase of %s: %w", rec.ID, err)
+		}
 	}
 	return st, nil
 }
@@ -818,6 +827,10 @@ func (e *Engine) Tick(ctx context.Context) error {
 				continue
 			}
 			switch rec.Status {
+			case StatusCompleted:
+				if err := e.sendWinner(ctx, rec); err != nil {
+					errs = append(errs, err)
+				}
 			case StatusRunning:
 				if busy {
 					continue

@@ -104,6 +104,9 @@ func newRunFor(c *Campaign, set *templates.Set, now func() time.Time, log *slog.
 	if c.Priority == "high" {
 		r.lane = channels.LaneHigh
 	}
+	if keep := c.phaseFilter(); keep != nil && source != nil {
+		r.source = filterSource{MemberSource: source, keep: keep}
+	}
 	r.stages = MultiStage{
 		StageFunc(resolveStage),
 		StageFunc(layoutStage),

@@ -85,7 +85,7 @@ func abPoint(seed, key uint64) uint64 {
 
 // newABPlan lays out the groups of c; nil when c has no A/B test.
 func newABPlan(c *Campaign) *abPlan {
-	if len(c.Variants) == 0 && c.Holdout == 0 {
+	if len(c.Variants) == 0 && c.Holdout == 0 && c.WinnerOf == nil {
 		return nil
 	}
 	p := &abPlan{seed: abSeed(c.ID), ids: []string{""}, sets: []*templates.Set{nil}}
@@ -93,6 +93,11 @@ func newABPlan(c *Campaign) *abPlan {
 	vs := c.Variants
 	if len(vs) == 0 {
 		vs = []Variant{{ID: DefaultVariant, Weight: 1}}
+	}
+	if w := c.WinnerOf; w != nil {
+		// The test's split: the same holdout, the rest all the winner's.
+		p.seed = abSeed(w.Campaign)
+		vs = []Variant{{ID: w.Variant, Weight: 1}}
 	}
 	total := 0.0
 	for _, v := range vs {
