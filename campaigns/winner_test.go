@@ -3,6 +3,7 @@ package campaigns_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"github.com/notifyd/notifyd/channels"
 	"github.com/notifyd/notifyd/channels/channelstest"
 	"github.com/notifyd/notifyd/store/memstate"
+	"github.com/notifyd/notifyd/store/redisstate"
 )
 
 const winnerBody = `{"id": "ab-win", "segment": "all", "channels": ["sms"], "holdout": 10,
@@ -208,4 +210,107 @@ func userIndex(id string) int {
 		n = n*10 + int(ch-'0')
 	}
 	return n
+}
+
+// TestWinnerPhaseFleetOnRedis: two shards' daemons on one Redis run the
+// test over their members, then both try to choose the winner at the same
+// moment: one winner campaign exists, every daemon sends it over its own
+// part of the rest, and each member of the rest gets the winner once.
+func TestWinnerPhaseFleetOnRedis(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := redisForTest(t)
+	st, err := redisstate.New(rdb, redisstate.WithPrefix(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := newSource(2000)
+	parts := partition(all, 2)
+	c, err := campaigns.DecodeCampaign([]byte(winnerBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	var mu sync.Mutex
+	got := map[string][]string{}
+	var engines []*campaigns.Engine
+	for k := range 2 {
+		r := newRigOn(t, st, parts[k], campaigns.EngineConfig{Shard: k, Shards: 2})
+		for _, m := range parts[k].members {
+			if m.Phone != "" && c.InTestGroup(m.Key) && c.AssignVariant(m.Key) == "B" && m.Key%3 == 0 {
+				r.chans[channels.SMS].Script(m.Phone, channelsReject)
+			}
+		}
+		r.chans[channels.SMS].OnSend(func(batch []*channels.Message) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, m := range batch {
+				got[m.UserID] = append(got[m.UserID], m.Text.Body)
+			}
+		})
+		e := campaigns.NewEngine(st, st, parts[k], campaigns.NewPoolDispatcher(r.pools),
+			campaigns.EngineConfig{Owner: "node-" + strconv.Itoa(k), Shard: k, Shards: 2, BatchSize: 100}, campaigns.WithEngineClock(now))
+		t.Cleanup(func() { _ = e.Close(context.Background()) })
+		if err := e.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		engines = append(engines, e)
+	}
+	if _, _, err := engines[0].Create(ctx, []byte(winnerBody)); err != nil {
+		t.Fatal(err)
+	}
+	tickAll := func() {
+		var wg sync.WaitGroup
+		for _, e := range engines {
+			wg.Go(func() {
+				if err := e.Tick(ctx); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	channelstest.Eventually(t, 30*time.Second, func() bool {
+		tickAll()
+		s, err := engines[0].Get(ctx, "ab-win")
+		return err == nil && s.Status == campaigns.StatusCompleted
+	}, "the test never completed over the fleet")
+	clock.Add(int64(2 * time.Hour))
+	channelstest.Eventually(t, 30*time.Second, func() bool {
+		tickAll() // both daemons choose at once, then run their parts
+		s, err := engines[1].Get(ctx, "ab-win.winner")
+		return err == nil && s.Status == campaigns.StatusCompleted
+	}, "the winner campaign never completed over the fleet")
+	for _, e := range engines {
+		s, err := e.Get(ctx, "ab-win")
+		if err != nil || s.Winner == nil || s.Winner.Variant != "A" || s.Winner.Phase != "sent" {
+			t.Fatalf("winner %+v %v, want A sent", s.Winner, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	rest := 0
+	for _, m := range all.members {
+		bodies := got[m.ID]
+		v := c.AssignVariant(m.Key)
+		switch {
+		case m.Phone == "" || v == campaigns.HoldoutVariant:
+			if len(bodies) != 0 {
+				t.Errorf("%s (holdout or no phone) received %v", m.ID, bodies)
+			}
+		case c.InTestGroup(m.Key):
+			if len(bodies) != 1 || bodies[0] != v+"|"+m.ID {
+				t.Errorf("%s of the test (%s) received %v", m.ID, v, bodies)
+			}
+		default:
+			rest++
+			if len(bodies) != 1 || bodies[0] != "A|"+m.ID {
+				t.Errorf("%s of the rest received %v, want the winner A once", m.ID, bodies)
+			}
+		}
+	}
+	if rest < 1000 {
+		t.Fatalf("only %d members in the rest", rest)
+	}
 }
