@@ -153,8 +153,8 @@ type dryState struct {
 	last map[string]string
 }
 
-func (d *dryState) renderError(re *templates.RenderError, user string) {
-	key := re.Channel + "." + re.Field + "/" + string(re.Reason)
+func (d *dryState) renderError(re *templates.RenderError, user, prefix string) {
+	key := prefix + re.Channel + "." + re.Field + "/" + string(re.Reason)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.last[re.Channel] = re.Error()
@@ -162,7 +162,7 @@ func (d *dryState) renderError(re *templates.RenderError, user string) {
 		e.Count++
 		return
 	}
-	d.renders[key] = &DryRunError{Kind: "render", Field: "content." + re.Channel + "." + re.Field, User: user,
+	d.renders[key] = &DryRunError{Kind: "render", Field: prefix + "content." + re.Channel + "." + re.Field, User: user,
 		Reason: string(re.Reason), Message: re.Error(), Count: 1}
 	d.order = append(d.order, key)
 }

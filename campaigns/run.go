@@ -58,9 +58,9 @@ func (r *run) deadline() time.Time { return r.started.Add(r.ttl) }
 
 // noteRenderError logs the first render error of a run and counts the rest:
 // one broken template must not flood the log with a line per recipient.
-func (r *run) noteRenderError(re *templates.RenderError, user string) {
+func (r *run) noteRenderError(re *templates.RenderError, user string, variant int8) {
 	if r.dry != nil {
-		r.dry.renderError(re, user)
+		r.dry.renderError(re, user, r.variantField(variant))
 		return
 	}
 	if r.renderErrs.Add(1) == 1 {

@@ -203,7 +203,7 @@ func renderStage(_ context.Context, b *RecipientBatch) error {
 			if !errors.As(err, &re) {
 				return fmt.Errorf("render %s for %s: %w", r.channels[p%nch], mem.ID, err)
 			}
-			r.noteRenderError(re, mem.ID)
+			r.noteRenderError(re, mem.ID, ps.variant)
 			b.skip(p, ReasonRenderError)
 			continue
 		}

@@ -144,6 +144,16 @@ func (p *abPlan) id(v int8) string {
 	return p.ids[v]
 }
 
+// variantField is where the content group v renders from sits in the
+// request body: "" for the campaign's content, "variants[i]." for a
+// variant's own.
+func (r *run) variantField(v int8) string {
+	if v == 0 || r.ab == nil || r.ab.sets[v] == r.set || int(v) > len(r.c.Variants) {
+		return ""
+	}
+	return fmt.Sprintf("variants[%d].", v-1)
+}
+
 // AssignVariant is the group the campaign puts the user with this user
 // key in: a variant id, HoldoutVariant, or "" when the campaign has no A/B
 // test. The pipeline, the dry run and retries use the same function.

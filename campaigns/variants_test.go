@@ -251,3 +251,25 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+// TestVariantRenderErrorNamesTheVariant: a variant whose template compiles
+// but cannot render is refused at create, and the dry run names the
+// variant's field, not the campaign's.
+func TestVariantRenderErrorNamesTheVariant(t *testing.T) {
+	r := newRig(t, memstate.New(), newSource(200), campaigns.EngineConfig{})
+	body := `{"id": "ab-bad-render", "segment": "all", "channels": ["apns"],
+  "content": {"push": {"title": "Sale", "badge": "1"}},
+  "variants": [{"id": "A", "weight": 1}, {"id": "B", "weight": 1, "content": {"push": {"title": "B", "badge": "{{ 'many' }}"}}}]}`
+	rep, err := r.engine.DryRun(context.Background(), []byte(body), campaigns.DryRunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK || len(rep.Errors) != 1 || rep.Errors[0].Field != "variants[1].content.push.badge" {
+		t.Fatalf("dry run ok=%v errors %+v, want one on variants[1].content.push.badge", rep.OK, rep.Errors)
+	}
+	_, _, err = r.engine.Create(context.Background(), []byte(body))
+	var fe *campaigns.FieldError
+	if !errors.As(err, &fe) || fe.Field != "variants[1].content.push.badge" {
+		t.Fatalf("create: %v, want a refusal naming variants[1].content.push.badge", err)
+	}
+}
