@@ -269,3 +269,105 @@ func TestABTestEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestABWinnerEndToEnd: a test with a winner phase through a daemon on
+// Redis and the Twilio sandbox, where the sandbox refuses half of variant
+// B's numbers as invalid: the test reaches its test group only, then the
+// daemon's own tick chooses A by dead_address_rate and sends it to the
+// rest of the segment, keeping the holdout out.
+func TestABWinnerEndToEnd(t *testing.T) {
+	redisURL := os.Getenv("REDIS_URL")
+	if redisURL == "" {
+		t.Skip("REDIS_URL not set (.ci/run starts Redis and sets it)")
+	}
+	const members = 400
+	const body = `{"id": "ab-winner", "segment": "all", "channels": ["sms"], "holdout": 10,
+  "content": {"sms": {"body": "A|{{ profile.id }}"}},
+  "variants": [{"id": "A", "weight": 1}, {"id": "B", "weight": 1, "content": {"sms": {"body": "B|{{ profile.id }}"}}}],
+  "winner": {"after": "1s", "metric": "dead_address_rate", "test_percent": 40}}`
+	path := writeTestShard(t, members)
+	tw, err := sandbox.NewTwilio(sandbox.TwilioOptions{AuthToken: "sandboxtoken0123"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tw.Close() })
+	c, err := campaigns.DecodeCampaign([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := shardgen.New(3)
+	var p shard.Profile
+	type member struct {
+		key   uint64
+		phone string
+	}
+	users := map[string]member{}
+	for i := range uint64(members) {
+		g.Profile(i, &p)
+		k := shard.Key(p.ID)
+		phone := p.Phone
+		if p.Consent.SMS == shard.ConsentDenied {
+			phone = "" // never texted: no_consent
+		}
+		users[p.ID] = member{k, phone}
+		if p.Phone != "" && c.InTestGroup(k) && c.AssignVariant(k) == "B" && i%2 == 0 {
+			tw.Faults.Add(sandbox.Fault{Match: p.Phone, Reason: "21211"})
+		}
+	}
+	td := startSMSDaemon(t, path, redisURL, redisPrefix(t, redisURL), t.TempDir(), tw)
+	if status, out := td.do(t, "POST", "/v1/campaigns", testToken, "application/json", []byte(body)); status != 201 {
+		t.Fatalf("create: %d %v", status, out)
+	}
+	var st map[string]any
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		_, st = td.do(t, "GET", "/v1/campaigns/ab-winner.winner", testToken, "", nil)
+		if st["status"] == "completed" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the winner campaign never completed: %v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_, parent := td.do(t, "GET", "/v1/campaigns/ab-winner", testToken, "", nil)
+	if w, _ := parent["winner"].(map[string]any); w["variant"] != "A" || w["phase"] != "sent" {
+		t.Fatalf("parent winner %v, want A sent", parent["winner"])
+	}
+	got := map[string][]string{}
+	for _, rec := range tw.Recorder.All() {
+		if rec.Status != 201 {
+			continue
+		}
+		form, err := url.ParseQuery(string(rec.Body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, user, _ := strings.Cut(form.Get("Body"), "|")
+		got[user] = append(got[user], v)
+	}
+	var rest int64
+	for id, m := range users {
+		v := c.AssignVariant(m.key)
+		switch {
+		case m.phone == "" || v == campaigns.HoldoutVariant:
+			if len(got[id]) != 0 {
+				t.Errorf("%s (holdout or no phone) received %v", id, got[id])
+			}
+		case c.InTestGroup(m.key):
+			if len(got[id]) > 1 || (len(got[id]) == 1 && got[id][0] != v) {
+				t.Errorf("%s of the test (%s) received %v", id, v, got[id])
+			}
+		default:
+			rest++
+			if len(got[id]) != 1 || got[id][0] != "A" {
+				t.Errorf("%s of the rest received %v, want the winner A once", id, got[id])
+			}
+		}
+	}
+	variants, _ := st["variants"].(map[string]any)
+	a, _ := variants["A"].(map[string]any)
+	sms, _ := a["sms"].(map[string]any)
+	if sent, _ := sms["sent"].(float64); int64(sent) != rest || rest == 0 {
+		t.Errorf("the winner campaign counted %v sent for A, the rest with a phone is %d", sms["sent"], rest)
+	}
+}
