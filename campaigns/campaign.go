@@ -64,6 +64,19 @@ type Campaign struct {
 	// FrequencyCap replaces the daemon's frequency caps for this campaign,
 	// or exempts it (docs/policies.md).
 	FrequencyCap *FrequencyCap `json:"frequency_cap,omitempty"`
+	// Variants make the campaign an A/B test: members are split over them
+	// by weight (variants.go, docs/policies.md).
+	Variants []Variant `json:"variants,omitempty"`
+	// Holdout is the percentage of members kept as a control group: they
+	// get nothing and are counted with reason "holdout".
+	Holdout float64 `json:"holdout,omitempty"`
+	// Winner sends the best variant to the rest of the segment after a
+	// test phase (winner.go).
+	Winner *WinnerPhase `json:"winner,omitempty"`
+	// WinnerOf marks the campaign notifyd creates to send a test's winner.
+	WinnerOf *WinnerOf `json:"winner_of,omitempty"`
+
+	ab *abPlan // compiled by CompileWithin; nil without an A/B test
 
 	lt *localTime // parsed LocalTime settings (nil: none)
 }
@@ -258,6 +271,15 @@ func (c *Campaign) Validate() error {
 	if err := c.initLocalTime(); err != nil {
 		return err
 	}
+	if err := c.validateVariants(); err != nil {
+		return err
+	}
+	if err := c.Winner.validate(c); err != nil {
+		return err
+	}
+	if err := c.WinnerOf.validate(c); err != nil {
+		return err
+	}
 	return c.FrequencyCap.validate()
 }
 
@@ -295,13 +317,17 @@ func (c *Campaign) Compile(now func() time.Time) (*templates.Set, error) {
 // campaign's content.limits may lower them, never raise them (zero: the
 // package defaults).
 func (c *Campaign) CompileWithin(now func() time.Time, ceilings templates.Limits) (*templates.Set, error) {
-	set, err := templates.Compile(c.Content, templates.Options{
+	opts := templates.Options{
 		Campaign: templates.Campaign{ID: c.ID, Name: c.Name, Vars: c.Vars},
 		Now:      now,
 		Ceilings: ceilings,
-	})
+	}
+	set, err := templates.Compile(c.Content, opts)
 	if err != nil {
 		return nil, fmt.Errorf("compile templates: %w", err)
+	}
+	if err := c.compileVariants(opts, set); err != nil {
+		return nil, fmt.Errorf("compile variant templates: %w", err)
 	}
 	return set, nil
 }

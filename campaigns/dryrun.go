@@ -50,16 +50,22 @@ type DryRunReport struct {
 	// status would count them, with "would_send" for what would be handed
 	// to a provider.
 	Audience map[string]map[string]int64 `json:"audience"`
+	// Variants splits Audience by A/B group (variant id, or "holdout"),
+	// then channel and reason; absent without an A/B test.
+	Variants map[string]map[string]map[string]int64 `json:"variants,omitempty"`
 	// At is the instant the policies were evaluated at (send_at when it is
 	// in the future, else now).
 	At time.Time `json:"evaluated_at"`
 	// Waiting is, for a campaign with local_time or quiet_hours mode
 	// "delay", the members whose pass comes after At (Audience counts them
 	// as their pass would).
-	Waiting  *Waiting      `json:"waiting,omitempty"`
-	Previews []Preview     `json:"previews"`
-	Errors   []DryRunError `json:"errors,omitempty"`
-	Elapsed  Duration      `json:"elapsed"`
+	Waiting  *Waiting  `json:"waiting,omitempty"`
+	Previews []Preview `json:"previews"`
+	// VariantPreviews previews, for each variant of an A/B test, the first
+	// member of the segment (in user-key order) assigned to it.
+	VariantPreviews []Preview     `json:"variant_previews,omitempty"`
+	Errors          []DryRunError `json:"errors,omitempty"`
+	Elapsed         Duration      `json:"elapsed"`
 }
 
 // DryRunError is a compile error or a render error met by the dry run.
@@ -79,8 +85,10 @@ type DryRunError struct {
 type Preview struct {
 	User string `json:"user"`
 	// Found is false for a named user who is not in the shard.
-	Found    bool             `json:"found"`
-	Member   bool             `json:"in_segment"`
+	Found  bool `json:"found"`
+	Member bool `json:"in_segment"`
+	// Variant is the member's A/B group (a variant id, or "holdout").
+	Variant  string           `json:"variant,omitempty"`
 	Channels []ChannelPreview `json:"channels,omitempty"`
 }
 
@@ -149,8 +157,8 @@ type dryState struct {
 	last map[string]string
 }
 
-func (d *dryState) renderError(re *templates.RenderError, user string) {
-	key := re.Channel + "." + re.Field + "/" + string(re.Reason)
+func (d *dryState) renderError(re *templates.RenderError, user, prefix string) {
+	key := prefix + re.Channel + "." + re.Field + "/" + string(re.Reason)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.last[re.Channel] = re.Error()
@@ -158,7 +166,7 @@ func (d *dryState) renderError(re *templates.RenderError, user string) {
 		e.Count++
 		return
 	}
-	d.renders[key] = &DryRunError{Kind: "render", Field: "content." + re.Channel + "." + re.Field, User: user,
+	d.renders[key] = &DryRunError{Kind: "render", Field: prefix + "content." + re.Channel + "." + re.Field, User: user,
 		Reason: string(re.Reason), Message: re.Error(), Count: 1}
 	d.order = append(d.order, key)
 }
@@ -199,14 +207,20 @@ func (e *Engine) DryRun(ctx context.Context, body []byte, opts DryRunOptions) (D
 		return rep, nil
 	}
 	r, dry := e.dryRun(c, set, rep.At)
+	if r.ab != nil {
+		rep.Variants = map[string]map[string]map[string]int64{}
+	}
 	if c.deferred() {
 		if rep.Waiting, err = e.dryPasses(ctx, c, set, dry, &rep); err != nil {
 			return DryRunReport{}, err
 		}
-	} else if rep.Members, err = r.countAudience(ctx, rep.Audience); err != nil {
+	} else if rep.Members, err = r.countAudience(ctx, rep.Audience, rep.Variants); err != nil {
 		return DryRunReport{}, err
 	}
 	if rep.Previews, err = r.previews(opts); err != nil {
+		return DryRunReport{}, err
+	}
+	if rep.VariantPreviews, err = r.variantPreviews(); err != nil {
 		return DryRunReport{}, err
 	}
 	rep.Errors = dry.errors()
@@ -239,6 +253,11 @@ func compileErrors(err error) []DryRunError {
 		var ce *templates.CompileError
 		if errors.As(err, &ce) {
 			out = append(out, DryRunError{Kind: "compile", Field: compileField(ce), Message: ce.Error()})
+			return
+		}
+		var fe *FieldError
+		if errors.As(err, &fe) {
+			out = append(out, DryRunError{Kind: "compile", Field: fe.Field, Message: fe.Msg})
 			return
 		}
 		out = append(out, DryRunError{Kind: "compile", Message: err.Error()})
@@ -290,8 +309,9 @@ func (r *run) dryStages() MultiStage {
 }
 
 // countAudience runs the dry stages over the whole segment, a batch per
-// worker on every core, and adds the counts to into.
-func (r *run) countAudience(ctx context.Context, into map[string]map[string]int64) (int64, error) {
+// worker on every core, and adds the counts to into, and to variants by
+// A/B group (nil: not wanted).
+func (r *run) countAudience(ctx context.Context, into map[string]map[string]int64, variants map[string]map[string]map[string]int64) (int64, error) {
 	it, err := r.source.Members(r.c.Segment, 0, false)
 	if errors.Is(err, ErrUnknownSegment) {
 		return 0, &FieldError{Field: "segment", Msg: fmt.Sprintf("no segment %q in the shard", r.c.Segment)}
@@ -329,6 +349,14 @@ func (r *run) countAudience(ctx context.Context, into map[string]map[string]int6
 				}
 				for _, c := range append(counts, sends...) {
 					addCount(into, c)
+					if variants != nil && c.Variant != "" && c.N != 0 {
+						byCh := variants[c.Variant]
+						if byCh == nil {
+							byCh = map[string]map[string]int64{}
+							variants[c.Variant] = byCh
+						}
+						addCount(byCh, c)
+					}
 				}
 				mu.Unlock()
 				b.Members = b.Members[:cap(b.Members)]
@@ -377,9 +405,10 @@ func addCount(into map[string]map[string]int64, c Count) {
 	m[c.Reason] += c.N
 }
 
-// wouldSend counts the messages the stages left for dispatch.
+// wouldSend counts the messages the stages left for dispatch, per channel
+// and A/B group.
 func (b *RecipientBatch) wouldSend() []Count {
-	n := make([]int64, b.nch())
+	n := map[countKey]int64{}
 	for p := range b.pos {
 		ps := &b.pos[p]
 		if ps.settled {
@@ -387,17 +416,70 @@ func (b *RecipientBatch) wouldSend() []Count {
 		}
 		for j := range ps.nenv {
 			if !b.envs[ps.first+j].done {
-				n[p%b.nch()]++
+				n[countKey{ch: int8(p % b.nch()), variant: ps.variant}]++
 			}
 		}
 	}
 	var out []Count
-	for c, k := range n {
-		if k > 0 {
-			out = append(out, Count{Channel: b.run.channels[c], Reason: ReasonWouldSend, N: k})
-		}
+	for k, c := range n {
+		out = append(out, Count{Channel: b.run.channels[k.ch], Variant: b.run.ab.id(k.variant), Reason: ReasonWouldSend, N: c})
 	}
 	return out
+}
+
+// variantScan bounds how many members the dry run reads to find a member
+// of each variant to preview: a variant of a tiny weight may have none
+// among the first members, and the report must not read the whole shard
+// twice for it.
+const variantScan = 100_000
+
+// variantPreviews previews, per variant, the first member of the segment
+// assigned to it; a variant with no member among the first variantScan is
+// left out.
+func (r *run) variantPreviews() ([]Preview, error) {
+	if r.ab == nil {
+		return nil, nil
+	}
+	want := len(r.ab.ids) - 1
+	if r.ab.hold != 0 {
+		want--
+	}
+	found := make([]*Member, len(r.ab.ids))
+	it, err := r.source.Members(r.c.Segment, 0, false)
+	if err != nil {
+		return nil, fmt.Errorf("open segment %q: %w", r.c.Segment, err)
+	}
+	defer it.Close()
+	buf := make([]Member, 256)
+	for read := 0; want > 0 && read < variantScan; {
+		n, err := it.Next(buf)
+		if err != nil {
+			return nil, fmt.Errorf("read segment %q: %w", r.c.Segment, err)
+		}
+		if n == 0 {
+			break
+		}
+		read += n
+		for i := range n {
+			v := r.ab.assign(buf[i].Key)
+			if v == r.ab.hold || found[v] != nil {
+				continue
+			}
+			m := buf[i]
+			found[v] = &m
+			want--
+		}
+		if want > 0 {
+			buf = make([]Member, 256) // the found members keep pointing into this one
+		}
+	}
+	var out []Preview
+	for v := 1; v < len(found); v++ {
+		if found[v] != nil {
+			out = append(out, r.preview(found[v], true))
+		}
+	}
+	return out, nil
 }
 
 // previews renders the chosen members one by one.
@@ -473,7 +555,11 @@ func (r *run) preview(m *Member, member bool) Preview {
 	b := &RecipientBatch{Members: []Member{*m}}
 	b.reset(r, 1)
 	pv := Preview{User: m.ID, Found: true, Member: member}
-	if err := r.dryStages().Exec(context.Background(), b); err != nil {
+	err := r.dryStages().Exec(context.Background(), b)
+	if len(b.pos) > 0 {
+		pv.Variant = r.ab.id(b.pos[0].variant)
+	}
+	if err != nil {
 		for _, ch := range r.channels {
 			pv.Channels = append(pv.Channels, ChannelPreview{Channel: ch, Error: err.Error()})
 		}
@@ -537,6 +623,10 @@ func (e *Engine) checkSample(c *Campaign, set *templates.Set) error {
 	}
 	for i := range n {
 		r.preview(&buf[i], true)
+	}
+	// Every variant's content is rendered for at least one of its members.
+	if _, err := r.variantPreviews(); err != nil {
+		return err
 	}
 	if fe := refusal(dry.errors()); fe != nil {
 		return fe

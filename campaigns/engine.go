@@ -115,6 +115,8 @@ type Engine struct {
 	// waitSnaps are those campaigns' parts as they wait, written back if
 	// the state store loses them (no run is there to do it).
 	waitSnaps map[string]CampaignSnapshot
+	// winners are the tests whose winner campaign exists.
+	winners map[string]bool
 
 	// The state store's epoch, to notice a store that lost everything.
 	emu          sync.Mutex
@@ -176,7 +178,7 @@ func NewEngine(store CampaignStore, progress ProgressStore, source MemberSource,
 	e := &Engine{
 		store: store, progress: progress, source: source, dispatch: dispatch,
 		cfg: cfg.withDefaults(), now: time.Now, log: slog.Default(),
-		runs: map[string]*runHandle{}, compiled: map[string]*compiled{}, finished: map[string]CampaignSnapshot{},
+		runs: map[string]*runHandle{}, compiled: map[string]*compiled{}, finished: map[string]CampaignSnapshot{}, winners: map[string]bool{},
 		baseCtx: context.Background(),
 	}
 	for _, o := range opts {
@@ -210,18 +212,41 @@ type CampaignStatus struct {
 	// delivered, undelivered, opened, clicked, unsubscribed count messages
 	// (each once per event); "<event>_total" counts every event.
 	Engagement map[string]map[string]int64 `json:"engagement,omitempty"`
+	// Variants splits Counts by A/B group (variant id, or "holdout"), then
+	// channel and reason; absent for a campaign without an A/B test.
+	Variants map[string]map[string]map[string]int64 `json:"variants,omitempty"`
 	// Checkpoint is the user key below which every member is final (hex), "" before the first batch.
 	Checkpoint string `json:"checkpoint,omitempty"`
 	Failures   int64  `json:"retryable_failures"`
 	Owner      string `json:"owner,omitempty"`
 	// Ring is the fleet ring the campaign runs on, "<version>:<shards>".
 	Ring string `json:"ring,omitempty"`
+	// Winner is the winner phase of an A/B test that has one.
+	Winner *WinnerStatus `json:"winner,omitempty"`
 	// Shards is each part's progress in a fleet (absent for a single daemon):
 	// a shard whose daemon never ran its part shows as "waiting".
 	Shards []ShardProgress `json:"shards,omitempty"`
 	// Waiting is, for a campaign with local_time or quiet_hours mode
 	// "delay", the members whose time has not come yet (every shard).
 	Waiting *Waiting `json:"waiting,omitempty"`
+}
+
+// addVariantCount adds an A/B group's count to the status's breakdown.
+func (st *CampaignStatus) addVariantCount(cn Count) {
+	if st.Variants == nil {
+		st.Variants = map[string]map[string]map[string]int64{}
+	}
+	byCh := st.Variants[cn.Variant]
+	if byCh == nil {
+		byCh = map[string]map[string]int64{}
+		st.Variants[cn.Variant] = byCh
+	}
+	m := byCh[cn.Channel]
+	if m == nil {
+		m = map[string]int64{}
+		byCh[cn.Channel] = m
+	}
+	m[cn.Reason] += cn.N
 }
 
 // ShardProgress is one fleet part of a campaign.
@@ -327,6 +352,9 @@ func (e *Engine) status(ctx context.Context, rec CampaignRecord) (CampaignStatus
 				st.Counts[cn.Channel] = m
 			}
 			m[cn.Reason] += cn.N
+			if cn.Variant != "" {
+				st.addVariantCount(cn)
+			}
 		}
 		st.Failures += p.Failures
 		if len(parts) == 1 {
@@ -367,6 +395,11 @@ func (e *Engine) status(ctx context.Context, rec CampaignRecord) (CampaignStatus
 				st.Engagement[cn.Channel] = m
 			}
 			m[cn.Reason] += cn.N
+		}
+	}
+	if c.Winner != nil {
+		if st.Winner, err = e.winnerStatus(ctx, &c, rec); err != nil {
+			return CampaignStatus{}, fmt.Errorf("read the winner phase of %s: %w", rec.ID, err)
 		}
 	}
 	return st, nil
@@ -845,6 +878,10 @@ func (e *Engine) Tick(ctx context.Context) error {
 				continue
 			}
 			switch rec.Status {
+			case StatusCompleted:
+				if err := e.sendWinner(ctx, rec); err != nil {
+					errs = append(errs, err)
+				}
 			case StatusRunning:
 				e.mu.Lock()
 				due, waits := e.waiting[rec.ID]

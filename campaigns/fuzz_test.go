@@ -23,6 +23,8 @@ func FuzzDecodeAPI(f *testing.F) {
 		`{"id":"c","segment":"all","channels":["sms"],"ttl":1e20,"content":{"sms":{"body":"x","evil":1}}}`,
 		`{"id":"c","segment":"all","channels":["webhook"],"send_at":"tomorrow","content":{"webhook":{"url":"http://[::1%25lo]/","body":{"a":[1,{"b":null}]}}}}`,
 		`{"id":"f","trigger":{"event":"e"},"delay":"-1s","reentry":"99999999999h","channels":["email"],"content":{"email":{"from":"a@b","subject":"{{ (1..100000000000) | reverse | first }}"}}}`,
+		`{"id":"ab","segment":"all","channels":["sms"],"holdout":10,"content":{"sms":{"body":"x"}},"variants":[{"id":"A","weight":1},{"id":"B","weight":2,"content":{"sms":{"body":"y"},"locales":{"pt":{"sms":{"body":"z"}}}}}],"winner":{"after":"2h","metric":"sent_rate","test_percent":20}}`,
+		`{"id":"ab.winner","segment":"all","channels":["sms"],"content":{"sms":{"body":"x"}},"winner_of":{"campaign":"ab","variant":"A","test_percent":1e400}}`,
 		`[]`, `null`, `{"triggers":null}`, `{"id":1}`, "\xef\xbb\xbf{}", `{"a":`,
 	} {
 		f.Add([]byte(s))

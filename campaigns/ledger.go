@@ -62,7 +62,7 @@ type ledger struct {
 	applied int64 // ID of the last flush that landed
 	cp      Checkpoint
 	open    map[int64]*Batch
-	counts  map[[2]string]int64
+	counts  map[[3]string]int64
 	fails   map[failureKey]string
 	flushes int64 // flushes that landed (for tests and logs)
 }
@@ -87,7 +87,7 @@ func newLedger(store BatchLog, lease Lease, log *slog.Logger, cfg EngineConfig, 
 		interval: cfg.FlushInterval, maxDirty: cfg.FlushSlots,
 		gen:  &flushGen{done: make(chan struct{})},
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), stopped: make(chan struct{}),
-		cp: res.Checkpoint, open: map[int64]*Batch{}, counts: map[[2]string]int64{}, fails: map[failureKey]string{},
+		cp: res.Checkpoint, open: map[int64]*Batch{}, counts: map[[3]string]int64{}, fails: map[failureKey]string{},
 	}
 	for i := range res.Open {
 		b := res.Open[i]
@@ -95,7 +95,7 @@ func newLedger(store BatchLog, lease Lease, log *slog.Logger, cfg EngineConfig, 
 			Dispatched: fit(b.Dispatched, b.Slots), Confirmed: fit(b.Confirmed, b.Slots), Done: fit(b.Done, b.Slots)}
 	}
 	for _, c := range counts {
-		l.counts[[2]string{c.Channel, c.Reason}] += c.N
+		l.counts[[3]string{c.Channel, c.Reason, c.Variant}] += c.N
 	}
 	return l
 }
@@ -306,7 +306,7 @@ func (l *ledger) flush(ctx context.Context) {
 	}
 	for _, r := range f.Reports {
 		for _, c := range r.Counts {
-			l.counts[[2]string{c.Channel, c.Reason}] += c.N
+			l.counts[[3]string{c.Channel, c.Reason, c.Variant}] += c.N
 		}
 		for _, fl := range r.Failures {
 			l.fails[failureKey{fl.User, fl.Channel, fl.Address}] = fl.Reason
@@ -532,7 +532,7 @@ func (l *ledger) snapshot() (flush int64, cp Checkpoint, open []Batch, counts []
 	}
 	slices.SortFunc(open, func(a, b Batch) int { return int(a.Seq - b.Seq) })
 	for k, n := range l.counts {
-		counts = append(counts, Count{Channel: k[0], Reason: k[1], N: n})
+		counts = append(counts, Count{Channel: k[0], Reason: k[1], Variant: k[2], N: n})
 	}
 	for k, r := range l.fails {
 		fails = append(fails, Failure{User: k.user, Channel: k.channel, Address: k.address, Reason: r})

@@ -298,7 +298,7 @@ func (e *Engine) dryPasses(ctx context.Context, c *Campaign, set *templates.Set,
 		r, _ := e.dryRun(c, set, maxTime(at, rep.At))
 		r.dry, r.started = dry, pl.passStart(at)
 		r.plan, r.keep = pl, pl.keepPass(at)
-		n, err := r.countAudience(ctx, rep.Audience)
+		n, err := r.countAudience(ctx, rep.Audience, rep.Variants)
 		if err != nil {
 			return nil, err
 		}

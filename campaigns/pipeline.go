@@ -67,6 +67,7 @@ type position struct {
 	undone      int32  // its slots not yet done (set by layout)
 	settled     bool
 	accepted    bool
+	variant     int8  // the member's A/B group (abPlan index; 0: no A/B test)
 	first       int32 // index of its first envelope in Batch.envs, -1 if none
 	nenv        int32
 	slot        int32 // its first ledger slot (set by layout)
@@ -98,8 +99,9 @@ type envelope struct {
 }
 
 type countKey struct {
-	ch     int8
-	reason string
+	ch      int8
+	variant int8
+	reason  string
 }
 
 // RecipientBatch is a run of consecutive segment members (in user-key order) and the
@@ -250,9 +252,10 @@ func grow(b Bitmap, n int) Bitmap {
 	return b
 }
 
-// doneSlotLocked marks slot s done with reason (counted), feeding the ledger.
-func (b *RecipientBatch) doneSlotLocked(s int32, ch int8, reason string) {
-	b.counts[countKey{ch, reason}]++
+// doneSlotLocked marks slot s done with reason (counted under the
+// position's channel and A/B group), feeding the ledger.
+func (b *RecipientBatch) doneSlotLocked(s int32, ch, variant int8, reason string) {
+	b.counts[countKey{ch, variant, reason}]++
 	if b.led == nil {
 		return
 	}
@@ -269,7 +272,7 @@ func (b *RecipientBatch) countSlots(p int, reason string) {
 	if ps.nenv == 0 {
 		if ps.undone > 0 {
 			ps.undone--
-			b.doneSlotLocked(ps.slot, ch, reason)
+			b.doneSlotLocked(ps.slot, ch, ps.variant, reason)
 		}
 		return
 	}
@@ -280,7 +283,7 @@ func (b *RecipientBatch) countSlots(p int, reason string) {
 		}
 		e.done = true
 		ps.undone--
-		b.doneSlotLocked(ps.slot+j, ch, reason)
+		b.doneSlotLocked(ps.slot+j, ch, ps.variant, reason)
 	}
 }
 
@@ -313,7 +316,7 @@ func (b *RecipientBatch) skipEnvelope(e *envelope, reason string) {
 	ps := &b.pos[e.pos]
 	e.done = true
 	ps.undone--
-	b.doneSlotLocked(ps.slot+e.n, e.ch, reason)
+	b.doneSlotLocked(ps.slot+e.n, e.ch, ps.variant, reason)
 	if ps.undone == 0 && !ps.settled {
 		ps.settled = true
 		ps.reason = reason
@@ -402,7 +405,7 @@ func (b *RecipientBatch) settle(e *envelope, out *channels.Outcome) (final bool)
 		if b.led != nil && out.Status == channels.OutcomeAccepted {
 			b.pendC.Set(int(ps.slot + e.n))
 		}
-		b.doneSlotLocked(ps.slot+e.n, e.ch, reason)
+		b.doneSlotLocked(ps.slot+e.n, e.ch, ps.variant, reason)
 		if reason == ReasonRetriesExhausted {
 			b.failures = append(b.failures, Failure{User: b.Members[int(e.pos)/b.nch()].Key, Channel: b.run.channels[e.ch], Address: int(e.n), Reason: reason})
 		}

@@ -159,11 +159,13 @@ func (r *run) retryPage(ctx context.Context, pin PinnedSource, page []Failure) e
 		// Keep them all listed: the next "retry failed" sees them again.
 		return errStopped
 	}
+	// A failure's A/B group is recomputed from its user key: the same
+	// function placed it there.
 	for _, f := range gone {
-		rep.Counts = append(rep.Counts, Count{Channel: f.Channel, Reason: ReasonLeftShard, N: 1})
+		rep.Counts = append(rep.Counts, Count{Channel: f.Channel, Reason: ReasonLeftShard, Variant: r.variantOf(f.User), N: 1})
 	}
 	for _, f := range page {
-		rep.Counts = append(rep.Counts, Count{Channel: f.Channel, Reason: f.Reason, N: -1})
+		rep.Counts = append(rep.Counts, Count{Channel: f.Channel, Reason: f.Reason, Variant: r.variantOf(f.User), N: -1})
 	}
 	if err := r.progress.MarkRetried(context.WithoutCancel(ctx), r.lease, rep); err != nil {
 		if errors.Is(err, ErrLeaseLost) {
@@ -173,4 +175,13 @@ func (r *run) retryPage(ctx context.Context, pin PinnedSource, page []Failure) e
 	}
 	r.putBatch(b)
 	return nil
+}
+
+// variantOf is the A/B group of the member with user key key ("" without
+// an A/B test).
+func (r *run) variantOf(key uint64) string {
+	if r.ab == nil {
+		return ""
+	}
+	return r.ab.id(r.ab.assign(key))
 }

@@ -17,6 +17,7 @@ import (
 type run struct {
 	c        *Campaign
 	set      *templates.Set
+	ab       *abPlan // the campaign's A/B test; nil without one
 	channels []string
 	lane     channels.Lane
 	started  time.Time
@@ -66,9 +67,9 @@ func (r *run) deadline() time.Time { return r.started.Add(r.ttl) }
 
 // noteRenderError logs the first render error of a run and counts the rest:
 // one broken template must not flood the log with a line per recipient.
-func (r *run) noteRenderError(re *templates.RenderError, user string) {
+func (r *run) noteRenderError(re *templates.RenderError, user string, variant int8) {
 	if r.dry != nil {
-		r.dry.renderError(re, user)
+		r.dry.renderError(re, user, r.variantField(variant))
 		return
 	}
 	if r.renderErrs.Add(1) == 1 {
@@ -102,7 +103,7 @@ func newRun(c *Campaign, set *templates.Set, e *Engine, rp RingPart, res Resume,
 // newRunFor builds the pipeline context of a campaign or of a flow's view.
 func newRunFor(c *Campaign, set *templates.Set, now func() time.Time, log *slog.Logger, dispatch Dispatcher, source MemberSource, cfg EngineConfig) *run {
 	r := &run{
-		c: c, set: set, channels: c.Channels, lane: channels.LaneNormal,
+		c: c, set: set, ab: c.ab, channels: c.Channels, lane: channels.LaneNormal,
 		started: now(), ttl: c.TTLOrDefault(), now: now,
 		log:      log.With("campaign", c.ID),
 		dispatch: dispatch, source: source, cfg: cfg,
@@ -111,6 +112,9 @@ func newRunFor(c *Campaign, set *templates.Set, now func() time.Time, log *slog.
 	}
 	if c.Priority == "high" {
 		r.lane = channels.LaneHigh
+	}
+	if keep := c.phaseFilter(); keep != nil && source != nil {
+		r.source = filterSource{MemberSource: source, keep: keep}
 	}
 	r.stages = MultiStage{
 		StageFunc(resolveStage),

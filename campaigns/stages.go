@@ -26,11 +26,23 @@ type Dispatcher interface {
 func resolveStage(_ context.Context, b *RecipientBatch) error {
 	r := b.run
 	nch := b.nch()
+	ab := r.ab
 	for m := range b.Members {
 		mem := &b.Members[m]
+		var v int8
+		if ab != nil {
+			v = ab.assign(mem.Key)
+			for c := range nch {
+				b.pos[m*nch+c].variant = v
+			}
+		}
 		for c, ch := range r.channels {
 			p := m*nch + c
 			if b.pos[p].settled {
+				continue
+			}
+			if v != 0 && v == ab.hold {
+				b.skip(p, ReasonHoldout)
 				continue
 			}
 			if mem.Err != nil {
@@ -164,22 +176,26 @@ func renderStage(_ context.Context, b *RecipientBatch) error {
 		}
 		mem := &b.Members[p/nch]
 		e := &b.envs[ps.first]
+		set := r.set
+		if ps.variant != 0 {
+			set = r.ab.sets[ps.variant]
+		}
 		var err error
 		switch r.channels[p%nch] {
 		case channels.APNs, channels.FCM:
-			err = r.set.RenderPush(mem.Profile, mem.Event, &e.push)
+			err = set.RenderPush(mem.Profile, mem.Event, &e.push)
 			e.msg.Push = &e.push
 		case channels.Email:
-			err = r.set.RenderMail(mem.Profile, mem.Event, &e.mail)
+			err = set.RenderMail(mem.Profile, mem.Event, &e.mail)
 			e.msg.Mail = &e.mail
 		case channels.SMS:
-			err = r.set.RenderText(mem.Profile, mem.Event, &e.text)
+			err = set.RenderText(mem.Profile, mem.Event, &e.text)
 			e.msg.Text = &e.text
 		case channels.WebPush:
-			err = r.set.RenderWebPush(mem.Profile, mem.Event, &e.web)
+			err = set.RenderWebPush(mem.Profile, mem.Event, &e.web)
 			e.msg.WebPush = &e.web
 		case channels.Webhook:
-			err = r.set.RenderHook(mem.Profile, mem.Event, &e.hook)
+			err = set.RenderHook(mem.Profile, mem.Event, &e.hook)
 			e.msg.Hook = &e.hook
 		}
 		if err != nil {
@@ -187,7 +203,7 @@ func renderStage(_ context.Context, b *RecipientBatch) error {
 			if !errors.As(err, &re) {
 				return fmt.Errorf("render %s for %s: %w", r.channels[p%nch], mem.ID, err)
 			}
-			r.noteRenderError(re, mem.ID)
+			r.noteRenderError(re, mem.ID, ps.variant)
 			b.skip(p, ReasonRenderError)
 			continue
 		}
@@ -228,7 +244,7 @@ func layoutStage(_ context.Context, b *RecipientBatch) error {
 func (b *RecipientBatch) takeCounts() []Count {
 	out := make([]Count, 0, len(b.counts))
 	for k, n := range b.counts {
-		out = append(out, Count{Channel: b.run.channels[k.ch], Reason: k.reason, N: n})
+		out = append(out, Count{Channel: b.run.channels[k.ch], Variant: b.run.ab.id(k.variant), Reason: k.reason, N: n})
 	}
 	clear(b.counts)
 	return out
@@ -270,6 +286,7 @@ func dispatchStage(ctx context.Context, b *RecipientBatch) error {
 				m.High = r.lane == channels.LaneHigh
 				m.Track = r.c.Tracking.Track()
 				m.Ref = e
+				m.Variant = r.ab.id(ps.variant)
 				ps.outstanding++
 				msgs = append(msgs, m)
 			}

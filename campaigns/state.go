@@ -252,10 +252,13 @@ type Resume struct {
 	Crashes int
 }
 
-// Count is a counter per channel and outcome ("sent", or a reason).
+// Count is a counter per channel and outcome ("sent", or a reason), and
+// per A/B group: Variant is the variant id, HoldoutVariant, or "" for a
+// campaign without an A/B test (and for flows).
 type Count struct {
 	Channel string
 	Reason  string
+	Variant string
 	N       int64
 }
 

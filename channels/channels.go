@@ -39,6 +39,9 @@ type Message struct {
 	IdempotencyKey string
 	// Campaign is the campaign or flow id, for metrics and per-campaign limits.
 	Campaign string
+	// Variant is the campaign's A/B variant the message renders ("" when
+	// the campaign has none), for the delivery log.
+	Variant string
 	// UserID is the recipient's external id; UserKey its 64-bit shard key.
 	UserID  string
 	UserKey uint64

@@ -182,7 +182,7 @@ func FillRecord(r *deliverylog.Record, out *channels.Outcome, channel string, m 
 	*r = deliverylog.Record{
 		MessageID: msg.ID, Event: "outcome", Kind: "campaign", Campaign: msg.Campaign, UserID: msg.UserID, UserKey: int64(msg.UserKey),
 		Channel: channel, ProviderID: out.ProviderID, Outcome: string(out.Status),
-		Reason: string(out.Reason), ProviderCode: out.Code, Attempt: int32(out.Attempts), Locale: msg.Locale,
+		Reason: string(out.Reason), ProviderCode: out.Code, Variant: msg.Variant, Attempt: int32(out.Attempts), Locale: msg.Locale,
 		QueuedAt: now.Add(-out.Latency).UnixMicro(), SentAt: deliverylog.Micros(out.SentAt), AnsweredAt: now.UnixMicro(),
 	}
 	if m != nil {

@@ -94,6 +94,10 @@ type CampaignSnapshot struct {
 	Tally
 	// ByChannel splits the tally per channel.
 	ByChannel map[string]Tally `json:"by_channel"`
+	// Variants splits the tally per A/B group (variant id, or "holdout",
+	// whose members are skipped with reason holdout); absent for a
+	// campaign without an A/B test.
+	Variants map[string]Tally `json:"variants,omitempty"`
 	// Members is the segment's size in the current shard generation, 0 when
 	// the segment is not in it; Positions = Members × len(Channels).
 	Members   uint64 `json:"members,omitempty"`
@@ -129,7 +133,8 @@ type FlowSnapshot struct {
 func IsSkipReason(reason string) bool {
 	switch reason {
 	case campaigns.ReasonNoAddress, campaigns.ReasonNoConsent, campaigns.ReasonQuietHours,
-		campaigns.ReasonExpired, campaigns.ReasonLeftShard, campaigns.ReasonDuplicate, campaigns.ReasonUnknownUser, "capped":
+		campaigns.ReasonExpired, campaigns.ReasonLeftShard, campaigns.ReasonDuplicate, campaigns.ReasonUnknownUser, "capped",
+		campaigns.ReasonHoldout:
 		return true
 	}
 	return false
@@ -629,6 +634,25 @@ func describeCampaign(st campaigns.CampaignStatus, segments map[string]uint64) C
 			}
 		}
 		c.ByChannel[ch] = t
+	}
+	for v, byCh := range st.Variants {
+		t := newTally()
+		for _, reasons := range byCh {
+			for reason, n := range reasons {
+				switch {
+				case reason == campaigns.ReasonSent:
+					t.Sent += n
+				case IsSkipReason(reason):
+					t.Skipped[reason] += n
+				default:
+					t.Failed[reason] += n
+				}
+			}
+		}
+		if c.Variants == nil {
+			c.Variants = map[string]Tally{}
+		}
+		c.Variants[v] = t
 	}
 	if m, ok := segments[st.Segment]; ok && m > 0 && len(st.Channels) > 0 {
 		c.Members = m

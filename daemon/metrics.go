@@ -58,10 +58,11 @@ const maxListedCampaigns = 20000
 // opsCollector reports campaign and shard state at scrape time, so none of
 // it costs the send path anything.
 //
-// Cardinality: a campaign id appears only in notifyd_campaign_progress_ratio,
-// and only while the campaign is in the live view (active, or finished less
-// than EventsConfig.Linger ago) — one series per concurrently visible
-// campaign. Outcome counts are per channel and reason, never per campaign:
+// Cardinality: a campaign id appears only in notifyd_campaign_progress_ratio
+// and notifyd_campaign_variant_recipients, and only while the campaign is in
+// the live view (active, or finished less than EventsConfig.Linger ago) —
+// one series per concurrently visible campaign, and three per A/B group of
+// one (at most MaxVariants + 1 groups). Outcome counts are per channel and reason, never per campaign:
 // notifyd_campaign_messages_total{campaign,channel,reason} would leave ~80
 // series behind per campaign forever, which over a year of daily sends
 // is what takes a Prometheus down.
@@ -76,6 +77,7 @@ type opsCollector struct {
 	listed     *prometheus.Desc
 	progress   *prometheus.Desc
 	recipients *prometheus.Desc
+	variants   *prometheus.Desc
 	generation *prometheus.Desc
 	rows       *prometheus.Desc
 	segments   *prometheus.Desc
@@ -91,6 +93,9 @@ func newOpsCollector(hub *EventHub, store campaignLister, shard ShardInfoFunc, d
 			"1 if notifyd_campaigns covers every stored campaign, 0 if the walk stopped at its cap or failed.", nil, nil),
 		progress: prometheus.NewDesc("notifyd_campaign_progress_ratio",
 			"Share of the campaign's members whose messages are all final (from its checkpoints; before the first, settled messages over members × channels), for campaigns in the live view.", []string{"campaign", "status"}, nil),
+		variants: prometheus.NewDesc("notifyd_campaign_variant_recipients",
+			"Recipient positions settled per A/B group (variant id, or holdout) and outcome (sent, failed, skipped), for A/B campaigns in the live view.",
+			[]string{"campaign", "variant", "outcome"}, nil),
 		recipients: prometheus.NewDesc("notifyd_campaign_recipients_total",
 			"Recipient positions settled by campaigns run on this daemon, by channel and reason (sent, or why not).", []string{"channel", "reason"}, nil),
 		generation: prometheus.NewDesc("notifyd_shard_generation", "Generation of the newest mapped shard file.", nil, nil),
@@ -103,7 +108,7 @@ func newOpsCollector(hub *EventHub, store campaignLister, shard ShardInfoFunc, d
 }
 
 func (c *opsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.campaigns, c.listed, c.progress, c.recipients, c.generation, c.rows, c.segments, c.streams, c.delayed} {
+	for _, d := range []*prometheus.Desc{c.campaigns, c.listed, c.progress, c.variants, c.recipients, c.generation, c.rows, c.segments, c.streams, c.delayed} {
 		ch <- d
 	}
 }
@@ -114,6 +119,11 @@ func (c *opsCollector) Collect(ch chan<- prometheus.Metric) {
 		for id, cs := range snap.Campaigns {
 			if cs.Progress != nil {
 				ch <- prometheus.MustNewConstMetric(c.progress, prometheus.GaugeValue, *cs.Progress, id, cs.Status)
+			}
+			for v, t := range cs.Variants {
+				ch <- prometheus.MustNewConstMetric(c.variants, prometheus.GaugeValue, float64(t.Sent), id, v, "sent")
+				ch <- prometheus.MustNewConstMetric(c.variants, prometheus.GaugeValue, float64(t.FailedTotal()), id, v, "failed")
+				ch <- prometheus.MustNewConstMetric(c.variants, prometheus.GaugeValue, float64(t.SkippedTotal()), id, v, "skipped")
 			}
 		}
 	}

@@ -281,6 +281,13 @@ func campaignTable(w io.Writer, body []byte) error {
 	if st.Failures > 0 {
 		fmt.Fprintf(tw, "RETRYABLE FAILURES\t%d (notifyd campaign retry-failed %s)\n", st.Failures, st.ID)
 	}
+	if wn := st.Winner; wn != nil {
+		line := wn.Phase + ", due " + wn.Due.UTC().Format(time.RFC3339)
+		if wn.Variant != "" {
+			line = fmt.Sprintf("%s sent as %s (%s)", wn.Variant, wn.Campaign, wn.Phase)
+		}
+		fmt.Fprintf(tw, "WINNER\t%s\n", line)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -295,13 +302,32 @@ func campaignTable(w io.Writer, body []byte) error {
 			return err
 		}
 	}
-	if err := countsTable(w, st.Channels, st.Counts); err != nil || len(st.Engagement) == 0 {
+	if err := countsTable(w, st.Channels, st.Counts); err != nil {
+		return err
+	}
+	if err := variantTables(w, st.Channels, st.Variants); err != nil || len(st.Engagement) == 0 {
 		return err
 	}
 	// What came back after sending: messages per event ("_total": every event).
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "ENGAGEMENT")
 	return countsTable(w, st.Channels, st.Engagement)
+}
+
+// variantTables prints an A/B test's counts, one table per group.
+func variantTables(w io.Writer, chans []string, variants map[string]map[string]map[string]int64) error {
+	ids := make([]string, 0, len(variants))
+	for v := range variants {
+		ids = append(ids, v)
+	}
+	sort.Strings(ids)
+	for _, v := range ids {
+		fmt.Fprintf(w, "\nVARIANT %s", v)
+		if err := countsTable(w, chans, variants[v]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // countsTable prints messages per channel and outcome, channels as rows.

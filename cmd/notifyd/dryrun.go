@@ -77,6 +77,9 @@ func campaignCreateTable(w io.Writer, body []byte) error {
 	if err := countsTable(w, chans, rep.Audience); err != nil {
 		return err
 	}
+	if err := variantTables(w, chans, rep.Variants); err != nil {
+		return err
+	}
 	if len(rep.Errors) > 0 {
 		fmt.Fprintln(w, "\nERRORS")
 		for _, e := range rep.Errors {
@@ -87,8 +90,11 @@ func campaignCreateTable(w io.Writer, body []byte) error {
 			fmt.Fprintln(w, line)
 		}
 	}
-	for _, p := range rep.Previews {
+	for _, p := range append(rep.Previews, rep.VariantPreviews...) {
 		fmt.Fprintf(w, "\nPREVIEW %s", p.User)
+		if p.Variant != "" {
+			fmt.Fprintf(w, " (variant %s)", p.Variant)
+		}
 		if !p.Found {
 			fmt.Fprintln(w, ": not in the shard")
 			continue

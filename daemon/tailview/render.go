@@ -105,7 +105,7 @@ func Screen(s *daemon.Snapshot, width int, status string) []string {
 			{head: "FAILED", width: 8, prio: 2},
 			{head: "SKIPPED", width: 8, prio: 3},
 		}}
-		var notes []string
+		var notes [][]string // lines under each campaign's row
 		for _, id := range sorted(s.Campaigns) {
 			c := s.Campaigns[id]
 			camps.row(cut(id, 18), c.Status, percent(c), bar(c), rate(c.SettledPerS),
@@ -126,12 +126,23 @@ func Screen(s *daemon.Snapshot, width int, status string) []string {
 			if r := reasons(c.Skipped, 3, budget(width, room-len("skipped: "))); r != "" {
 				parts = append(parts, "skipped: "+r)
 			}
-			notes = append(notes, strings.Join(parts, " · "))
+			var under []string
+			if len(parts) > 0 {
+				under = append(under, "  "+strings.Join(parts, " · "))
+			}
+			for _, v := range sorted(c.Variants) {
+				t := c.Variants[v]
+				under = append(under, fit(width, fmt.Sprintf("  variant %-12s", cut(v, 12)),
+					"sent "+count(t.Sent), "failed "+count(t.FailedTotal()), "skipped "+count(t.SkippedTotal())))
+			}
+			notes = append(notes, under)
 		}
 		for i, l := range camps.render(width) {
 			add("%s", l)
-			if i > 0 && notes[i-1] != "" {
-				add("  %s", notes[i-1])
+			if i > 0 {
+				for _, u := range notes[i-1] {
+					add("%s", u)
+				}
 			}
 		}
 	}
@@ -259,6 +270,10 @@ func Line(s *daemon.Snapshot) string {
 		}
 		fmt.Fprintf(&b, " | campaign=%s status=%s progress=%s rate/s=%s sent=%d failed=%d skipped=%d",
 			id, c.Status, p, rate(c.SettledPerS), c.Sent, c.FailedTotal(), c.SkippedTotal())
+		for _, v := range sorted(c.Variants) {
+			t := c.Variants[v]
+			fmt.Fprintf(&b, " variant=%s sent=%d failed=%d skipped=%d", v, t.Sent, t.FailedTotal(), t.SkippedTotal())
+		}
 	}
 	for _, id := range sorted(s.Flows) {
 		f := s.Flows[id]
@@ -338,6 +353,22 @@ func reasons(m map[string]int64, top, width int) string {
 		used += len(p) + 2
 	}
 	return strings.Join(parts, ", ")
+}
+
+// fit joins head and as many of parts (" · " apart) as width allows (0: all).
+func fit(width int, head string, parts ...string) string {
+	out := head
+	for i, p := range parts {
+		sep := " "
+		if i > 0 {
+			sep = " · "
+		}
+		if width > 0 && utf8.RuneCountInString(out)+len(sep)+utf8.RuneCountInString(p) > width {
+			break
+		}
+		out += sep + p
+	}
+	return out
 }
 
 // budget is a width for reasons: 0 (no limit) on an unlimited screen,

@@ -327,7 +327,7 @@ type progress struct {
 	hasClaimed  bool
 	cp          campaigns.Checkpoint
 	batches     map[int64]*campaigns.Batch
-	counts      map[[2]string]int64
+	counts      map[[3]string]int64
 	failures    map[failureKey]string
 	live        bool // a run holds or held the lease without releasing it
 	completed   bool
@@ -340,7 +340,7 @@ type progress struct {
 func (s *Store) progressLocked(campaign string) *progress {
 	p, ok := s.progress[campaign]
 	if !ok {
-		p = &progress{batches: make(map[int64]*campaigns.Batch), counts: make(map[[2]string]int64), failures: make(map[failureKey]string)}
+		p = &progress{batches: make(map[int64]*campaigns.Batch), counts: make(map[[3]string]int64), failures: make(map[failureKey]string)}
 		s.progress[campaign] = p
 	}
 	return p
@@ -585,7 +585,7 @@ func (s *Store) record(ctx context.Context, l campaigns.Lease, replace bool, f c
 			orInto(&b.Done, r.Done)
 		}
 		for _, c := range r.Counts {
-			p.counts[[2]string{c.Channel, c.Reason}] += c.N
+			p.counts[[3]string{c.Channel, c.Reason, c.Variant}] += c.N
 		}
 		for _, f := range r.Failures {
 			p.failures[failureKey{f.User, f.Channel, f.Address}] = f.Reason
@@ -613,11 +613,15 @@ func (s *Store) record(ctx context.Context, l campaigns.Lease, replace bool, f c
 }
 
 // checkChannels keeps the contract of the Redis layout, where a channel name
-// is a field separator's neighbour and must not contain ':'.
+// is a field separator's neighbour and must not contain ':' (nor '@', the
+// variant's separator), and a variant neither.
 func checkChannels(counts []campaigns.Count, failures []campaigns.Failure) error {
 	for _, c := range counts {
-		if strings.Contains(c.Channel, ":") {
-			return fmt.Errorf("channel %q must not contain ':'", c.Channel)
+		if strings.ContainsAny(c.Channel, ":@") {
+			return fmt.Errorf("channel %q must not contain ':' or '@'", c.Channel)
+		}
+		if strings.ContainsAny(c.Variant, ":@") {
+			return fmt.Errorf("variant %q must not contain ':' or '@'", c.Variant)
 		}
 	}
 	for _, f := range failures {
@@ -713,7 +717,7 @@ func (s *Store) MarkRetried(ctx context.Context, l campaigns.Lease, r campaigns.
 		p.failures[failureKey{f.User, f.Channel, f.Address}] = f.Reason
 	}
 	for _, c := range r.Counts {
-		p.counts[[2]string{c.Channel, c.Reason}] += c.N
+		p.counts[[3]string{c.Channel, c.Reason, c.Variant}] += c.N
 	}
 	return nil
 }
@@ -734,13 +738,16 @@ func (s *Store) Progress(ctx context.Context, campaign string) (campaigns.Progre
 		out.Owner = p.leaseOwner
 	}
 	for k, n := range p.counts {
-		out.Counts = append(out.Counts, campaigns.Count{Channel: k[0], Reason: k[1], N: n})
+		out.Counts = append(out.Counts, campaigns.Count{Channel: k[0], Reason: k[1], Variant: k[2], N: n})
 	}
 	slices.SortFunc(out.Counts, func(a, b campaigns.Count) int {
 		if c := strings.Compare(a.Channel, b.Channel); c != 0 {
 			return c
 		}
-		return strings.Compare(a.Reason, b.Reason)
+		if c := strings.Compare(a.Reason, b.Reason); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Variant, b.Variant)
 	})
 	return out, nil
 }

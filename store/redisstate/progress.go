@@ -179,10 +179,26 @@ func (s *Store) ClaimBatch(ctx context.Context, l campaigns.Lease, first, last u
 }
 
 func checkChannel(ch string) error {
-	if strings.Contains(ch, ":") {
-		return fmt.Errorf("channel %q must not contain ':'", ch)
+	if strings.ContainsAny(ch, ":@") {
+		return fmt.Errorf("channel %q must not contain ':' or '@'", ch)
 	}
 	return nil
+}
+
+// countField is a count's field in the counts hash: "<channel>:<reason>",
+// or "<channel>@<variant>:<reason>" for an A/B group, so a campaign without
+// variants keeps the layout it always had.
+func countField(c campaigns.Count) (string, error) {
+	if err := checkChannel(c.Channel); err != nil {
+		return "", err
+	}
+	if c.Variant == "" {
+		return c.Channel + ":" + c.Reason, nil
+	}
+	if strings.ContainsAny(c.Variant, ":@") {
+		return "", fmt.Errorf("variant %q must not contain ':' or '@'", c.Variant)
+	}
+	return c.Channel + "@" + c.Variant + ":" + c.Reason, nil
 }
 
 // failurePrefix is "<user hex16>:<channel>:<address index>:", unique per
@@ -231,10 +247,11 @@ func (s *Store) record(ctx context.Context, l campaigns.Lease, mode string, f ca
 		}
 		args = append(args, r.Seq, final, r.Base, r.Slots, []byte(r.Dispatched), []byte(r.Confirmed), []byte(r.Done), len(r.Counts))
 		for _, c := range r.Counts {
-			if err := checkChannel(c.Channel); err != nil {
+			field, err := countField(c)
+			if err != nil {
 				return campaigns.Checkpoint{}, err
 			}
-			args = append(args, c.Channel+":"+c.Reason, c.N)
+			args = append(args, field, c.N)
 		}
 		args = append(args, len(r.Failures))
 		for _, f := range r.Failures {
@@ -347,10 +364,11 @@ func (s *Store) MarkRetried(ctx context.Context, l campaigns.Lease, r campaigns.
 		args = append(args, failurePrefix(f), f.Reason)
 	}
 	for _, c := range r.Counts {
-		if err := checkChannel(c.Channel); err != nil {
+		field, err := countField(c)
+		if err != nil {
 			return fmt.Errorf("mark failures of %q retried: %w", l.Campaign, err)
 		}
-		args = append(args, c.Channel+":"+c.Reason, c.N)
+		args = append(args, field, c.N)
 	}
 	k := s.progressKeys(l.Campaign)
 	ok, err := s.retried.Run(ctx, s.rdb, []string{k.lease, k.cnt, k.fail}, args...).Int64()
@@ -392,17 +410,21 @@ func (s *Store) Progress(ctx context.Context, campaign string) (campaigns.Progre
 	}
 	for f, v := range cntCmd.Val() {
 		ch, reason, _ := strings.Cut(f, ":")
+		ch, variant, _ := strings.Cut(ch, "@")
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
 			return campaigns.Progress{}, fmt.Errorf("read progress of %q: parse count %q: %w", campaign, f, err)
 		}
-		out.Counts = append(out.Counts, campaigns.Count{Channel: ch, Reason: reason, N: n})
+		out.Counts = append(out.Counts, campaigns.Count{Channel: ch, Reason: reason, Variant: variant, N: n})
 	}
 	slices.SortFunc(out.Counts, func(a, b campaigns.Count) int {
 		if c := strings.Compare(a.Channel, b.Channel); c != 0 {
 			return c
 		}
-		return strings.Compare(a.Reason, b.Reason)
+		if c := strings.Compare(a.Reason, b.Reason); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Variant, b.Variant)
 	})
 	return out, nil
 }
@@ -507,10 +529,11 @@ func (s *Store) Restore(ctx context.Context, snap campaigns.CampaignSnapshot, tt
 		args = append(args, bat...)
 		args = append(args, len(snap.Counts))
 		for _, c := range snap.Counts {
-			if err := checkChannel(c.Channel); err != nil {
+			field, err := countField(c)
+			if err != nil {
 				return false, fmt.Errorf("restore campaign %q: %w", id, err)
 			}
-			args = append(args, c.Channel+":"+c.Reason, c.N)
+			args = append(args, field, c.N)
 		}
 		for _, f := range snap.Failures {
 			args = append(args, failurePrefix(f)+f.Reason)

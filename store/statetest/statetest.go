@@ -813,6 +813,43 @@ func runLedger(t *testing.T, newImpl func(t *testing.T) Impl) {
 		}
 	})
 
+	t.Run("counts are kept per A/B variant", func(t *testing.T) {
+		impl := newImpl(t)
+		r, err := impl.Progress.Acquire(ctx, "ab", "a", hour)
+		must(t, err)
+		seq, err := impl.Progress.ClaimBatch(ctx, r.Lease, 1, 10, 8)
+		must(t, err)
+		_, err = impl.Progress.Record(ctx, r.Lease, campaigns.Flush{ID: 1, Reports: []campaigns.BatchReport{{Seq: seq,
+			Counts: []campaigns.Count{
+				{Channel: "sms", Reason: "sent", Variant: "A", N: 3}, {Channel: "sms", Reason: "sent", Variant: "B", N: 2},
+				{Channel: "sms", Reason: "holdout", Variant: "holdout", N: 1}, {Channel: "sms", Reason: "sent", N: 7},
+				{Channel: "sms", Reason: "retries_exhausted", Variant: "B", N: 1},
+			},
+			Failures: []campaigns.Failure{{User: 4, Channel: "sms", Reason: "retries_exhausted"}}, Final: true}}})
+		must(t, err)
+		must(t, impl.Progress.MarkRetried(ctx, r.Lease, campaigns.RetryReport{
+			Retried: []campaigns.Failure{{User: 4, Channel: "sms", Reason: "retries_exhausted"}},
+			Counts:  []campaigns.Count{{Channel: "sms", Reason: "retries_exhausted", Variant: "B", N: -1}, {Channel: "sms", Reason: "sent", Variant: "B", N: 1}},
+		}))
+		p, err := impl.Progress.Progress(ctx, "ab")
+		must(t, err)
+		want := []campaigns.Count{
+			{Channel: "sms", Reason: "holdout", Variant: "holdout", N: 1},
+			{Channel: "sms", Reason: "retries_exhausted", Variant: "B", N: 0},
+			{Channel: "sms", Reason: "sent", N: 7},
+			{Channel: "sms", Reason: "sent", Variant: "A", N: 3},
+			{Channel: "sms", Reason: "sent", Variant: "B", N: 3},
+		}
+		if !slices.Equal(p.Counts, want) {
+			t.Fatalf("counts %+v, want %+v", p.Counts, want)
+		}
+		_, err = impl.Progress.Record(ctx, r.Lease, campaigns.Flush{ID: 2, Reports: []campaigns.BatchReport{{Seq: seq,
+			Counts: []campaigns.Count{{Channel: "sms", Reason: "sent", Variant: "A:1", N: 1}}}}})
+		if err == nil {
+			t.Fatal("a variant with the field separator ':' was accepted")
+		}
+	})
+
 	t.Run("a refused flush changes nothing", func(t *testing.T) {
 		impl := newImpl(t)
 		r, err := impl.Progress.Acquire(ctx, "c1", "a", hour)

@@ -1,0 +1,4 @@
+package campaigns
+
+// ChooseWinner is chooseWinner, for the tests of the winner phase.
+var ChooseWinner = chooseWinner
