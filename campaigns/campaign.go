@@ -48,6 +48,10 @@ type Campaign struct {
 	// FrequencyCap replaces the daemon's frequency caps for this campaign,
 	// or exempts it (docs/policies.md).
 	FrequencyCap *FrequencyCap `json:"frequency_cap,omitempty"`
+	// Delivery chooses between sending on every channel (the default) and
+	// channel fallback: one message per member, on the first usable step
+	// (docs/policies.md).
+	Delivery *Delivery `json:"delivery,omitempty"`
 }
 
 // QuietHours is a daily window in the recipient's time zone ("21:00" to
@@ -232,6 +236,9 @@ func (c *Campaign) Validate() error {
 		if err := c.QuietHours.init(); err != nil {
 			return err
 		}
+	}
+	if err := c.Delivery.validate(c.Channels); err != nil {
+		return err
 	}
 	return c.FrequencyCap.validate()
 }

@@ -125,8 +125,8 @@ func capStage(ctx context.Context, b *RecipientBatch) error {
 	at := b.capPos[:0]
 	for p := range b.pos {
 		ps := &b.pos[p]
-		if ps.settled || ps.first < 0 {
-			continue
+		if ps.settled || ps.first < 0 || ps.standby {
+			continue // a standby step is not checked: docs/policies.md
 		}
 		mem := &b.Members[p/nch]
 		scope := r.c.ID

@@ -88,6 +88,9 @@ type ChannelPreview struct {
 	Error     string `json:"error,omitempty"`
 	Addresses int    `json:"addresses,omitempty"`
 	Content   any    `json:"content,omitempty"`
+	// Fallback: a later step of a fallback campaign, sent only if the
+	// member's earlier step fails permanently; Content is what it would send.
+	Fallback bool `json:"fallback,omitempty"`
 }
 
 // previewPush and its siblings are the rendered content as JSON.
@@ -371,9 +374,20 @@ func addCount(into map[string]map[string]int64, c Count) {
 // wouldSend counts the messages the stages left for dispatch.
 func (b *RecipientBatch) wouldSend() []Count {
 	n := make([]int64, b.nch())
+	unused := make([]int64, b.nch())
 	for p := range b.pos {
 		ps := &b.pos[p]
 		if ps.settled {
+			continue
+		}
+		if ps.standby {
+			// A fallback step the member's earlier step makes unneeded, if
+			// that step is accepted (a provider's answer cannot be foreseen).
+			for j := range ps.nenv {
+				if !b.envs[ps.first+j].done {
+					unused[p%b.nch()]++
+				}
+			}
 			continue
 		}
 		for j := range ps.nenv {
@@ -383,6 +397,11 @@ func (b *RecipientBatch) wouldSend() []Count {
 		}
 	}
 	var out []Count
+	for c, k := range unused {
+		if k > 0 {
+			out = append(out, Count{Channel: b.run.channels[c], Reason: ReasonFallbackUnused, N: k})
+		}
+	}
 	for c, k := range n {
 		if k > 0 {
 			out = append(out, Count{Channel: b.run.channels[c], Reason: ReasonWouldSend, N: k})
@@ -480,6 +499,14 @@ func (r *run) preview(m *Member, member bool) Preview {
 				r.dry.mu.Lock()
 				cp.Error = r.dry.last[knownChannels[ch]]
 				r.dry.mu.Unlock()
+			}
+		case ps.standby:
+			cp.Fallback = true
+			cp.Addresses = int(ps.nenv)
+			if err := r.renderPosition(b, c); err != nil {
+				cp.Error = err.Error()
+			} else {
+				cp.Content = previewContent(&b.envs[ps.first])
 			}
 		default:
 			cp.Addresses = int(ps.nenv)
@@ -587,6 +614,7 @@ func (e *Engine) TestSend(ctx context.Context, id string, users []string) ([]Tes
 	}
 	r := newRunFor(cc.c, cc.set, e.now, e.log, e.dispatch, e.source, e.cfg)
 	b.reset(r, len(b.Members))
+	b.fb = nil // a test send shows every channel's message, fallback or not
 	if err := (MultiStage{StageFunc(resolveStage), StageFunc(layoutStage), StageFunc(renderStage)}).Exec(ctx, b); err != nil {
 		return nil, err
 	}

@@ -76,6 +76,9 @@ func resolveStage(_ context.Context, b *RecipientBatch) error {
 				b.skip(p, ReasonNoAddress)
 			}
 		}
+		if b.fb != nil {
+			b.fbChoose(m)
+		}
 	}
 	return nil
 }
@@ -159,7 +162,7 @@ func renderStage(_ context.Context, b *RecipientBatch) error {
 	nch := b.nch()
 	for p := range b.pos {
 		ps := &b.pos[p]
-		if ps.settled || ps.first < 0 {
+		if ps.standby || ps.settled || ps.first < 0 {
 			continue
 		}
 		mem := &b.Members[p/nch]
@@ -204,6 +207,9 @@ func renderStage(_ context.Context, b *RecipientBatch) error {
 func startStage(_ context.Context, b *RecipientBatch) error {
 	b.mu.Lock()
 	b.remaining = b.open
+	if b.fb != nil {
+		b.fbStart()
+	}
 	b.listLocked(1)
 	b.mu.Unlock()
 	if b.open == 0 {
@@ -226,6 +232,10 @@ func layoutStage(_ context.Context, b *RecipientBatch) error {
 func (b *RecipientBatch) takeCounts() []Count {
 	out := make([]Count, 0, len(b.counts))
 	for k, n := range b.counts {
+		if k.ch < 0 {
+			out = append(out, Count{Channel: FallbackCounts, Reason: k.reason, N: n})
+			continue
+		}
 		out = append(out, Count{Channel: b.run.channels[k.ch], Reason: k.reason, N: n})
 	}
 	clear(b.counts)
@@ -239,12 +249,16 @@ func dispatchStage(ctx context.Context, b *RecipientBatch) error {
 	r := b.run
 	nch := b.nch()
 	deadline := b.deadline
+	if b.fb != nil {
+		defer close(b.fbReady)
+	}
 	msgs := b.msgBuf[:0]
 	for c, ch := range r.channels {
 		msgs = msgs[:0]
 		for p := c; p < len(b.pos); p += nch {
 			ps := &b.pos[p]
-			if ps.settled || ps.first < 0 {
+			// standby first: an outcome may settle a standby position meanwhile.
+			if ps.standby || ps.settled || ps.first < 0 {
 				continue
 			}
 			mem := &b.Members[p/nch]
