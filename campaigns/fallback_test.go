@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -357,5 +358,121 @@ func TestDeliveryValidationNamesTheField(t *testing.T) {
 	  "content": {"email": {"from": "a@example.test", "subject": "s", "text": "t"}, "push": {"title": "t", "body": "b"}}}`
 	if _, err := campaigns.DecodeCampaign([]byte(ok)); err != nil {
 		t.Fatalf("valid fallback campaign refused: %v", err)
+	}
+}
+
+// holeFor swallows one channel's messages (a daemon killed before they were
+// answered) and sends the others through real pools.
+type holeFor struct {
+	*campaigns.PoolDispatcher
+	ch   string
+	hole *blackhole
+}
+
+func (d holeFor) Dispatch(ctx context.Context, ch string, lane channels.Lane, msgs []*channels.Message) (int, error) {
+	if ch == d.ch {
+		return d.hole.Dispatch(ctx, ch, lane, msgs)
+	}
+	return d.PoolDispatcher.Dispatch(ctx, ch, lane, msgs)
+}
+
+// Daemon A records every push as dead and decides the email fallbacks, then
+// dies before any email is answered. Daemon B, resuming from the ledger, sends
+// each fallback exactly once (never handed), or reports it in doubt (handed:
+// email has no idempotency handle), and never sends push or sms again.
+func TestFallbackSurvivesACrashBeforeTheFallbackSend(t *testing.T) {
+	for _, hand := range []bool{false, true} {
+		name := "decided, never handed: B sends it"
+		if hand {
+			name = "handed, unanswered: B reports it in doubt"
+		}
+		t.Run(name, func(t *testing.T) { testFallbackCrash(t, hand) })
+	}
+}
+
+func testFallbackCrash(t *testing.T, hand bool) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	var clockMu sync.Mutex
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	state := memstate.New(memstate.WithClock(clock))
+	const n = 150
+	src := &source{corrupt: map[uint64]bool{}}
+	for i := range n {
+		id := fmt.Sprintf("u-%03d", i)
+		src.members = append(src.members, campaigns.Member{
+			Key: uint64(i+1) * 10, ID: id, APNs: []string{"tok-" + id}, Email: id + "@example.test", Phone: fmt.Sprintf("+1415555%04d", i),
+			Profile: &profile{id: id, zone: "UTC", attrs: map[string]any{"first_name": id}},
+		})
+	}
+	pools := newRig(t, state, src, campaigns.EngineConfig{})
+	for _, m := range src.members {
+		pools.chans["apns"].Script(m.APNs[0], channelstest.Answer{Err: deadToken})
+	}
+	hole := &blackhole{hand: hand, keys: map[string][]string{}}
+	aState := &severable{Store: state}
+	a := campaigns.NewEngine(aState, aState, src, holeFor{campaigns.NewPoolDispatcher(pools.pools), channels.Email, hole}, campaigns.EngineConfig{
+		Owner: "a", BatchSize: 100, MaxOpenBatches: 2, LeaseTTL: time.Hour, DrainTimeout: 50 * time.Millisecond,
+	}, campaigns.WithEngineClock(clock))
+	body := strings.Replace(fallbackBody, `, "wait": "1h"`, "", 1)
+	if _, _, err := a.Create(context.Background(), []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	channelstest.Eventually(t, 30*time.Second, func() bool {
+		hole.mu.Lock()
+		defer hole.mu.Unlock()
+		return len(hole.keys[channels.Email]) == n
+	}, "daemon A never dispatched the email fallbacks")
+	// The crash falls after the failures are durable (the ledger's flush)
+	// and before any fallback is answered.
+	channelstest.Eventually(t, 30*time.Second, func() bool {
+		st, err := a.Get(context.Background(), "fb")
+		return err == nil && st.Counts["apns"]["dead_address"] == n
+	}, "daemon A never recorded the dead tokens")
+	aState.dead.Store(true) // killed: nothing it does lands any more
+	clockMu.Lock()
+	now = now.Add(2 * time.Hour) // its lease runs out
+	clockMu.Unlock()
+	pushByA := len(pools.keys("apns"))
+
+	b := newRig(t, state, src, campaigns.EngineConfig{Owner: "b", BatchSize: 100})
+	if err := b.engine.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, b.engine, "fb", campaigns.StatusCompleted)
+	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = a.Close(closeCtx)
+
+	email := map[string]int64{"sent": n}
+	emailsByB := n
+	if hand {
+		email, emailsByB = map[string]int64{"in_doubt": n}, 0
+	}
+	want := map[string]map[string]int64{"apns": {"dead_address": n}, "email": email, "sms": {"fallback_unused": n}}
+	if !maps.EqualFunc(st.Counts, want, maps.Equal) {
+		t.Errorf("counts = %v, want %v", st.Counts, want)
+	}
+	if fb := map[string]map[string]int64{"push": {"dead_address": n}}; !maps.EqualFunc(st.Fallback, fb, maps.Equal) {
+		t.Errorf("fallback = %v, want %v (counted once, by A)", st.Fallback, fb)
+	}
+	if pushByA != n || len(b.keys("apns")) != 0 || len(b.keys("sms")) != 0 {
+		t.Errorf("push by A %d (want %d), push by B %d, sms by B %d (want 0, 0)", pushByA, n, len(b.keys("apns")), len(b.keys("sms")))
+	}
+	seen := map[string]bool{}
+	for _, k := range b.keys("email") {
+		if seen[k] {
+			t.Errorf("B sent %s twice", k)
+		}
+		seen[k] = true
+	}
+	if len(seen) != emailsByB {
+		t.Errorf("B sent %d emails, want %d", len(seen), emailsByB)
+	}
+	if !hand {
+		for _, k := range hole.keys[channels.Email] {
+			if !seen[k] {
+				t.Errorf("fallback %s decided by A was not sent by B (same key)", k)
+			}
+		}
 	}
 }
