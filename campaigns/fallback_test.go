@@ -476,3 +476,67 @@ func testFallbackCrash(t *testing.T, hand bool) {
 		}
 	}
 }
+
+// The dry run applies the fallback order: a member without a push token is
+// counted under email, one without either under sms, and the real run (no
+// provider failing) counts the same.
+func TestDryRunAppliesFallback(t *testing.T) {
+	src := newSource(600) // email unless i%10, phone unless i%7, apns when i%3==0, email consent "no" when i%11
+	r := newRig(t, memstate.New(), src, campaigns.EngineConfig{})
+	ctx := context.Background()
+	rep, err := r.engine.DryRun(ctx, []byte(fallbackBody), campaigns.DryRunOptions{Users: []string{"u-00003"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{}
+	for i, m := range src.members {
+		emailOK := m.Email != "" && i%11 != 0
+		switch {
+		case len(m.APNs) > 0:
+			want["apns"]++
+		case emailOK:
+			want["email"]++
+		case m.Phone != "":
+			want["sms"]++
+		}
+	}
+	for _, ch := range []string{"apns", "email", "sms"} {
+		if got := rep.Audience[ch][campaigns.ReasonWouldSend]; got != want[ch] || got == 0 {
+			t.Errorf("%s would_send = %d, want %d", ch, got, want[ch])
+		}
+	}
+	// Member 3 has a token, an email and a phone: its email and sms are previewed as fallbacks.
+	if pv := rep.Previews[0].Channels; len(pv) != 3 || pv[0].Fallback || !pv[1].Fallback || pv[1].Content == nil || !pv[2].Fallback {
+		t.Errorf("preview = %+v, want apns to send and email, sms as rendered fallbacks", pv)
+	}
+
+	st, _, err := r.engine.Create(ctx, []byte(fallbackBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st = waitStatus(t, r.engine, st.ID, campaigns.StatusCompleted)
+	for _, ch := range []string{"apns", "email", "sms"} {
+		dry := maps.Clone(rep.Audience[ch])
+		if n, ok := dry[campaigns.ReasonWouldSend]; ok {
+			delete(dry, campaigns.ReasonWouldSend)
+			dry[campaigns.ReasonSent] = n
+		}
+		if !maps.Equal(dry, st.Counts[ch]) {
+			t.Errorf("%s: dry run %v, real run %v", ch, dry, st.Counts[ch])
+		}
+		if int64(len(r.keys(ch))) != want[ch] {
+			t.Errorf("%s: %d sent, want %d", ch, len(r.keys(ch)), want[ch])
+		}
+	}
+	fb := map[string]map[string]int64{}
+	for reason, n := range rep.Audience[campaigns.FallbackCounts] {
+		step, cause, _ := strings.Cut(reason, ":")
+		if fb[step] == nil {
+			fb[step] = map[string]int64{}
+		}
+		fb[step][cause] = n
+	}
+	if len(fb) == 0 || !maps.EqualFunc(fb, st.Fallback, maps.Equal) {
+		t.Errorf("dry run fallbacks %v, real run %v", fb, st.Fallback)
+	}
+}
