@@ -121,7 +121,8 @@ type FlowSnapshot struct {
 func IsSkipReason(reason string) bool {
 	switch reason {
 	case campaigns.ReasonNoAddress, campaigns.ReasonNoConsent, campaigns.ReasonQuietHours,
-		campaigns.ReasonExpired, campaigns.ReasonLeftShard, campaigns.ReasonDuplicate, campaigns.ReasonUnknownUser, "capped":
+		campaigns.ReasonExpired, campaigns.ReasonLeftShard, campaigns.ReasonDuplicate, campaigns.ReasonUnknownUser, "capped",
+		campaigns.ReasonFallbackUnused, campaigns.ReasonFallbackLate:
 		return true
 	}
 	return false
@@ -197,6 +198,9 @@ type EventHub struct {
 	prevChan map[string]channelSample
 	prevAt   time.Time
 	totals   map[recipientKey]int64
+	// fbTotals are fallback campaigns' fallbacks by step and cause
+	// (notifyd_campaign_fallbacks_total), folded in as totals are.
+	fbTotals map[recipientKey]int64
 	seq      uint64
 	latest   *frame
 	subs     map[*subscription]struct{}
@@ -261,6 +265,7 @@ type trackedCampaign struct {
 	fresh                 bool
 	seen                  bool
 	prev                  map[recipientKey]int64
+	fbPrev                map[recipientKey]int64
 	pins                  int // streams filtered on this campaign keep it tracked
 	prevSettled, prevSent int64
 	last                  *CampaignSnapshot
@@ -295,7 +300,7 @@ func NewEventHub(cfg EventsConfig, src CampaignSource, gather prometheus.Gathere
 	}
 	return &EventHub{
 		cfg: cfg.withDefaults(), src: src, gather: gather, pools: pools, shard: shard, log: log,
-		tracked: map[string]*trackedCampaign{}, prevChan: map[string]channelSample{}, totals: map[recipientKey]int64{},
+		tracked: map[string]*trackedCampaign{}, prevChan: map[string]channelSample{}, totals: map[recipientKey]int64{}, fbTotals: map[recipientKey]int64{},
 		subs: map[*subscription]struct{}{}, done: make(chan struct{}),
 	}
 }
@@ -356,6 +361,18 @@ func (h *EventHub) RecipientTotals() map[[2]string]int64 {
 	defer h.mu.Unlock()
 	out := make(map[[2]string]int64, len(h.totals))
 	for k, n := range h.totals {
+		out[[2]string{k.channel, k.reason}] = n
+	}
+	return out
+}
+
+// FallbackTotals returns fallback campaigns' fallbacks (step, cause → n)
+// gathered since the hub started.
+func (h *EventHub) FallbackTotals() map[[2]string]int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[[2]string]int64, len(h.fbTotals))
+	for k, n := range h.fbTotals {
 		out[[2]string{k.channel, k.reason}] = n
 	}
 	return out
@@ -582,6 +599,20 @@ func (h *EventHub) campaignSnapshot(tc *trackedCampaign, st campaigns.CampaignSt
 		c.SettledPerS = float64(c.Settled-tc.prevSettled) / interval
 		c.SentPerS = float64(c.Sent-tc.prevSent) / interval
 	}
+	fb := make(map[recipientKey]int64)
+	for step, causes := range st.Fallback {
+		for cause, n := range causes {
+			fb[recipientKey{step, cause}] = n
+		}
+	}
+	if tc.seen || tc.fresh {
+		for k, n := range fb {
+			if d := n - tc.fbPrev[k]; d > 0 {
+				h.fbTotals[k] += d
+			}
+		}
+	}
+	tc.fbPrev = fb
 	tc.prev, tc.seen, tc.fresh = cur, true, false
 	tc.prevSettled, tc.prevSent = c.Settled, c.Sent
 	return c

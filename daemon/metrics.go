@@ -76,6 +76,7 @@ type opsCollector struct {
 	listed     *prometheus.Desc
 	progress   *prometheus.Desc
 	recipients *prometheus.Desc
+	fallbacks  *prometheus.Desc
 	generation *prometheus.Desc
 	rows       *prometheus.Desc
 	segments   *prometheus.Desc
@@ -93,6 +94,8 @@ func newOpsCollector(hub *EventHub, store campaignLister, shard ShardInfoFunc, d
 			"Settled recipient positions over members × channels, for campaigns in the live view.", []string{"campaign", "status"}, nil),
 		recipients: prometheus.NewDesc("notifyd_campaign_recipients_total",
 			"Recipient positions settled by campaigns run on this daemon, by channel and reason (sent, or why not).", []string{"channel", "reason"}, nil),
+		fallbacks: prometheus.NewDesc("notifyd_campaign_fallbacks_total",
+			"Members of fallback campaigns run on this daemon who moved on from a step (push, email, ...) to the next, by step and cause.", []string{"step", "cause"}, nil),
 		generation: prometheus.NewDesc("notifyd_shard_generation", "Generation of the newest mapped shard file.", nil, nil),
 		rows:       prometheus.NewDesc("notifyd_shard_rows", "Members (rows) in the newest mapped shard file.", nil, nil),
 		segments:   prometheus.NewDesc("notifyd_shard_segments", "Segments in the newest mapped shard file.", nil, nil),
@@ -103,7 +106,7 @@ func newOpsCollector(hub *EventHub, store campaignLister, shard ShardInfoFunc, d
 }
 
 func (c *opsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.campaigns, c.listed, c.progress, c.recipients, c.generation, c.rows, c.segments, c.streams, c.delayed} {
+	for _, d := range []*prometheus.Desc{c.campaigns, c.listed, c.progress, c.recipients, c.fallbacks, c.generation, c.rows, c.segments, c.streams, c.delayed} {
 		ch <- d
 	}
 }
@@ -119,6 +122,9 @@ func (c *opsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, n := range c.hub.RecipientTotals() {
 		ch <- prometheus.MustNewConstMetric(c.recipients, prometheus.CounterValue, float64(n), k[0], k[1])
+	}
+	for k, n := range c.hub.FallbackTotals() {
+		ch <- prometheus.MustNewConstMetric(c.fallbacks, prometheus.CounterValue, float64(n), k[0], k[1])
 	}
 	if info, segs, ok := c.shard(); ok {
 		ch <- prometheus.MustNewConstMetric(c.generation, prometheus.GaugeValue, float64(info.Generation))

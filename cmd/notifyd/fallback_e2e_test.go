@@ -168,6 +168,18 @@ func TestFallbackEndToEnd(t *testing.T) {
 			t.Errorf("the generated shard gave no fallback from %s for %s", c[0], c[1])
 		}
 	}
+	// The metric says the same, once the events hub has sampled the campaign.
+	waitFor("notifyd_campaign_fallbacks_total", func() bool {
+		_, b := api("GET", "/metrics", nil)
+		for step, causes := range exp.fallback {
+			for cause, n := range causes {
+				if !strings.Contains(string(b), fmt.Sprintf("notifyd_campaign_fallbacks_total{cause=%q,step=%q} %d\n", cause, step, n)) {
+					return false
+				}
+			}
+		}
+		return true
+	})
 	t.Logf("accepted %v, fallback %v", exp.accepted, exp.fallback)
 }
 
