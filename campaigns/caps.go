@@ -128,6 +128,9 @@ func capStage(ctx context.Context, b *RecipientBatch) error {
 		if ps.settled || ps.first < 0 || ps.standby {
 			continue // a standby step is not checked: docs/policies.md
 		}
+		if b.fb != nil && !b.fbFirstStep(p) {
+			continue // a fallback sent after a crash is not checked, as it was not before
+		}
 		mem := &b.Members[p/nch]
 		scope := r.c.ID
 		if mem.Scope != "" {

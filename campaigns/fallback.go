@@ -602,3 +602,18 @@ func (st *CampaignStatus) addFallback(cn Count) {
 	}
 	m[cause] += cn.N
 }
+
+// fbFirstStep reports whether position p is in its member's first step
+// with an address: the step resolve chooses, the only one caps check.
+func (b *RecipientBatch) fbFirstStep(p int) bool {
+	nch := b.nch()
+	m, step := p/nch, b.fb.stepOf[p%nch]
+	for k := range step {
+		for _, c := range b.fb.steps[k] {
+			if b.pos[m*nch+c].first >= 0 {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -540,3 +540,32 @@ func TestDryRunAppliesFallback(t *testing.T) {
 		t.Errorf("dry run fallbacks %v, real run %v", fb, st.Fallback)
 	}
 }
+
+// A capped step is the member's outcome: a cap protects the member from
+// too many messages, so it does not move them to the next channel.
+func TestFallbackCappedStepDoesNotFallBack(t *testing.T) {
+	state := memstate.New()
+	r := newRig(t, state, oneMember(nil), campaigns.EngineConfig{})
+	e := capEngine(t, r, state, []campaigns.CapRule{{Channel: channels.APNs, Limit: 1, Window: campaigns.Duration(time.Hour)}})
+	ctx := context.Background()
+	var got []map[string]map[string]int64
+	for _, id := range []string{"fb-1", "fb-2"} {
+		st, _, err := e.Create(ctx, []byte(strings.Replace(fallbackBody, `"id": "fb"`, `"id": "`+id+`"`, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, waitStatus(t, e, st.ID, campaigns.StatusCompleted).Counts)
+	}
+	want := []map[string]map[string]int64{
+		{"apns": {"sent": 1}, "email": {"fallback_unused": 1}, "sms": {"fallback_unused": 1}},
+		{"apns": {"capped": 1}, "email": {"fallback_unused": 1}, "sms": {"fallback_unused": 1}},
+	}
+	for i := range want {
+		if !maps.EqualFunc(got[i], want[i], maps.Equal) {
+			t.Errorf("campaign %d: counts %v, want %v", i+1, got[i], want[i])
+		}
+	}
+	if n := len(r.keys("apns")) + len(r.keys("email")) + len(r.keys("sms")); n != 1 {
+		t.Errorf("%d messages sent, want 1 (the first campaign's push)", n)
+	}
+}

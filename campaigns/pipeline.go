@@ -67,15 +67,11 @@ type position struct {
 	undone      int32  // its slots not yet done (set by layout)
 	settled     bool
 	accepted    bool
+	standby     bool  // a fallback step not (yet) needed: resolved, laid out, not sent (fallback.go)
+	nofb        bool  // one of its messages ended in a way that is no cause to fall back
 	first       int32 // index of its first envelope in Batch.envs, -1 if none
 	nenv        int32
 	slot        int32 // its first ledger slot (set by layout)
-
-	// standby: a later step of a fallback campaign, resolved and given its
-	// slots but not sent unless the earlier step needs it (fallback.go).
-	standby bool
-	// nofb: one of its messages ended in a way that is no cause to fall back.
-	nofb bool
 }
 
 // slots is the number of ledger slots the position owns.
