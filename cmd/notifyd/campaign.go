@@ -294,7 +294,13 @@ func campaignTable(w io.Writer, body []byte) error {
 			return err
 		}
 	}
-	return countsTable(w, st.Channels, st.Counts)
+	if err := countsTable(w, st.Channels, st.Counts); err != nil || len(st.Fallback) == 0 {
+		return err
+	}
+	// A fallback campaign: members who moved on from a step, by cause.
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "FALLBACKS (members moved on from a step to the next, by cause)")
+	return countsTable(w, nil, st.Fallback)
 }
 
 // countsTable prints messages per channel and outcome, channels as rows.
