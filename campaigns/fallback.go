@@ -465,6 +465,7 @@ func (r *run) activate(ctx context.Context, a activation) {
 	select {
 	case <-b.fbReady:
 	case <-ctx.Done():
+		return // stopping: the batch stays open, the next run sends it from the ledger
 	}
 	var todo []int
 	b.mu.Lock()

@@ -104,7 +104,9 @@ func newRunFor(c *Campaign, set *templates.Set, now func() time.Time, log *slog.
 		zones: map[string]*time.Location{},
 		free:  make(chan *RecipientBatch, cfg.MaxOpenBatches+1),
 		fb:    newFallbackPlan(c),
-		fbq:   newFallbackQueue(),
+	}
+	if r.fb != nil {
+		r.fbq = newFallbackQueue()
 	}
 	if c.Priority == "high" {
 		r.lane = channels.LaneHigh
