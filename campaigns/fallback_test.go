@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -567,5 +568,21 @@ func TestFallbackCappedStepDoesNotFallBack(t *testing.T) {
 	}
 	if n := len(r.keys("apns")) + len(r.keys("email")) + len(r.keys("sms")); n != 1 {
 		t.Errorf("%d messages sent, want 1 (the first campaign's push)", n)
+	}
+}
+
+// The example in examples/ (docs/policies.md points to it) is a valid
+// fallback campaign whose steps are push, email, sms.
+func TestFallbackExampleDecodes(t *testing.T) {
+	b, err := os.ReadFile("../examples/campaign-fallback.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := campaigns.DecodeCampaign(b)
+	if err != nil {
+		t.Fatalf("examples/campaign-fallback.json: %v", err)
+	}
+	if c.Delivery == nil || c.Delivery.Mode != campaigns.DeliveryFallback || fmt.Sprint(c.Delivery.Order) != "[push email sms]" {
+		t.Fatalf("delivery = %+v, want fallback over push, email, sms", c.Delivery)
 	}
 }
