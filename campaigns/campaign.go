@@ -38,8 +38,20 @@ type Campaign struct {
 	// TTL is how long after the campaign starts a message may still be handed
 	// to a provider; later it is dropped with reason "expired" (default 24h).
 	TTL Duration `json:"ttl,omitempty"`
-	// QuietHours skips recipients whose local time falls inside the window.
+	// QuietHours skips recipients whose local time falls inside the window,
+	// or (mode "delay") sends to them when it ends.
 	QuietHours *QuietHours `json:"quiet_hours,omitempty"`
+	// LocalTime ("09:00") sends to each member when it is that time in the
+	// member's zone (else LocalTimeZone, else UTC), rolling across the day
+	// from the campaign's start (docs/policies.md).
+	LocalTime     string `json:"local_time,omitempty"`
+	LocalTimeZone string `json:"local_time_zone,omitempty"`
+	// LocalDate ("2026-05-01") sends on that local date in every zone
+	// (start the campaign a day ahead); empty: each member's date at the start.
+	LocalDate string `json:"local_date,omitempty"`
+	// LocalTimeMissed is for members whose local time had passed on their
+	// date when the campaign started: "next_day" (default) or "send_now".
+	LocalTimeMissed string `json:"local_time_missed,omitempty"`
 	// RequireConsent skips recipients with no consent recorded for a channel
 	// (an explicit "no" is always honoured).
 	RequireConsent bool `json:"require_consent,omitempty"`
@@ -52,6 +64,8 @@ type Campaign struct {
 	// channel fallback: one message per member, on the first usable step
 	// (docs/policies.md).
 	Delivery *Delivery `json:"delivery,omitempty"`
+
+	lt *localTime // parsed LocalTime settings (nil: none)
 }
 
 // QuietHours is a daily window in the recipient's time zone ("21:00" to
@@ -60,9 +74,13 @@ type QuietHours struct {
 	Start string `json:"start"`
 	End   string `json:"end"`
 	Zone  string `json:"zone,omitempty"`
+	// Mode is "drop" (default: skip with reason quiet_hours) or "delay"
+	// (send when the window ends, within the TTL; campaigns only).
+	Mode string `json:"mode,omitempty"`
 
 	start, end int // minutes after midnight
 	zone       *time.Location
+	delay      bool
 }
 
 // Duration is a time.Duration that reads and writes as "90s", "6h".
@@ -240,6 +258,9 @@ func (c *Campaign) Validate() error {
 	if err := c.Delivery.validate(c.Channels); err != nil {
 		return err
 	}
+	if err := c.initLocalTime(); err != nil {
+		return err
+	}
 	return c.FrequencyCap.validate()
 }
 
@@ -295,6 +316,14 @@ func (q *QuietHours) init() error {
 	}
 	if q.end, err = clockMinutes(q.End); err != nil {
 		return &FieldError{Field: "quiet_hours.end", Msg: err.Error()}
+	}
+	switch q.Mode {
+	case "", QuietDrop:
+		q.delay = false
+	case QuietDelay:
+		q.delay = true
+	default:
+		return &FieldError{Field: "quiet_hours.mode", Msg: `want "drop" or "delay"`}
 	}
 	q.zone = time.UTC
 	if q.Zone != "" {

@@ -52,7 +52,11 @@ type DryRunReport struct {
 	Audience map[string]map[string]int64 `json:"audience"`
 	// At is the instant the policies were evaluated at (send_at when it is
 	// in the future, else now).
-	At       time.Time     `json:"evaluated_at"`
+	At time.Time `json:"evaluated_at"`
+	// Waiting is, for a campaign with local_time or quiet_hours mode
+	// "delay", the members whose pass comes after At (Audience counts them
+	// as their pass would).
+	Waiting  *Waiting      `json:"waiting,omitempty"`
 	Previews []Preview     `json:"previews"`
 	Errors   []DryRunError `json:"errors,omitempty"`
 	Elapsed  Duration      `json:"elapsed"`
@@ -198,7 +202,11 @@ func (e *Engine) DryRun(ctx context.Context, body []byte, opts DryRunOptions) (D
 		return rep, nil
 	}
 	r, dry := e.dryRun(c, set, rep.At)
-	if rep.Members, err = r.countAudience(ctx, rep.Audience); err != nil {
+	if c.deferred() {
+		if rep.Waiting, err = e.dryPasses(ctx, c, set, dry, &rep); err != nil {
+			return DryRunReport{}, err
+		}
+	} else if rep.Members, err = r.countAudience(ctx, rep.Audience); err != nil {
 		return DryRunReport{}, err
 	}
 	if rep.Previews, err = r.previews(opts); err != nil {
@@ -277,6 +285,7 @@ func (r *run) dryStages() MultiStage {
 	return MultiStage{
 		StageFunc(resolveStage),
 		StageFunc(layoutStage),
+		StageFunc(deferStage),
 		StageFunc(policyStage),
 		StageFunc(capStage),
 		StageFunc(renderStage),
@@ -333,7 +342,7 @@ func (r *run) countAudience(ctx context.Context, into map[string]map[string]int6
 	var rerr error
 	for ctx.Err() == nil {
 		b := <-free
-		n, err := it.Next(b.Members)
+		n, err := r.next(it, b.Members)
 		if err != nil {
 			rerr = fmt.Errorf("read segment %q: %w", r.c.Segment, err)
 			break

@@ -109,6 +109,12 @@ type Engine struct {
 	// Cluster master restarted empty) would otherwise make this daemon run
 	// its part again from the start. Forgotten once the campaign is final.
 	finished map[string]CampaignSnapshot
+	// waiting are deferred campaigns whose next pass is not due yet, and
+	// when it is: Tick does not start them before.
+	waiting map[string]time.Time
+	// waitSnaps are those campaigns' parts as they wait, written back if
+	// the state store loses them (no run is there to do it).
+	waitSnaps map[string]CampaignSnapshot
 
 	// The state store's epoch, to notice a store that lost everything.
 	emu          sync.Mutex
@@ -212,6 +218,9 @@ type CampaignStatus struct {
 	// Shards is each part's progress in a fleet (absent for a single daemon):
 	// a shard whose daemon never ran its part shows as "waiting".
 	Shards []ShardProgress `json:"shards,omitempty"`
+	// Waiting is, for a campaign with local_time or quiet_hours mode
+	// "delay", the members whose time has not come yet (every shard).
+	Waiting *Waiting `json:"waiting,omitempty"`
 }
 
 // ShardProgress is one fleet part of a campaign.
@@ -294,7 +303,17 @@ func (e *Engine) status(ctx context.Context, rec CampaignRecord) (CampaignStatus
 		return CampaignStatus{}, fmt.Errorf("read progress of %s: %w", rec.ID, err)
 	}
 	st.Ring = rec.Ring
+	deferred := c.LocalTime != "" || (c.QuietHours != nil && c.QuietHours.Mode == QuietDelay)
+	if deferred {
+		st.Waiting = &Waiting{}
+	}
 	for k, p := range parts {
+		if deferred {
+			if p.Counts, err = e.planStatus(ctx, partID(rec.ID, k, len(parts)), p, st.Waiting); err != nil {
+				return CampaignStatus{}, fmt.Errorf("read progress of %s: %w", rec.ID, err)
+			}
+			p.Checkpoint = Checkpoint{} // the part's checkpoint counts passes, not user keys
+		}
 		var n int64
 		for _, cn := range p.Counts {
 			if cn.Channel == FallbackCounts {
@@ -575,11 +594,14 @@ func (e *Engine) startWith(ctx context.Context, id string, from Status, retry, a
 	h := &runHandle{cancel: cancel, done: make(chan struct{})}
 	e.mu.Lock()
 	e.runs[id] = h
+	delete(e.waiting, id)
+	delete(e.waitSnaps, id)
 	e.mu.Unlock()
 	if cc.c.Throttle > 0 {
 		e.dispatch.Throttle(id, cc.c.Throttle)
 	}
 	r := newRun(cc.c, cc.set, e, rp, res, prog.Counts, e.now())
+	r.auto, r.crashes = auto, res.Crashes
 	e.mu.Lock()
 	h.run = r
 	e.mu.Unlock()
@@ -604,9 +626,12 @@ func (e *Engine) runLoop(ctx context.Context, r *run, res Resume, h *runHandle, 
 	go e.renew(renewCtx, r.lease, h)
 
 	var err error
-	if retry {
+	switch {
+	case retry:
 		err = r.retryFailed(ctx)
-	} else {
+	case r.c.deferred():
+		err = e.executePasses(ctx, r, res, h)
+	default:
 		err = r.execute(ctx, res)
 	}
 	stopRenew()
@@ -621,6 +646,9 @@ func (e *Engine) runLoop(ctx context.Context, r *run, res Resume, h *runHandle, 
 			break
 		}
 		e.completeIfAllParts(bg, r.c.ID, r.log)
+	case errors.Is(err, errWaiting), errors.Is(err, errQuarantined):
+		// The lease is released below; Tick starts the next pass when due
+		// (a quarantined campaign is failed already).
 	case errors.Is(err, errStopped) || ctx.Err() != nil:
 		r.log.Info("campaign run stopped", "cause", context.Cause(ctx))
 	case errors.Is(err, ErrUnknownSegment), errors.Is(err, ErrChannelNotConfigured):
@@ -793,6 +821,8 @@ func (e *Engine) Tick(ctx context.Context) error {
 			_, busy := e.runs[rec.ID]
 			if rec.Status == StatusCompleted || rec.Status == StatusCancelled || rec.Status == StatusFailed {
 				delete(e.finished, rec.ID)
+				delete(e.waiting, rec.ID)
+				delete(e.waitSnaps, rec.ID)
 			}
 			e.mu.Unlock()
 			if busy && rec.Status != StatusRunning {
@@ -802,7 +832,10 @@ func (e *Engine) Tick(ctx context.Context) error {
 			}
 			switch rec.Status {
 			case StatusRunning:
-				if busy {
+				e.mu.Lock()
+				due, waits := e.waiting[rec.ID]
+				e.mu.Unlock()
+				if busy || (waits && e.now().Before(due)) {
 					continue
 				}
 				rp, ok := e.ringPart(rec.Ring)

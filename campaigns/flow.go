@@ -85,6 +85,10 @@ func (f *Flow) Validate() error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
+	if f.QuietHours != nil && f.QuietHours.delay {
+		// A flow sends per trigger, with no pass to come back in.
+		return &FieldError{Field: "quiet_hours.mode", Msg: `"delay" is for campaigns; a flow takes "drop" (or a delay of its own)`}
+	}
 	if f.ReEntry != nil && *f.ReEntry < 0 {
 		return &FieldError{Field: "reentry", Msg: "must not be negative"}
 	}

@@ -111,6 +111,10 @@ func (e *Engine) restoreAll(ctx context.Context, rs StateRestorer) (restored, lo
 	for _, snap := range e.finished {
 		finished = append(finished, snap)
 	}
+	waiting := make([]CampaignSnapshot, 0, len(e.waitSnaps))
+	for _, snap := range e.waitSnaps {
+		waiting = append(waiting, snap)
+	}
 	e.mu.Unlock()
 	running := map[string]bool{}
 	for _, r := range runs {
@@ -142,6 +146,20 @@ func (e *Engine) restoreAll(ctx context.Context, rs StateRestorer) (restored, lo
 		running[snap.Record.ID] = true
 		if _, err := rs.Restore(ctx, snap, 0); err != nil {
 			e.log.Error("restore completed campaign part", "campaign", snap.Record.ID, "error", err)
+			lost++
+			continue
+		}
+		restored++
+	}
+	// Campaigns that wait here for their next pass (localtime.go): the part
+	// as it waits, under a lease of this daemon's that its next run takes over.
+	for _, snap := range waiting {
+		if running[snap.Record.ID] {
+			continue
+		}
+		running[snap.Record.ID] = true
+		if _, err := rs.Restore(ctx, snap, e.cfg.LeaseTTL); err != nil {
+			e.log.Error("restore waiting campaign", "campaign", snap.Record.ID, "error", err)
 			lost++
 			continue
 		}

@@ -55,6 +55,15 @@ type run struct {
 	// fbq carries the fallback sends a campaign run decides.
 	fb  *fallbackPlan
 	fbq *fallbackQueue
+
+	// A pass of a deferred campaign (localtime.go): plan gives members' due
+	// times, keep filters the segment to the pass's members (nil: all).
+	plan *planner
+	keep func(*Member) bool
+	// auto: the engine started the run by itself (crash-loop quarantine
+	// applies); crashes is the part's crash count at Acquire.
+	auto    bool
+	crashes int
 }
 
 func (r *run) deadline() time.Time { return r.started.Add(r.ttl) }
@@ -270,7 +279,7 @@ func (r *run) produce(ctx context.Context, res Resume, fin chan<- *RecipientBatc
 			return nil
 		}
 		b := r.getBatch(r.cfg.BatchSize)
-		n, err := it.Next(b.Members)
+		n, err := r.next(it, b.Members)
 		if err != nil || n == 0 {
 			<-window
 			if err != nil {
@@ -344,6 +353,9 @@ func (r *run) redrive(ctx context.Context, ob Batch) (*RecipientBatch, error) {
 			break
 		}
 		buf = make([]Member, r.cfg.BatchSize) // members keep pointing into the old one
+	}
+	if r.keep != nil {
+		members = members[:keepMembers(members, r.keep)]
 	}
 	b.Members = members
 	b.reset(r, len(members))

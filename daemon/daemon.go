@@ -73,12 +73,15 @@ type Daemon struct {
 	queueSizes map[string]int
 	engine     *campaigns.Engine
 	flows      *campaigns.FlowEngine
-	dedupOf    func(owner string) campaigns.DedupLog
-	caps       campaigns.CapStore // frequency caps, shared by campaigns and flows
-	feedback   channels.FeedbackSink
-	server     *http.Server
-	listener   net.Listener
-	draining   atomic.Bool
+	triggers   *TriggerMetrics
+	// intakeReady is ready, checked at most every 250ms for stream entries.
+	intakeReady func(context.Context) error
+	dedupOf     func(owner string) campaigns.DedupLog
+	caps        campaigns.CapStore // frequency caps, shared by campaigns and flows
+	feedback    channels.FeedbackSink
+	server      *http.Server
+	listener    net.Listener
+	draining    atomic.Bool
 
 	flowStore   campaigns.CampaignStore // flow records: a kind apart from campaigns
 	retained    []*shard.Store          // shard files of earlier rings (shard.retained)
@@ -94,6 +97,7 @@ type Daemon struct {
 // New wires a daemon. Nothing runs until Run.
 func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, log: deps.Logger, reg: prometheus.NewRegistry(), live: prometheus.NewRegistry(), pools: map[string]*channels.Pool{}, feedback: deps.Feedback}
+	d.triggers = NewTriggerMetrics(d.reg)
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -101,6 +105,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	if now == nil {
 		now = time.Now
 	}
+	d.intakeReady = cachedReady(d.ready, 250*time.Millisecond, now)
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	var err error
@@ -140,6 +145,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			return nil, err
 		}
 		installRedisLogger(d.log)
+		d.redis.AddHook(newRedisMetrics(d.reg))
 		if err := pingRedis(ctx, d.redis); err != nil {
 			_ = d.redis.Close()
 			return nil, fmt.Errorf("connect to redis: %w", err)
@@ -274,7 +280,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	}
 	d.wireEvents(deps.Events)
 	d.events.SetFlows(func() []campaigns.FlowStatus { return d.flows.ListFlows(context.Background()) })
-	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics, Events: d.events, Flows: d.flows, TemplateLimits: cfg.Templates.Limits.Ceilings(),
+	api := NewAPI(APIConfig{Token: cfg.Admin.Token.Value(), PublicMetrics: cfg.Admin.PublicMetrics, Events: d.events, Flows: countingFlows{d.flows, d.triggers.wrap("api", d.flows.Fire)}, TemplateLimits: cfg.Templates.Limits.Ceilings(),
 		Messages: d.messagesHandler, Preview: d.engine},
 		d.events.Track(d.engine), d.ready, d.reg, d.log)
 	d.server = &http.Server{Handler: boundStateCalls(api, stateCallTimeout), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
@@ -375,7 +381,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go intakeLoop(bg, d.intake, d.intakeRequest, IntakeConfig{Consumer: d.owner}, d.log)
 	}
 	if d.shardIntake != nil {
-		go ServeShardStream(bg, d.shardIntake, d.flows, d.ready, IntakeConfig{Consumer: d.owner}, d.log.With("shard", d.ring.Shard))
+		go ServeShardStream(bg, d.shardIntake, d.flows, d.intakeReady, IntakeConfig{Consumer: d.owner, Triggers: d.triggers}, d.log.With("shard", d.ring.Shard))
 	}
 
 	var runErr error

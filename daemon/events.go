@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -98,11 +99,18 @@ type CampaignSnapshot struct {
 	Members   uint64 `json:"members,omitempty"`
 	Positions uint64 `json:"positions,omitempty"`
 	Settled   int64  `json:"settled"`
-	// Progress is Settled/Positions in [0,1]; absent when Positions is unknown.
-	Progress          *float64 `json:"progress,omitempty"`
-	SettledPerS       float64  `json:"settled_per_s"`
-	SentPerS          float64  `json:"sent_per_s"`
-	RetryableFailures int64    `json:"retryable_failures"`
+	// Progress in [0,1] is the share of members whose messages are all
+	// final, read from the campaign's checkpoints (one per fleet shard);
+	// before the first checkpoint it is Settled/Positions, absent when
+	// Positions is unknown. Settled counts messages (one per address), so
+	// it can pass Positions when members have several devices.
+	Progress *float64 `json:"progress,omitempty"`
+	// SettledPerS and SentPerS are messages per second averaged over the
+	// hub's RateWindow (10s), not over one interval: counts move per
+	// checkpointed batch.
+	SettledPerS       float64 `json:"settled_per_s"`
+	SentPerS          float64 `json:"sent_per_s"`
+	RetryableFailures int64   `json:"retryable_failures"`
 }
 
 // FlowSnapshot is one segment-triggered flow (filled in once flows exist).
@@ -160,6 +168,11 @@ type EventsConfig struct {
 	Now func() time.Time
 	// Ticks drives sampling when set (tests); default a ticker of Interval.
 	Ticks <-chan time.Time
+	// RateWindow is the span a campaign's rates are averaged over (default
+	// 10s). A campaign's counts move when a batch is checkpointed, not per
+	// message, so a per-interval difference jumps between 0 and bursts; over
+	// a few checkpoints it reads as the send rate it is.
+	RateWindow time.Duration
 }
 
 func (c EventsConfig) withDefaults() EventsConfig {
@@ -177,6 +190,9 @@ func (c EventsConfig) withDefaults() EventsConfig {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.RateWindow <= 0 {
+		c.RateWindow = 10 * time.Second
 	}
 	return c
 }
@@ -262,13 +278,20 @@ type trackedCampaign struct {
 	// fresh: created through this daemon's API, so every count belongs in
 	// this process's totals; otherwise the first sample is a baseline (the
 	// counts an earlier process or another daemon already reported).
-	fresh                 bool
-	seen                  bool
-	prev                  map[recipientKey]int64
-	fbPrev                map[recipientKey]int64
-	pins                  int // streams filtered on this campaign keep it tracked
-	prevSettled, prevSent int64
-	last                  *CampaignSnapshot
+	fresh  bool
+	seen   bool
+	prev   map[recipientKey]int64
+	fbPrev map[recipientKey]int64 // fallbacks by step and cause at the last sample
+	pins   int                    // streams filtered on this campaign keep it tracked
+	// rates holds the samples of the last RateWindow, oldest first, plus
+	// the newest one before it (the window's starting point).
+	rates []rateSample
+	last  *CampaignSnapshot
+}
+
+type rateSample struct {
+	at            time.Time
+	settled, sent int64
 }
 
 type channelSample struct {
@@ -494,7 +517,7 @@ func (h *EventHub) Sample(ctx context.Context) {
 		if isActive(st.Status) {
 			tc.lastActive = now
 		}
-		c := h.campaignSnapshot(tc, st, segments, interval)
+		c := h.campaignSnapshot(tc, st, segments, now)
 		tc.last = &c
 		snap.Campaigns[id] = c
 	}
@@ -580,7 +603,7 @@ func (h *EventHub) prune(now time.Time) {
 
 // campaignSnapshot turns a status into a snapshot and folds its count
 // changes into the recipient totals. Called locked.
-func (h *EventHub) campaignSnapshot(tc *trackedCampaign, st campaigns.CampaignStatus, segments map[string]uint64, interval float64) CampaignSnapshot {
+func (h *EventHub) campaignSnapshot(tc *trackedCampaign, st campaigns.CampaignStatus, segments map[string]uint64, now time.Time) CampaignSnapshot {
 	c := describeCampaign(st, segments)
 	cur := make(map[recipientKey]int64)
 	for ch, reasons := range st.Counts {
@@ -595,10 +618,7 @@ func (h *EventHub) campaignSnapshot(tc *trackedCampaign, st campaigns.CampaignSt
 			}
 		}
 	}
-	if tc.seen && interval > 0 {
-		c.SettledPerS = float64(c.Settled-tc.prevSettled) / interval
-		c.SentPerS = float64(c.Sent-tc.prevSent) / interval
-	}
+	c.SettledPerS, c.SentPerS = tc.rate(now, c.Settled, c.Sent, h.cfg.RateWindow)
 	fb := make(map[recipientKey]int64)
 	for step, causes := range st.Fallback {
 		for cause, n := range causes {
@@ -614,7 +634,6 @@ func (h *EventHub) campaignSnapshot(tc *trackedCampaign, st campaigns.CampaignSt
 	}
 	tc.fbPrev = fb
 	tc.prev, tc.seen, tc.fresh = cur, true, false
-	tc.prevSettled, tc.prevSent = c.Settled, c.Sent
 	return c
 }
 
@@ -646,6 +665,9 @@ func describeCampaign(st campaigns.CampaignStatus, segments map[string]uint64) C
 		c.Members = m
 		c.Positions = m * uint64(len(st.Channels))
 		p := math.Min(float64(c.Settled)/float64(c.Positions), 1)
+		c.Progress = &p
+	}
+	if p, ok := memberProgress(st); ok {
 		c.Progress = &p
 	}
 	if st.Status == campaigns.StatusCompleted {
@@ -883,4 +905,64 @@ func (d *Daemon) wireEvents(cfg EventsConfig) {
 	d.events = NewEventHub(cfg, d.engine, d.live, pools, info, d.log)
 	d.reg.MustRegister(newOpsCollector(d.events, d.state, info, d.delays, d.log))
 	d.reg.MustRegister(newSRECollector(d.redis, d.queueSizes))
+	streams := map[string]backlogger{}
+	if b, ok := d.intake.(backlogger); ok {
+		streams["intake"] = b
+	}
+	if b, ok := d.shardIntake.(backlogger); ok {
+		streams["shard"] = b
+	}
+	if len(streams) > 0 {
+		d.reg.MustRegister(newIntakeCollector(streams, cfg.Now, d.log))
+	}
+}
+
+// rate records a sample and returns the settled and sent rates over the
+// last window: the difference to the newest sample at least window old (or
+// the oldest kept), divided by the time between them. Counts that fall
+// (retry-failed moves failures back into flight) read as 0, not negative.
+func (tc *trackedCampaign) rate(now time.Time, settled, sent int64, window time.Duration) (settledPerS, sentPerS float64) {
+	tc.rates = append(tc.rates, rateSample{at: now, settled: settled, sent: sent})
+	drop := 0
+	for drop+1 < len(tc.rates)-1 && !tc.rates[drop+1].at.After(now.Add(-window)) {
+		drop++
+	}
+	if drop > 0 {
+		tc.rates = append(tc.rates[:0], tc.rates[drop:]...)
+	}
+	first := tc.rates[0]
+	dt := now.Sub(first.at).Seconds()
+	if dt <= 0 {
+		return 0, 0
+	}
+	return math.Max(float64(settled-first.settled), 0) / dt, math.Max(float64(sent-first.sent), 0) / dt
+}
+
+// memberProgress is the share of a campaign's members whose every message
+// is final. A checkpoint is the user key below which that holds, and user
+// keys are xxhash values spread evenly over 64 bits, so checkpoint/2^64 is
+// that share of a shard's members. A fleet campaign averages its shards: a
+// completed shard counts 1, a waiting one 0. ok=false before any
+// checkpoint.
+func memberProgress(st campaigns.CampaignStatus) (float64, bool) {
+	if len(st.Shards) > 0 {
+		var sum float64
+		for _, sp := range st.Shards {
+			if sp.State == "completed" {
+				sum++
+			} else if f, ok := keyFraction(sp.Checkpoint); ok {
+				sum += f
+			}
+		}
+		return sum / float64(len(st.Shards)), true
+	}
+	return keyFraction(st.Checkpoint)
+}
+
+func keyFraction(hex string) (float64, bool) {
+	k, err := strconv.ParseUint(hex, 16, 64)
+	if err != nil {
+		return 0, false
+	}
+	return float64(k) / math.Exp2(64), true
 }

@@ -629,3 +629,67 @@ func TestEventHubReportsFlows(t *testing.T) {
 		t.Fatalf("sent/s = %v, want 10 (20 more in 2s)", fs.SentPerS)
 	}
 }
+
+// A campaign's counts move per checkpointed batch: 500 messages every 5th
+// second. The live rate must read as the 100/s it is once the window has
+// filled, not jump between 0 and 500.
+func TestEventHubCampaignRateIsSmoothed(t *testing.T) {
+	f := newHubFixture(t, EventsConfig{Linger: time.Minute})
+	ctx := context.Background()
+	f.camps.set(smsStatus("bursty", campaigns.StatusRunning, map[string]int64{"sent": 0}), true)
+	f.hub.Sample(ctx)
+	var got []float64
+	for sec := 1; sec <= 30; sec++ {
+		f.camps.set(smsStatus("bursty", campaigns.StatusRunning, map[string]int64{"sent": int64(sec/5) * 500}), true)
+		f.clock.Advance(time.Second)
+		f.hub.Sample(ctx)
+		got = append(got, f.hub.Latest().Campaigns["bursty"].SettledPerS)
+	}
+	for i, r := range got {
+		sec := i + 1
+		if sec < 10 {
+			continue // the window is still filling
+		}
+		// Over any 10 s the window holds exactly two checkpoints: 1,000
+		// messages, i.e. 100/s.
+		if r != 100 {
+			t.Errorf("second %d: settled/s = %v, want 100 (all: %v)", sec, r, got)
+		}
+	}
+}
+
+// Progress counts members, from the checkpoints: a member with two devices
+// is two settled messages but one member, so settled/positions would run
+// ahead of the send.
+func TestMemberProgress(t *testing.T) {
+	half := fmt.Sprintf("%016x", uint64(1)<<63)
+	quarter := fmt.Sprintf("%016x", uint64(1)<<62)
+	tests := []struct {
+		name string
+		st   campaigns.CampaignStatus
+		want float64
+		ok   bool
+	}{
+		{"before the first checkpoint", campaigns.CampaignStatus{}, 0, false},
+		{"one daemon, half the key space final", campaigns.CampaignStatus{Checkpoint: half}, 0.5, true},
+		{"fleet: completed, halfway, waiting", campaigns.CampaignStatus{Shards: []campaigns.ShardProgress{
+			{State: "completed"}, {State: "running", Checkpoint: half}, {State: "waiting"}}}, 1.5 / 3, true},
+		{"fleet: a stopped shard keeps its checkpoint", campaigns.CampaignStatus{Shards: []campaigns.ShardProgress{
+			{State: "stopped", Checkpoint: quarter}, {State: "running", Checkpoint: half}}}, 0.375, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := memberProgress(tc.st)
+			if ok != tc.ok || got != tc.want {
+				t.Fatalf("memberProgress = %v, %v; want %v, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+	// The snapshot uses it over settled/positions: 2 devices per member,
+	// 40 messages settled of 40 "positions", a quarter of the members done.
+	st := smsStatus("two-devices", campaigns.StatusRunning, map[string]int64{"sent": 40})
+	st.Checkpoint = quarter
+	if c := describeCampaign(st, map[string]uint64{"all": 40}); c.Progress == nil || *c.Progress != 0.25 {
+		t.Fatalf("progress %v, want 0.25 from the checkpoint", c.Progress)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/notifyd/notifyd/campaigns"
@@ -23,6 +24,9 @@ type IntakeConfig struct {
 	// MinIdle is how long an entry stays pending with a dead consumer before
 	// this daemon takes it over (default 1m).
 	MinIdle time.Duration
+	// Triggers, if set, counts the triggers taken (source "stream", or
+	// "shard_stream" for ServeShardStream).
+	Triggers *TriggerMetrics
 }
 
 // intakeLoop creates campaigns enqueued on the intake stream (a campaign's
@@ -64,6 +68,12 @@ func intakeLoop(ctx context.Context, in campaigns.Intake, create func(context.Co
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		// One acknowledgement for the whole read: a round trip per entry
+		// made a busy shard stream queue behind its own acks. An entry
+		// processed but not yet acknowledged when the daemon dies is read
+		// again, as it would be after a crash between processing and a
+		// per-entry ack: dedup stops a second send.
+		done := make([]string, 0, len(entries))
 		for _, e := range entries {
 			err := create(ctx, e.Payload)
 			switch {
@@ -74,10 +84,32 @@ func intakeLoop(ctx context.Context, in campaigns.Intake, create func(context.Co
 				log.Warn("intake entry not processed; it stays pending", "entry", e.ID, "error", err)
 				continue
 			}
-			if err := in.Ack(ctx, e.ID); err != nil {
-				log.Warn("acknowledge intake entry", "entry", e.ID, "error", err)
-			}
+			done = append(done, e.ID)
 		}
+		if len(done) == 0 {
+			continue
+		}
+		if err := in.Ack(ctx, done...); err != nil {
+			log.Warn("acknowledge intake entries; they will be read again and dedup stops a second send", "entries", len(done), "error", err)
+		}
+	}
+}
+
+// cachedReady answers check's last result for up to ttl, so a stream
+// taking thousands of entries a second does not ping every Redis master
+// per entry. An entry taken in the moment after Redis went away fails at
+// its own Redis call instead and stays pending, as it would have anyway.
+func cachedReady(check func(context.Context) error, ttl time.Duration, now func() time.Time) func(context.Context) error {
+	var mu sync.Mutex
+	var at time.Time
+	var last error
+	return func(ctx context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if t := now(); at.IsZero() || t.Sub(at) >= ttl || t.Before(at) {
+			last, at = check(ctx), t
+		}
+		return last
 	}
 }
 
@@ -99,7 +131,7 @@ func (d *Daemon) intakeRequest(ctx context.Context, body []byte) error {
 		body = t
 	}
 	if _, ok := probe["trigger"]; ok || probe["triggers"] != nil {
-		return d.takeTriggers(ctx, body, d.flows.Fire)
+		return d.takeTriggers(ctx, body, d.triggers.wrap("stream", d.flows.Fire))
 	}
 	_, _, err := d.engine.Create(ctx, body)
 	return err
@@ -115,9 +147,9 @@ func ServeShardStream(ctx context.Context, in campaigns.Intake, flows *campaigns
 		if err != nil {
 			return err
 		}
-		return fireTriggers(ctx, ready, fwd.Triggers, func(ctx context.Context, _ []campaigns.Trigger) ([]campaigns.TriggerResult, error) {
+		return fireTriggers(ctx, ready, fwd.Triggers, cfg.Triggers.wrap("shard_stream", func(ctx context.Context, _ []campaigns.Trigger) ([]campaigns.TriggerResult, error) {
 			return flows.FireForwarded(ctx, fwd)
-		})
+		}))
 	}, cfg, log)
 }
 
@@ -130,7 +162,7 @@ func (d *Daemon) takeTriggers(ctx context.Context, body []byte, fire func(contex
 	if err != nil {
 		return err
 	}
-	return fireTriggers(ctx, d.ready, triggers, fire)
+	return fireTriggers(ctx, d.intakeReady, triggers, fire)
 }
 
 func fireTriggers(ctx context.Context, ready func(context.Context) error, triggers []campaigns.Trigger, fire func(context.Context, []campaigns.Trigger) ([]campaigns.TriggerResult, error)) error {

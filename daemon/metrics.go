@@ -91,7 +91,7 @@ func newOpsCollector(hub *EventHub, store campaignLister, shard ShardInfoFunc, d
 		listed: prometheus.NewDesc("notifyd_campaigns_listed_complete",
 			"1 if notifyd_campaigns covers every stored campaign, 0 if the walk stopped at its cap or failed.", nil, nil),
 		progress: prometheus.NewDesc("notifyd_campaign_progress_ratio",
-			"Settled recipient positions over members × channels, for campaigns in the live view.", []string{"campaign", "status"}, nil),
+			"Share of the campaign's members whose messages are all final (from its checkpoints; before the first, settled messages over members × channels), for campaigns in the live view.", []string{"campaign", "status"}, nil),
 		recipients: prometheus.NewDesc("notifyd_campaign_recipients_total",
 			"Recipient positions settled by campaigns run on this daemon, by channel and reason (sent, or why not).", []string{"channel", "reason"}, nil),
 		fallbacks: prometheus.NewDesc("notifyd_campaign_fallbacks_total",

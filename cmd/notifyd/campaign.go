@@ -277,6 +277,7 @@ func campaignTable(w io.Writer, body []byte) error {
 	fmt.Fprintf(tw, "CREATED\t%s\n", st.Created.UTC().Format(time.RFC3339))
 	fmt.Fprintf(tw, "UPDATED\t%s\n", st.Updated.UTC().Format(time.RFC3339))
 	fmt.Fprintf(tw, "MESSAGES\t%d\n", total(st.Counts))
+	printWaiting(tw, st.Waiting)
 	if st.Failures > 0 {
 		fmt.Fprintf(tw, "RETRYABLE FAILURES\t%d (notifyd campaign retry-failed %s)\n", st.Failures, st.ID)
 	}
@@ -531,4 +532,16 @@ func apiErrorText(body []byte) string {
 		return e.Error.Field + ": " + e.Error.Message
 	}
 	return e.Error.Message
+}
+
+// printWaiting shows what a campaign that runs in passes still holds back.
+func printWaiting(tw io.Writer, w *campaigns.Waiting) {
+	if w == nil || w.LocalTime+w.QuietHours == 0 {
+		return
+	}
+	next := ""
+	if w.NextDue != nil {
+		next = ", next pass " + w.NextDue.UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(tw, "WAITING\t%d members for their local time, %d for quiet hours to end%s\n", w.LocalTime, w.QuietHours, next)
 }

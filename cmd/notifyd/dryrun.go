@@ -66,6 +66,7 @@ func campaignCreateTable(w io.Writer, body []byte) error {
 	fmt.Fprintf(tw, "CREATE\t%s\n", verdict)
 	fmt.Fprintf(tw, "SEGMENT\t%s (%d members on this shard)\n", rep.Segment, rep.Members)
 	fmt.Fprintf(tw, "EVALUATED AT\t%s\n", rep.At.UTC().Format("2006-01-02T15:04:05Z"))
+	printWaiting(tw, rep.Waiting)
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -332,3 +332,58 @@ func BenchmarkScreen(b *testing.B) {
 		_ = WriteScreen(io.Discard, Screen(s, 120, ""))
 	}
 }
+
+// A narrow terminal drops whole columns: a number cut to fit reads as
+// another number ("1,234,5…"), so no number may end in "…".
+func TestScreenDropsColumnsNotDigits(t *testing.T) {
+	snaps := recorded(t)
+	last := snaps[len(snaps)-1]
+	for _, width := range []int{40, 60, 80, 100, 120} {
+		t.Run(fmt.Sprint(width), func(t *testing.T) {
+			lines := Screen(last, width, "")
+			for _, l := range lines {
+				if n := utf8.RuneCountInString(l); n > width {
+					t.Fatalf("line of %d cells: %q", n, l)
+				}
+				r := []rune(l)
+				for i := 1; i < len(r); i++ {
+					if r[i] == '…' && (r[i-1] >= '0' && r[i-1] <= '9' || r[i-1] == ',' || r[i-1] == '.') {
+						t.Fatalf("a number was cut: %q", l)
+					}
+				}
+			}
+			if width < 80 {
+				return
+			}
+			screen := strings.Join(lines, "\n")
+			for _, want := range []string{"MSG/S", "SENT", "FAILED", "P99 ms", "DONE", "100.0%", "447.9", "416", "provider_rejected 32"} {
+				if !strings.Contains(screen, want) {
+					t.Errorf("80+ columns must keep %q:\n%s", want, screen)
+				}
+			}
+		})
+	}
+}
+
+func TestWatchKeys(t *testing.T) {
+	tests := []struct {
+		name, in string
+		quits    bool
+	}{
+		{"q after other keys", "x 1q", true},
+		{"capital Q", "Q", true},
+		{"Ctrl-C in raw mode", "\x03", true},
+		{"Esc", "\x1b", true},
+		{"input ends without a quit key", "abc", false},
+		{"nothing", "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			got := WatchKeys(strings.NewReader(tc.in), func() { calls++ })
+			if got != tc.quits || calls != map[bool]int{true: 1, false: 0}[tc.quits] {
+				t.Fatalf("WatchKeys = %v with %d quit calls, want %v", got, calls, tc.quits)
+			}
+		})
+	}
+}

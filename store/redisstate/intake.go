@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -139,4 +141,47 @@ func (s *Store) Reclaim(ctx context.Context, consumer string, minIdle time.Durat
 		start = next
 	}
 	return out, nil
+}
+
+// Backlog is an intake stream's unfinished work.
+type Backlog struct {
+	// Entries not yet acknowledged (Ack deletes them): pending plus never read.
+	Entries int64
+	// Pending entries are read by a consumer and not yet acknowledged.
+	Pending int64
+	// Oldest is when the oldest unacknowledged entry was added (zero: none).
+	Oldest time.Time
+}
+
+// Backlog measures the intake stream in one round trip (XLEN, XPENDING and
+// the first entry's id, whose first part is its enqueue time in ms).
+func (s *Store) Backlog(ctx context.Context) (Backlog, error) {
+	pipe := s.rdb.Pipeline()
+	xlen := pipe.XLen(ctx, s.intakeKey())
+	xpend := pipe.XPending(ctx, s.intakeKey(), s.group)
+	first := pipe.XRangeN(ctx, s.intakeKey(), "-", "+", 1)
+	_, _ = pipe.Exec(ctx)
+	var b Backlog
+	var err error
+	if b.Entries, err = xlen.Result(); err != nil {
+		return Backlog{}, fmt.Errorf("measure intake stream: %w", err)
+	}
+	switch p, err := xpend.Result(); {
+	case err == nil:
+		b.Pending = p.Count
+	case !redis.HasErrorPrefix(err, "NOGROUP"): // no group yet: nothing read
+		return Backlog{}, fmt.Errorf("measure intake pending entries: %w", err)
+	}
+	msgs, err := first.Result()
+	if err != nil {
+		return Backlog{}, fmt.Errorf("read oldest intake entry: %w", err)
+	}
+	if len(msgs) > 0 {
+		if ms, _, ok := strings.Cut(msgs[0].ID, "-"); ok {
+			if n, err := strconv.ParseInt(ms, 10, 64); err == nil {
+				b.Oldest = time.UnixMilli(n)
+			}
+		}
+	}
+	return b, nil
 }
