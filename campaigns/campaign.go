@@ -77,6 +77,10 @@ type Campaign struct {
 	WinnerOf *WinnerOf `json:"winner_of,omitempty"`
 
 	ab *abPlan // compiled by CompileWithin; nil without an A/B test
+	// Delivery chooses between sending on every channel (the default) and
+	// channel fallback: one message per member, on the first usable step
+	// (docs/policies.md).
+	Delivery *Delivery `json:"delivery,omitempty"`
 
 	lt *localTime // parsed LocalTime settings (nil: none)
 }
@@ -267,6 +271,9 @@ func (c *Campaign) Validate() error {
 		if err := c.QuietHours.init(); err != nil {
 			return err
 		}
+	}
+	if err := c.Delivery.validate(c.Channels); err != nil {
+		return err
 	}
 	if err := c.initLocalTime(); err != nil {
 		return err

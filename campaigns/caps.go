@@ -125,8 +125,11 @@ func capStage(ctx context.Context, b *RecipientBatch) error {
 	at := b.capPos[:0]
 	for p := range b.pos {
 		ps := &b.pos[p]
-		if ps.settled || ps.first < 0 {
-			continue
+		if ps.settled || ps.first < 0 || ps.standby {
+			continue // a standby step is not checked: docs/policies.md
+		}
+		if b.fb != nil && !b.fbFirstStep(p) {
+			continue // a fallback sent after a crash is not checked, as it was not before
 		}
 		mem := &b.Members[p/nch]
 		scope := r.c.ID

@@ -100,6 +100,9 @@ type ChannelPreview struct {
 	Error     string `json:"error,omitempty"`
 	Addresses int    `json:"addresses,omitempty"`
 	Content   any    `json:"content,omitempty"`
+	// Fallback: a later step of a fallback campaign, sent only if the
+	// member's earlier step fails permanently; Content is what it would send.
+	Fallback bool `json:"fallback,omitempty"`
 }
 
 // previewPush and its siblings are the rendered content as JSON.
@@ -409,9 +412,20 @@ func addCount(into map[string]map[string]int64, c Count) {
 // and A/B group.
 func (b *RecipientBatch) wouldSend() []Count {
 	n := map[countKey]int64{}
+	unused := map[countKey]int64{}
 	for p := range b.pos {
 		ps := &b.pos[p]
 		if ps.settled {
+			continue
+		}
+		if ps.standby {
+			// A fallback step the member's earlier step makes unneeded, if
+			// that step is accepted (a provider's answer cannot be foreseen).
+			for j := range ps.nenv {
+				if !b.envs[ps.first+j].done {
+					unused[countKey{ch: int8(p % b.nch()), variant: ps.variant}]++
+				}
+			}
 			continue
 		}
 		for j := range ps.nenv {
@@ -421,6 +435,9 @@ func (b *RecipientBatch) wouldSend() []Count {
 		}
 	}
 	var out []Count
+	for k, c := range unused {
+		out = append(out, Count{Channel: b.run.channels[k.ch], Variant: b.run.ab.id(k.variant), Reason: ReasonFallbackUnused, N: c})
+	}
 	for k, c := range n {
 		out = append(out, Count{Channel: b.run.channels[k.ch], Variant: b.run.ab.id(k.variant), Reason: ReasonWouldSend, N: c})
 	}
@@ -576,6 +593,14 @@ func (r *run) preview(m *Member, member bool) Preview {
 				cp.Error = r.dry.last[knownChannels[ch]]
 				r.dry.mu.Unlock()
 			}
+		case ps.standby:
+			cp.Fallback = true
+			cp.Addresses = int(ps.nenv)
+			if err := r.renderPosition(b, c); err != nil {
+				cp.Error = err.Error()
+			} else {
+				cp.Content = previewContent(&b.envs[ps.first])
+			}
 		default:
 			cp.Addresses = int(ps.nenv)
 			cp.Content = previewContent(&b.envs[ps.first])
@@ -686,6 +711,7 @@ func (e *Engine) TestSend(ctx context.Context, id string, users []string) ([]Tes
 	}
 	r := newRunFor(cc.c, cc.set, e.now, e.log, e.dispatch, e.source, e.cfg)
 	b.reset(r, len(b.Members))
+	b.fb = nil // a test send shows every channel's message, fallback or not
 	if err := (MultiStage{StageFunc(resolveStage), StageFunc(layoutStage), StageFunc(renderStage)}).Exec(ctx, b); err != nil {
 		return nil, err
 	}

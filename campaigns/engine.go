@@ -215,6 +215,9 @@ type CampaignStatus struct {
 	// Variants splits Counts by A/B group (variant id, or "holdout"), then
 	// channel and reason; absent for a campaign without an A/B test.
 	Variants map[string]map[string]map[string]int64 `json:"variants,omitempty"`
+	// Fallback counts, for a fallback campaign, the members who moved on
+	// from a step, by step and cause ("push": {"no_address": 120}).
+	Fallback map[string]map[string]int64 `json:"fallback,omitempty"`
 	// Checkpoint is the user key below which every member is final (hex), "" before the first batch.
 	Checkpoint string `json:"checkpoint,omitempty"`
 	Failures   int64  `json:"retryable_failures"`
@@ -342,6 +345,10 @@ func (e *Engine) status(ctx context.Context, rec CampaignRecord) (CampaignStatus
 		}
 		var n int64
 		for _, cn := range p.Counts {
+			if cn.Channel == FallbackCounts {
+				st.addFallback(cn)
+				continue
+			}
 			n += cn.N
 			if cn.N == 0 {
 				continue // a reason whose failures were all retried

@@ -68,6 +68,8 @@ type position struct {
 	settled     bool
 	accepted    bool
 	variant     int8  // the member's A/B group (abPlan index; 0: no A/B test)
+	standby     bool  // a fallback step not (yet) needed: resolved, laid out, not sent (fallback.go)
+	nofb        bool  // one of its messages ended in a way that is no cause to fall back
 	first       int32 // index of its first envelope in Batch.envs, -1 if none
 	nenv        int32
 	slot        int32 // its first ledger slot (set by layout)
@@ -144,6 +146,12 @@ type RecipientBatch struct {
 	listed bool
 
 	msgBuf []*channels.Message
+	// fb is the campaign's fallback plan (nil: every channel is sent);
+	// fbSince is when each member's current step was handed to the pools,
+	// and fbReady closes when dispatchStage is done with the batch.
+	fb      *fallbackPlan
+	fbSince []int64
+	fbReady chan struct{}
 	// capReqs and capPos are capStage's buffers (a request per open position).
 	capReqs []CapRequest
 	capPos  []int
@@ -193,6 +201,10 @@ func (b *RecipientBatch) reset(r *run, members int) {
 	b.nslots, b.undone, b.laidOut = 0, 0, false
 	b.pendD, b.pendC, b.pendF = b.pendD[:0], b.pendC[:0], b.pendF[:0]
 	b.pendFinal, b.pendAll, b.listed = false, false, false
+	b.fb = r.fb
+	if b.fb != nil {
+		b.fbReady = make(chan struct{})
+	}
 }
 
 // layout gives every position its ledger slots (in position order: one per
@@ -237,6 +249,9 @@ func (b *RecipientBatch) layout(done Bitmap) {
 		if ps.settled && ps.reason != "" && ps.undone > 0 {
 			b.countSlots(p, ps.reason) // skipped by resolve before the slots existed
 		}
+	}
+	if b.fb != nil {
+		b.fbCountResolved(done)
 	}
 	if b.undone == 0 && b.led != nil {
 		b.pendFinal = true
@@ -398,6 +413,9 @@ func (b *RecipientBatch) settle(e *envelope, out *channels.Outcome) (final bool)
 		if ps.reason == "" || ps.reason == ReasonCanceled {
 			ps.reason = reason
 		}
+		if b.fb != nil && reason != ReasonCanceled && !isFallbackCause(reason, out) {
+			ps.nofb = true
+		}
 	}
 	if reason != ReasonCanceled && !e.done {
 		e.done = true
@@ -416,6 +434,9 @@ func (b *RecipientBatch) settle(e *envelope, out *channels.Outcome) (final bool)
 			ps.reason = ReasonSent
 		}
 		b.remaining--
+		if b.fb != nil {
+			b.fbDecide(int(e.pos) / b.nch())
+		}
 		final = b.remaining == 0
 	}
 	// On the ledger's list before the lock is released: once the last

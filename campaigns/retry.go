@@ -98,6 +98,7 @@ func (r *run) retryPage(ctx context.Context, pin PinnedSource, page []Failure) e
 		wants = append(wants, want{len(b.Members) - 1, chIdx, f.Address})
 	}
 	b.reset(r, len(b.Members))
+	b.fb = nil // a retry re-sends the failed message on its own channel
 	wanted := make(map[[2]int]bool, len(wants))
 	open := make([]bool, len(b.pos))
 	for _, w := range wants {

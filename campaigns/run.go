@@ -52,6 +52,10 @@ type run struct {
 	caps     CapStore
 	capRules []CapRule
 	free     chan *RecipientBatch
+	// fb is the campaign's fallback plan (nil: not a fallback campaign);
+	// fbq carries the fallback sends a campaign run decides.
+	fb  *fallbackPlan
+	fbq *fallbackQueue
 
 	// A pass of a deferred campaign (localtime.go): plan gives members' due
 	// times, keep filters the segment to the pass's members (nil: all).
@@ -109,6 +113,10 @@ func newRunFor(c *Campaign, set *templates.Set, now func() time.Time, log *slog.
 		dispatch: dispatch, source: source, cfg: cfg,
 		zones: map[string]*time.Location{},
 		free:  make(chan *RecipientBatch, cfg.MaxOpenBatches+1),
+		fb:    newFallbackPlan(c),
+	}
+	if r.fb != nil {
+		r.fbq = newFallbackQueue()
 	}
 	if c.Priority == "high" {
 		r.lane = channels.LaneHigh
@@ -179,9 +187,18 @@ func (r *run) execute(ctx context.Context, res Resume) error {
 			<-window
 		}
 	}()
+	// Fallback sends run until every batch is finished: a batch waits for them.
+	fbStop := make(chan struct{})
+	var fbwg sync.WaitGroup
+	if r.fb != nil {
+		fbwg.Add(1)
+		go func() { defer fbwg.Done(); r.sendFallbacks(lctx, fbStop) }()
+	}
 	err := r.produce(ctx, res, fin, window)
 	close(fin)
 	wg.Wait()
+	close(fbStop)
+	fbwg.Wait()
 	r.led.close()
 	lwg.Wait()
 	if err == nil {
@@ -362,6 +379,9 @@ func (r *run) redrive(ctx context.Context, ob Batch) (*RecipientBatch, error) {
 		b.layout(nil)
 		r.led.relayout(ob.Seq, b.nslots)
 		b.pendAll = true
+	}
+	if b.fb != nil {
+		b.fbRedrive()
 	}
 	inDoubt, final := 0, 0
 	b.mu.Lock()

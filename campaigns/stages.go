@@ -88,6 +88,9 @@ func resolveStage(_ context.Context, b *RecipientBatch) error {
 				b.skip(p, ReasonNoAddress)
 			}
 		}
+		if b.fb != nil {
+			b.fbChoose(m)
+		}
 	}
 	return nil
 }
@@ -171,47 +174,16 @@ func renderStage(_ context.Context, b *RecipientBatch) error {
 	nch := b.nch()
 	for p := range b.pos {
 		ps := &b.pos[p]
-		if ps.settled || ps.first < 0 {
+		if ps.standby || ps.settled || ps.first < 0 {
 			continue
 		}
-		mem := &b.Members[p/nch]
-		e := &b.envs[ps.first]
-		set := r.set
-		if ps.variant != 0 {
-			set = r.ab.sets[ps.variant]
-		}
-		var err error
-		switch r.channels[p%nch] {
-		case channels.APNs, channels.FCM:
-			err = set.RenderPush(mem.Profile, mem.Event, &e.push)
-			e.msg.Push = &e.push
-		case channels.Email:
-			err = set.RenderMail(mem.Profile, mem.Event, &e.mail)
-			e.msg.Mail = &e.mail
-		case channels.SMS:
-			err = set.RenderText(mem.Profile, mem.Event, &e.text)
-			e.msg.Text = &e.text
-		case channels.WebPush:
-			err = set.RenderWebPush(mem.Profile, mem.Event, &e.web)
-			e.msg.WebPush = &e.web
-		case channels.Webhook:
-			err = set.RenderHook(mem.Profile, mem.Event, &e.hook)
-			e.msg.Hook = &e.hook
-		}
-		if err != nil {
+		if err := r.renderPosition(b, p); err != nil {
 			var re *templates.RenderError
 			if !errors.As(err, &re) {
-				return fmt.Errorf("render %s for %s: %w", r.channels[p%nch], mem.ID, err)
+				return fmt.Errorf("render %s for %s: %w", r.channels[p%nch], b.Members[p/nch].ID, err)
 			}
-			r.noteRenderError(re, mem.ID, ps.variant)
+			r.noteRenderError(re, b.Members[p/nch].ID, ps.variant)
 			b.skip(p, ReasonRenderError)
-			continue
-		}
-		e.msg.Locale = r.set.Locale(mem.Profile)
-		for i := ps.first + 1; i < ps.first+ps.nenv; i++ {
-			o := &b.envs[i].msg
-			o.Push, o.Mail, o.Text, o.WebPush, o.Hook = e.msg.Push, e.msg.Mail, e.msg.Text, e.msg.WebPush, e.msg.Hook
-			o.Locale = e.msg.Locale
 		}
 	}
 	return nil
@@ -222,6 +194,9 @@ func renderStage(_ context.Context, b *RecipientBatch) error {
 func startStage(_ context.Context, b *RecipientBatch) error {
 	b.mu.Lock()
 	b.remaining = b.open
+	if b.fb != nil {
+		b.fbStart()
+	}
 	b.listLocked(1)
 	b.mu.Unlock()
 	if b.open == 0 {
@@ -244,6 +219,10 @@ func layoutStage(_ context.Context, b *RecipientBatch) error {
 func (b *RecipientBatch) takeCounts() []Count {
 	out := make([]Count, 0, len(b.counts))
 	for k, n := range b.counts {
+		if k.ch < 0 {
+			out = append(out, Count{Channel: FallbackCounts, Reason: k.reason, N: n})
+			continue
+		}
 		out = append(out, Count{Channel: b.run.channels[k.ch], Variant: b.run.ab.id(k.variant), Reason: k.reason, N: n})
 	}
 	clear(b.counts)
@@ -257,12 +236,16 @@ func dispatchStage(ctx context.Context, b *RecipientBatch) error {
 	r := b.run
 	nch := b.nch()
 	deadline := b.deadline
+	if b.fb != nil {
+		defer close(b.fbReady)
+	}
 	msgs := b.msgBuf[:0]
 	for c, ch := range r.channels {
 		msgs = msgs[:0]
 		for p := c; p < len(b.pos); p += nch {
 			ps := &b.pos[p]
-			if ps.settled || ps.first < 0 {
+			// standby first: an outcome may settle a standby position meanwhile.
+			if ps.standby || ps.settled || ps.first < 0 {
 				continue
 			}
 			mem := &b.Members[p/nch]

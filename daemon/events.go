@@ -134,7 +134,7 @@ func IsSkipReason(reason string) bool {
 	switch reason {
 	case campaigns.ReasonNoAddress, campaigns.ReasonNoConsent, campaigns.ReasonQuietHours,
 		campaigns.ReasonExpired, campaigns.ReasonLeftShard, campaigns.ReasonDuplicate, campaigns.ReasonUnknownUser, "capped",
-		campaigns.ReasonHoldout:
+		campaigns.ReasonHoldout, campaigns.ReasonFallbackUnused, campaigns.ReasonFallbackLate:
 		return true
 	}
 	return false
@@ -218,6 +218,9 @@ type EventHub struct {
 	prevChan map[string]channelSample
 	prevAt   time.Time
 	totals   map[recipientKey]int64
+	// fbTotals are fallback campaigns' fallbacks by step and cause
+	// (notifyd_campaign_fallbacks_total), folded in as totals are.
+	fbTotals map[recipientKey]int64
 	seq      uint64
 	latest   *frame
 	subs     map[*subscription]struct{}
@@ -279,10 +282,11 @@ type trackedCampaign struct {
 	// fresh: created through this daemon's API, so every count belongs in
 	// this process's totals; otherwise the first sample is a baseline (the
 	// counts an earlier process or another daemon already reported).
-	fresh bool
-	seen  bool
-	prev  map[recipientKey]int64
-	pins  int // streams filtered on this campaign keep it tracked
+	fresh  bool
+	seen   bool
+	prev   map[recipientKey]int64
+	fbPrev map[recipientKey]int64 // fallbacks by step and cause at the last sample
+	pins   int                    // streams filtered on this campaign keep it tracked
 	// rates holds the samples of the last RateWindow, oldest first, plus
 	// the newest one before it (the window's starting point).
 	rates []rateSample
@@ -323,7 +327,7 @@ func NewEventHub(cfg EventsConfig, src CampaignSource, gather prometheus.Gathere
 	}
 	return &EventHub{
 		cfg: cfg.withDefaults(), src: src, gather: gather, pools: pools, shard: shard, log: log,
-		tracked: map[string]*trackedCampaign{}, prevChan: map[string]channelSample{}, totals: map[recipientKey]int64{},
+		tracked: map[string]*trackedCampaign{}, prevChan: map[string]channelSample{}, totals: map[recipientKey]int64{}, fbTotals: map[recipientKey]int64{},
 		subs: map[*subscription]struct{}{}, done: make(chan struct{}),
 	}
 }
@@ -384,6 +388,18 @@ func (h *EventHub) RecipientTotals() map[[2]string]int64 {
 	defer h.mu.Unlock()
 	out := make(map[[2]string]int64, len(h.totals))
 	for k, n := range h.totals {
+		out[[2]string{k.channel, k.reason}] = n
+	}
+	return out
+}
+
+// FallbackTotals returns fallback campaigns' fallbacks (step, cause → n)
+// gathered since the hub started.
+func (h *EventHub) FallbackTotals() map[[2]string]int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[[2]string]int64, len(h.fbTotals))
+	for k, n := range h.fbTotals {
 		out[[2]string{k.channel, k.reason}] = n
 	}
 	return out
@@ -607,6 +623,20 @@ func (h *EventHub) campaignSnapshot(tc *trackedCampaign, st campaigns.CampaignSt
 		}
 	}
 	c.SettledPerS, c.SentPerS = tc.rate(now, c.Settled, c.Sent, h.cfg.RateWindow)
+	fb := make(map[recipientKey]int64)
+	for step, causes := range st.Fallback {
+		for cause, n := range causes {
+			fb[recipientKey{step, cause}] = n
+		}
+	}
+	if tc.seen || tc.fresh {
+		for k, n := range fb {
+			if d := n - tc.fbPrev[k]; d > 0 {
+				h.fbTotals[k] += d
+			}
+		}
+	}
+	tc.fbPrev = fb
 	tc.prev, tc.seen, tc.fresh = cur, true, false
 	return c
 }

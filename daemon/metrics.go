@@ -78,6 +78,7 @@ type opsCollector struct {
 	progress   *prometheus.Desc
 	recipients *prometheus.Desc
 	variants   *prometheus.Desc
+	fallbacks  *prometheus.Desc
 	generation *prometheus.Desc
 	rows       *prometheus.Desc
 	segments   *prometheus.Desc
@@ -98,6 +99,8 @@ func newOpsCollector(hub *EventHub, store campaignLister, shard ShardInfoFunc, d
 			[]string{"campaign", "variant", "outcome"}, nil),
 		recipients: prometheus.NewDesc("notifyd_campaign_recipients_total",
 			"Recipient positions settled by campaigns run on this daemon, by channel and reason (sent, or why not).", []string{"channel", "reason"}, nil),
+		fallbacks: prometheus.NewDesc("notifyd_campaign_fallbacks_total",
+			"Members of fallback campaigns run on this daemon who moved on from a step (push, email, ...) to the next, by step and cause.", []string{"step", "cause"}, nil),
 		generation: prometheus.NewDesc("notifyd_shard_generation", "Generation of the newest mapped shard file.", nil, nil),
 		rows:       prometheus.NewDesc("notifyd_shard_rows", "Members (rows) in the newest mapped shard file.", nil, nil),
 		segments:   prometheus.NewDesc("notifyd_shard_segments", "Segments in the newest mapped shard file.", nil, nil),
@@ -108,7 +111,7 @@ func newOpsCollector(hub *EventHub, store campaignLister, shard ShardInfoFunc, d
 }
 
 func (c *opsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.campaigns, c.listed, c.progress, c.variants, c.recipients, c.generation, c.rows, c.segments, c.streams, c.delayed} {
+	for _, d := range []*prometheus.Desc{c.campaigns, c.listed, c.progress, c.variants, c.recipients, c.fallbacks, c.generation, c.rows, c.segments, c.streams, c.delayed} {
 		ch <- d
 	}
 }
@@ -129,6 +132,9 @@ func (c *opsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, n := range c.hub.RecipientTotals() {
 		ch <- prometheus.MustNewConstMetric(c.recipients, prometheus.CounterValue, float64(n), k[0], k[1])
+	}
+	for k, n := range c.hub.FallbackTotals() {
+		ch <- prometheus.MustNewConstMetric(c.fallbacks, prometheus.CounterValue, float64(n), k[0], k[1])
 	}
 	if info, segs, ok := c.shard(); ok {
 		ch <- prometheus.MustNewConstMetric(c.generation, prometheus.GaugeValue, float64(info.Generation))

@@ -305,8 +305,19 @@ func campaignTable(w io.Writer, body []byte) error {
 	if err := countsTable(w, st.Channels, st.Counts); err != nil {
 		return err
 	}
-	if err := variantTables(w, st.Channels, st.Variants); err != nil || len(st.Engagement) == 0 {
+	if err := variantTables(w, st.Channels, st.Variants); err != nil {
 		return err
+	}
+	if len(st.Fallback) > 0 {
+		// A fallback campaign: members who moved on from a step, by cause.
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "FALLBACKS (members moved on from a step to the next, by cause)")
+		if err := countsTable(w, nil, st.Fallback); err != nil {
+			return err
+		}
+	}
+	if len(st.Engagement) == 0 {
+		return nil
 	}
 	// What came back after sending: messages per event ("_total": every event).
 	fmt.Fprintln(w)
