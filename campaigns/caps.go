@@ -113,12 +113,35 @@ func WithFrequencyCaps(store CapStore, rules []CapRule) EngineOption {
 	return func(e *Engine) { e.caps, e.capRules = store, rules }
 }
 
-// capStage settles with reason capped the open positions whose user has
-// reached a cap; one Admit call for the batch.
+// capStage checks the open positions' first messages against the
+// frequency caps (one Admit call per batch) and settles the refused ones
+// with reason capped.
 func capStage(ctx context.Context, b *RecipientBatch) error {
+	wait := capCheck(ctx, b)
+	return wait()
+}
+
+// capRenderStage is capStage and renderStage with the cap's Redis round
+// trip under the rendering: the batch used to wait for the answer before
+// rendering anything. A position the cap refuses was rendered for nothing,
+// which costs far less than the wait. Render errors win over capped for
+// such a position (either way it is not sent; the cap counted it as it did
+// when it came first).
+func capRenderStage(ctx context.Context, b *RecipientBatch) error {
+	wait := capCheck(ctx, b)
+	rerr := renderStage(ctx, b)
+	if err := wait(); err != nil {
+		return err
+	}
+	return rerr
+}
+
+// capCheck starts the batch's cap check and returns the function that
+// waits for it and settles the refused positions. The wait must be called.
+func capCheck(ctx context.Context, b *RecipientBatch) (wait func() error) {
 	r := b.run
 	if r.caps == nil || len(r.capRules) == 0 {
-		return nil
+		return func() error { return nil }
 	}
 	nch := b.nch()
 	reqs := b.capReqs[:0]
@@ -141,7 +164,7 @@ func capStage(ctx context.Context, b *RecipientBatch) error {
 	}
 	b.capReqs, b.capPos = reqs, at
 	if len(reqs) == 0 {
-		return nil
+		return func() error { return nil }
 	}
 	var ok []bool
 	admit := func(ctx context.Context) error {
@@ -149,20 +172,30 @@ func capStage(ctx context.Context, b *RecipientBatch) error {
 		ok, err = r.caps.Admit(ctx, reqs, r.capRules, r.dry != nil)
 		return err
 	}
-	var err error
-	if r.led != nil {
-		// A campaign run waits out a Redis blip as its claims do.
-		err = retryState(ctx, r.log, "check frequency caps", r.led.lost, admit)
-	} else {
-		err = admit(ctx)
-	}
-	if err != nil {
-		return fmt.Errorf("check frequency caps: %w", err)
-	}
-	for i, p := range at {
-		if !ok[i] {
-			b.skip(p, ReasonCapped)
+	done := make(chan error, 1)
+	go func() {
+		if r.led != nil {
+			// A campaign run waits out a Redis blip as its claims do.
+			done <- retryState(ctx, r.log, "check frequency caps", r.led.lost, admit)
+		} else {
+			done <- admit(ctx)
 		}
+	}()
+	return func() error {
+		if err := <-done; err != nil {
+			return fmt.Errorf("check frequency caps: %w", err)
+		}
+		b.mu.Lock()
+		settled := make([]bool, len(at))
+		for i, p := range at {
+			settled[i] = b.pos[p].settled
+		}
+		b.mu.Unlock()
+		for i, p := range at {
+			if !ok[i] && !settled[i] {
+				b.skip(p, ReasonCapped)
+			}
+		}
+		return nil
 	}
-	return nil
 }

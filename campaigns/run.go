@@ -96,8 +96,7 @@ func newRun(c *Campaign, set *templates.Set, e *Engine, rp RingPart, res Resume,
 	r.caps, r.capRules = e.caps, c.FrequencyCap.rules(e.capRules)
 	r.stages = MultiStage{
 		StageFunc(policyStage),
-		StageFunc(capStage),
-		StageFunc(renderStage),
+		StageFunc(capRenderStage),
 		StageFunc(startStage),
 		StageFunc(dispatchStage),
 	}
