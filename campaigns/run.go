@@ -250,6 +250,35 @@ func (r *run) produce(ctx context.Context, res Resume, fin chan<- *RecipientBatc
 		r.lastSeq = res.Checkpoint.Seq
 	}
 	r.claimMu.Unlock()
+	// A claimed batch's stages run beside the claim of the next one: the
+	// batch's Redis waits (its frequency-cap check) overlap the producer's
+	// reading, claiming and the other batches' rendering instead of adding
+	// up. The window bounds how many are in flight; all have handed their
+	// batch to fin before produce returns (fin closes after).
+	var (
+		swg      sync.WaitGroup
+		stageMu  sync.Mutex
+		stageErr error
+	)
+	defer swg.Wait()
+	failed := func() error {
+		stageMu.Lock()
+		defer stageMu.Unlock()
+		return stageErr
+	}
+	runAsync := func(b *RecipientBatch) {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			if err := run(b); err != nil {
+				stageMu.Lock()
+				if stageErr == nil {
+					stageErr = err
+				}
+				stageMu.Unlock()
+			}
+		}()
+	}
 	// First the batches an earlier run left open: their slots are final,
 	// in doubt (handed, unanswered) or never handed.
 	for _, ob := range res.Open {
@@ -274,12 +303,17 @@ func (r *run) produce(ctx context.Context, res Resume, fin chan<- *RecipientBatc
 		return fmt.Errorf("open segment %q: %w", r.c.Segment, err)
 	}
 	defer it.Close()
+	defer swg.Wait() // before Close: the stages read members from the pinned generation
 	for ctx.Err() == nil {
 		if err := r.led.err(); err != nil {
 			return err
 		}
+		if err := failed(); err != nil {
+			return err
+		}
 		if !enter() {
-			return nil
+			swg.Wait()
+			return failed()
 		}
 		b := r.getBatch(r.cfg.BatchSize)
 		n, err := r.next(it, b.Members)
@@ -288,7 +322,8 @@ func (r *run) produce(ctx context.Context, res Resume, fin chan<- *RecipientBatc
 			if err != nil {
 				return fmt.Errorf("read segment %q: %w", r.c.Segment, err)
 			}
-			return nil
+			swg.Wait()
+			return failed()
 		}
 		b.Members = b.Members[:n]
 		b.reset(r, n)
@@ -307,11 +342,10 @@ func (r *run) produce(ctx context.Context, res Resume, fin chan<- *RecipientBatc
 		r.claimMu.Lock()
 		r.lastSeq, r.lastClaimed, r.hasClaimed = seq, b.Last, true
 		r.claimMu.Unlock()
-		if err := run(b); err != nil {
-			return err
-		}
+		runAsync(b)
 	}
-	return nil
+	swg.Wait()
+	return failed()
 }
 
 // claim records a new batch, retrying infrastructure errors: the claim is
