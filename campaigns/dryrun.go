@@ -245,27 +245,18 @@ func (e *Engine) dryRun(c *Campaign, set *templates.Set, at time.Time) (*run, *d
 // compileErrors lists each compile error of a joined Compile error.
 func compileErrors(err error) []DryRunError {
 	var out []DryRunError
-	var walk func(error)
-	walk = func(err error) {
-		if j, ok := err.(interface{ Unwrap() []error }); ok {
-			for _, e := range j.Unwrap() {
-				walk(e)
-			}
-			return
-		}
+	for _, err := range joinedLeaves(errors.Unwrap(err)) { // CompileWithin wraps the join
 		var ce *templates.CompileError
-		if errors.As(err, &ce) {
-			out = append(out, DryRunError{Kind: "compile", Field: compileField(ce), Message: ce.Error()})
-			return
-		}
 		var fe *FieldError
-		if errors.As(err, &fe) {
+		switch {
+		case errors.As(err, &ce):
+			out = append(out, DryRunError{Kind: "compile", Field: compileField(ce), Message: ce.Error()})
+		case errors.As(err, &fe):
 			out = append(out, DryRunError{Kind: "compile", Field: fe.Field, Message: fe.Msg})
-			return
+		default:
+			out = append(out, DryRunError{Kind: "compile", Message: err.Error()})
 		}
-		out = append(out, DryRunError{Kind: "compile", Message: err.Error()})
 	}
-	walk(errors.Unwrap(err)) // CompileWithin wraps the join
 	if len(out) == 0 {
 		out = append(out, DryRunError{Kind: "compile", Message: err.Error()})
 	}

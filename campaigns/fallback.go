@@ -261,21 +261,10 @@ func (b *RecipientBatch) fbCountResolved(done Bitmap) {
 // and not yet sent (the decision not to fall back settles the later slots
 // in the same flush).
 func (b *RecipientBatch) fbRedrive() {
-	nch := b.nch()
+	// The rule is resolve's: the first step with an open position is
+	// active. Final slots are settled here, so "open" means undone.
 	for m := range b.Members {
-		active := false
-		for _, cols := range b.fb.steps {
-			open := false
-			for _, c := range cols {
-				ps := &b.pos[m*nch+c]
-				if ps.settled || ps.first < 0 {
-					continue
-				}
-				open = true
-				ps.standby = active
-			}
-			active = active || open
-		}
+		b.fbChoose(m)
 	}
 }
 

@@ -334,21 +334,29 @@ func (c *Campaign) compileVariants(opts templates.Options, main *templates.Set) 
 // variantCompileErrors turns variant i's compile errors into field errors.
 func variantCompileErrors(i int, err error) []error {
 	var out []error
-	var walk func(error)
-	walk = func(err error) {
-		if j, ok := err.(interface{ Unwrap() []error }); ok {
-			for _, e := range j.Unwrap() {
-				walk(e)
-			}
-			return
-		}
+	for _, err := range joinedLeaves(err) {
 		var ce *templates.CompileError
 		if errors.As(err, &ce) {
 			out = append(out, &FieldError{Field: fmt.Sprintf("variants[%d].", i) + compileField(ce), Msg: ce.Error()})
-			return
+		} else {
+			out = append(out, &FieldError{Field: fmt.Sprintf("variants[%d].content", i), Msg: err.Error()})
 		}
-		out = append(out, &FieldError{Field: fmt.Sprintf("variants[%d].content", i), Msg: err.Error()})
 	}
-	walk(err)
 	return out
+}
+
+// joinedLeaves flattens errors.Join trees (a compile reports every field's
+// error at once) into their leaves, in order; nil gives none.
+func joinedLeaves(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, joinedLeaves(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }

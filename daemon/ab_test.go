@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -82,23 +81,7 @@ channels:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	var once sync.Once
-	var stopErr error
-	td.stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case stopErr = <-done:
-			case <-time.After(40 * time.Second):
-				stopErr = context.DeadlineExceeded
-			}
-		})
-		return stopErr
-	}
-	t.Cleanup(func() { _ = td.stop() })
+	td.stop = runDaemon(t, d)
 	return td
 }
 

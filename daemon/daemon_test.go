@@ -106,12 +106,20 @@ func startDaemon(t *testing.T, extraYAML ...string) *testDaemon {
 	if err != nil {
 		t.Fatal(err)
 	}
+	td.stop = runDaemon(t, d)
+	return td
+}
+
+// runDaemon runs d until the returned stop is called (or the test ends);
+// stop waits up to 40s for Run to return and gives its error.
+func runDaemon(t *testing.T, d *Daemon) (stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
 	var once sync.Once
 	var stopErr error
-	td.stop = func() error {
+	stop = func() error {
 		once.Do(func() {
 			cancel()
 			select {
@@ -122,8 +130,8 @@ func startDaemon(t *testing.T, extraYAML ...string) *testDaemon {
 		})
 		return stopErr
 	}
-	t.Cleanup(func() { _ = td.stop() })
-	return td
+	t.Cleanup(func() { _ = stop() })
+	return stop
 }
 
 func (td *testDaemon) do(t *testing.T, method, path, token, contentType string, body []byte) (int, map[string]any) {

@@ -386,8 +386,13 @@ func (h *EventHub) Touch(id string, fresh bool) {
 func (h *EventHub) RecipientTotals() map[[2]string]int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make(map[[2]string]int64, len(h.totals))
-	for k, n := range h.totals {
+	return copyTotals(h.totals)
+}
+
+// copyTotals copies a counter map for readers outside the hub's lock.
+func copyTotals(m map[recipientKey]int64) map[[2]string]int64 {
+	out := make(map[[2]string]int64, len(m))
+	for k, n := range m {
 		out[[2]string{k.channel, k.reason}] = n
 	}
 	return out
@@ -398,11 +403,7 @@ func (h *EventHub) RecipientTotals() map[[2]string]int64 {
 func (h *EventHub) FallbackTotals() map[[2]string]int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make(map[[2]string]int64, len(h.fbTotals))
-	for k, n := range h.fbTotals {
-		out[[2]string{k.channel, k.reason}] = n
-	}
-	return out
+	return copyTotals(h.fbTotals)
 }
 
 // Subscribers is the number of open streams.
