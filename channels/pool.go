@@ -585,13 +585,14 @@ type PoolStats struct {
 	InFlight          int           // handed to Send
 	IdleWorkers       int
 	BlockedSubmitters int
+	Closing           bool // Close has begun: Submit refuses, queued work drains
 }
 
 // Stats returns a snapshot.
 func (p *Pool) Stats() PoolStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := PoolStats{Retrying: len(p.retries), InFlight: p.inflight, IdleWorkers: p.waiting, BlockedSubmitters: p.blocked}
+	s := PoolStats{Retrying: len(p.retries), InFlight: p.inflight, IdleWorkers: p.waiting, BlockedSubmitters: p.blocked, Closing: p.closing}
 	for i := range p.lanes {
 		s.Queued[i] = p.lanes[i].queued
 	}

@@ -581,7 +581,12 @@ func TestPoolCloseDrains(t *testing.T) {
 	closed := make(chan error, 1)
 	go func() { closed <- r.pool.Close(context.Background()) }()
 	// Draining waits for the pending retry; the fake clock lets it come.
-	channelstest.Eventually(t, waitFor, func() bool { return r.pool.Stats().Retrying == 1 }, "retry pending")
+	// Close runs in its own goroutine, so the retry can be pending before
+	// Close has begun: wait for both.
+	channelstest.Eventually(t, waitFor, func() bool {
+		s := r.pool.Stats()
+		return s.Retrying == 1 && s.Closing
+	}, "retry pending while closing")
 	if _, err := r.pool.Submit(context.Background(), channels.LaneNormal, msg("late", "ok", "c")); !errors.Is(err, channels.ErrPoolClosed) {
 		t.Fatalf("Submit after Close = %v", err)
 	}
