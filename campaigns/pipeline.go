@@ -186,6 +186,12 @@ func (b *RecipientBatch) reset(r *run, members int) {
 	for i := range b.pos {
 		b.pos[i] = position{first: -1}
 	}
+	if cap(b.envs) < n {
+		// Most positions take one envelope: grow once, not by doubling,
+		// which for a flow's fresh batch allocated each trigger's
+		// envelopes several times over.
+		b.envs = make([]envelope, 0, n)
+	}
 	b.envs = b.envs[:0]
 	b.open = n
 	b.remaining = n
@@ -374,8 +380,10 @@ func (b *RecipientBatch) addEnvelope(p int, to string, sub *channels.Subscriptio
 // idempotency builds the stable per-message key "campaign:userkey:channel:n".
 // All keys of a batch share one backing array: one allocation per batch.
 func (b *RecipientBatch) idempotency(campaign string, user uint64, channel string, n int) string {
-	if b.keys == nil || cap(b.keys)-len(b.keys) < len(campaign)+len(channel)+32 {
-		b.keys = make([]byte, 0, 64*1024)
+	if need := len(campaign) + len(channel) + 32; b.keys == nil || cap(b.keys)-len(b.keys) < need {
+		// Sized to the batch: a flow's batch of a few triggers would
+		// otherwise allocate (and the GC scan) 64 KiB for a few keys.
+		b.keys = make([]byte, 0, max(need, min(64*1024, len(b.envs)*need)))
 	}
 	start := len(b.keys)
 	b.keys = append(b.keys, campaign...)

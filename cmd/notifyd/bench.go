@@ -163,6 +163,7 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 	cluster := fs.String("redis-cluster", "", "Redis Cluster seed nodes for dedup, host:port,... (instead of --redis)")
 	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	memprofile := fs.String("memprofile", "", "write a heap profile (allocations since start) of the run to this file")
 	if err := fs.Parse(args); err != nil {
 		return exitCode(err)
 	}
@@ -183,6 +184,10 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "notifyd bench trigger: %v\n", err)
 		return 1
 	}
+	if err := writeHeapProfile(*memprofile); err != nil {
+		fmt.Fprintf(stderr, "notifyd bench trigger: %v\n", err)
+		return 1
+	}
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	fmt.Fprintf(stdout, "trigger: %d fired in %s (%d accepted, %d reached the provider: %s), dedup in %s\n", res.Fired, res.Elapsed.Round(time.Millisecond), res.Accepted, res.Sent, res.Provider, res.Dedup)
 	fmt.Fprintf(stdout, "latency from arrival to provider request: p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms\n", ms(res.P50), ms(res.P99), ms(res.P999), ms(res.Max))
@@ -191,6 +196,7 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  local  (user on the daemon fired at): p50 %.2f ms, p99 %.2f ms\n", ms(res.Local.P50), ms(res.Local.P99))
 		fmt.Fprintf(stdout, "  routed (via the shard's stream):      p50 %.2f ms, p99 %.2f ms (routing adds %+.2f ms at p99)\n", ms(res.Routed.P50), ms(res.Routed.P99), ms(res.Routed.P99-res.Local.P99))
 	}
+	fmt.Fprintf(stdout, "heap: %.0f allocations (%.0f B) per trigger, %d collections during the run (GC percent %d)\n", res.AllocsPerTrigger, res.BytesPerTrigger, res.GCs, res.GCPercent)
 	if res.Redis.P99 > 0 {
 		fmt.Fprintf(stdout, "Redis alone at this cadence (one pipelined SET NX per 5 ms tick, before the run): p50 %.2f ms, p99 %.2f ms; notifyd's p99 is %.1f× it\n",
 			ms(res.Redis.P50), ms(res.Redis.P99), float64(res.P99)/float64(res.Redis.P99))
@@ -202,6 +208,7 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 	if res.Redis.P99 > 0 {
 		fmt.Fprintf(stdout, " redis_p99_ms=%.2f p99_over_redis=%.2f", ms(res.Redis.P99), float64(res.P99)/float64(res.Redis.P99))
 	}
+	fmt.Fprintf(stdout, " allocs_per_trigger=%.0f gcs=%d", res.AllocsPerTrigger, res.GCs)
 	fmt.Fprintln(stdout)
 	return 0
 }
@@ -313,4 +320,21 @@ func startCPUProfile(path string) (stop func(), err error) {
 		pprof.StopCPUProfile()
 		_ = f.Close()
 	}, nil
+}
+
+// writeHeapProfile writes the heap profile, whose alloc_space and
+// alloc_objects views show where a run allocated, to path ("" skips it).
+func writeHeapProfile(path string) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("create heap profile: %w", err)
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("write heap profile: %w", err)
+	}
+	return f.Close()
 }
