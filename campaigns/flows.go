@@ -452,8 +452,10 @@ type TriggerResult struct {
 type TriggerRouter interface {
 	// Owner is the shard that owns userID and whether it is this daemon's.
 	Owner(userID string) (shard int, mine bool)
-	// Forward hands triggers durably to shard's daemon (a per-shard stream).
-	Forward(ctx context.Context, shard int, fwd Forwarded) error
+	// Forward hands each shard's triggers durably to its daemon (a
+	// per-shard stream), all shards in one round trip: a local trigger of
+	// the same request waits for it. On error some shards may have theirs.
+	Forward(ctx context.Context, byShard map[int]Forwarded) error
 }
 
 // Fire routes triggers to flows and queues them; it never blocks on
@@ -485,7 +487,7 @@ func (fe *FlowEngine) fire(ctx context.Context, triggers []Trigger, router Trigg
 	}
 	defer pin.Close()
 	out := make([]TriggerResult, len(triggers))
-	forward := map[int][]Trigger{}
+	var forward map[int][]Trigger // made on the first trigger for another shard
 	var (
 		m       Member
 		now     []*job // queued once the delayed ones are stored
@@ -504,6 +506,9 @@ func (fe *FlowEngine) fire(ctx context.Context, triggers []Trigger, router Trigg
 		}
 		if router != nil {
 			if shard, mine := router.Owner(t.UserID); !mine {
+				if forward == nil {
+					forward = map[int][]Trigger{}
+				}
 				forward[shard] = append(forward[shard], *t)
 				out[i].Status, out[i].Shard = "forwarded", &shard
 				continue
@@ -545,9 +550,13 @@ func (fe *FlowEngine) fire(ctx context.Context, triggers []Trigger, router Trigg
 	}
 	// Forwarded and delayed triggers are stored before anything is queued
 	// here: if storing fails, nothing of the request was taken.
-	for shard, ts := range forward {
-		if err := router.Forward(ctx, shard, Forwarded{Arrived: arrived, Triggers: ts}); err != nil {
-			return nil, fmt.Errorf("forward triggers to shard %d: %w", shard, err)
+	if len(forward) > 0 {
+		byShard := make(map[int]Forwarded, len(forward))
+		for shard, ts := range forward {
+			byShard[shard] = Forwarded{Arrived: arrived, Triggers: ts}
+		}
+		if err := router.Forward(ctx, byShard); err != nil {
+			return nil, fmt.Errorf("forward triggers: %w", err)
 		}
 	}
 	if len(delayed) > 0 {

@@ -39,6 +39,8 @@ type Config struct {
 	Policies PoliciesConfig `yaml:"policies"`
 	// Tracking is the public endpoint of delivery and engagement events.
 	Tracking TrackingConfig `yaml:"tracking"`
+	// Runtime tunes the Go runtime's collector (serve only).
+	Runtime RuntimeConfig `yaml:"runtime"`
 }
 
 // PoliciesConfig holds the daemon-wide engagement rules.
@@ -470,6 +472,7 @@ func (c *Config) validate() ConfigErrors {
 	errs = append(errs, c.Channels.validate()...)
 	errs = append(errs, c.DeliveryLog.validate()...)
 	errs = append(errs, c.Tracking.validate()...)
+	errs = append(errs, c.Runtime.validate()...)
 	if err := c.Templates.Limits.Ceilings().CheckCeilings(); err != nil {
 		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
 			// The templates package words them "max_steps: ...".

@@ -203,13 +203,14 @@ func (f *fleetRouter) Owner(userID string) (int, bool) {
 	return k, k == f.ring.Shard
 }
 
-func (f *fleetRouter) Forward(ctx context.Context, k int, fwd campaigns.Forwarded) error {
-	body, err := json.Marshal(fwd)
-	if err != nil {
-		return fmt.Errorf("encode triggers: %w", err)
+func (f *fleetRouter) Forward(ctx context.Context, byShard map[int]campaigns.Forwarded) error {
+	bodies := make(map[int][]byte, len(byShard))
+	for k, fwd := range byShard {
+		body, err := json.Marshal(fwd)
+		if err != nil {
+			return fmt.Errorf("encode triggers for shard %d: %w", k, err)
+		}
+		bodies[k] = body
 	}
-	if _, err := f.store.ForShard(k).Enqueue(ctx, body); err != nil {
-		return fmt.Errorf("enqueue on shard %d's stream: %w", k, err)
-	}
-	return nil
+	return f.store.EnqueueShards(ctx, bodies)
 }

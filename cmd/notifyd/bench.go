@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/notifyd/notifyd/daemon"
 	"github.com/notifyd/notifyd/daemon/bench"
 )
 
@@ -20,6 +21,12 @@ const benchUsage = "usage: notifyd bench fanout [--members N] [--redis URL | --r
 
 // runBench runs the end-to-end benchmarks; each prints a machine-readable last line.
 func runBench(args []string, stdout, stderr io.Writer) int {
+	// The scenarios measure the daemon as `serve` runs it: its collector
+	// settings (runtime.* defaults; GOGC and GOMEMLIMIT still win).
+	if _, err := daemon.ApplyRuntime(daemon.RuntimeConfig{}, os.Getenv, daemon.CgroupMemoryMax); err != nil {
+		fmt.Fprintf(stderr, "notifyd bench: %v\n", err)
+		return 1
+	}
 	if len(args) > 0 && args[0] == "trigger" {
 		return runBenchTrigger(args[1:], stdout, stderr)
 	}

@@ -80,6 +80,12 @@ func closeChannels(chans map[string]daemon.ChannelSpec) {
 
 // serve runs the daemon until ctx ends.
 func serve(ctx context.Context, cfg *daemon.Config, chans map[string]daemon.ChannelSpec, log *slog.Logger) error {
+	rt, err := daemon.ApplyRuntime(cfg.Runtime, os.Getenv, daemon.CgroupMemoryMax)
+	if err != nil {
+		closeChannels(chans)
+		return err
+	}
+	log.Info("go runtime", "gc_percent", rt.GCPercent, "memory_limit_bytes", rt.MemoryLimit, "source", rt.Source)
 	d, err := daemon.New(ctx, cfg, daemon.Deps{Channels: chans, Logger: log})
 	if err != nil {
 		closeChannels(chans)

@@ -26,6 +26,33 @@ func (s *Store) Enqueue(ctx context.Context, payload []byte) (string, error) {
 	return id, nil
 }
 
+// EnqueueShards appends payloads[k] to shard k's intake stream (the stream
+// ForShard(k) reads) for every k, in one pipeline: a Cluster client sends
+// each node its part at once, so a request with users on every shard costs
+// one round trip, not one per shard. On error some streams may hold their
+// entry; a retry of the whole request is deduplicated downstream.
+func (s *Store) EnqueueShards(ctx context.Context, payloads map[int][]byte) error {
+	if len(payloads) == 0 {
+		return nil
+	}
+	cmds := make([]*redis.StringCmd, 0, len(payloads))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for k, payload := range payloads {
+			cmds = append(cmds, p.XAdd(ctx, &redis.XAddArgs{Stream: s.ForShard(k).intakeKey(), Values: []any{"p", payload}}))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("enqueue on shard streams: %w", err)
+	}
+	for _, c := range cmds {
+		if err := c.Err(); err != nil {
+			return fmt.Errorf("enqueue on shard streams: %w", err)
+		}
+	}
+	return nil
+}
+
 // withGroup runs op, creating the consumer group (from the stream's start, so
 // requests enqueued before any daemon ran are read) if Redis says it is missing.
 func (s *Store) withGroup(ctx context.Context, op func() error) error {
