@@ -44,6 +44,15 @@ func intakeLoop(ctx context.Context, in campaigns.Intake, create func(context.Co
 	log = log.With("component", "intake", "consumer", cfg.Consumer)
 	backoff := 100 * time.Millisecond
 	lastReclaim := time.Time{}
+	// The acknowledgement of one read runs beside the next read, so an entry
+	// arriving meanwhile does not wait a round trip behind it; at most one
+	// is in flight, and the loop waits for it before it returns.
+	var acking chan struct{}
+	defer func() {
+		if acking != nil {
+			<-acking
+		}
+	}()
 	for ctx.Err() == nil {
 		var entries []campaigns.Entry
 		var err error
@@ -89,9 +98,16 @@ func intakeLoop(ctx context.Context, in campaigns.Intake, create func(context.Co
 		if len(done) == 0 {
 			continue
 		}
-		if err := in.Ack(ctx, done...); err != nil {
-			log.Warn("acknowledge intake entries; they will be read again and dedup stops a second send", "entries", len(done), "error", err)
+		if acking != nil {
+			<-acking
 		}
+		acking = make(chan struct{})
+		go func(done []string, finished chan struct{}) {
+			defer close(finished)
+			if err := in.Ack(ctx, done...); err != nil {
+				log.Warn("acknowledge intake entries; they will be read again and dedup stops a second send", "entries", len(done), "error", err)
+			}
+		}(done, acking)
 	}
 }
 
