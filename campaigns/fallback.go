@@ -561,9 +561,11 @@ func (r *run) renderPosition(b *RecipientBatch, p int) error {
 	return nil
 }
 
-// fillMessage sets what dispatch sets on a message: the idempotency handle
-// is per (campaign, user, channel, address), as for any message, so a
-// fallback re-sent after a crash collapses at the provider.
+// fillMessage sets a message's envelope fields, for the dispatch stage and
+// for a fallback step's send alike (a fallback email is tracked and logged
+// under its variant like any other): the idempotency handle is per
+// (campaign, user, channel, address), so a fallback re-sent after a crash
+// collapses at the provider.
 func (b *RecipientBatch) fillMessage(e *envelope, mem *Member, ch string, n int) {
 	r := b.run
 	m := &e.msg
@@ -579,7 +581,9 @@ func (b *RecipientBatch) fillMessage(e *envelope, mem *Member, ch string, n int)
 	m.UserKey = mem.Key
 	m.Deadline = b.deadline
 	m.High = r.lane == channels.LaneHigh
+	m.Track = r.c.Tracking.Track()
 	m.Ref = e
+	m.Variant = r.ab.id(b.pos[e.pos].variant)
 }
 
 // addFallback adds a fallback count ("<step>:<cause>") to the status.

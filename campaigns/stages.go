@@ -235,7 +235,6 @@ func (b *RecipientBatch) takeCounts() []Count {
 func dispatchStage(ctx context.Context, b *RecipientBatch) error {
 	r := b.run
 	nch := b.nch()
-	deadline := b.deadline
 	if b.fb != nil {
 		defer close(b.fbReady)
 	}
@@ -254,22 +253,8 @@ func dispatchStage(ctx context.Context, b *RecipientBatch) error {
 				if e.done {
 					continue // final in the ledger, or settled in doubt
 				}
+				b.fillMessage(e, mem, ch, int(i-ps.first))
 				m := &e.msg
-				scope := r.c.ID
-				if mem.Scope != "" {
-					scope = mem.Scope
-				}
-				m.ID = b.idempotency(scope, mem.Key, ch, int(i-ps.first))
-				m.Arrived = mem.Arrived
-				m.IdempotencyKey = m.ID
-				m.Campaign = r.c.ID
-				m.UserID = mem.ID
-				m.UserKey = mem.Key
-				m.Deadline = deadline
-				m.High = r.lane == channels.LaneHigh
-				m.Track = r.c.Tracking.Track()
-				m.Ref = e
-				m.Variant = r.ab.id(ps.variant)
 				ps.outstanding++
 				msgs = append(msgs, m)
 			}
