@@ -112,10 +112,12 @@ func settle(t *testing.T, e *campaigns.Engine) {
 	channelstest.Eventually(t, 30*time.Second, func() bool { return len(e.Running()) == 0 }, "the campaign run never ended")
 }
 
-func localTimeStores(t *testing.T) map[string]func(clock *fakeClock) stateStore {
-	return map[string]func(clock *fakeClock) stateStore{
-		"memstate": func(clock *fakeClock) stateStore { return memstate.New(memstate.WithClock(clock.Now)) },
-		"redis": func(*fakeClock) stateStore {
+// localTimeStores are the state stores the local-time tests run on; each
+// takes its subtest's t, so the Redis one skips (not fails) without Redis.
+func localTimeStores() map[string]func(t *testing.T, clock *fakeClock) stateStore {
+	return map[string]func(t *testing.T, clock *fakeClock) stateStore{
+		"memstate": func(_ *testing.T, clock *fakeClock) stateStore { return memstate.New(memstate.WithClock(clock.Now)) },
+		"redis": func(t *testing.T, _ *fakeClock) stateStore {
 			rdb, prefix := redisForTest(t)
 			st, err := redisstate.New(rdb, redisstate.WithPrefix(prefix))
 			if err != nil {
@@ -131,14 +133,14 @@ func localTimeStores(t *testing.T) map[string]func(clock *fakeClock) stateStore 
 // each zone exactly when it is 09:00 there, and to nobody else, as a fake
 // clock moves across the day; the status shows who waits and until when.
 func TestLocalTimeRollsAcrossTheDay(t *testing.T) {
-	for name, mk := range localTimeStores(t) {
+	for name, mk := range localTimeStores() {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			zones := []string{"", "UTC", "America/New_York", "America/Los_Angeles", "Asia/Tokyo", "Asia/Kolkata"}
 			per := []int{31, 57, 143, 12, 88, 120}
 			src, zoneOf := zonedSource(zones, per)
 			clock := &fakeClock{now: at2036("05T07:00:00Z")}
-			r := clockRig(t, mk(clock), src, clock, "a")
+			r := clockRig(t, mk(t, clock), src, clock, "a")
 			body := `{"id":"morning","segment":"all","channels":["sms"],"send_at":"2036-12-05T07:00:00Z",
 				"local_time":"09:00","local_time_zone":"Europe/Paris","content":{"sms":{"body":"Good morning"}}}`
 			if _, _, err := r.engine.Create(ctx, []byte(body)); err != nil {
@@ -218,14 +220,14 @@ func mapsEqual(a, b map[string]int) bool {
 // a new one (same state store) sends each of them once, when their window
 // ends, and nobody twice.
 func TestQuietHoursDelaySurvivesARestart(t *testing.T) {
-	for name, mk := range localTimeStores(t) {
+	for name, mk := range localTimeStores() {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			zones := []string{"UTC", "America/New_York", "Asia/Tokyo", "Asia/Kolkata", "America/St_Johns"}
 			per := []int{40, 70, 25, 33, 9}
 			src, zoneOf := zonedSource(zones, per)
 			clock := &fakeClock{now: at2036("05T07:00:00Z")}
-			state := mk(clock)
+			state := mk(t, clock)
 			a := clockRig(t, state, src, clock, "a")
 			// At 07:00Z it is 07:00 in UTC, 02:00 in New York and 03:30 in St John's
 			// (quiet until 08:00 there), 16:00 in Tokyo and 12:30 in Kolkata.
