@@ -58,8 +58,9 @@ type SMTPOptions struct {
 
 // SMTP is a real SMTP server on loopback, built on github.com/emersion/go-smtp.
 // It speaks ESMTP with STARTTLS (a certificate generated at start, trusted
-// through CertPool), AUTH PLAIN/LOGIN/CRAM-MD5 and PIPELINING (go-smtp
-// offers it and answers pipelined commands in order), and records every
+// through CertPool), AUTH PLAIN/LOGIN/CRAM-MD5, PIPELINING and CHUNKING (go-smtp
+// offers both and answers pipelined commands, BDAT too, in order; a MAIL
+// inside an open transaction is refused as Postfix refuses it), and records every
 // accepted message: envelope, parsed headers, the raw message
 // (Received.Body) and its decoded text and HTML parts (Messages).
 //
@@ -301,6 +302,7 @@ type smtpSession struct {
 	authUser string
 	from     string
 	rcpts    []string
+	inMail   bool // MAIL accepted, transaction not ended by RSET or an answered DATA
 }
 
 func (ss *smtpSession) AuthMechanisms() []string {
@@ -341,7 +343,7 @@ func (ss *smtpSession) Auth(mech string) (sasl.Server, error) {
 	return nil, smtp.ErrAuthUnknownMechanism
 }
 
-func (ss *smtpSession) Reset() { ss.from, ss.rcpts = "", nil }
+func (ss *smtpSession) Reset() { ss.from, ss.rcpts, ss.inMail = "", nil, false }
 
 func (ss *smtpSession) Logout() error { return nil }
 
@@ -349,10 +351,16 @@ func (ss *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
 	if ss.srv.opts.Username != "" && ss.authUser == "" {
 		return smtp.ErrAuthRequired
 	}
+	if ss.inMail {
+		// As Postfix answers: a transaction whose RCPT or BDAT was refused
+		// stays open until RSET (go-smtp alone would start a new one), so a
+		// client that pipelines the next MAIL without RSET is caught here.
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Error: nested MAIL command"}
+	}
 	if _, err := mail.ParseAddress(from); err != nil && from != "" {
 		return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Malformed sender address"}
 	}
-	ss.from = from
+	ss.from, ss.inMail = from, true
 	return nil
 }
 
