@@ -1,10 +1,12 @@
 package email_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
 	"mime"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -702,4 +704,54 @@ func TestNoSecretLeaks(t *testing.T) {
 	}
 	texts = append(texts, logs.String())
 	channelstest.AssertNoSecret(t, []string{testPass, bad.Password}, texts...)
+}
+
+var boundaryRE = regexp.MustCompile(`=_notifyd-[0-9a-f]{24}`)
+
+// TestChunkingSameMessage: BDAT carries a message's bytes as they are and
+// DATA dot-stuffed, so the server must receive the same message either way,
+// lines that start with "." included (the BDAT size counts them unstuffed:
+// a wrong size would cut the message or swallow the next command).
+func TestChunkingSameMessage(t *testing.T) {
+	now := time.Date(2026, 3, 1, 9, 30, 0, 0, time.UTC)
+	bodies := []struct{ name, text, html string }{
+		{name: "no dots", text: "Hello\nthere", html: "<p>Hello</p>"},
+		{name: "leading dots", text: ".\n.hidden\n..two\nend.", html: ".<p>\n.</p>"},
+		{name: "dot after a soft break", text: strings.Repeat("x", 75) + ".tail\n" + strings.Repeat("y", 150), html: "<p>" + strings.Repeat(".z", 60) + "</p>"},
+	}
+	raw := map[wireMode][][]byte{}
+	for _, mode := range []wireMode{modeChunking, modePipelining} {
+		sb := newOpenSMTP(t, sandbox.SMTPOptions{TLS: sandbox.SMTPNoTLS})
+		cfg := email.Config{Host: sb.Host(), Port: sb.Port(), TLSMode: email.TLSNone, From: "news@example.com", Connections: 1, MessagesPerWrite: 2}
+		mode.apply(&cfg)
+		s := newSender(t, cfg, email.WithClock(func() time.Time { return now }))
+		var batch []*channels.Message
+		for _, b := range bodies {
+			m := mailMsg(strings.ReplaceAll(b.name, " ", "-") + "@example.org")
+			m.Mail.Text, m.Mail.HTML = b.text, b.html
+			batch = append(batch, m)
+		}
+		for i, r := range s.Send(context.Background(), batch) {
+			if r.Err != nil {
+				t.Fatalf("%s: message %d: %v", mode, i, r.Err)
+			}
+		}
+		got := sb.Messages()
+		if len(got) != len(bodies) {
+			t.Fatalf("%s: sandbox accepted %d messages, want %d", mode, len(got), len(bodies))
+		}
+		for i, m := range got {
+			want := strings.ReplaceAll(bodies[i].text, "\n", "\r\n")
+			if m.Text != want || m.HTML != strings.ReplaceAll(bodies[i].html, "\n", "\r\n") {
+				t.Fatalf("%s: message %d decodes to text %q html %q", mode, i, m.Text, m.HTML)
+			}
+			// Each Sender draws its own boundary.
+			raw[mode] = append(raw[mode], boundaryRE.ReplaceAll(m.Raw, []byte("=_notifyd-B")))
+		}
+	}
+	for i := range bodies {
+		if !bytes.Equal(raw[modeChunking][i], raw[modePipelining][i]) {
+			t.Errorf("%s: BDAT delivered\n%q\nDATA delivered\n%q", bodies[i].name, raw[modeChunking][i], raw[modePipelining][i])
+		}
+	}
 }
