@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/md5" //nolint:gosec // CRAM-MD5 is defined on MD5 (RFC 2195)
 	"crypto/rand"
@@ -278,9 +279,25 @@ func (s *SMTP) Reset() {
 }
 
 // Close stops the server and drops every connection.
+//
+// It waits for the connection handlers to end rather than calling go-smtp's
+// Server.Close while they run: that one races with a BDAT transfer in
+// progress (Conn.Close clears the chunk pipe under a lock handleBdat does
+// not take), which the race detector reports in the tests that stop a stalled
+// server.
 func (s *SMTP) Close() error {
 	s.once.Do(func() { close(s.closed) })
-	return s.srv.Close()
+	err := s.ln.Close()
+	s.DropConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if serr := s.srv.Shutdown(ctx); serr != nil && !errors.Is(serr, net.ErrClosed) && !errors.Is(serr, smtp.ErrServerClosed) {
+		return serr
+	}
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
 }
 
 func (s *SMTP) newSession(c *smtp.Conn) (smtp.Session, error) {
