@@ -71,9 +71,15 @@ type EmailConfig struct {
 	MessagesPerConn int    `yaml:"messages_per_connection"`
 	// DisablePipelining sends each SMTP command in its own round trip even
 	// when the server offers PIPELINING (RFC 2920).
-	DisablePipelining bool       `yaml:"disable_pipelining"`
-	TLS               TLSConfig  `yaml:"tls"`
-	Pool              PoolConfig `yaml:"pool"`
+	DisablePipelining bool `yaml:"disable_pipelining"`
+	// DisableChunking keeps to DATA even when the server offers CHUNKING
+	// (RFC 3030) besides PIPELINING.
+	DisableChunking bool `yaml:"disable_chunking"`
+	// MessagesPerWrite is how many messages leave in one write with
+	// PIPELINING and CHUNKING (25).
+	MessagesPerWrite int        `yaml:"messages_per_write"`
+	TLS              TLSConfig  `yaml:"tls"`
+	Pool             PoolConfig `yaml:"pool"`
 }
 
 // SMSConfig: Twilio Messages API.
@@ -217,6 +223,7 @@ func BuildChannels(c ChannelsConfig, log *slog.Logger, opts ...BuildOption) (map
 			Auth: email.AuthMethod(e.Auth), Username: e.Username, Password: e.Password.Value(),
 			HELO: e.HELO, From: e.From, MessageIDDomain: e.MessageIDDomain,
 			Connections: e.Connections, MessagesPerConn: e.MessagesPerConn, DisablePipelining: e.DisablePipelining,
+			DisableChunking: e.DisableChunking, MessagesPerWrite: e.MessagesPerWrite,
 		}, email.WithLogger(log), email.WithTracking(bo.links))
 		conns := e.Connections
 		if conns == 0 {

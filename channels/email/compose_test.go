@@ -9,6 +9,7 @@ import (
 	netmail "net/mail"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestAppendQP(t *testing.T) {
@@ -249,5 +250,77 @@ func checkQP(t *testing.T, in string) {
 	}
 	if got, want := appendQPDot(nil, in), dotStuff(append([]byte(nil), want...)); !bytes.Equal(got, want) {
 		t.Fatalf("appendQPDot(%q) = %q, want %q", in, got, want)
+	}
+}
+
+// plainAddress lets build skip netmail.ParseAddress: only where the parser
+// would return the address unchanged, and Address.String write it in angle
+// brackets as it is.
+func TestPlainAddress(t *testing.T) {
+	tests := []struct {
+		in    string
+		plain bool
+	}{
+		{"member@example.org", true},
+		{"first.last+tag@mail.example.co.uk", true},
+		{"o'hara/x=y@example.org", true},
+		{"a@b", true},
+		{"", false},
+		{"@example.org", false},
+		{"member@", false},
+		{"Member <member@example.org>", false},
+		{`"quoted local"@example.org`, false},
+		{"a..b@example.org", false},
+		{".a@example.org", false},
+		{"a@example..org", false},
+		{"a@[127.0.0.1]", false},
+		{"jürgen@example.org", false},
+		{"a@b@c", false},
+		{"member@example.org ", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			if got := plainAddress(tc.in); got != tc.plain {
+				t.Fatalf("plainAddress(%q) = %v, want %v", tc.in, got, tc.plain)
+			}
+			checkPlainAddress(t, tc.in)
+		})
+	}
+}
+
+func FuzzPlainAddress(f *testing.F) {
+	for _, s := range []string{"member@example.org", "a.b@c.d", "x@y", `"a"@b`, "a b@c"} {
+		f.Add(s)
+	}
+	f.Fuzz(checkPlainAddress)
+}
+
+func checkPlainAddress(t *testing.T, s string) {
+	if !plainAddress(s) {
+		return
+	}
+	a, err := netmail.ParseAddress(s)
+	if err != nil || a.Name != "" || a.Address != s || a.String() != "<"+s+">" {
+		t.Fatalf("plainAddress(%q) but ParseAddress = %+v, %v", s, a, err)
+	}
+}
+
+// The cached Date/Expires formatting writes what time.Format writes, also
+// across seconds and zones.
+func TestDateCache(t *testing.T) {
+	paris, err := time.LoadLocation("Europe/Paris")
+	if err != nil {
+		t.Skip("no tz database:", err)
+	}
+	base := time.Date(2026, 3, 29, 0, 59, 59, 0, time.UTC) // Paris moves to summer time at 01:00 UTC
+	var d dateCache
+	for _, tm := range []time.Time{
+		base, base.Add(300 * time.Millisecond), base.Add(time.Second), base.Add(time.Second).In(paris),
+		base.In(paris), base.Add(time.Second), base.Add(time.Hour).In(time.FixedZone("", -3*3600-1800)),
+	} {
+		got := string(d.appendDate([]byte("x"), tm))
+		if want := "x" + tm.Format(time.RFC1123Z); got != want {
+			t.Fatalf("appendDate(%v) = %q, want %q", tm, got, want)
+		}
 	}
 }

@@ -5,7 +5,10 @@
 // each carry many messages (MAIL/RCPT/DATA per message, no NOOP or RSET on
 // the success path; with PIPELINING, RFC 2920, the end of one message and the
 // next envelope share one write, so a message costs one round trip and is
-// still confirmed only by its own 250 reply), building multipart/alternative
+// still confirmed only by its own 250 reply; with CHUNKING, RFC 3030, as
+// well, up to MessagesPerWrite whole transactions (RSET, MAIL, RCPT, BDAT
+// LAST and the content) share one write and their replies one wait, each
+// message still confirmed by its own reply; see wire.go), building multipart/alternative
 // messages (written straight into a pooled buffer, see compose.go: the
 // quoted-printable encoding of the lines a body shares with the previous
 // message is copied, not redone, and the "=_" boundary needs no search of the

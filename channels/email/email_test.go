@@ -1,10 +1,12 @@
 package email_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
 	"mime"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -309,15 +311,30 @@ func TestErrorClasses(t *testing.T) {
 		{name: "dropped connection after DATA", data: &sandbox.Fault{Drop: true}, wantReason: channels.ReasonNetwork, wantNewConn: true},
 	}
 	for _, tc := range tests {
-		for _, pipelining := range []bool{true, false} {
-			t.Run(fmt.Sprintf("%s/pipelining=%v", tc.name, pipelining), func(t *testing.T) {
-				runErrorClass(t, tc, !pipelining)
+		for _, mode := range []wireMode{modeChunking, modePipelining, modeStepwise} {
+			t.Run(fmt.Sprintf("%s/%s", tc.name, mode), func(t *testing.T) {
+				runErrorClass(t, tc, mode)
 			})
 		}
 	}
 }
 
-func runErrorClass(t *testing.T, tc errorClass, noPipelining bool) {
+// wireMode is how the Sender talks to the sandbox, which offers PIPELINING
+// and CHUNKING.
+type wireMode string
+
+const (
+	modeChunking   wireMode = "chunking"   // groups of BDAT transactions per write
+	modePipelining wireMode = "pipelining" // DATA, the next envelope behind the end of data
+	modeStepwise   wireMode = "stepwise"   // one command per round trip
+)
+
+func (m wireMode) apply(cfg *email.Config) {
+	cfg.DisableChunking = m != modeChunking
+	cfg.DisablePipelining = m == modeStepwise
+}
+
+func runErrorClass(t *testing.T, tc errorClass, mode wireMode) {
 	sb := newSMTP(t, sandbox.SMTPOptions{})
 	if tc.rcpt != nil {
 		tc.rcpt.Match = "bad@*"
@@ -329,7 +346,7 @@ func runErrorClass(t *testing.T, tc errorClass, noPipelining bool) {
 	}
 	cfg := senderConfig(sb)
 	cfg.Connections = 1
-	cfg.DisablePipelining = noPipelining
+	mode.apply(&cfg)
 	s := newSender(t, cfg)
 	res := s.Send(context.Background(), []*channels.Message{mailMsg("bad@example.org"), mailMsg("good@example.org")})
 	ce := channelstest.RequireReason(t, res[0].Err, tc.wantReason, tc.wantPermanent)
@@ -339,9 +356,20 @@ func runErrorClass(t *testing.T, tc errorClass, noPipelining bool) {
 	if tc.wantReason == channels.ReasonDeadAddress && !channels.IsDeadAddress(res[0].Err) {
 		t.Fatal("IsDeadAddress = false")
 	}
-	// The failure must not poison the next message on the session.
-	if res[1].Err != nil {
+	dropped := tc.rcpt != nil && tc.rcpt.Drop || tc.data != nil && tc.data.Drop
+	wantAccepted := []string{"good@example.org", "later@example.org"}
+	if mode == modeChunking && dropped {
+		// good@'s content left in the same write as bad@'s: with no reply,
+		// whether the server queued it is unknown, so it fails (the pool
+		// may retry it) instead of moving silently to another session.
+		channelstest.RequireReason(t, res[1].Err, channels.ReasonNetwork, false)
+		wantAccepted = wantAccepted[1:]
+	} else if res[1].Err != nil {
+		// The failure must not poison the next message on the session.
 		t.Fatalf("next message after the failure: %v", res[1].Err)
+	}
+	if res := s.Send(context.Background(), []*channels.Message{mailMsg("later@example.org")}); res[0].Err != nil {
+		t.Fatalf("a later Send: %v", res[0].Err)
 	}
 	wantConns := int64(1)
 	if tc.wantNewConn {
@@ -350,9 +378,12 @@ func runErrorClass(t *testing.T, tc errorClass, noPipelining bool) {
 	if c := sb.Connections(); c != wantConns {
 		t.Fatalf("connections = %d, want %d", c, wantConns)
 	}
-	msgs := sb.Messages()
-	if len(msgs) != 1 || msgs[0].To[0] != "good@example.org" {
-		t.Fatalf("sandbox accepted %+v, want only good@", msgs)
+	var got []string
+	for _, m := range sb.Messages() {
+		got = append(got, m.To...)
+	}
+	if !slices.Equal(got, wantAccepted) {
+		t.Fatalf("sandbox accepted %q, want %q", got, wantAccepted)
 	}
 }
 
@@ -363,23 +394,29 @@ func runErrorClass(t *testing.T, tc errorClass, noPipelining bool) {
 func TestPipelining(t *testing.T) {
 	tests := []struct {
 		name             string
-		disable          bool
+		mode             wireMode
 		maxReadsPerMsg   float64
 		minReadsPerMsg   float64
 		faultAt, dropsAt []int
 	}{
-		{name: "pipelined", maxReadsPerMsg: 1.5},
-		{name: "stepwise when disabled", disable: true, minReadsPerMsg: 4},
-		{name: "pipelined with refusals in the run", maxReadsPerMsg: 2, faultAt: []int{3, 4, 17, 39}},
-		{name: "stepwise with refusals in the run", disable: true, minReadsPerMsg: 3, faultAt: []int{3, 4, 17, 39}},
-		{name: "pipelined with data refusals", maxReadsPerMsg: 2, dropsAt: []int{0, 8, 9, 39}},
+		{name: "chunked", mode: modeChunking, maxReadsPerMsg: 0.5},
+		{name: "chunked with refusals in the run", mode: modeChunking, maxReadsPerMsg: 0.5, faultAt: []int{0, 3, 4, 9, 10, 17, 39}},
+		{name: "chunked with data refusals", mode: modeChunking, maxReadsPerMsg: 0.5, dropsAt: []int{0, 8, 9, 19, 39}},
+		{name: "chunked with both refusals", mode: modeChunking, maxReadsPerMsg: 0.5, faultAt: []int{1, 9, 20}, dropsAt: []int{0, 10, 19, 21}},
+		{name: "pipelined", mode: modePipelining, maxReadsPerMsg: 1.5, minReadsPerMsg: 0.9},
+		{name: "stepwise when disabled", mode: modeStepwise, minReadsPerMsg: 4},
+		{name: "pipelined with refusals in the run", mode: modePipelining, maxReadsPerMsg: 2, faultAt: []int{3, 4, 17, 39}},
+		{name: "stepwise with refusals in the run", mode: modeStepwise, minReadsPerMsg: 3, faultAt: []int{3, 4, 17, 39}},
+		{name: "pipelined with data refusals", mode: modePipelining, maxReadsPerMsg: 2, dropsAt: []int{0, 8, 9, 39}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			sb := newOpenSMTP(t, sandbox.SMTPOptions{TLS: sandbox.SMTPNoTLS})
 			sb.Faults.Add(sandbox.Fault{Match: "rcpt-bad*", Status: 550, Reason: "5.1.1 user unknown"})
 			sb.DataFaults.Add(sandbox.Fault{Match: "data-bad*", Status: 554, Reason: "5.7.1 spam"})
-			cfg := email.Config{Host: sb.Host(), Port: sb.Port(), TLSMode: email.TLSNone, From: "news@example.com", Connections: 1, DisablePipelining: tc.disable}
+			// Groups of 10: the refusals above sit at both ends of groups.
+			cfg := email.Config{Host: sb.Host(), Port: sb.Port(), TLSMode: email.TLSNone, From: "news@example.com", Connections: 1, MessagesPerWrite: 10}
+			tc.mode.apply(&cfg)
 			s := newSender(t, cfg)
 			batch := make([]*channels.Message, 40)
 			want := map[string]bool{}
@@ -411,6 +448,7 @@ func TestPipelining(t *testing.T) {
 				t.Errorf("sandbox accepted %d messages, want %d", len(got), len(want))
 			}
 			perMsg := float64(sb.Reads()-reads0) / float64(len(batch))
+			t.Logf("server reads per message: %.2f", perMsg)
 			if tc.maxReadsPerMsg > 0 && perMsg > tc.maxReadsPerMsg {
 				t.Errorf("server reads per message = %.2f, want ≤ %.1f (not pipelined?)", perMsg, tc.maxReadsPerMsg)
 			}
@@ -666,4 +704,54 @@ func TestNoSecretLeaks(t *testing.T) {
 	}
 	texts = append(texts, logs.String())
 	channelstest.AssertNoSecret(t, []string{testPass, bad.Password}, texts...)
+}
+
+var boundaryRE = regexp.MustCompile(`=_notifyd-[0-9a-f]{24}`)
+
+// TestChunkingSameMessage: BDAT carries a message's bytes as they are and
+// DATA dot-stuffed, so the server must receive the same message either way,
+// lines that start with "." included (the BDAT size counts them unstuffed:
+// a wrong size would cut the message or swallow the next command).
+func TestChunkingSameMessage(t *testing.T) {
+	now := time.Date(2026, 3, 1, 9, 30, 0, 0, time.UTC)
+	bodies := []struct{ name, text, html string }{
+		{name: "no dots", text: "Hello\nthere", html: "<p>Hello</p>"},
+		{name: "leading dots", text: ".\n.hidden\n..two\nend.", html: ".<p>\n.</p>"},
+		{name: "dot after a soft break", text: strings.Repeat("x", 75) + ".tail\n" + strings.Repeat("y", 150), html: "<p>" + strings.Repeat(".z", 60) + "</p>"},
+	}
+	raw := map[wireMode][][]byte{}
+	for _, mode := range []wireMode{modeChunking, modePipelining} {
+		sb := newOpenSMTP(t, sandbox.SMTPOptions{TLS: sandbox.SMTPNoTLS})
+		cfg := email.Config{Host: sb.Host(), Port: sb.Port(), TLSMode: email.TLSNone, From: "news@example.com", Connections: 1, MessagesPerWrite: 2}
+		mode.apply(&cfg)
+		s := newSender(t, cfg, email.WithClock(func() time.Time { return now }))
+		var batch []*channels.Message
+		for _, b := range bodies {
+			m := mailMsg(strings.ReplaceAll(b.name, " ", "-") + "@example.org")
+			m.Mail.Text, m.Mail.HTML = b.text, b.html
+			batch = append(batch, m)
+		}
+		for i, r := range s.Send(context.Background(), batch) {
+			if r.Err != nil {
+				t.Fatalf("%s: message %d: %v", mode, i, r.Err)
+			}
+		}
+		got := sb.Messages()
+		if len(got) != len(bodies) {
+			t.Fatalf("%s: sandbox accepted %d messages, want %d", mode, len(got), len(bodies))
+		}
+		for i, m := range got {
+			want := strings.ReplaceAll(bodies[i].text, "\n", "\r\n")
+			if m.Text != want || m.HTML != strings.ReplaceAll(bodies[i].html, "\n", "\r\n") {
+				t.Fatalf("%s: message %d decodes to text %q html %q", mode, i, m.Text, m.HTML)
+			}
+			// Each Sender draws its own boundary.
+			raw[mode] = append(raw[mode], boundaryRE.ReplaceAll(m.Raw, []byte("=_notifyd-B")))
+		}
+	}
+	for i := range bodies {
+		if !bytes.Equal(raw[modeChunking][i], raw[modePipelining][i]) {
+			t.Errorf("%s: BDAT delivered\n%q\nDATA delivered\n%q", bodies[i].name, raw[modeChunking][i], raw[modePipelining][i])
+		}
+	}
 }

@@ -1,9 +1,11 @@
 package email
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"time"
 
@@ -183,3 +185,159 @@ func (ss *session) finish(o, next *outMsg, timeout time.Duration) *txError {
 	ss.sent++
 	return nil
 }
+
+// With CHUNKING (RFC 3030) as well as PIPELINING, a message needs no 354
+// before its content, so a whole group of messages leaves in one write and
+// their replies come back together: one write, one wake-up and a few reads
+// per group instead of per message, which is what a slow relay (Postfix
+// handing each message to cleanup) made expensive:
+//
+//	C: [RSET] MAIL FROM RCPT TO "BDAT n LAST" <n bytes>  ... × group   (one write)
+//	S: [250]  250       250     250 (queued)             ... × group
+//
+// Each message is still confirmed only by the 250 to its own BDAT LAST.
+// Every transaction but the session's first clean one starts with RSET:
+// RFC 3030 leaves the state after a refused BDAT indeterminate (Postfix, for
+// one, keeps a transaction whose RCPT was refused open and answers the next
+// MAIL FROM "503 nested MAIL command"), and the commands of the next message
+// are written before that is known.
+
+// appendChunked appends o's transaction: RSET when reset, the envelope and
+// "BDAT n LAST" with o's content, un-dot-stuffed (compose stuffs for DATA).
+func (ss *session) appendChunked(b []byte, o *outMsg, reset bool) []byte {
+	if reset {
+		b = append(b, "RSET\r\n"...)
+	}
+	b = append(b, "MAIL FROM:<"...)
+	b = append(b, o.from...)
+	b = append(b, '>')
+	if o.utf8 && ss.smtputf8 {
+		b = append(b, " SMTPUTF8"...)
+	}
+	b = append(b, "\r\nRCPT TO:<"...)
+	b = append(b, o.to...)
+	b = append(b, ">\r\nBDAT "...)
+	b = strconv.AppendInt(b, int64(unstuffedLen(o.data)), 10)
+	b = append(b, " LAST\r\n"...)
+	return appendUnstuffed(b, o.data)
+}
+
+// unstuffedLen is the length of data without its dot-stuffing: compose
+// doubles the "." of every line that starts with one, so each line start
+// with a "." carries exactly one extra byte.
+func unstuffedLen(data []byte) int {
+	n := len(data) - bytes.Count(data, []byte("\n."))
+	if len(data) > 0 && data[0] == '.' {
+		n--
+	}
+	return n
+}
+
+// appendUnstuffed appends data with the extra "." of every dot-stuffed line
+// removed.
+func appendUnstuffed(b, data []byte) []byte {
+	if len(data) > 0 && data[0] == '.' {
+		data = data[1:]
+	}
+	for {
+		i := bytes.Index(data, []byte("\n."))
+		if i < 0 {
+			return append(b, data...)
+		}
+		b = append(b, data[:i+1]...)
+		data = data[i+2:]
+	}
+}
+
+// probe sends RSET on a session taken from the idle pool and reads its
+// reply. Content leaves with the envelope when chunking, so the DATA path's
+// test (MAIL FROM unanswered, nothing handed over) comes too late to reopen
+// a session the server closed while idle; an RSET costs one round trip per
+// Send instead.
+func (ss *session) probe(timeout time.Duration) *txError {
+	ss.wbuf = append(ss.wbuf[:0], "RSET\r\n"...)
+	if err := ss.flush(timeout); err != nil {
+		return replyErr("RSET", err)
+	}
+	if _, _, err := ss.c.Text.ReadResponse(250); err != nil {
+		te := replyErr("RSET", err)
+		te.broken = true
+		return te
+	}
+	ss.dirty = false
+	return nil
+}
+
+// sendChunked writes the transactions of msgs in one write and reads every
+// reply, in order. fail is called with the index in msgs of each message
+// that was not accepted; accepted messages count in ss.sent. A message
+// whose reply never comes (EOF, reset, timeout) was handed over all the
+// same: it fails with that network error, which the pool may retry, and is
+// never moved to another session unanswered. After a 421 the replies are
+// still read, since a server may go on answering what it had already read
+// (the sandbox's go-smtp does), but the session is not used again.
+func (ss *session) sendChunked(msgs []*outMsg, timeout time.Duration, fail func(k int, te *txError)) {
+	ss.wbuf = ss.wbuf[:0]
+	for k, o := range msgs {
+		ss.wbuf = ss.appendChunked(ss.wbuf, o, k > 0 || ss.dirty)
+	}
+	if err := ss.flush(timeout); err != nil {
+		te := replyErr("BDAT", err)
+		ss.broken = true
+		for k := range msgs {
+			fail(k, te)
+		}
+		return
+	}
+	r := &ss.c.Text.Reader
+	for k := range msgs {
+		var first *txError
+		steps := chunkSteps[:]
+		if k == 0 && !ss.dirty {
+			steps = steps[1:]
+		}
+		for _, step := range steps {
+			_, _, err := r.ReadResponse(step.code)
+			if err == nil {
+				continue
+			}
+			te := replyErr(step.cmd, err)
+			if step.cmd == "RSET" && !te.broken {
+				// A refused RSET is no verdict on the message, and the
+				// session's state is unknown: give up on it.
+				te = &txError{err: channels.Transient(channels.ReasonUnavailable, te.err.Code, 0, te.err.Err), broken: true}
+			}
+			if te.broken {
+				ss.broken = true
+			}
+			var tpe *textproto.Error
+			if !errors.As(err, &tpe) {
+				// No reply: the server is gone, and whether it queued what
+				// was written after this point is unknown.
+				if first == nil {
+					first = te
+				}
+				fail(k, first)
+				for j := k + 1; j < len(msgs); j++ {
+					fail(j, te)
+				}
+				return
+			}
+			if first == nil {
+				first = te
+			}
+		}
+		if first != nil {
+			fail(k, first)
+			ss.dirty = true
+			continue
+		}
+		ss.dirty = false
+		ss.sent++
+	}
+}
+
+var chunkSteps = [...]struct {
+	cmd  string
+	code int
+}{{"RSET", 250}, {"MAIL FROM", 250}, {"RCPT TO", 25}, {"BDAT", 250}}

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/md5" //nolint:gosec // CRAM-MD5 is defined on MD5 (RFC 2195)
 	"crypto/rand"
@@ -58,8 +59,9 @@ type SMTPOptions struct {
 
 // SMTP is a real SMTP server on loopback, built on github.com/emersion/go-smtp.
 // It speaks ESMTP with STARTTLS (a certificate generated at start, trusted
-// through CertPool), AUTH PLAIN/LOGIN/CRAM-MD5 and PIPELINING (go-smtp
-// offers it and answers pipelined commands in order), and records every
+// through CertPool), AUTH PLAIN/LOGIN/CRAM-MD5, PIPELINING and CHUNKING (go-smtp
+// offers both and answers pipelined commands, BDAT too, in order; a MAIL
+// inside an open transaction is refused as Postfix refuses it), and records every
 // accepted message: envelope, parsed headers, the raw message
 // (Received.Body) and its decoded text and HTML parts (Messages).
 //
@@ -277,9 +279,25 @@ func (s *SMTP) Reset() {
 }
 
 // Close stops the server and drops every connection.
+//
+// It waits for the connection handlers to end rather than calling go-smtp's
+// Server.Close while they run: that one races with a BDAT transfer in
+// progress (Conn.Close clears the chunk pipe under a lock handleBdat does
+// not take), which the race detector reports in the tests that stop a stalled
+// server.
 func (s *SMTP) Close() error {
 	s.once.Do(func() { close(s.closed) })
-	return s.srv.Close()
+	err := s.ln.Close()
+	s.DropConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if serr := s.srv.Shutdown(ctx); serr != nil && !errors.Is(serr, net.ErrClosed) && !errors.Is(serr, smtp.ErrServerClosed) {
+		return serr
+	}
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
 }
 
 func (s *SMTP) newSession(c *smtp.Conn) (smtp.Session, error) {
@@ -301,6 +319,7 @@ type smtpSession struct {
 	authUser string
 	from     string
 	rcpts    []string
+	inMail   bool // MAIL accepted, transaction not ended by RSET or an answered DATA
 }
 
 func (ss *smtpSession) AuthMechanisms() []string {
@@ -341,7 +360,7 @@ func (ss *smtpSession) Auth(mech string) (sasl.Server, error) {
 	return nil, smtp.ErrAuthUnknownMechanism
 }
 
-func (ss *smtpSession) Reset() { ss.from, ss.rcpts = "", nil }
+func (ss *smtpSession) Reset() { ss.from, ss.rcpts, ss.inMail = "", nil, false }
 
 func (ss *smtpSession) Logout() error { return nil }
 
@@ -349,10 +368,16 @@ func (ss *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
 	if ss.srv.opts.Username != "" && ss.authUser == "" {
 		return smtp.ErrAuthRequired
 	}
+	if ss.inMail {
+		// As Postfix answers: a transaction whose RCPT or BDAT was refused
+		// stays open until RSET (go-smtp alone would start a new one), so a
+		// client that pipelines the next MAIL without RSET is caught here.
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Error: nested MAIL command"}
+	}
 	if _, err := mail.ParseAddress(from); err != nil && from != "" {
 		return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Malformed sender address"}
 	}
-	ss.from = from
+	ss.from, ss.inMail = from, true
 	return nil
 }
 
