@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -168,6 +169,13 @@ type Pool struct {
 	spaceCh        chan struct{} // closed when space frees up; nil if nobody waits
 	blocked        int           // submitters waiting for space
 	waiting        int           // workers waiting for messages
+	// waking counts workers signaled that have not run yet. Waking more
+	// than there are cores only queues goroutines for the scheduler: a
+	// burst of triggers woke one worker per message, and each waited
+	// behind the others for a core (most of the trigger latency's tail).
+	// The woken chain the wake-up instead while work remains.
+	waking    int
+	maxWaking int
 	timer          Timer
 	timerAt        time.Time
 	timerGen       uint64
@@ -233,6 +241,7 @@ func NewWorkerPool(ch Channel, cfg PoolConfig, opts ...PoolOption) (*Pool, error
 		campaignLimits: map[string]*rate.Limiter{},
 		sinkCtx:        context.Background(),
 		done:           make(chan struct{}),
+		maxWaking:      max(runtime.GOMAXPROCS(0), 1),
 	}
 	p.refill = max(cfg.BatchSize, cfg.QueueSize/8)
 	p.backoff = backoff{base: cfg.BackoffBase, max: cfg.BackoffMax, maxRetryAfter: cfg.MaxRetryAfter}
@@ -492,7 +501,7 @@ func (p *Pool) enqueueLocked(lane Lane, msgs []*Message, now time.Time) int {
 	}
 	p.lanes[lane].queued += n
 	p.ready += n
-	for wake := (n + p.cfg.BatchSize - 1) / p.cfg.BatchSize; wake > 0 && p.waiting > 0; wake-- {
+	for wake := (n + p.cfg.BatchSize - 1) / p.cfg.BatchSize; wake > 0 && p.waiting > 0 && p.waking < p.maxWaking; wake-- {
 		p.wakeOne()
 	}
 	p.updateDepth()
@@ -605,11 +614,13 @@ func (p *Pool) Stats() PoolStats {
 func (p *Pool) wakeOne() {
 	if p.waiting > 0 {
 		p.waiting--
+		p.waking++
 		p.work.Signal()
 	}
 }
 
 func (p *Pool) wakeAll() {
+	p.waking += p.waiting
 	p.waiting = 0
 	p.work.Broadcast()
 }
@@ -682,7 +693,7 @@ func (p *Pool) next(w *worker) bool {
 		if len(w.items) > 0 || len(w.out) > 0 {
 			p.inflight += len(w.items)
 			w.settled = len(w.items)
-			if p.ready > 0 {
+			if p.ready > 0 && p.waking < p.maxWaking {
 				p.wakeOne() // promoted retries or more messages: chain the wake-up
 			}
 			p.updateDepth()
@@ -694,6 +705,7 @@ func (p *Pool) next(w *worker) bool {
 		}
 		p.waiting++
 		p.work.Wait() // whoever woke us took us off p.waiting
+		p.waking--
 		now = p.clock.Now()
 	}
 }

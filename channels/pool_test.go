@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -857,4 +858,83 @@ func TestPoolOutcomeSentAt(t *testing.T) {
 			t.Fatalf("outcome %s sent at %v, want expired and never sent", out.Status, out.SentAt)
 		}
 	})
+}
+
+// barrierChannel holds every Send until want of them are in progress at
+// once: a pool that loses a wake-up never gets there.
+type barrierChannel struct {
+	want    int
+	mu      sync.Mutex
+	inside  int
+	release chan struct{}
+}
+
+func (c *barrierChannel) Name() string { return "barrier" }
+
+func (c *barrierChannel) Send(ctx context.Context, batch []*channels.Message) []channels.Result {
+	c.mu.Lock()
+	c.inside++
+	if c.inside == c.want {
+		close(c.release)
+	}
+	c.mu.Unlock()
+	select {
+	case <-c.release:
+	case <-ctx.Done():
+	}
+	return make([]channels.Result, len(batch))
+}
+
+// TestPoolBurstReachesEveryWorker: the pool wakes at most as many workers
+// at once as there are cores and the woken chain the wake-up, so a burst
+// of slow sends (webhooks, one per worker) must still end up with every
+// worker sending at once, whether it arrives in one Submit or one by one.
+func TestPoolBurstReachesEveryWorker(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		workers  int
+		batch    int
+		oneByOne bool
+	}{
+		{name: "one submit, batch 1", workers: 64, batch: 1},
+		{name: "one by one, batch 1", workers: 64, batch: 1, oneByOne: true},
+		{name: "one submit, batch 4", workers: 16, batch: 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := &barrierChannel{want: tc.workers, release: make(chan struct{})}
+			outs := &channelstest.Outcomes{}
+			p, err := channels.NewWorkerPool(ch, channels.PoolConfig{Workers: tc.workers, BatchSize: tc.batch, QueueSize: 1000, Outcomes: outs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close(context.Background())
+			channelstest.Eventually(t, waitFor, func() bool { return p.Stats().IdleWorkers == tc.workers }, "workers idle")
+			n := tc.workers * tc.batch
+			msgs := make([]*channels.Message, n)
+			for i := range msgs {
+				msgs[i] = msg(fmt.Sprint(i), "a", "c")
+			}
+			if tc.oneByOne {
+				for _, m := range msgs {
+					if _, err := p.Submit(context.Background(), channels.LaneHigh, m); err != nil {
+						t.Fatal(err)
+					}
+				}
+			} else if _, err := p.Submit(context.Background(), channels.LaneHigh, msgs...); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-ch.release:
+			case <-time.After(waitFor):
+				ch.mu.Lock()
+				inside := ch.inside
+				ch.mu.Unlock()
+				t.Fatalf("%d of %d workers sending after %v: a wake-up was lost", inside, tc.workers, waitFor)
+			}
+			outs.WaitLen(t, n, waitFor)
+		})
+	}
 }

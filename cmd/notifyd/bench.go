@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"strconv"
 	"strings"
@@ -171,9 +172,16 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	memprofile := fs.String("memprofile", "", "write a heap profile (allocations since start) of the run to this file")
+	traceFile := fs.String("trace", "", "write an execution trace of the run to this file (go tool trace; -pprof=sched shows where goroutines waited for a core)")
 	if err := fs.Parse(args); err != nil {
 		return exitCode(err)
 	}
+	stopTrace, err := startTrace(*traceFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "notifyd bench trigger: %v\n", err)
+		return 1
+	}
+	defer stopTrace()
 	var clusterAddrs []string
 	if *cluster != "" {
 		clusterAddrs, *redisURL = strings.Split(*cluster, ","), ""
@@ -203,6 +211,9 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  local  (user on the daemon fired at): p50 %.2f ms, p99 %.2f ms\n", ms(res.Local.P50), ms(res.Local.P99))
 		fmt.Fprintf(stdout, "  routed (via the shard's stream):      p50 %.2f ms, p99 %.2f ms (routing adds %+.2f ms at p99)\n", ms(res.Routed.P50), ms(res.Routed.P99), ms(res.Routed.P99-res.Local.P99))
 	}
+	if res.RedisDuring.P99 > 0 {
+		fmt.Fprintf(stdout, "Redis during the run (one small pipeline per 5 ms tick, beside the daemons): p50 %.2f ms, p99 %.2f ms\n", ms(res.RedisDuring.P50), ms(res.RedisDuring.P99))
+	}
 	fmt.Fprintf(stdout, "heap: %.0f allocations (%.0f B) per trigger, %d collections during the run (GC percent %d)\n", res.AllocsPerTrigger, res.BytesPerTrigger, res.GCs, res.GCPercent)
 	if res.Redis.P99 > 0 {
 		fmt.Fprintf(stdout, "Redis alone at this cadence (one pipelined SET NX per 5 ms tick, before the run): p50 %.2f ms, p99 %.2f ms; notifyd's p99 is %.1f× it\n",
@@ -214,6 +225,9 @@ func runBenchTrigger(args []string, stdout, stderr io.Writer) int {
 	}
 	if res.Redis.P99 > 0 {
 		fmt.Fprintf(stdout, " redis_p99_ms=%.2f p99_over_redis=%.2f", ms(res.Redis.P99), float64(res.P99)/float64(res.Redis.P99))
+	}
+	if res.RedisDuring.P99 > 0 {
+		fmt.Fprintf(stdout, " redis_during_p99_ms=%.2f p99_over_redis_during=%.2f", ms(res.RedisDuring.P99), float64(res.P99)/float64(res.RedisDuring.P99))
 	}
 	fmt.Fprintf(stdout, " allocs_per_trigger=%.0f gcs=%d", res.AllocsPerTrigger, res.GCs)
 	fmt.Fprintln(stdout)
@@ -344,4 +358,23 @@ func writeHeapProfile(path string) error {
 		return fmt.Errorf("write heap profile: %w", err)
 	}
 	return f.Close()
+}
+
+// startTrace starts an execution trace into path ("" skips it).
+func startTrace(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create trace: %w", err)
+	}
+	if err := trace.Start(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("start trace: %w", err)
+	}
+	return func() {
+		trace.Stop()
+		_ = f.Close()
+	}, nil
 }

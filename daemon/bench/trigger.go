@@ -69,6 +69,12 @@ type TriggerResult struct {
 	// includes at least one such round trip (two when routed), so on a
 	// machine where Redis nodes share the cores the p99 is read against it.
 	Redis struct{ P50, P99 time.Duration }
+	// RedisDuring is a probe during the run: every 5 ms, one pipeline of
+	// a SET NX per node (keys spread over the slots), timed from this
+	// process. Its tail is what Redis and the machine's scheduling give
+	// any round trip while the daemons work: a trigger's latency holds two
+	// or three such round trips in sequence.
+	RedisDuring struct{ P50, P99 time.Duration }
 	// AllocsPerTrigger and BytesPerTrigger are the process's heap
 	// allocations over the run divided by triggers fired, and GCs the
 	// collections that ran meanwhile: on two shared cores each collection's
@@ -135,8 +141,9 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 	res := &TriggerResult{Dedup: "memory", Shards: opts.Shards}
 	mem := memstate.New()
 	var rs *redisstate.Store
+	var rdb redis.UniversalClient
+	probePrefix := ""
 	if redisOn {
-		var rdb redis.UniversalClient
 		if len(opts.RedisCluster) > 0 {
 			rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: opts.RedisCluster})
 			res.Dedup = "redis cluster"
@@ -153,6 +160,7 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 			return nil, fmt.Errorf("connect to Redis: %w", err)
 		}
 		prefix := "notifyd-bench:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":"
+		probePrefix = prefix + "probe:"
 		defer cleanup(context.WithoutCancel(ctx), rdb, prefix)
 		var err error
 		if rs, err = redisstate.New(rdb, redisstate.WithPrefix(prefix)); err != nil {
@@ -248,6 +256,13 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 	per := opts.Rate * int(tick) / int(time.Second)
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	var probeDone chan []time.Duration
+	if rs != nil {
+		probeDone = make(chan []time.Duration, 1)
+		pctx, stopProbe := context.WithCancel(ctx)
+		defer stopProbe()
+		go func() { probeDone <- probeRedis(pctx, rdb, probePrefix, opts.Duration) }()
+	}
 	var ms0 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
 	start := time.Now()
@@ -286,6 +301,9 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 		}
 	}
 	res.Elapsed = time.Since(start)
+	if probeDone != nil {
+		res.RedisDuring.P50, res.RedisDuring.P99, _, _ = quantiles(<-probeDone)
+	}
 	res.RatePerSec = float64(res.Fired) / res.Elapsed.Seconds()
 	count := func() int {
 		n := 0
@@ -388,4 +406,30 @@ func quantiles(samples []time.Duration) (p50, p99, p999, maxd time.Duration) {
 	slices.Sort(samples)
 	q := func(p float64) time.Duration { return samples[min(len(samples)-1, int(p*float64(len(samples))))] }
 	return q(0.50), q(0.99), q(0.999), samples[len(samples)-1]
+}
+
+// probeRedis times one small pipeline per 5 ms tick for d (see
+// TriggerResult.RedisDuring); errors end the probe early.
+func probeRedis(ctx context.Context, rdb redis.UniversalClient, prefix string, d time.Duration) []time.Duration {
+	const tick = 5 * time.Millisecond
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var samples []time.Duration
+	for start, n := time.Now(), 0; time.Since(start) < d; n++ {
+		pipe := rdb.Pipeline()
+		for k := range 3 { // keys over the slots: most ticks reach every master of three
+			pipe.SetNX(ctx, prefix+strconv.Itoa(3*n+k), "1", time.Second)
+		}
+		t0 := time.Now()
+		if _, err := pipe.Exec(ctx); err != nil {
+			return samples
+		}
+		samples = append(samples, time.Since(t0))
+		select {
+		case <-ctx.Done():
+			return samples
+		case <-t.C:
+		}
+	}
+	return samples
 }
