@@ -249,18 +249,27 @@ while pos <= #blob do
       if #w > 0 then
         local par = gen[j] % 2
         local kc, kp = KEYS[k + 2 * j - 1 + par], KEYS[k + 2 * j - par]
-        -- the generation, padded past hash-max-listpack-value (64 by
-        -- default) so the hash is a hash table from its first write: a
-        -- listpack of hundreds of users is searched field by field
-        local gs = string.format('%-65d', gen[j])
-        if curg[j] and curg[j] ~= gen[j] then
-          -- an older generation of the same parity, not yet expired
-          redis.call('UNLINK', kc)
+        if curg[j] == gen[j] then
+          -- the hash of this generation exists: its g and its expiry were
+          -- set by the write that made it (in the same script), so only
+          -- the users are written (two commands fewer per bucket and call)
+          for s = 1, #w, 2 * CHUNK do
+            redis.call('HSET', kc, unpack(w, s, math.min(s + 2 * CHUNK - 1, #w)))
+          end
+        else
+          if curg[j] then
+            -- an older generation of the same parity, not yet expired
+            redis.call('UNLINK', kc)
+          end
+          -- the generation, padded past hash-max-listpack-value (64 by
+          -- default) so the hash is a hash table from its first write: a
+          -- listpack of hundreds of users is searched field by field
+          local gs = string.format('%-65d', gen[j])
+          for s = 1, #w, 2 * CHUNK do
+            redis.call('HSET', kc, 'g', gs, unpack(w, s, math.min(s + 2 * CHUNK - 1, #w)))
+          end
+          redis.call('PEXPIREAT', kc, string.format('%d', (gen[j] + 2) * win[j]))
         end
-        for s = 1, #w, 2 * CHUNK do
-          redis.call('HSET', kc, 'g', gs, unpack(w, s, math.min(s + 2 * CHUNK - 1, #w)))
-        end
-        redis.call('PEXPIREAT', kc, string.format('%d', (gen[j] + 2) * win[j]))
         local d = dels[j]
         for s = 1, #d, CHUNK do
           redis.call('HDEL', kp, unpack(d, s, math.min(s + CHUNK - 1, #d)))

@@ -2,6 +2,7 @@ package redisstate_test
 
 import (
 	"context"
+	"encoding/binary"
 	"strconv"
 	"strings"
 	"testing"
@@ -101,4 +102,48 @@ func BenchmarkCapsAdmitHeld(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*2000)/b.Elapsed().Seconds(), "users/s")
 	b.ReportMetric(float64(cpu)/float64(b.N*2000)/1e3, "redis-µs/user")
+}
+
+// BenchmarkCapsHashFloor is the floor of the cap layout's Redis work: the
+// same batch as BenchmarkCapsAdmit (2,000 fresh users over 64 bucket
+// hashes, a 36-byte value each) as bare pipelined HMGET and HSET, without
+// the script. Its redis-µs/user against BenchmarkCapsAdmit's is what the
+// script itself adds; the rest is a hash field per user (a lookup, a
+// dictEntry and two strings allocated), which any layout of one field per
+// user pays.
+func BenchmarkCapsHashFloor(b *testing.B) {
+	c := newClient(b)
+	_, prefix := newStore(b, c)
+	ctx := context.Background()
+	val := strings.Repeat("v", 36)
+	keys := make([]string, 64)
+	for k := range keys {
+		keys[k] = prefix + "floor:{c" + strconv.Itoa(k) + "}"
+	}
+	mget := make([][]string, 64)
+	hset := make([][]any, 64)
+	cpu := redisCPU(b, c)
+	b.ResetTimer()
+	for i := range b.N {
+		for k := range 64 {
+			mget[k], hset[k] = mget[k][:0], hset[k][:0]
+		}
+		for u := range 2000 {
+			user := uint64(i*2000 + u)
+			f := string(binary.BigEndian.AppendUint64(nil, user))
+			mget[user%64] = append(mget[user%64], f)
+			hset[user%64] = append(hset[user%64], f, val)
+		}
+		pipe := c.Pipeline()
+		for k := range 64 {
+			if len(mget[k]) > 0 {
+				pipe.HMGet(ctx, keys[k], mget[k]...)
+				pipe.HSet(ctx, keys[k], hset[k]...)
+			}
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(redisCPU(b, c)-cpu)/float64(b.N*2000)/1e3, "redis-µs/user")
 }
