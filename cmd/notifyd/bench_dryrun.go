@@ -47,7 +47,7 @@ func runBenchDryRun(args []string, stdout, stderr io.Writer) int {
 // capsFanout runs the fan-out without and with frequency caps, alternating
 // for rounds, and prints the medians and the caps/no-caps ratio.
 func capsFanout(ctx context.Context, opts bench.FanoutOptions, rounds int, stdout, stderr io.Writer) int {
-	var plain, capped []float64
+	var plain, capped, plainCPU, cappedCPU []float64
 	var last *bench.FanoutResult
 	for r := range rounds {
 		for _, on := range []bool{false, true} {
@@ -58,12 +58,16 @@ func capsFanout(ctx context.Context, opts bench.FanoutOptions, rounds int, stdou
 				fmt.Fprintf(stderr, "notifyd bench fanout --caps: round %d (caps %v): %v\n", r, on, err)
 				return 1
 			}
-			fmt.Fprintf(stdout, "round %d caps=%v: %d messages in %s = %.0f msgs/s (redis SET NX %.0f/s)\n", r, on, res.Messages, res.Elapsed.Round(time.Millisecond), res.MsgsPerSec, res.SetNXPerSec)
+			cpuPerMsg := float64(res.RedisCPU) / float64(time.Microsecond) / float64(max(res.Messages, 1))
+			fmt.Fprintf(stdout, "round %d caps=%v: %d messages in %s = %.0f msgs/s (redis SET NX %.0f/s; redis cpu %s = %.2f µs/msg)\n",
+				r, on, res.Messages, res.Elapsed.Round(time.Millisecond), res.MsgsPerSec, res.SetNXPerSec, res.RedisCPU.Round(time.Millisecond), cpuPerMsg)
 			if on {
 				capped = append(capped, res.MsgsPerSec)
+				cappedCPU = append(cappedCPU, cpuPerMsg)
 				last = res
 			} else {
 				plain = append(plain, res.MsgsPerSec)
+				plainCPU = append(plainCPU, cpuPerMsg)
 			}
 		}
 	}
@@ -77,6 +81,10 @@ func capsFanout(ctx context.Context, opts bench.FanoutOptions, rounds int, stdou
 		perUser = float64(last.CapBytes) / float64(last.CapUsers)
 	}
 	fmt.Fprintf(stdout, "caps: %d users hold cap records, %d bytes in Redis = %.1f bytes per user per window (3 messages recorded: a capped user's state)\n", last.CapUsers, last.CapBytes, perUser)
-	fmt.Fprintf(stdout, "fanout_caps: nocaps_msgs_per_s=%.0f caps_msgs_per_s=%.0f ratio=%.2f cap_bytes_per_user=%.1f\n", median(plain), median(capped), median(capped)/median(plain), perUser)
+	// The redis cpu is the whole server's: with other clients on it, it is not the run's alone.
+	fmt.Fprintf(stdout, "redis cpu per message: %.2f µs without caps, %.2f µs with (medians): the caps cost Redis %.2f µs per capped message\n",
+		median(plainCPU), median(cappedCPU), median(cappedCPU)-median(plainCPU))
+	fmt.Fprintf(stdout, "fanout_caps: nocaps_msgs_per_s=%.0f caps_msgs_per_s=%.0f ratio=%.2f cap_bytes_per_user=%.1f redis_cpu_us_per_capped_msg=%.2f\n",
+		median(plain), median(capped), median(capped)/median(plain), perUser, median(cappedCPU)-median(plainCPU))
 	return 0
 }

@@ -84,6 +84,9 @@ type FanoutResult struct {
 	// Caps), CapUsers the users they cover.
 	CapBytes int64
 	CapUsers int64
+	// RedisCPU is the CPU time the Redis servers used while sending (INFO
+	// cpu): the run's own only on a Redis nothing else uses.
+	RedisCPU time.Duration
 }
 
 // noop accepts every message at once: the benchmark measures notifyd, not a provider.
@@ -211,6 +214,10 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 	redisMem := startRedisMemSampler(ctx, rdb, prefix)
 	id := "fanout-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	fmt.Fprintf(opts.Out, "sending campaign %s to %d members...\n", id, opts.Members)
+	cpu0, err := redisCPU(ctx, rdb)
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	if _, _, err := engine.Create(ctx, []byte(fmt.Sprintf(fanoutCampaign, id))); err != nil {
 		return nil, fmt.Errorf("create campaign: %w", err)
@@ -235,6 +242,10 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 	elapsed := time.Since(start)
 	peak := heap.stop()
 	redisPeak := redisMem.stop()
+	cpu1, err := redisCPU(ctx, rdb)
+	if err != nil {
+		return nil, err
+	}
 	st, err := engine.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -251,6 +262,7 @@ func Fanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 	res := &FanoutResult{
 		Messages: accepted.Load(), Elapsed: elapsed, SetNXPerSec: setnx.PerSec, SetNX: setnx, Backend: backend,
 		HeapMiB: peak, Counts: st.Counts, ShardMembers: uint64(opts.Members), LogBytes: logBytes,
+		RedisCPU: cpu1 - cpu0,
 	}
 	res.MsgsPerSec = float64(res.Messages) / elapsed.Seconds()
 	res.RedisPeakBytes = redisPeak

@@ -52,6 +52,11 @@ func TestFanoutSmall(t *testing.T) {
 	if res.SetNXPerSec <= 0 || res.Ratio <= 0 {
 		t.Errorf("no Redis baseline measured: %+v", res)
 	}
+	// Sending 5,000 members' claims and ledger takes Redis well over a
+	// millisecond of CPU; zero would mean INFO cpu was not read.
+	if res.RedisCPU < time.Millisecond {
+		t.Errorf("redis cpu while sending %v, want at least 1ms", res.RedisCPU)
+	}
 }
 
 func TestFanoutNeedsRedis(t *testing.T) {

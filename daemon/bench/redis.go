@@ -218,3 +218,39 @@ func (h *errorLog) Last() (int64, string) {
 	defer h.state.mu.Unlock()
 	return h.state.n, h.state.last
 }
+
+// redisCPU is the CPU time the Redis servers' main threads have used so far
+// (INFO cpu, user + system, summed over the masters). A run's difference is
+// what it cost Redis, which commandstats' wall time per call overstates on
+// a loaded machine; it is the run's own cost only when nothing else uses
+// those servers (a private redis-server).
+func redisCPU(ctx context.Context, rdb redis.UniversalClient) (time.Duration, error) {
+	var mu sync.Mutex
+	var total time.Duration
+	err := forEachNode(ctx, rdb, func(ctx context.Context, n redis.UniversalClient) error {
+		info, err := n.Info(ctx, "cpu").Result()
+		if err != nil {
+			return err
+		}
+		var sum float64
+		for _, line := range strings.Split(info, "\r\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok || (k != "used_cpu_user_main_thread" && k != "used_cpu_sys_main_thread") {
+				continue
+			}
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return fmt.Errorf("parse INFO cpu %q: %w", line, err)
+			}
+			sum += f
+		}
+		mu.Lock()
+		total += time.Duration(sum * float64(time.Second))
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read redis cpu: %w", err)
+	}
+	return total, nil
+}

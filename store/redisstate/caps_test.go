@@ -217,4 +217,24 @@ func TestCapKeyLayout(t *testing.T) {
 	if at < before || at > after {
 		t.Errorf("admitted at %d, want within [%d, %d]", at, before, after)
 	}
+
+	// A later write to the generation's hash writes only its users: g and
+	// the expiry stay as the first write set them.
+	const other = user + 64 // the same bucket
+	if _, err := s.Caps().Admit(ctx, []campaigns.CapRequest{{User: other, Channel: "sms", Msg: "summer"}}, rules, false); err != nil {
+		t.Fatal(err)
+	}
+	if serverMS(t, c, user)/window != gen {
+		t.Skip("the generation turned between the two admissions")
+	}
+	all, err = c.HGetAll(ctx, want).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 3 || len(all[string(binary.BigEndian.AppendUint64(nil, other))]) != 12 || len(all["g"]) != 65 || strings.TrimSpace(all["g"]) != strconv.FormatInt(gen, 10) {
+		t.Fatalf("after a second user: fields %q, want g (65 bytes, generation %d) and two users", all, gen)
+	}
+	if at := c.PExpireTime(ctx, want).Val(); at != time.Duration(gen+2)*window*time.Millisecond {
+		t.Errorf("after a second user: expires at %v, want the end of generation %d", at, gen+1)
+	}
 }
