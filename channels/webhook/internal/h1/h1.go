@@ -73,6 +73,7 @@ type hostPool struct {
 	pmu     sync.Mutex
 	pconns  []*pconn
 	dialing int
+	dialed  *sync.Cond // on pmu: a dial ended
 }
 
 type conn struct {
@@ -109,6 +110,7 @@ func (t *Transport) pool(addr string) *hostPool {
 			n = 64
 		}
 		p = &hostPool{slots: make(chan struct{}, n), idle: make(chan *conn, n)}
+		p.dialed = sync.NewCond(&p.pmu)
 		t.hosts[addr] = p
 	}
 	return p
