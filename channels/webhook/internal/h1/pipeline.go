@@ -104,32 +104,43 @@ func isDeadline(err error) bool {
 // it has fewer than Pipeline, or if no other may be opened; else it dials.
 func (t *Transport) pickConn(ctx context.Context, p *hostPool, addr string, deadline time.Time) (*pconn, error) {
 	p.pmu.Lock()
-	// Fill the busiest connection that has room: requests that meet in
-	// one line leave in one write. With no room anywhere, open another
-	// connection while the cap allows, else join the shortest line.
-	var fit, least *pconn
-	fitN, leastN := -1, 0
-	for _, c := range p.pconns {
-		c.mu.Lock()
-		n, broken := len(c.queue), c.err != nil
-		c.mu.Unlock()
-		if broken {
-			continue
+	for {
+		// Fill the busiest connection that has room: requests that meet
+		// in one line leave in one write. With no room anywhere, open
+		// another connection while the cap allows, else join the
+		// shortest line, or wait for a connection being dialled.
+		var fit, least *pconn
+		fitN, leastN := -1, 0
+		live := p.pconns[:0]
+		for _, c := range p.pconns {
+			c.mu.Lock()
+			n, broken := len(c.queue), c.err != nil
+			c.mu.Unlock()
+			if broken {
+				continue
+			}
+			live = append(live, c)
+			if n < t.Pipeline && n > fitN {
+				fit, fitN = c, n
+			}
+			if least == nil || n < leastN {
+				least, leastN = c, n
+			}
 		}
-		if n < t.Pipeline && n > fitN {
-			fit, fitN = c, n
+		clear(p.pconns[len(live):])
+		p.pconns = live
+		if fit != nil {
+			p.pmu.Unlock()
+			return fit, nil
 		}
-		if least == nil || n < leastN {
-			least, leastN = c, n
+		if len(p.pconns)+p.dialing < cap(p.slots) {
+			break
 		}
-	}
-	if fit != nil {
-		p.pmu.Unlock()
-		return fit, nil
-	}
-	if least != nil && len(p.pconns)+p.dialing >= cap(p.slots) {
-		p.pmu.Unlock()
-		return least, nil
+		if least != nil {
+			p.pmu.Unlock()
+			return least, nil
+		}
+		p.dialed.Wait() // bounded: a dial ends by its deadline
 	}
 	p.dialing++
 	p.pmu.Unlock()
@@ -144,6 +155,7 @@ func (t *Transport) pickConn(ctx context.Context, p *hostPool, addr string, dead
 	p.pmu.Lock()
 	defer p.pmu.Unlock()
 	p.dialing--
+	p.dialed.Broadcast()
 	if err != nil {
 		return nil, err
 	}
@@ -347,6 +359,9 @@ func (c *pconn) failLocked(err error) {
 	}
 	for i, q := range c.queue {
 		q.err = c.err
+		// Answers came on this connection and then it closed: most
+		// likely the receiver's limit of requests per connection.
+		q.reused = q.reused || c.served > 0
 		c.queue[i] = nil
 		if q != c.reader {
 			q.done <- struct{}{}
