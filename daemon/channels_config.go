@@ -126,6 +126,9 @@ type WebhookConfig struct {
 	// Transport: "direct" (default: http:// through notifyd's HTTP/1.1
 	// client, https through net/http) or "net/http" (everything).
 	Transport string `yaml:"transport"`
+	// Pipeline: requests in line per cleartext connection before another
+	// is opened (default 8; 1: no pipelining).
+	Pipeline int `yaml:"pipeline"`
 	// AllowNetworks and AllowPrivateNetworks open the destination guard
 	// (channels.NetGuard): webhook URLs come from templates and trigger
 	// data, so private and loopback addresses are refused unless listed.
@@ -256,6 +259,7 @@ func BuildChannels(c ChannelsConfig, log *slog.Logger, opts ...BuildOption) (map
 		s, err := webhook.New(webhook.Config{
 			URL: h.URL, Method: h.Method, Secret: h.Secret.Value(), Timeout: time.Duration(h.Timeout),
 			AllowedHosts: h.AllowedHosts, TLS: h.TLS.channels(), MaxConnsPerHost: maxConns, Transport: webhook.Transport(h.Transport),
+			Pipeline:      h.Pipeline,
 			AllowNetworks: h.AllowNetworks, AllowPrivateNetworks: h.AllowPrivateNetworks,
 		}, webhook.WithLogger(log))
 		add(channels.Webhook, s, err, h.Pool, pool)

@@ -17,7 +17,13 @@
 // connection: about half the CPU per request, measured with notifyd bench
 // webhook); https (HTTP/2 when the receiver offers it) and proxied requests
 // go through net/http. Config.Transport TransportNetHTTP sends everything
-// through net/http. On the lean path Config.Timeout is the connection's
+// through net/http. The lean transport pipelines (Config.Pipeline, 8):
+// up to that many requests wait in line on one connection before another
+// is opened, requests that meet there leave in one write, and the oldest
+// caller reads the line's answers and hands them out in order (no
+// goroutine of the connection's own). A broken line fails its unanswered
+// requests as network errors: in doubt, re-sent by the pool under the same
+// Idempotency-Key. On the lean path Config.Timeout is the connection's
 // deadline (with a timer only while a request waits for a free connection),
 // so a request derives no context with a timer of its own; requests through
 // net/http are bounded by a context with the timeout.

@@ -34,6 +34,7 @@ const (
 	DefaultMaxRetryAfter   = 10 * time.Minute
 	DefaultMaxConnsPerHost = 256
 	DefaultConcurrency     = 64
+	DefaultPipeline        = 8
 )
 
 // respSnippetBytes is how much of an error response body is kept in the error
@@ -92,6 +93,11 @@ type Config struct {
 	// through notifyd's lean HTTP/1.1 transport, https and proxied ones
 	// through net/http) or TransportNetHTTP (net/http for every request).
 	Transport Transport
+	// Pipeline is how many requests may wait in line on one cleartext
+	// keep-alive connection of the direct transport (HTTP/1.1
+	// pipelining) before another connection is opened (8; 1 turns it
+	// off: one request per connection at a time).
+	Pipeline int
 }
 
 // Transport selects the HTTP client transport for cleartext requests.
@@ -230,6 +236,12 @@ func (s *Sender) applyDefaults() error {
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
 	}
+	if c.Pipeline < 0 {
+		return errors.New("validate webhook config: pipeline must not be negative")
+	}
+	if c.Pipeline == 0 {
+		c.Pipeline = DefaultPipeline
+	}
 	switch c.Transport {
 	case "":
 		c.Transport = TransportDirect
@@ -310,7 +322,7 @@ func (s *Sender) buildHTTPClient() (*http.Client, error) {
 	rt := &router{
 		std: tr,
 		plain: &h1.Transport{Dial: dialer.DialContext, MaxConnsPerHost: s.cfg.MaxConnsPerHost, MaxIdleConns: tr.MaxIdleConns, IdleConnTimeout: tr.IdleConnTimeout,
-			Timeout: s.cfg.Timeout},
+			Timeout: s.cfg.Timeout, Pipeline: s.cfg.Pipeline},
 		proxy: tr.Proxy,
 	}
 	// The environment's proxy settings are read once by net/http; with no

@@ -12,6 +12,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -57,6 +58,10 @@ type Round struct {
 	Messages, RefMessages int64
 	Wall, RefWall         time.Duration
 	CPU, RefCPU           time.Duration
+	// Syscalls is notifyd's read and write system calls in its run
+	// (Linux /proc/self/io; 0 elsewhere): unlike CPU time, the count does
+	// not change with the machine's load.
+	Syscalls int64
 }
 
 // ProviderResult is what an email or webhook benchmark measured: medians
@@ -72,6 +77,29 @@ type ProviderResult struct {
 	Ratio                         float64 // median of per-round ratios
 	CPUMicrosPerMsg, RefCPUPerMsg float64
 	MessageBytes                  int // size of one message's payload as sent
+	// SyscallsPerMsg is the median of notifyd's read+write system calls
+	// per message (0 when /proc/self/io is not there).
+	SyscallsPerMsg float64
+}
+
+// processSyscalls is the read and write system calls of this process so
+// far (syscr + syscw of /proc/self/io), or 0 where that file is missing.
+func processSyscalls() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscr: "); ok {
+			c, _ := strconv.ParseInt(v, 10, 64)
+			n += c
+		} else if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+			c, _ := strconv.ParseInt(v, 10, 64)
+			n += c
+		}
+	}
+	return n
 }
 
 // processCPU is the user+system CPU of this process so far: notifyd's
@@ -221,13 +249,14 @@ func runRounds(ctx context.Context, res *ProviderResult, opts ProviderOptions, d
 					return err
 				}
 			}
-			start, cpu0 := time.Now(), processCPU()
+			start, cpu0, sys0 := time.Now(), processCPU(), processSyscalls()
 			n, err := d.campaign(ctx, id, res.Channel, campaignJSON(id, res.Channel, content))
 			var counting time.Duration
 			if err == nil && dw != nil {
 				counting, err = dw.waitDelivered(ctx, n)
 			}
 			rd.Wall, rd.CPU, rd.Messages = time.Since(start), processCPU()-cpu0-counting, n
+			rd.Syscalls = processSyscalls() - sys0
 			return err
 		}
 		runRef := func() error {
@@ -247,8 +276,8 @@ func runRounds(ctx context.Context, res *ProviderResult, opts ProviderOptions, d
 			return err
 		}
 		res.Rounds = append(res.Rounds, rd)
-		fmt.Fprintf(opts.Out, "round %d: notifyd %d msgs in %s (%.0f/s, %.1f µs CPU/msg); reference %.0f/s, %.1f µs CPU/msg\n",
-			r+1, rd.Messages, rd.Wall.Round(time.Millisecond), perSec(rd.Messages, rd.Wall), micros(rd.CPU, rd.Messages),
+		fmt.Fprintf(opts.Out, "round %d: notifyd %d msgs in %s (%.0f/s, %.1f µs CPU/msg, %.2f read+write syscalls/msg); reference %.0f/s, %.1f µs CPU/msg\n",
+			r+1, rd.Messages, rd.Wall.Round(time.Millisecond), perSec(rd.Messages, rd.Wall), micros(rd.CPU, rd.Messages), perMsg(rd.Syscalls, rd.Messages),
 			perSec(rd.RefMessages, rd.RefWall), micros(rd.RefCPU, rd.RefMessages))
 	}
 	med := func(f func(Round) float64) float64 {
@@ -264,6 +293,7 @@ func runRounds(ctx context.Context, res *ProviderResult, opts ProviderOptions, d
 	res.Ratio = med(func(r Round) float64 { return perSec(r.Messages, r.Wall) / perSec(r.RefMessages, r.RefWall) })
 	res.CPUMicrosPerMsg = med(func(r Round) float64 { return micros(r.CPU, r.Messages) })
 	res.RefCPUPerMsg = med(func(r Round) float64 { return micros(r.RefCPU, r.RefMessages) })
+	res.SyscallsPerMsg = med(func(r Round) float64 { return perMsg(r.Syscalls, r.Messages) })
 	return nil
 }
 
@@ -272,6 +302,13 @@ func perSec(n int64, d time.Duration) float64 {
 		return 0
 	}
 	return float64(n) / d.Seconds()
+}
+
+func perMsg(n, msgs int64) float64 {
+	if msgs == 0 {
+		return 0
+	}
+	return float64(n) / float64(msgs)
 }
 
 func micros(d time.Duration, n int64) float64 {

@@ -51,6 +51,10 @@ type Transport struct {
 	// 1 µs per request (notifyd bench webhook). A request that times out
 	// fails with an error whose Timeout() is true (os.ErrDeadlineExceeded).
 	Timeout time.Duration
+	// Pipeline, when above 1, lets up to this many requests be in line on
+	// one connection (HTTP/1.1 pipelining, see pipeline.go) before another
+	// connection is opened; MaxConnsPerHost still caps the connections.
+	Pipeline int
 
 	mu        sync.Mutex
 	hosts     map[string]*hostPool
@@ -63,6 +67,13 @@ type Transport struct {
 type hostPool struct {
 	slots chan struct{}
 	idle  chan *conn
+
+	// Pipelined connections (Transport.Pipeline > 1); slots only gives
+	// the cap there.
+	pmu     sync.Mutex
+	pconns  []*pconn
+	dialing int
+	dialed  *sync.Cond // on pmu: a dial ended
 }
 
 type conn struct {
@@ -99,6 +110,7 @@ func (t *Transport) pool(addr string) *hostPool {
 			n = 64
 		}
 		p = &hostPool{slots: make(chan struct{}, n), idle: make(chan *conn, n)}
+		p.dialed = sync.NewCond(&p.pmu)
 		t.hosts[addr] = p
 	}
 	return p
@@ -123,7 +135,7 @@ func (t *Transport) sweep(now time.Time) {
 			default:
 			}
 		}
-		if len(p.slots) == 0 {
+		if p.sweepPipelined(now.Add(-t.idleTimeout())) && len(p.slots) == 0 {
 			delete(t.hosts, addr)
 		}
 	}
@@ -138,6 +150,7 @@ func (t *Transport) CloseIdleConnections() {
 	}
 	t.mu.Unlock()
 	for _, p := range pools {
+		p.sweepPipelined(time.Now().Add(time.Hour))
 		for {
 			select {
 			case c := <-p.idle:
@@ -258,6 +271,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	p := t.pool(addr)
+	if t.Pipeline > 1 {
+		return t.pipelined(ctx, req, p, addr, host, body, deadline)
+	}
 	for attempt := 0; ; attempt++ {
 		c, reused, err := t.get(ctx, p, addr, deadline)
 		if err != nil {
