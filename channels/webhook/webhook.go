@@ -606,7 +606,14 @@ func (s *Sender) classifyTransportError(parent context.Context, method string, t
 		err = ue.Err
 	}
 	wrapped := fmt.Errorf("%s %s: %w", method, redactURL(target), err)
-	if perr := parent.Err(); perr != nil {
+	perr := parent.Err()
+	if dl, ok := parent.Deadline(); perr == nil && ok && isTimeout(err) && !time.Now().Before(dl) {
+		// The connection's deadline is the caller's (internal/h1 sets it
+		// from the context): its timeout can beat the context's own timer
+		// by a hair, and it is the caller's deadline that passed.
+		perr = context.DeadlineExceeded
+	}
+	if perr != nil {
 		return channels.Classify(fmt.Errorf("%s %s: %w", method, redactURL(target), perr))
 	}
 	if errors.Is(err, channels.ErrBlockedDestination) {
