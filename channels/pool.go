@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -176,17 +176,17 @@ type Pool struct {
 	// The woken chain the wake-up instead while work remains.
 	waking    int
 	maxWaking int
-	timer          Timer
-	timerAt        time.Time
-	timerGen       uint64
-	started        bool
-	closing        bool
-	stopped        bool
-	stopCause      error
-	runCtx         context.Context
-	cancelRun      context.CancelFunc
-	sinkCtx        context.Context
-	stopWatch      func() bool
+	timer     Timer
+	timerAt   time.Time
+	timerGen  uint64
+	started   bool
+	closing   bool
+	stopped   bool
+	stopCause error
+	runCtx    context.Context
+	cancelRun context.CancelFunc
+	sinkCtx   context.Context
+	stopWatch func() bool
 
 	wg        sync.WaitGroup
 	done      chan struct{}

@@ -17,8 +17,8 @@
 // connection: about half the CPU per request, measured with notifyd bench
 // webhook); https (HTTP/2 when the receiver offers it) and proxied requests
 // go through net/http. Config.Transport TransportNetHTTP sends everything
-// through net/http. The lean transport pipelines (Config.Pipeline, 8):
-// up to that many requests wait in line on one connection before another
+// through net/http. The lean transport can pipeline (Config.Pipeline; off by
+// default, since requests in line wait behind a slow answer): up to that many requests wait in line on one connection before another
 // is opened, requests that meet there leave in one write, and the oldest
 // caller reads the line's answers and hands them out in order (no
 // goroutine of the connection's own). A broken line fails its unanswered
