@@ -51,6 +51,12 @@ func replyErr(cmd string, err error) *txError {
 
 // appendEnvelope appends MAIL FROM, RCPT TO and DATA for o.
 func (ss *session) appendEnvelope(b []byte, o *outMsg) []byte {
+	return append(ss.appendMailRcpt(b, o), "DATA\r\n"...)
+}
+
+// appendMailRcpt appends o's MAIL FROM and RCPT TO lines, for DATA and
+// BDAT transactions alike.
+func (ss *session) appendMailRcpt(b []byte, o *outMsg) []byte {
 	b = append(b, "MAIL FROM:<"...)
 	b = append(b, o.from...)
 	b = append(b, '>')
@@ -59,7 +65,7 @@ func (ss *session) appendEnvelope(b []byte, o *outMsg) []byte {
 	}
 	b = append(b, "\r\nRCPT TO:<"...)
 	b = append(b, o.to...)
-	return append(b, ">\r\nDATA\r\n"...)
+	return append(b, ">\r\n"...)
 }
 
 // flush writes the session's buffer in one write, under a fresh deadline.
@@ -208,15 +214,8 @@ func (ss *session) appendChunked(b []byte, o *outMsg, reset bool) []byte {
 	if reset {
 		b = append(b, "RSET\r\n"...)
 	}
-	b = append(b, "MAIL FROM:<"...)
-	b = append(b, o.from...)
-	b = append(b, '>')
-	if o.utf8 && ss.smtputf8 {
-		b = append(b, " SMTPUTF8"...)
-	}
-	b = append(b, "\r\nRCPT TO:<"...)
-	b = append(b, o.to...)
-	b = append(b, ">\r\nBDAT "...)
+	b = ss.appendMailRcpt(b, o)
+	b = append(b, "BDAT "...)
 	b = strconv.AppendInt(b, int64(unstuffedLen(o.data)), 10)
 	b = append(b, " LAST\r\n"...)
 	return appendUnstuffed(b, o.data)

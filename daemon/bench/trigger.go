@@ -252,9 +252,8 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 
 	fmt.Fprintf(opts.Out, "firing %d triggers/s for %s at shard 0 of %d (dedup in %s)...\n", opts.Rate, opts.Duration, opts.Shards, res.Dedup)
 	rng := rand.New(rand.NewPCG(1, 2))
-	const tick = 5 * time.Millisecond
-	per := opts.Rate * int(tick) / int(time.Second)
-	t := time.NewTicker(tick)
+	per := opts.Rate * int(tickEvery) / int(time.Second)
+	t := time.NewTicker(tickEvery)
 	defer t.Stop()
 	var probeDone chan []time.Duration
 	if rs != nil {
@@ -371,31 +370,51 @@ func Trigger(ctx context.Context, opts TriggerOptions) (*TriggerResult, error) {
 // spread over the slots; a cluster client sends each node its part in
 // parallel), for d. It returns the round trips' p50 and p99.
 func redisFloor(ctx context.Context, rdb redis.UniversalClient, prefix string, rate int, d time.Duration) (p50, p99 time.Duration, err error) {
-	const tick = 5 * time.Millisecond
-	per := max(rate*int(tick)/int(time.Second), 1)
-	t := time.NewTicker(tick)
+	samples, err := timePipelines(ctx, rdb, prefix+"floor:", max(rate*int(tickEvery)/int(time.Second), 1), time.Minute, d)
+	if err != nil {
+		return 0, 0, fmt.Errorf("measure Redis round trips: %w", err)
+	}
+	p50, p99, _, _ = quantiles(samples)
+	return p50, p99, nil
+}
+
+// probeRedis is the probe beside the run (TriggerResult.RedisDuring): one
+// small pipeline per tick, three keys over the slots, so most ticks reach
+// every master of three. An error ends it with what it has.
+func probeRedis(ctx context.Context, rdb redis.UniversalClient, prefix string, d time.Duration) []time.Duration {
+	samples, _ := timePipelines(ctx, rdb, prefix, 3, time.Second, d)
+	return samples
+}
+
+// tickEvery is the cadence of the bench's triggers and of its Redis timings.
+const tickEvery = 5 * time.Millisecond
+
+// timePipelines sends, every tickEvery for d, one pipeline of perTick
+// SET NX (fresh keys under prefix, expiring after ttl) and returns each
+// pipeline's round trip, with the first error.
+func timePipelines(ctx context.Context, rdb redis.UniversalClient, prefix string, perTick int, ttl, d time.Duration) ([]time.Duration, error) {
+	t := time.NewTicker(tickEvery)
 	defer t.Stop()
 	var samples []time.Duration
 	n := 0
 	for start := time.Now(); time.Since(start) < d; {
 		pipe := rdb.Pipeline()
-		for range per {
-			pipe.SetNX(ctx, prefix+"floor:"+strconv.Itoa(n), "1", time.Minute)
+		for range perTick {
+			pipe.SetNX(ctx, prefix+strconv.Itoa(n), "1", ttl)
 			n++
 		}
 		t0 := time.Now()
 		if _, err := pipe.Exec(ctx); err != nil {
-			return 0, 0, fmt.Errorf("measure Redis round trips: %w", err)
+			return samples, err
 		}
 		samples = append(samples, time.Since(t0))
 		select {
 		case <-ctx.Done():
-			return 0, 0, ctx.Err()
+			return samples, ctx.Err()
 		case <-t.C:
 		}
 	}
-	p50, p99, _, _ = quantiles(samples)
-	return p50, p99, nil
+	return samples, nil
 }
 
 // quantiles sorts samples and returns p50, p99, p99.9 and the maximum.
@@ -406,30 +425,4 @@ func quantiles(samples []time.Duration) (p50, p99, p999, maxd time.Duration) {
 	slices.Sort(samples)
 	q := func(p float64) time.Duration { return samples[min(len(samples)-1, int(p*float64(len(samples))))] }
 	return q(0.50), q(0.99), q(0.999), samples[len(samples)-1]
-}
-
-// probeRedis times one small pipeline per 5 ms tick for d (see
-// TriggerResult.RedisDuring); errors end the probe early.
-func probeRedis(ctx context.Context, rdb redis.UniversalClient, prefix string, d time.Duration) []time.Duration {
-	const tick = 5 * time.Millisecond
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	var samples []time.Duration
-	for start, n := time.Now(), 0; time.Since(start) < d; n++ {
-		pipe := rdb.Pipeline()
-		for k := range 3 { // keys over the slots: most ticks reach every master of three
-			pipe.SetNX(ctx, prefix+strconv.Itoa(3*n+k), "1", time.Second)
-		}
-		t0 := time.Now()
-		if _, err := pipe.Exec(ctx); err != nil {
-			return samples
-		}
-		samples = append(samples, time.Since(t0))
-		select {
-		case <-ctx.Done():
-			return samples
-		case <-t.C:
-		}
-	}
-	return samples
 }
