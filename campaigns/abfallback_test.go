@@ -16,6 +16,7 @@ import (
 // push → email → sms; variant B has its own email subject and SMS text.
 const abFallbackBody = `{
   "id": "ab-fb", "segment": "all", "channels": ["apns", "email", "sms"], "holdout": 10,
+  "tracking": {"opens": true, "clicks": true},
   "delivery": {"mode": "fallback", "wait": "1h"},
   "content": {
     "email": {"from": "shop@example.test", "subject": "A subject", "text": "Hello"},
@@ -29,7 +30,8 @@ const abFallbackBody = `{
 }`
 
 // TestFallbackWithVariants: each member falls back along the order with
-// their own variant's content, the holdout gets nothing on any channel,
+// their own variant's content and the campaign's email tracking, the
+// holdout gets nothing on any channel,
 // and the per-variant counts add up to the campaign's.
 func TestFallbackWithVariants(t *testing.T) {
 	src := newSource(1200)
@@ -40,7 +42,10 @@ func TestFallbackWithVariants(t *testing.T) {
 			r.chans[channels.APNs].Script(m.APNs[0], channelstest.Answer{Err: deadToken})
 		}
 	}
-	type got struct{ channel, variant, content string }
+	type got struct {
+		channel, variant, content string
+		track                     channels.Track
+	}
 	var mu sync.Mutex
 	sends := map[string][]got{} // user → what reached a provider, in order
 	for _, ch := range []string{channels.APNs, channels.Email, channels.SMS} {
@@ -48,7 +53,7 @@ func TestFallbackWithVariants(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, m := range batch {
-				g := got{channel: ch, variant: m.Variant}
+				g := got{channel: ch, variant: m.Variant, track: m.Track}
 				switch {
 				case m.Mail != nil:
 					g.content = m.Mail.Subject
@@ -66,6 +71,9 @@ func TestFallbackWithVariants(t *testing.T) {
 	}
 	st := waitStatus(t, r.engine, "ab-fb", campaigns.StatusCompleted)
 
+	// Every message carries the campaign's opt-in; the email sender is the
+	// one that applies it.
+	tracked := channels.TrackOpens | channels.TrackClicks
 	held, byVariant := 0, map[string]int{}
 	for i, m := range src.members {
 		v := c.AssignVariant(m.Key)
@@ -81,14 +89,14 @@ func TestFallbackWithVariants(t *testing.T) {
 		emailOK := m.Email != "" && i%11 != 0
 		var want []got
 		if len(m.APNs) > 0 {
-			want = append(want, got{channels.APNs, v, "Sale"})
+			want = append(want, got{channels.APNs, v, "Sale", tracked})
 		}
 		if len(m.APNs) == 0 || i%6 == 0 {
 			switch {
 			case emailOK:
-				want = append(want, got{channels.Email, v, v + " subject"})
+				want = append(want, got{channels.Email, v, v + " subject", tracked})
 			case m.Phone != "":
-				want = append(want, got{channels.SMS, v, v + " text"})
+				want = append(want, got{channels.SMS, v, v + " text", tracked})
 			}
 		}
 		if !slicesEqual(s, want) {
