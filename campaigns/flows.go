@@ -834,7 +834,7 @@ func (fe *FlowEngine) process(ctx context.Context, af *activeFlow, jobs []*job) 
 			fb.delayed = append(fb.delayed, j.delayID)
 		}
 	}
-	stages := MultiStage{StageFunc(resolveStage), StageFunc(layoutStage), StageFunc(policyStage), StageFunc(fb.dedupStage(fe, jobs)), StageFunc(capStage), StageFunc(renderStage)}
+	stages := MultiStage{StageFunc(resolveStage), StageFunc(layoutStage), StageFunc(policyStage), StageFunc(fb.claimRenderStage(fe)), StageFunc(capStage)}
 	err = stages.Exec(ctx, b)
 	// Stages settle skipped positions; what is still open awaits outcomes.
 	b.remaining = b.open
@@ -871,10 +871,15 @@ func (fb *flowBatch) dedupWindow() time.Duration {
 	return 24 * time.Hour
 }
 
-// dedupStage claims one key per open position in one round trip: the
-// flow's re-entry key (user × channel), or the trigger's idempotency key
-// when the flow has no re-entry window.
-func (fb *flowBatch) dedupStage(fe *FlowEngine, jobs []*job) func(ctx context.Context, b *RecipientBatch) error {
+// claimRenderStage claims one dedup key per open position in one round
+// trip (the flow's re-entry key, user × channel, or the trigger's
+// idempotency key when the flow has no re-entry window) and renders the
+// batch while the claim is in flight: a trigger used to wait for the
+// claim's answer before anything was rendered, and on a busy machine that
+// round trip is most of its latency. What the claim refuses was rendered
+// for nothing, which costs far less than the wait, and settles as the
+// claim says (duplicate, in doubt, held), never as a render error.
+func (fb *flowBatch) claimRenderStage(fe *FlowEngine) func(ctx context.Context, b *RecipientBatch) error {
 	return func(ctx context.Context, b *RecipientBatch) error {
 		nch := b.nch()
 		for p := range b.pos {
@@ -892,35 +897,58 @@ func (fb *flowBatch) dedupStage(fe *FlowEngine, jobs []*job) func(ctx context.Co
 			fb.keys = append(fb.keys, DedupKey{Scope: scope, User: mem.Key, Channel: b.run.channels[p%nch]})
 			fb.keyPos = append(fb.keyPos, p)
 		}
-		if len(fb.keys) == 0 {
-			return nil
+		type answer struct {
+			states []ClaimState
+			err    error
 		}
-		states, err := fb.claimHeld(ctx, fe)
-		if err != nil {
-			// Without the dedup record we cannot promise "at most once": send
-			// nothing now, and keep the triggers rather than drop them.
-			fb.hold(ctx, fe, err)
-			fb.keys, fb.keyPos = nil, nil
-			return nil
+		var claimed chan answer
+		if len(fb.keys) > 0 {
+			claimed = make(chan answer, 1)
+			go func() {
+				states, err := fb.claimHeld(ctx, fe)
+				claimed <- answer{states, err}
+			}()
 		}
-		fb.claimed = make([]bool, len(states))
-		for i, st := range states {
-			p := fb.keyPos[i]
-			switch st {
-			case Claimed:
-				fb.claimed[i] = true
-			case InDoubt:
-				fb.claimed[i] = true
-				// An earlier attempt may have reached the provider. Without an
-				// idempotency handle (SMS, email) a re-send could arrive twice.
-				if ch := b.run.channels[p%nch]; ch == channels.SMS || ch == channels.Email {
-					b.skip(p, ReasonInDoubt)
-				}
-			default:
-				b.skip(p, ReasonDuplicate)
-			}
+		failed, rerr := renderOpen(b, nil)
+		if claimed != nil {
+			a := <-claimed
+			fb.applyClaims(ctx, fe, b, a.states, a.err)
 		}
+		if rerr != nil {
+			return rerr
+		}
+		settleRenderErrors(b, failed)
 		return nil
+	}
+}
+
+// applyClaims settles the positions whose claim was refused. When the claim
+// failed, the triggers are held: without the dedup record we cannot promise
+// "at most once", so nothing is sent now and the triggers are kept rather
+// than dropped.
+func (fb *flowBatch) applyClaims(ctx context.Context, fe *FlowEngine, b *RecipientBatch, states []ClaimState, err error) {
+	if err != nil {
+		fb.hold(ctx, fe, err)
+		fb.keys, fb.keyPos = nil, nil
+		return
+	}
+	nch := b.nch()
+	fb.claimed = make([]bool, len(states))
+	for i, st := range states {
+		p := fb.keyPos[i]
+		switch st {
+		case Claimed:
+			fb.claimed[i] = true
+		case InDoubt:
+			fb.claimed[i] = true
+			// An earlier attempt may have reached the provider. Without an
+			// idempotency handle (SMS, email) a re-send could arrive twice.
+			if ch := b.run.channels[p%nch]; ch == channels.SMS || ch == channels.Email {
+				b.skip(p, ReasonInDoubt)
+			}
+		default:
+			b.skip(p, ReasonDuplicate)
+		}
 	}
 }
 

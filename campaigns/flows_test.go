@@ -462,3 +462,98 @@ func TestDecodeForwarded(t *testing.T) {
 		})
 	}
 }
+
+// renderSignal is a trigger property whose rendering closes rendered: the
+// template engine asks it for its value (ToLiquid on Liquid's path, String
+// on the compiled fast path).
+type renderSignal struct {
+	once     *sync.Once
+	rendered chan struct{}
+}
+
+func (s renderSignal) ToLiquid() any {
+	s.once.Do(func() { close(s.rendered) })
+	return "SIGNAL"
+}
+
+func (s renderSignal) String() string { return s.ToLiquid().(string) }
+
+// answerAfterRender is a dedup store whose claims answer only once the
+// batch's template was rendered (or after 5 s): a flow that waits for the
+// claim before rendering takes those 5 s.
+type answerAfterRender struct {
+	campaigns.DedupLog
+	rendered  chan struct{}
+	overlapped atomic.Bool
+}
+
+func (d *answerAfterRender) Claim(ctx context.Context, keys []campaigns.DedupKey, lease, window time.Duration) ([]campaigns.ClaimState, error) {
+	select {
+	case <-d.rendered:
+		d.overlapped.Store(true)
+	case <-time.After(5 * time.Second):
+	}
+	return d.DedupLog.Claim(ctx, keys, lease, window)
+}
+
+// TestFlowRendersWhileClaiming: a trigger's template is rendered while its
+// dedup claim is in flight, not after the answer, so the claim's round trip
+// is not added to the rendering's time.
+func TestFlowRendersWhileClaiming(t *testing.T) {
+	state := memstate.New()
+	dedup := &answerAfterRender{DedupLog: state.Dedup("test"), rendered: make(chan struct{})}
+	fr := newFlowRig(t, dedup)
+	ctx := context.Background()
+	if _, _, err := fr.flows.CreateFlow(ctx, []byte(welcomeFlow)); err != nil {
+		t.Fatal(err)
+	}
+	u := fr.src.members[1]
+	sig := renderSignal{once: new(sync.Once), rendered: dedup.rendered}
+	if _, err := fr.flows.Fire(ctx, []campaigns.Trigger{{Flow: "welcome", UserID: u.ID, Properties: map[string]any{"code": sig}}}); err != nil {
+		t.Fatal(err)
+	}
+	fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonSent, 1)
+	if !dedup.overlapped.Load() {
+		t.Fatal("the claim was answered before the template was rendered: rendering waited for the claim")
+	}
+	if got := fr.sms(); len(got) != 1 || got[0] != u.Phone+"|Welcome Ann1! Code SIGNAL" {
+		t.Fatalf("sent %q", got)
+	}
+}
+
+// TestFlowClaimAnswerWinsOverRenderError: a re-entry within the window whose
+// template fails for this trigger counts as a duplicate (what the claim
+// says), as it did when the claim came before the rendering, and is not
+// logged or counted as a render error.
+func TestFlowClaimAnswerWinsOverRenderError(t *testing.T) {
+	fr := newFlowRig(t, nil)
+	ctx := context.Background()
+	f := strings.Replace(welcomeFlow, `Code {{ event.code | default: 'NONE' }}`, `Share {{ 100 | divided_by: event.d }}`, 1)
+	if _, _, err := fr.flows.CreateFlow(ctx, []byte(f)); err != nil {
+		t.Fatal(err)
+	}
+	u := fr.src.members[1]
+	fire := func(props map[string]any) {
+		t.Helper()
+		if _, err := fr.flows.Fire(ctx, []campaigns.Trigger{{Flow: "welcome", UserID: u.ID, Properties: props}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fire(map[string]any{"d": 4})
+	fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonSent, 1)
+	fire(map[string]any{"d": 0}) // a duplicate that would not render
+	st := fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonDuplicate, 1)
+	if n := st.Counts[channels.SMS][campaigns.ReasonRenderError]; n != 0 {
+		t.Fatalf("a refused duplicate counted as %d render errors: %v", n, st.Counts)
+	}
+	// The same template does fail for a new user: the case above is the
+	// claim's answer winning, not a template that renders.
+	v := fr.src.members[2]
+	if _, err := fr.flows.Fire(ctx, []campaigns.Trigger{{Flow: "welcome", UserID: v.ID, Properties: map[string]any{"d": 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonRenderError, 1)
+	if got := fr.sms(); len(got) != 1 || got[0] != u.Phone+"|Welcome Ann1! Share 25" {
+		t.Fatalf("sent %q", got)
+	}
+}

@@ -170,6 +170,27 @@ func (r *run) zone(name string) *time.Location {
 // renderStage renders each open position's content once (every address of
 // the position shares it) and settles render failures with render_error.
 func renderStage(_ context.Context, b *RecipientBatch) error {
+	failed, err := renderOpen(b, nil)
+	if err != nil {
+		return err
+	}
+	settleRenderErrors(b, failed)
+	return nil
+}
+
+// renderFailure is a position whose template failed for its member.
+type renderFailure struct {
+	p   int
+	err *templates.RenderError
+}
+
+// renderOpen renders each open position and returns (appended to failed)
+// those whose template failed, without settling them: a stage that renders
+// while a Redis round trip is in flight settles what the answer refuses
+// first, so a refused position counts as refused, as it would have had the
+// answer come before the rendering. It settles nothing, so it may run
+// beside a goroutine that only waits for Redis.
+func renderOpen(b *RecipientBatch, failed []renderFailure) ([]renderFailure, error) {
 	r := b.run
 	nch := b.nch()
 	for p := range b.pos {
@@ -180,13 +201,30 @@ func renderStage(_ context.Context, b *RecipientBatch) error {
 		if err := r.renderPosition(b, p); err != nil {
 			var re *templates.RenderError
 			if !errors.As(err, &re) {
-				return fmt.Errorf("render %s for %s: %w", r.channels[p%nch], b.Members[p/nch].ID, err)
+				return failed, fmt.Errorf("render %s for %s: %w", r.channels[p%nch], b.Members[p/nch].ID, err)
 			}
-			r.noteRenderError(re, b.Members[p/nch].ID, ps.variant)
-			b.skip(p, ReasonRenderError)
+			failed = append(failed, renderFailure{p: p, err: re})
 		}
 	}
-	return nil
+	return failed, nil
+}
+
+// settleRenderErrors settles the failed positions that are still open with
+// render_error, and notes each (log and metrics).
+func settleRenderErrors(b *RecipientBatch, failed []renderFailure) {
+	nch := b.nch()
+	for _, f := range failed {
+		b.mu.Lock()
+		ps := &b.pos[f.p]
+		open := !ps.settled
+		variant := ps.variant
+		b.mu.Unlock()
+		if !open {
+			continue
+		}
+		b.run.noteRenderError(f.err, b.Members[f.p/nch].ID, variant)
+		b.skip(f.p, ReasonRenderError)
+	}
 }
 
 // startStage makes a batch ready for outcomes: what the stages settled so
