@@ -483,7 +483,7 @@ func (s renderSignal) String() string { return s.ToLiquid().(string) }
 // claim before rendering takes those 5 s.
 type answerAfterRender struct {
 	campaigns.DedupLog
-	rendered  chan struct{}
+	rendered   chan struct{}
 	overlapped atomic.Bool
 }
 
