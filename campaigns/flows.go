@@ -132,6 +132,26 @@ type job struct {
 	trig    Trigger
 	arrived time.Time
 	delayID string // the DelayQueue item to forget once processed
+	// gate, when set, is the rest of the request that brought the trigger:
+	// its forwarded and delayed triggers, being stored while this one is
+	// claimed and rendered. Nothing of it is sent unless that succeeds.
+	gate *fireGate
+}
+
+// fireGate is the outcome of storing a request's forwarded and delayed
+// triggers. Fire queues the request's immediate triggers before storing
+// the rest, so that their dedup claims and rendering overlap that round
+// trip (a local trigger used to wait for it first), and gates their
+// dispatch on it: when storing fails, Fire answers an error and none of the
+// request is sent, as before, so the caller may retry it whole.
+type fireGate struct {
+	done chan struct{}
+	err  error
+}
+
+func (g *fireGate) finish(err error) {
+	g.err = err
+	close(g.done)
 }
 
 // delayedTrigger is a DelayQueue item's payload.
@@ -454,15 +474,18 @@ type TriggerRouter interface {
 	Owner(userID string) (shard int, mine bool)
 	// Forward hands each shard's triggers durably to its daemon (a
 	// per-shard stream), all shards in one round trip: a local trigger of
-	// the same request waits for it. On error some shards may have theirs.
+	// the same request is claimed and rendered meanwhile, and sent only if
+	// it succeeds. On error some shards may have theirs.
 	Forward(ctx context.Context, byShard map[int]Forwarded) error
 }
 
 // Fire routes triggers to flows and queues them; it never blocks on
 // delivery. The user is looked up at once, so an unknown one is answered
-// (and counted) here. Delayed triggers are stored in the DelayQueue before
-// anything is queued: if that fails, Fire returns the error and nothing of
-// the request was taken, so the caller may retry it whole.
+// (and counted) here. Delayed triggers (DelayQueue) and other shards'
+// (Router) are stored before anything of the request is sent: if that
+// fails, Fire returns the error and nothing of the request was taken, so
+// the caller may retry it whole. Immediate triggers are claimed and
+// rendered meanwhile (fireGate).
 func (fe *FlowEngine) Fire(ctx context.Context, triggers []Trigger) ([]TriggerResult, error) {
 	return fe.fire(ctx, triggers, fe.cfg.Router, fe.now())
 }
@@ -548,31 +571,50 @@ func (fe *FlowEngine) fire(ctx context.Context, triggers []Trigger, router Trigg
 			out[i].Flows = append(out[i].Flows, af.f.ID)
 		}
 	}
-	// Forwarded and delayed triggers are stored before anything is queued
-	// here: if storing fails, nothing of the request was taken.
-	if len(forward) > 0 {
-		byShard := make(map[int]Forwarded, len(forward))
-		for shard, ts := range forward {
-			byShard[shard] = Forwarded{Arrived: arrived, Triggers: ts}
-		}
-		if err := router.Forward(ctx, byShard); err != nil {
-			return nil, fmt.Errorf("forward triggers: %w", err)
-		}
-	}
-	if len(delayed) > 0 {
-		if err := fe.delays.Schedule(ctx, delayed); err != nil {
-			return nil, fmt.Errorf("store delayed triggers: %w", err)
-		}
+	// Forwarded and delayed triggers must be stored before anything of the
+	// request is sent: if storing fails, nothing of it was taken. The
+	// immediate ones are queued first, gated on that (fireGate).
+	var gate *fireGate
+	if len(forward) > 0 || len(delayed) > 0 {
+		gate = &fireGate{done: make(chan struct{})}
 	}
 	for k, j := range now {
 		i := nowIdx[k]
+		j.gate = gate
 		if !fe.enqueue(j) {
 			out[i].Status = "overloaded"
 			continue
 		}
 		out[i].Flows = append(out[i].Flows, j.flow.f.ID)
 	}
+	if gate != nil {
+		err := fe.storeRest(ctx, router, forward, delayed, arrived)
+		gate.finish(err)
+		if err != nil {
+			return nil, err
+		}
+	}
 	return out, nil
+}
+
+// storeRest forwards the triggers of other shards' users and schedules the
+// delayed ones.
+func (fe *FlowEngine) storeRest(ctx context.Context, router TriggerRouter, forward map[int][]Trigger, delayed []Delayed, arrived time.Time) error {
+	if len(forward) > 0 {
+		byShard := make(map[int]Forwarded, len(forward))
+		for shard, ts := range forward {
+			byShard[shard] = Forwarded{Arrived: arrived, Triggers: ts}
+		}
+		if err := router.Forward(ctx, byShard); err != nil {
+			return fmt.Errorf("forward triggers: %w", err)
+		}
+	}
+	if len(delayed) > 0 {
+		if err := fe.delays.Schedule(ctx, delayed); err != nil {
+			return fmt.Errorf("store delayed triggers: %w", err)
+		}
+	}
+	return nil
 }
 
 // delayedItem is the DelayQueue item of trigger t for flow af. With an
@@ -796,6 +838,11 @@ type flowBatch struct {
 // because its dedup claim failed: not a final reason, never counted.
 const reasonHeld = "held"
 
+// reasonRefused settles a position whose trigger's request failed (its
+// forwarded or delayed part could not be stored): Fire answered an error
+// and the caller retries the request whole. Never counted.
+const reasonRefused = "refused"
+
 func (fe *FlowEngine) process(ctx context.Context, af *activeFlow, jobs []*job) {
 	pin, err := fe.source.Pin()
 	if err != nil {
@@ -910,8 +957,14 @@ func (fb *flowBatch) claimRenderStage(fe *FlowEngine) func(ctx context.Context, 
 			}()
 		}
 		failed, rerr := renderOpen(b, nil)
+		refused := fb.awaitGates(b)
 		if claimed != nil {
 			a := <-claimed
+			if a.err != nil && refused {
+				// Nothing was claimed; a refused trigger must not be held
+				// either: its caller retries it.
+				fb.dropSettledKeys(b)
+			}
 			fb.applyClaims(ctx, fe, b, a.states, a.err)
 		}
 		if rerr != nil {
@@ -920,6 +973,43 @@ func (fb *flowBatch) claimRenderStage(fe *FlowEngine) func(ctx context.Context, 
 		settleRenderErrors(b, failed)
 		return nil
 	}
+}
+
+// awaitGates waits for the requests of the batch's gated triggers to be
+// stored, and settles the positions of those whose request failed with
+// reasonRefused. It reports whether any was refused.
+func (fb *flowBatch) awaitGates(b *RecipientBatch) bool {
+	nch := b.nch()
+	refused := false
+	for i, j := range fb.jobs {
+		if j.gate == nil {
+			continue
+		}
+		<-j.gate.done
+		if j.gate.err == nil {
+			continue
+		}
+		refused = true
+		for p := i * nch; p < (i+1)*nch; p++ {
+			b.skip(p, reasonRefused)
+		}
+	}
+	return refused
+}
+
+// dropSettledKeys forgets the keys of settled positions before a failed
+// claim holds the rest.
+func (fb *flowBatch) dropSettledKeys(b *RecipientBatch) {
+	keys, pos := fb.keys[:0], fb.keyPos[:0]
+	for i, p := range fb.keyPos {
+		b.mu.Lock()
+		settled := b.pos[p].settled
+		b.mu.Unlock()
+		if !settled {
+			keys, pos = append(keys, fb.keys[i]), append(pos, p)
+		}
+	}
+	fb.keys, fb.keyPos = keys, pos
 }
 
 // applyClaims settles the positions whose claim was refused. When the claim
@@ -1084,7 +1174,7 @@ func (fb *flowBatch) finish(fe *FlowEngine) {
 	}
 	b.mu.Unlock()
 	for _, c := range counts {
-		if c.Reason != reasonHeld { // counted when the trigger comes back
+		if c.Reason != reasonHeld && c.Reason != reasonRefused { // counted when the trigger comes back
 			fb.af.count(c.Channel, c.Reason, c.N)
 		}
 	}

@@ -557,3 +557,110 @@ func TestFlowClaimAnswerWinsOverRenderError(t *testing.T) {
 		t.Fatalf("sent %q", got)
 	}
 }
+
+// halfRouter owns the rig's even members and forwards the others; Forward
+// waits for the dedup store to see a claim (or 5 s), so that a test can
+// tell a local trigger claimed while the forward was in flight, then fails
+// while fail is set.
+type halfRouter struct {
+	members  []string
+	claimed  <-chan struct{}
+	fail     atomic.Bool
+	overlap  atomic.Bool
+	forwards atomic.Int64
+}
+
+func (r *halfRouter) Owner(userID string) (int, bool) {
+	for i, id := range r.members {
+		if id == userID {
+			return i % 2, i%2 == 0
+		}
+	}
+	return 0, true
+}
+
+func (r *halfRouter) Forward(ctx context.Context, byShard map[int]campaigns.Forwarded) error {
+	r.forwards.Add(1)
+	select {
+	case <-r.claimed:
+		r.overlap.Store(true)
+	case <-time.After(5 * time.Second):
+	}
+	if r.fail.Load() {
+		return errors.New("XADD: connection reset by peer")
+	}
+	return nil
+}
+
+// watchedDedup signals each claim and counts released keys.
+type watchedDedup struct {
+	campaigns.DedupLog
+	claimed  chan struct{}
+	released atomic.Int64
+}
+
+func (d *watchedDedup) Claim(ctx context.Context, keys []campaigns.DedupKey, lease, window time.Duration) ([]campaigns.ClaimState, error) {
+	st, err := d.DedupLog.Claim(ctx, keys, lease, window)
+	select {
+	case d.claimed <- struct{}{}:
+	default:
+	}
+	return st, err
+}
+
+func (d *watchedDedup) Release(ctx context.Context, keys []campaigns.DedupKey) error {
+	d.released.Add(int64(len(keys)))
+	return d.DedupLog.Release(ctx, keys)
+}
+
+// TestLocalTriggerOverlapsItsForwardedPart: a request with triggers for
+// this shard's users and another's. The local trigger is claimed while the
+// others are being forwarded (it used to wait for the forward first), and
+// is sent only when the forward succeeded: when it fails, Fire answers the
+// error, nothing of the request is sent or counted, and the local claim is
+// released so that the caller's retry sends it, once.
+func TestLocalTriggerOverlapsItsForwardedPart(t *testing.T) {
+	state := memstate.New()
+	dedup := &watchedDedup{DedupLog: state.Dedup("test"), claimed: make(chan struct{}, 1)}
+	fr := newFlowRig(t, dedup)
+	router := &halfRouter{claimed: dedup.claimed}
+	for _, m := range fr.src.members {
+		router.members = append(router.members, m.ID)
+	}
+	fr.flows = fr.newEngine(t, nil, campaigns.FlowConfig{Router: router}) // the rig's own has no router
+	ctx := context.Background()
+	if _, _, err := fr.flows.CreateFlow(ctx, []byte(welcomeFlow)); err != nil {
+		t.Fatal(err)
+	}
+	local, remote := fr.src.members[2], fr.src.members[3]
+	req := []campaigns.Trigger{{Flow: "welcome", UserID: local.ID}, {Flow: "welcome", UserID: remote.ID}}
+
+	router.fail.Store(true)
+	if _, err := fr.flows.Fire(ctx, req); err == nil {
+		t.Fatal("Fire succeeded although the forward failed")
+	}
+	if !router.overlap.Load() {
+		t.Fatal("the local trigger was not claimed while the forward was in flight")
+	}
+	channelstest.Eventually(t, 10*time.Second, func() bool { return dedup.released.Load() == 1 }, "the refused trigger's claim was never released (released %d)", dedup.released.Load())
+	st, err := fr.flows.GetFlow(ctx, "welcome")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(fr.sms()); n != 0 || len(st.Counts[channels.SMS]) != 0 {
+		t.Fatalf("a refused request sent %d messages, counts %v", n, st.Counts)
+	}
+
+	router.fail.Store(false)
+	res, err := fr.flows.Fire(ctx, req)
+	if err != nil || res[0].Status != "accepted" || res[1].Status != "forwarded" {
+		t.Fatalf("retry: %+v %v", res, err)
+	}
+	st = fr.waitCount(t, "welcome", channels.SMS, campaigns.ReasonSent, 1)
+	if got := fr.sms(); len(got) != 1 || !strings.HasPrefix(got[0], local.Phone+"|") || len(st.Counts[channels.SMS]) != 1 {
+		t.Fatalf("retry sent %q, counts %v: want the local trigger once", got, st.Counts)
+	}
+	if n := router.forwards.Load(); n != 2 {
+		t.Fatalf("%d forwards, want 2", n)
+	}
+}
