@@ -59,7 +59,9 @@ type pconn struct {
 }
 
 type call struct {
-	req      *http.Request
+	// method, not the request: a caller whose context ended returns (and
+	// may reuse its request) while the line's reader still reads its answer.
+	method   string
 	deadline time.Time
 	done     chan struct{} // one send: an answer, an error, or "read now"
 	resp     *http.Response
@@ -184,7 +186,7 @@ func (p *hostPool) sweepPipelined(olderThan time.Time) bool {
 // roundTrip puts req in c's line and waits for its answer.
 func (c *pconn) roundTrip(ctx context.Context, req *http.Request, host string, body []byte, deadline time.Time) (*http.Response, bool, bool, error) {
 	cl := callPool.Get().(*call)
-	*cl = call{req: req, deadline: deadline, done: cl.done}
+	*cl = call{method: req.Method, deadline: deadline, done: cl.done}
 	defer func() { *cl = call{done: cl.done}; callPool.Put(cl) }()
 
 	c.mu.Lock()
@@ -229,6 +231,9 @@ func (c *pconn) roundTrip(ctx context.Context, req *http.Request, host string, b
 		}
 		return nil, cl.answered, cl.reused, ctx.Err()
 	}
+	if cl.resp != nil {
+		cl.resp.Request = req
+	}
 	return cl.resp, cl.answered, cl.reused, cl.err
 }
 
@@ -263,7 +268,7 @@ func (c *pconn) read(own *call) {
 		head := c.queue[0]
 		c.mu.Unlock()
 		_ = c.nc.SetReadDeadline(head.deadline)
-		resp, answered, keep, err := c.readOne(head.req)
+		resp, answered, keep, err := c.readOne(head.method)
 
 		c.mu.Lock()
 		if err != nil {
@@ -300,10 +305,35 @@ func (c *pconn) read(own *call) {
 
 // readOne reads one answer with its body. keep is false when the
 // connection cannot carry another.
-func (c *pconn) readOne(req *http.Request) (*http.Response, bool, bool, error) {
+func (c *pconn) readOne(method string) (*http.Response, bool, bool, error) {
 	if _, err := c.br.Peek(1); err != nil {
 		return nil, false, false, err
 	}
+	if lr, n, ok := readHead(c.br, method); ok {
+		resp := &lr.resp
+		keep := !resp.Close
+		switch {
+		case n == 0:
+			resp.Body = http.NoBody
+		case n > 0 && n <= maxPipelinedBody:
+			b := make([]byte, n)
+			if _, err := io.ReadFull(c.br, b); err != nil {
+				return nil, true, false, err
+			}
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+		default:
+			b, err := io.ReadAll(io.LimitReader(c.br, min(n, maxPipelinedBody+1)))
+			if err != nil {
+				return nil, true, false, err
+			}
+			if n < 0 || len(b) > maxPipelinedBody {
+				b, keep = b[:min(len(b), maxPipelinedBody)], false
+			}
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+		}
+		return resp, true, keep, nil
+	}
+	req := &http.Request{Method: method}
 	var resp *http.Response
 	for {
 		var err error
