@@ -34,11 +34,15 @@ const (
 	DefaultMaxRetryAfter   = 10 * time.Minute
 	DefaultMaxConnsPerHost = 256
 	DefaultConcurrency     = 64
-	// DefaultPipeline is off: an HTTP/1.1 receiver answers a connection's
-	// requests one after another, so requests in line wait behind a slow
-	// answer (head-of-line blocking). The end-to-end drills' receiver
-	// answers in 2 ms: with 8 in line, 4 workers got a quarter of their
-	// throughput and the campaign took 3× as long.
+	// DefaultPipeline is off. With it on, internal/h1 measures a
+	// receiver's time per answer and gives a slow one (answers 1 ms or
+	// more apart, as the drills' 2 ms receiver) a connection per request
+	// while MaxConnsPerHost allows (TestPipelineSlowReceiverGetsConnections),
+	// but by its answers alone a receiver that is slow per request cannot
+	// be told from a fast one whose CPU is saturated (notifyd bench
+	// webhook: answers ~260 µs apart on each of 8 lines), so receivers that
+	// answer a few hundred µs per request on each of many connections would
+	// wait in line. Opt in for receivers known to answer fast.
 	DefaultPipeline = 1
 )
 
@@ -100,9 +104,8 @@ type Config struct {
 	Transport Transport
 	// Pipeline is how many requests may wait in line on one cleartext
 	// keep-alive connection of the direct transport (HTTP/1.1
-	// pipelining) before another connection is opened (default 1: off,
-	// one request per connection at a time; 8 for a fast receiver, where
-	// it halves the system calls per request).
+	// pipelining) before another connection is opened (default 8; 1: one request per connection at a time). Requests join
+	// a line only while the receiver answers fast, see DefaultPipeline.
 	Pipeline int
 }
 

@@ -56,6 +56,10 @@ type Transport struct {
 	// connection is opened; MaxConnsPerHost still caps the connections.
 	Pipeline int
 
+	// onPick, in tests, sees how many requests wait on the line a
+	// pipelined request joins.
+	onPick func(waiting int)
+
 	mu        sync.Mutex
 	hosts     map[string]*hostPool
 	lastSweep time.Time
@@ -70,6 +74,11 @@ type hostPool struct {
 
 	// Pipelined connections (Transport.Pipeline > 1); slots only gives
 	// the cap there.
+	// answerGap is the receiver's time per answer on a pipelined line
+	// (ns, smoothed), gapSince when it was last reset (see slowAnswer).
+	answerGap atomic.Int64
+	gapSince  atomic.Int64
+
 	pmu     sync.Mutex
 	pconns  []*pconn
 	dialing int
