@@ -90,6 +90,7 @@ type conn struct {
 	br       *bufio.Reader
 	wbuf     []byte
 	lastUsed time.Time
+	started  time.Time // of the request it carries
 	pool     *hostPool
 
 	// The context whose end interrupts the connection (see watch).
@@ -107,13 +108,15 @@ func (t *Transport) idleTimeout() time.Duration {
 	return t.IdleConnTimeout
 }
 
-func (t *Transport) pool(addr string) *hostPool {
+// pool is addr's pool; now is the request's start (one clock read per
+// request: time.Now was a few percent of the CPU per request on a VM).
+func (t *Transport) pool(addr string, now time.Time) *hostPool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.hosts == nil {
 		t.hosts = map[string]*hostPool{}
 	}
-	if now := time.Now(); now.Sub(t.lastSweep) > t.idleTimeout()/2 {
+	if now.Sub(t.lastSweep) > t.idleTimeout()/2 {
 		t.lastSweep = now
 		t.sweep(now)
 	}
@@ -200,7 +203,7 @@ func (timeoutError) Is(target error) bool { return target == os.ErrDeadlineExcee
 
 // get returns an idle connection (reused true) or dials one, waiting for a
 // slot when MaxConnsPerHost are open, until ctx ends or deadline (if set).
-func (t *Transport) get(ctx context.Context, p *hostPool, addr string, deadline time.Time) (*conn, bool, error) {
+func (t *Transport) get(ctx context.Context, p *hostPool, addr string, deadline, now time.Time) (*conn, bool, error) {
 	idleTimeout := t.idleTimeout()
 	for {
 		var c *conn
@@ -236,7 +239,7 @@ func (t *Transport) get(ctx context.Context, p *hostPool, addr string, deadline 
 			}
 		}
 		t.idleCount.Add(-1)
-		if time.Since(c.lastUsed) > idleTimeout || c.interrupted.Load() {
+		if now.Sub(c.lastUsed) > idleTimeout || c.interrupted.Load() {
 			c.close()
 			continue
 		}
@@ -254,7 +257,9 @@ func (t *Transport) put(c *conn) {
 		c.close()
 		return
 	}
-	c.lastUsed = time.Now()
+	// The start of the request it carried: idle a little longer than it
+	// looks, by one request's duration, which the idle timeout dwarfs.
+	c.lastUsed = c.started
 	select {
 	case c.pool.idle <- c:
 	default: // cannot happen: idle holds at most as many as slots
@@ -282,20 +287,22 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	ctx := req.Context()
 	deadline, _ := ctx.Deadline()
+	now := time.Now()
 	if t.Timeout > 0 {
-		if own := time.Now().Add(t.Timeout); deadline.IsZero() || own.Before(deadline) {
+		if own := now.Add(t.Timeout); deadline.IsZero() || own.Before(deadline) {
 			deadline = own
 		}
 	}
-	p := t.pool(addr)
+	p := t.pool(addr, now)
 	if t.Pipeline > 1 {
 		return t.pipelined(ctx, req, p, addr, host, body, deadline)
 	}
 	for attempt := 0; ; attempt++ {
-		c, reused, err := t.get(ctx, p, addr, deadline)
+		c, reused, err := t.get(ctx, p, addr, deadline, now)
 		if err != nil {
 			return nil, err
 		}
+		c.started = now
 		if !c.watch(ctx) {
 			// The end of the context this connection last served is
 			// interrupting it right now: it cannot carry this request.
