@@ -127,7 +127,7 @@ type WebhookConfig struct {
 	// client, https through net/http) or "net/http" (everything).
 	Transport string `yaml:"transport"`
 	// Pipeline: requests in line per cleartext connection before another
-	// is opened (default 8; 1: no pipelining).
+	// is opened (default 1: no pipelining).
 	Pipeline int `yaml:"pipeline"`
 	// AllowNetworks and AllowPrivateNetworks open the destination guard
 	// (channels.NetGuard): webhook URLs come from templates and trigger

@@ -17,9 +17,12 @@
 // connection: about half the CPU per request, measured with notifyd bench
 // webhook); https (HTTP/2 when the receiver offers it) and proxied requests
 // go through net/http. Config.Transport TransportNetHTTP sends everything
-// through net/http. The lean transport can pipeline (Config.Pipeline; off by
-// default, since requests in line wait behind a slow answer): up to that many requests wait in line on one connection before another
-// is opened, requests that meet there leave in one write, and the oldest
+// through net/http. The lean transport can pipeline (Config.Pipeline, off by
+// default): up to that many requests wait in line on one connection before
+// another is opened, while the receiver answers fast (a line's answers less
+// than 1 ms apart; a slower receiver gets a connection per request while
+// MaxConnsPerHost allows, since requests in line wait behind every answer
+// before theirs), requests that meet there leave in one write, and the oldest
 // caller reads the line's answers and hands them out in order (no
 // goroutine of the connection's own). A broken line fails its unanswered
 // requests as network errors: in doubt, re-sent by the pool under the same

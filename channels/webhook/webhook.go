@@ -34,11 +34,15 @@ const (
 	DefaultMaxRetryAfter   = 10 * time.Minute
 	DefaultMaxConnsPerHost = 256
 	DefaultConcurrency     = 64
-	// DefaultPipeline is off: an HTTP/1.1 receiver answers a connection's
-	// requests one after another, so requests in line wait behind a slow
-	// answer (head-of-line blocking). The end-to-end drills' receiver
-	// answers in 2 ms: with 8 in line, 4 workers got a quarter of their
-	// throughput and the campaign took 3× as long.
+	// DefaultPipeline is off. With it on, internal/h1 measures a
+	// receiver's time per answer and gives a slow one (answers 1 ms or
+	// more apart, as the drills' 2 ms receiver) a connection per request
+	// while MaxConnsPerHost allows (TestPipelineSlowReceiverGetsConnections),
+	// but by its answers alone a receiver that is slow per request cannot
+	// be told from a fast one whose CPU is saturated (notifyd bench
+	// webhook: answers ~260 µs apart on each of 8 lines), so receivers that
+	// answer a few hundred µs per request on each of many connections would
+	// wait in line. Opt in for receivers known to answer fast.
 	DefaultPipeline = 1
 )
 
@@ -100,9 +104,8 @@ type Config struct {
 	Transport Transport
 	// Pipeline is how many requests may wait in line on one cleartext
 	// keep-alive connection of the direct transport (HTTP/1.1
-	// pipelining) before another connection is opened (default 1: off,
-	// one request per connection at a time; 8 for a fast receiver, where
-	// it halves the system calls per request).
+	// pipelining) before another connection is opened (default 8; 1: one request per connection at a time). Requests join
+	// a line only while the receiver answers fast, see DefaultPipeline.
 	Pipeline int
 }
 
@@ -158,6 +161,9 @@ type Sender struct {
 	// leanHTTP: every http:// request goes through internal/h1 (no proxy),
 	// which enforces Config.Timeout itself.
 	leanHTTP bool
+	// outgoing holds *outgoing: requests on the lean path are built in
+	// reused parts (see outgoing).
+	outgoing sync.Pool
 }
 
 // checkedURL is a URL string that passed checkURL, parsed. Requests share
@@ -420,20 +426,27 @@ func (s *Sender) sendOne(ctx context.Context, m *channels.Message) channels.Resu
 	if !m.Deadline.IsZero() && !now.Before(m.Deadline) {
 		return channels.Result{Err: channels.Permanent(channels.ReasonExpired, "", fmt.Errorf("send webhook: deadline passed %s ago", now.Sub(m.Deadline).Round(time.Millisecond)))}
 	}
-	var req *retryablehttp.Request
+	var (
+		req *retryablehttp.Request
+		out *outgoing
+	)
 	target, err := s.target(m.Hook)
 	if err == nil {
-		rctx := ctx
-		// internal/h1 bounds the request by Config.Timeout on its own
-		// (the connection's deadline): no timer per request here.
-		if !s.leanHTTP || target.Scheme != "http" {
-			var cancel context.CancelFunc
-			rctx, cancel = context.WithTimeout(ctx, s.cfg.Timeout)
+		if s.leanHTTP && target.Scheme == "http" {
+			// internal/h1 bounds the request by Config.Timeout on its own
+			// (the connection's deadline): no timer per request here. It
+			// is done with the request when RoundTrip returns, so the
+			// request's parts can be reused (see outgoing).
+			out = s.getOutgoing(ctx)
+			req, err = s.buildRequest(ctx, m, target, now, out)
+		} else {
+			rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 			defer cancel()
+			req, err = s.buildRequest(rctx, m, target, now, nil)
 		}
-		req, err = s.buildRequest(rctx, m, target, now)
 	}
 	if err != nil {
+		s.putOutgoing(out)
 		code := ""
 		if errors.Is(err, channels.ErrBlockedDestination) {
 			code = "blocked_destination"
@@ -443,17 +456,23 @@ func (s *Sender) sendOne(ctx context.Context, m *channels.Message) channels.Resu
 
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return channels.Result{Err: s.classifyTransportError(ctx, req.Method, target, err)}
+		res := channels.Result{Err: s.classifyTransportError(ctx, req.Method, target, err)}
+		s.putOutgoing(out)
+		return res
 	}
-	defer resp.Body.Close()
+	var res channels.Result
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		drain(resp)
 		s.warnedNetwork.Store(false)
-		return channels.Result{ProviderID: resp.Header.Get("X-Request-Id")}
+		res = channels.Result{ProviderID: resp.Header.Get("X-Request-Id")}
+	} else {
+		snippet := readSnippet(resp.Body)
+		drain(resp)
+		res = channels.Result{Err: s.classifyStatus(resp, req.Method, target, snippet)}
 	}
-	snippet := readSnippet(resp.Body)
-	drain(resp)
-	return channels.Result{Err: s.classifyStatus(resp, req.Method, target, snippet)}
+	_ = resp.Body.Close()
+	s.putOutgoing(out)
+	return res
 }
 
 // drain reads what is left of a response (bounded) so its connection can go
@@ -487,7 +506,9 @@ func (s *Sender) target(h *channels.Hook) (*url.URL, error) {
 	return u, nil
 }
 
-func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, target *url.URL, now time.Time) (*retryablehttp.Request, error) {
+// buildRequest builds m's request; into out's parts when out is not nil
+// (out was made for ctx).
+func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, target *url.URL, now time.Time, out *outgoing) (*retryablehttp.Request, error) {
 	h := m.Hook
 	method := s.method
 	if h.Method != "" {
@@ -504,38 +525,54 @@ func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, target *
 	if len(h.Body) > 0 && declaresJSON(h.Headers) && !json.Valid(h.Body) {
 		return nil, errors.New("build webhook request: body is not valid JSON")
 	}
-	var body any
-	if len(h.Body) > 0 {
-		// A []byte body is replayable as is: retryablehttp hands each
-		// attempt a bytes.Reader over it, without copying or buffering.
-		body = h.Body
+	var req *retryablehttp.Request
+	if out != nil {
+		req = out.prepare(method, target, h.Body)
+	} else {
+		var body any
+		if len(h.Body) > 0 {
+			// A []byte body is replayable as is: retryablehttp hands each
+			// attempt a bytes.Reader over it, without copying or buffering.
+			body = h.Body
+		}
+		// The URL is already parsed (and checked): printing it for
+		// NewRequestWithContext to parse again cost two allocations and a
+		// parse per request. net/http never modifies Request.URL, so the
+		// parsed default URL is shared by every request.
+		var err error
+		req, err = retryablehttp.NewRequestWithContext(ctx, method, "", body)
+		if err != nil {
+			return nil, fmt.Errorf("build webhook request: %s %s: invalid request", method, redactURL(target))
+		}
+		req.URL = target
 	}
-	// The URL is already parsed (and checked): printing it for
-	// NewRequestWithContext to parse again cost two allocations and a
-	// parse per request. net/http never modifies Request.URL, so the
-	// parsed default URL is shared by every request.
-	req, err := retryablehttp.NewRequestWithContext(ctx, method, "", body)
-	if err != nil {
-		return nil, fmt.Errorf("build webhook request: %s %s: invalid request", method, redactURL(target))
-	}
-	req.URL = target
 	hdr := req.Header
 	for k, v := range h.Headers {
 		if !validHeaderName(k) {
 			return nil, fmt.Errorf("build webhook request: header name %q is not a valid token", k)
 		}
-		if strings.ContainsAny(v, "\r\n\x00") {
+		if hasCRLFOrNUL(v) {
 			return nil, fmt.Errorf("build webhook request: header %s: value contains CR, LF or NUL", k)
 		}
 		ck := textproto.CanonicalMIMEHeaderKey(k)
 		if reservedHeader(ck) || ck == s.sigHeader {
 			return nil, fmt.Errorf("build webhook request: header %s is set by notifyd and cannot be overridden", ck)
 		}
-		hdr[ck] = []string{v}
+		if out != nil {
+			out.extra = append(out.extra, v)
+			hdr[ck] = out.extra[len(out.extra)-1:][:1:1]
+		} else {
+			hdr[ck] = []string{v}
+		}
 	}
 	// One backing array for the fixed headers' value slices: four
 	// allocations fewer per request on the hot path.
-	vals := make([]string, 4)
+	var vals []string
+	if out != nil {
+		vals = out.vals[:]
+	} else {
+		vals = make([]string, 4)
+	}
 	// The template may name the body's type (a text body, a vendor JSON
 	// type); otherwise it is JSON.
 	if _, set := hdr["Content-Type"]; len(h.Body) > 0 && !set {
@@ -545,7 +582,7 @@ func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, target *
 	vals[1] = "notifyd-webhook/1"
 	hdr["User-Agent"] = vals[1:2:2]
 	if m.IdempotencyKey != "" {
-		if strings.ContainsAny(m.IdempotencyKey, "\r\n\x00") {
+		if hasCRLFOrNUL(m.IdempotencyKey) {
 			return nil, errors.New("build webhook request: idempotency key contains CR, LF or NUL")
 		}
 		vals[2] = m.IdempotencyKey

@@ -1,6 +1,7 @@
 package webhook_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -540,6 +541,65 @@ func TestURLCheckedOncePerString(t *testing.T) {
 		var ce *channels.Error
 		if refused := errors.As(res[0].Err, &ce) && ce.Code == "blocked_destination"; refused != tc.refused {
 			t.Fatalf("message %d to %s: err %v, want refused=%v", i, tc.url, res[0].Err, tc.refused)
+		}
+	}
+}
+
+// TestReusedRequestPartsCarryOnlyTheirMessage: requests on the lean path
+// are built in reused parts (header map, value arrays, replayable body).
+// Under concurrency, with bodies, methods and template headers that differ
+// per message (some with none), every request arrives with exactly its own
+// message's body, Idempotency-Key, headers and a valid signature.
+func TestReusedRequestPartsCarryOnlyTheirMessage(t *testing.T) {
+	sb := newSandbox(t, sandbox.WebhookOptions{})
+	s := newSender(t, webhook.Config{URL: sb.URL() + "/hook", Concurrency: 16})
+	const n = 400
+	batch := make([]*channels.Message, n)
+	for i := range batch {
+		h := &channels.Hook{Body: []byte(fmt.Sprintf(`{"i":%d,"pad":%q}`, i, strings.Repeat("x", i%37)))}
+		switch i % 3 {
+		case 0:
+			h.Headers = map[string]string{"X-Tenant": fmt.Sprintf("t-%d", i)}
+		case 1:
+			h.Headers = map[string]string{"x-tenant": fmt.Sprintf("t-%d", i), "X-Extra": "e"}
+			h.Method = "put"
+		}
+		batch[i] = &channels.Message{IdempotencyKey: fmt.Sprintf("key-%d", i), Hook: h}
+	}
+	for i, r := range s.Send(context.Background(), batch) {
+		if r.Err != nil {
+			t.Fatalf("message %d: %v", i, r.Err)
+		}
+	}
+	got := sb.Recorder.All()
+	if len(got) != n || sb.BadSignatures() != 0 {
+		t.Fatalf("recorded %d requests (%d bad signatures), want %d (0)", len(got), sb.BadSignatures(), n)
+	}
+	seen := make(map[int]bool, n)
+	for _, rec := range got {
+		var body struct{ I int }
+		if err := json.Unmarshal(rec.Body, &body); err != nil {
+			t.Fatalf("body %q: %v", rec.Body, err)
+		}
+		i := body.I
+		if seen[i] {
+			t.Fatalf("message %d arrived twice", i)
+		}
+		seen[i] = true
+		if !bytes.Equal(rec.Body, batch[i].Hook.Body) {
+			t.Errorf("message %d: body %q, want %q", i, rec.Body, batch[i].Hook.Body)
+		}
+		want := map[string]string{"Idempotency-Key": fmt.Sprintf("key-%d", i), "X-Tenant": "", "X-Extra": "", ":method": "POST"}
+		switch i % 3 {
+		case 0:
+			want["X-Tenant"] = fmt.Sprintf("t-%d", i)
+		case 1:
+			want["X-Tenant"], want["X-Extra"], want[":method"] = fmt.Sprintf("t-%d", i), "e", "PUT"
+		}
+		for k, v := range want {
+			if rec.Headers[k] != v {
+				t.Errorf("message %d: %s = %q, want %q", i, k, rec.Headers[k], v)
+			}
 		}
 	}
 }

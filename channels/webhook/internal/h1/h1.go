@@ -56,6 +56,10 @@ type Transport struct {
 	// connection is opened; MaxConnsPerHost still caps the connections.
 	Pipeline int
 
+	// onPick, in tests, sees how many requests wait on the line a
+	// pipelined request joins.
+	onPick func(waiting int)
+
 	mu        sync.Mutex
 	hosts     map[string]*hostPool
 	lastSweep time.Time
@@ -70,6 +74,11 @@ type hostPool struct {
 
 	// Pipelined connections (Transport.Pipeline > 1); slots only gives
 	// the cap there.
+	// answerGap is the receiver's time per answer on a pipelined line
+	// (ns, smoothed), gapSince when it was last reset (see slowAnswer).
+	answerGap atomic.Int64
+	gapSince  atomic.Int64
+
 	pmu     sync.Mutex
 	pconns  []*pconn
 	dialing int
@@ -81,7 +90,13 @@ type conn struct {
 	br       *bufio.Reader
 	wbuf     []byte
 	lastUsed time.Time
+	started  time.Time // of the request it carries
 	pool     *hostPool
+
+	// The context whose end interrupts the connection (see watch).
+	watched     context.Context
+	unwatch     func() bool
+	interrupted atomic.Bool
 }
 
 var errPast = time.Unix(1, 0)
@@ -93,13 +108,15 @@ func (t *Transport) idleTimeout() time.Duration {
 	return t.IdleConnTimeout
 }
 
-func (t *Transport) pool(addr string) *hostPool {
+// pool is addr's pool; now is the request's start (one clock read per
+// request: time.Now was a few percent of the CPU per request on a VM).
+func (t *Transport) pool(addr string, now time.Time) *hostPool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.hosts == nil {
 		t.hosts = map[string]*hostPool{}
 	}
-	if now := time.Now(); now.Sub(t.lastSweep) > t.idleTimeout()/2 {
+	if now.Sub(t.lastSweep) > t.idleTimeout()/2 {
 		t.lastSweep = now
 		t.sweep(now)
 	}
@@ -165,6 +182,9 @@ func (t *Transport) CloseIdleConnections() {
 }
 
 func (c *conn) close() {
+	if c.unwatch != nil {
+		c.unwatch()
+	}
 	_ = c.Conn.Close()
 	<-c.pool.slots
 }
@@ -183,7 +203,7 @@ func (timeoutError) Is(target error) bool { return target == os.ErrDeadlineExcee
 
 // get returns an idle connection (reused true) or dials one, waiting for a
 // slot when MaxConnsPerHost are open, until ctx ends or deadline (if set).
-func (t *Transport) get(ctx context.Context, p *hostPool, addr string, deadline time.Time) (*conn, bool, error) {
+func (t *Transport) get(ctx context.Context, p *hostPool, addr string, deadline, now time.Time) (*conn, bool, error) {
 	idleTimeout := t.idleTimeout()
 	for {
 		var c *conn
@@ -219,7 +239,7 @@ func (t *Transport) get(ctx context.Context, p *hostPool, addr string, deadline 
 			}
 		}
 		t.idleCount.Add(-1)
-		if time.Since(c.lastUsed) > idleTimeout {
+		if now.Sub(c.lastUsed) > idleTimeout || c.interrupted.Load() {
 			c.close()
 			continue
 		}
@@ -237,7 +257,9 @@ func (t *Transport) put(c *conn) {
 		c.close()
 		return
 	}
-	c.lastUsed = time.Now()
+	// The start of the request it carried: idle a little longer than it
+	// looks, by one request's duration, which the idle timeout dwarfs.
+	c.lastUsed = c.started
 	select {
 	case c.pool.idle <- c:
 	default: // cannot happen: idle holds at most as many as slots
@@ -265,19 +287,28 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	ctx := req.Context()
 	deadline, _ := ctx.Deadline()
+	now := time.Now()
 	if t.Timeout > 0 {
-		if own := time.Now().Add(t.Timeout); deadline.IsZero() || own.Before(deadline) {
+		if own := now.Add(t.Timeout); deadline.IsZero() || own.Before(deadline) {
 			deadline = own
 		}
 	}
-	p := t.pool(addr)
+	p := t.pool(addr, now)
 	if t.Pipeline > 1 {
 		return t.pipelined(ctx, req, p, addr, host, body, deadline)
 	}
 	for attempt := 0; ; attempt++ {
-		c, reused, err := t.get(ctx, p, addr, deadline)
+		c, reused, err := t.get(ctx, p, addr, deadline, now)
 		if err != nil {
 			return nil, err
+		}
+		c.started = now
+		if !c.watch(ctx) {
+			// The end of the context this connection last served is
+			// interrupting it right now: it cannot carry this request.
+			c.close()
+			attempt--
+			continue
 		}
 		resp, answered, err := t.exchange(ctx, c, req, host, body, deadline)
 		if err == nil {
@@ -302,6 +333,14 @@ func replayable(req *http.Request) bool {
 	return ok
 }
 
+// BytesBody is a request body whose bytes the transport may take without
+// reading them: the webhook sender's replayable body. Bytes must return the
+// whole body, whatever has been read; the transport never modifies it.
+type BytesBody interface {
+	io.ReadCloser
+	Bytes() []byte
+}
+
 // readBody reads the whole request body: webhook bodies are small and in
 // memory, and one buffer lets the request go out in one write.
 func readBody(req *http.Request) ([]byte, error) {
@@ -309,6 +348,9 @@ func readBody(req *http.Request) ([]byte, error) {
 		return nil, nil
 	}
 	defer req.Body.Close()
+	if bb, ok := req.Body.(BytesBody); ok {
+		return bb.Bytes(), nil
+	}
 	if req.ContentLength > 0 {
 		b := make([]byte, req.ContentLength)
 		if _, err := io.ReadFull(req.Body, b); err != nil {
@@ -327,9 +369,7 @@ func readBody(req *http.Request) ([]byte, error) {
 // whether any byte of a response arrived.
 func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, host string, body []byte, deadline time.Time) (*http.Response, bool, error) {
 	_ = c.SetDeadline(deadline) // zero: none
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(errPast) })
 	fail := func(err error, answered bool) (*http.Response, bool, error) {
-		stop()
 		c.close()
 		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
 			// The socket's deadline is the context's: it may fire a moment
@@ -344,7 +384,6 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, ho
 	}
 	w, err := appendRequest(c.wbuf[:0], req, host, body)
 	if err != nil {
-		stop()
 		t.put(c)
 		return nil, false, err
 	}
@@ -352,10 +391,25 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, ho
 	if _, err := c.Write(w); err != nil {
 		return fail(err, false)
 	}
+	if _, err := c.br.Peek(1); err != nil {
+		return fail(err, false)
+	}
+	if lr, n, ok := readHead(c.br, req.Method); ok {
+		resp := &lr.resp
+		resp.Request = req
+		if n == 0 {
+			resp.Body = http.NoBody
+			t.finish(c, !resp.Close)
+			return resp, true, nil
+		}
+		lr.body = respBody{t: t, c: c, n: n, keep: !resp.Close}
+		resp.Body = &lr.body
+		return resp, true, nil
+	}
 	var resp *http.Response
 	for {
 		if _, err := c.br.Peek(1); err != nil {
-			return fail(err, false)
+			return fail(err, true)
 		}
 		resp, err = http.ReadResponse(c.br, req)
 		if err != nil {
@@ -370,22 +424,59 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, ho
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return fail(errors.New("h1: server switched protocols"), true)
 	}
-	b := &respBody{rc: resp.Body, t: t, c: c, stop: stop, keep: !resp.Close}
 	if resp.Body == http.NoBody {
-		b.finish(true)
+		t.finish(c, !resp.Close)
 		return resp, true, nil
 	}
-	resp.Body = b
+	resp.Body = &respBody{rc: resp.Body, t: t, c: c, keep: !resp.Close}
 	return resp, true, nil
+}
+
+// finish ends c's exchange: back to the pool if it may carry another
+// request, closed otherwise. It reports whether c went back.
+func (t *Transport) finish(c *conn, reusable bool) bool {
+	if reusable && !c.interrupted.Load() && c.br.Buffered() == 0 {
+		t.put(c)
+		return true
+	}
+	c.close()
+	return false
+}
+
+// watch makes the end of ctx interrupt c (its deadline set in the past) for
+// as long as c is open or until another context takes over. The worker
+// pool sends every request of a worker under one long-lived context:
+// registering context.AfterFunc per request cost a few percent of the CPU
+// per request, mostly on the parent context's mutex that all workers share.
+// It reports false when a previous context's end may be interrupting c.
+func (c *conn) watch(ctx context.Context) bool {
+	if c.interrupted.Load() {
+		return false
+	}
+	if c.watched == ctx {
+		return true
+	}
+	if c.unwatch != nil && !c.unwatch() {
+		return false
+	}
+	c.watched, c.unwatch = ctx, nil
+	if ctx.Done() == nil {
+		return true // never ends
+	}
+	c.unwatch = context.AfterFunc(ctx, func() {
+		c.interrupted.Store(true)
+		_ = c.SetDeadline(errPast)
+	})
+	return true
 }
 
 // respBody returns its connection to the pool once the response has been
 // read to its end, and closes it otherwise.
 type respBody struct {
-	rc   io.ReadCloser
+	rc   io.ReadCloser // from http.ReadResponse; nil on the lean path
+	n    int64         // lean path: bytes left, or -1 until the connection ends
 	t    *Transport
 	c    *conn
-	stop func() bool
 	keep bool
 	done bool
 }
@@ -394,9 +485,35 @@ func (b *respBody) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, io.EOF
 	}
-	n, err := b.rc.Read(p)
-	if err == io.EOF {
+	if b.rc != nil {
+		n, err := b.rc.Read(p)
+		if err == io.EOF {
+			b.finish(true)
+		} else if err != nil {
+			b.finish(false)
+		}
+		return n, err
+	}
+	if b.n == 0 {
 		b.finish(true)
+		return 0, io.EOF
+	}
+	if b.n > 0 && int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.c.br.Read(p)
+	if b.n > 0 {
+		b.n -= int64(n)
+		if b.n == 0 {
+			b.finish(true)
+			return n, io.EOF
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	if err == io.EOF {
+		b.finish(true) // a close-delimited body ends here
 	} else if err != nil {
 		b.finish(false)
 	}
@@ -409,7 +526,15 @@ func (b *respBody) Close() error {
 	if b.done {
 		return nil
 	}
-	n, err := io.Copy(io.Discard, io.LimitReader(b.rc, 4<<10))
+	if b.rc == nil && b.n > 4<<10 || b.n < 0 {
+		b.finish(false)
+		return nil
+	}
+	src := io.Reader(b)
+	if b.rc != nil {
+		src = b.rc
+	}
+	n, err := io.Copy(io.Discard, io.LimitReader(src, 4<<10))
 	b.finish(err == nil && n < 4<<10)
 	return nil
 }
@@ -419,12 +544,7 @@ func (b *respBody) finish(complete bool) {
 		return
 	}
 	b.done = true
-	interrupted := !b.stop()
-	if complete && b.keep && !interrupted && b.c.br.Buffered() == 0 {
-		b.t.put(b.c)
-		return
-	}
-	b.c.close()
+	b.t.finish(b.c, complete && b.keep)
 }
 
 // appendRequest writes the request head and body. Header names and values

@@ -218,6 +218,44 @@ func TestDeadlineAndCancel(t *testing.T) {
 	}
 }
 
+// TestContextWatchedPerConnection: requests under one long-lived context
+// share a connection (and its one context.AfterFunc); when that context
+// ends while the connection is idle, the connection is not used again, and
+// requests under another context are not disturbed.
+func TestContextWatchedPerConnection(t *testing.T) {
+	srv, conns := server(t, func(w http.ResponseWriter, r *http.Request) {})
+	c, _ := newClient(4)
+	do := func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/in", strings.NewReader("x"))
+		resp, err := c.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+		}
+		return err
+	}
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	for i := range 5 {
+		if err := do(ctx1); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("connections after 5 requests under one context: %d, want 1", n)
+	}
+	cancel1()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	for i := range 5 {
+		if err := do(ctx2); err != nil {
+			t.Fatalf("request %d under a second context: %v", i, err)
+		}
+	}
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("connections %d, want 2 (the one interrupted while idle is closed, the next reused)", n)
+	}
+}
+
 // TestConnectionCap: concurrent requests never open more than
 // MaxConnsPerHost connections; they wait for one instead.
 func TestConnectionCap(t *testing.T) {

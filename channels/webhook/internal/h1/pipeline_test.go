@@ -270,3 +270,67 @@ func TestPipelineTimeoutAndCancel(t *testing.T) {
 		}
 	})
 }
+
+// TestPipelineSlowReceiverGetsConnections: a receiver that takes 3 ms per
+// answer (one connection's requests one after another) must not see requests
+// wait in line behind each other while a connection could carry them: once
+// its time per answer is measured, every request of 8 concurrent callers
+// goes on a connection of its own (8 allowed) and none joins a line.
+func TestPipelineSlowReceiverGetsConnections(t *testing.T) {
+	srv := newRawServer(t, func(_ *rawServer, _ int, c net.Conn, next func() (*http.Request, error)) {
+		for {
+			req, err := next()
+			if err != nil {
+				return
+			}
+			time.Sleep(3 * time.Millisecond)
+			if answer(c, req) != nil {
+				return
+			}
+		}
+	})
+	tr := &Transport{Dial: (&net.Dialer{}).DialContext, MaxConnsPerHost: 8, Pipeline: 8}
+	var measuring atomic.Bool
+	var joined, picks atomic.Int64
+	tr.onPick = func(waiting int) {
+		if measuring.Load() {
+			picks.Add(1)
+			if waiting > 0 {
+				joined.Add(1)
+			}
+		}
+	}
+	client := &http.Client{Transport: tr}
+	run := func(perCaller int) time.Duration {
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for range perCaller {
+					resp, err := client.Post(srv.url(), "application/json", strings.NewReader("{}"))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					_ = resp.Body.Close()
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	run(4) // the first lines measure the receiver
+	measuring.Store(true)
+	took := run(20)
+	if n := joined.Load(); n != 0 {
+		t.Errorf("%d of %d requests waited in line behind a slow answer, want 0", n, picks.Load())
+	}
+	if n := srv.conns.Load(); n != 8 {
+		t.Errorf("connections = %d, want 8", n)
+	}
+	if got := srv.requests.Load(); got != 8*24 {
+		t.Errorf("requests = %d, want %d", got, 8*24)
+	}
+	t.Logf("20 requests per caller in %s (3 ms each: 60 ms when none waits)", took)
+}
