@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -62,6 +63,14 @@ type Round struct {
 	// (Linux /proc/self/io; 0 elsewhere): unlike CPU time, the count does
 	// not change with the machine's load.
 	Syscalls int64
+	// Wakeups is how many times a goroutine of notifyd's was scheduled to
+	// run (the count of runtime/metrics' /sched/latencies:seconds), and
+	// CtxSwitches the process's voluntary and involuntary context
+	// switches: the idle-time costs (parking, waking, polling) that CPU
+	// time per message hides in the machine's noise.
+	Wakeups, CtxSwitches int64
+	// Allocs is the heap objects notifyd allocated in its run.
+	Allocs int64
 }
 
 // ProviderResult is what an email or webhook benchmark measured: medians
@@ -80,6 +89,9 @@ type ProviderResult struct {
 	// SyscallsPerMsg is the median of notifyd's read+write system calls
 	// per message (0 when /proc/self/io is not there).
 	SyscallsPerMsg float64
+	// WakeupsPerMsg, CtxSwitchesPerMsg and AllocsPerMsg are the medians of
+	// Round's counters per message.
+	WakeupsPerMsg, CtxSwitchesPerMsg, AllocsPerMsg float64
 }
 
 // processSyscalls is the read and write system calls of this process so
@@ -100,6 +112,32 @@ func processSyscalls() int64 {
 		}
 	}
 	return n
+}
+
+// runtimeCounts reads the goroutine schedulings and heap objects
+// allocated so far.
+func runtimeCounts() (wakeups, allocs int64) {
+	samples := []metrics.Sample{{Name: "/sched/latencies:seconds"}, {Name: "/gc/heap/allocs:objects"}}
+	metrics.Read(samples)
+	if samples[0].Value.Kind() == metrics.KindFloat64Histogram {
+		for _, c := range samples[0].Value.Float64Histogram().Counts {
+			wakeups += int64(c)
+		}
+	}
+	if samples[1].Value.Kind() == metrics.KindUint64 {
+		allocs = int64(samples[1].Value.Uint64())
+	}
+	return wakeups, allocs
+}
+
+// contextSwitches is the process's voluntary and involuntary context
+// switches so far.
+func contextSwitches() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Nvcsw + ru.Nivcsw
 }
 
 // processCPU is the user+system CPU of this process so far: notifyd's
@@ -249,7 +287,8 @@ func runRounds(ctx context.Context, res *ProviderResult, opts ProviderOptions, d
 					return err
 				}
 			}
-			start, cpu0, sys0 := time.Now(), processCPU(), processSyscalls()
+			start, cpu0, sys0, cs0 := time.Now(), processCPU(), processSyscalls(), contextSwitches()
+			wk0, al0 := runtimeCounts()
 			n, err := d.campaign(ctx, id, res.Channel, campaignJSON(id, res.Channel, content))
 			var counting time.Duration
 			if err == nil && dw != nil {
@@ -257,6 +296,8 @@ func runRounds(ctx context.Context, res *ProviderResult, opts ProviderOptions, d
 			}
 			rd.Wall, rd.CPU, rd.Messages = time.Since(start), processCPU()-cpu0-counting, n
 			rd.Syscalls = processSyscalls() - sys0
+			wk1, al1 := runtimeCounts()
+			rd.Wakeups, rd.Allocs, rd.CtxSwitches = wk1-wk0, al1-al0, contextSwitches()-cs0
 			return err
 		}
 		runRef := func() error {
@@ -276,8 +317,9 @@ func runRounds(ctx context.Context, res *ProviderResult, opts ProviderOptions, d
 			return err
 		}
 		res.Rounds = append(res.Rounds, rd)
-		fmt.Fprintf(opts.Out, "round %d: notifyd %d msgs in %s (%.0f/s, %.1f µs CPU/msg, %.2f read+write syscalls/msg); reference %.0f/s, %.1f µs CPU/msg\n",
+		fmt.Fprintf(opts.Out, "round %d: notifyd %d msgs in %s (%.0f/s, %.1f µs CPU/msg, %.2f read+write syscalls/msg, %.2f wake-ups/msg, %.2f context switches/msg, %.1f allocs/msg); reference %.0f/s, %.1f µs CPU/msg\n",
 			r+1, rd.Messages, rd.Wall.Round(time.Millisecond), perSec(rd.Messages, rd.Wall), micros(rd.CPU, rd.Messages), perMsg(rd.Syscalls, rd.Messages),
+			perMsg(rd.Wakeups, rd.Messages), perMsg(rd.CtxSwitches, rd.Messages), perMsg(rd.Allocs, rd.Messages),
 			perSec(rd.RefMessages, rd.RefWall), micros(rd.RefCPU, rd.RefMessages))
 	}
 	med := func(f func(Round) float64) float64 {
@@ -294,6 +336,9 @@ func runRounds(ctx context.Context, res *ProviderResult, opts ProviderOptions, d
 	res.CPUMicrosPerMsg = med(func(r Round) float64 { return micros(r.CPU, r.Messages) })
 	res.RefCPUPerMsg = med(func(r Round) float64 { return micros(r.RefCPU, r.RefMessages) })
 	res.SyscallsPerMsg = med(func(r Round) float64 { return perMsg(r.Syscalls, r.Messages) })
+	res.WakeupsPerMsg = med(func(r Round) float64 { return perMsg(r.Wakeups, r.Messages) })
+	res.CtxSwitchesPerMsg = med(func(r Round) float64 { return perMsg(r.CtxSwitches, r.Messages) })
+	res.AllocsPerMsg = med(func(r Round) float64 { return perMsg(r.Allocs, r.Messages) })
 	return nil
 }
 
