@@ -62,3 +62,23 @@ func TestH2loadSummary(t *testing.T) {
 		t.Fatal("no summary passed")
 	}
 }
+
+// TestHeapAllocsCounts: the per-message allocation figure the provider
+// benches print counts this process's heap objects.
+func TestHeapAllocsCounts(t *testing.T) {
+	const n = 1000
+	keep := make([]*[64]byte, n)
+	before := heapAllocs()
+	for i := range keep {
+		keep[i] = new([64]byte)
+	}
+	got := heapAllocs() - before
+	// Exactly n, but for what the runtime and the test framework allocate
+	// meanwhile.
+	if got < n || got > n+50 {
+		t.Fatalf("heapAllocs rose by %d over %d allocations", got, n)
+	}
+	if keep[n-1] == nil {
+		t.Fatal("unreachable")
+	}
+}
