@@ -82,11 +82,15 @@ func (s *Sender) build(m *channels.Message, now time.Time) (*outMsg, string, *ch
 			return invalid("parse Reply-To address: %w", err)
 		}
 	}
-	id := s.messageID(m, fromAddr.addr.Address)
-	if id == "" {
-		id = randomMessageID(fromAddr.addr.Address)
+	// The provider ID is the Message-ID in angle brackets: one string for
+	// both, built in one concatenation.
+	var pid string
+	if key, domain := s.messageIDParts(m, fromAddr.addr.Address); key != "" {
+		pid = "<" + key + "@" + domain + ">"
+	} else {
+		pid = "<" + randomMessageID(fromAddr.addr.Address) + ">"
 	}
-	in.messageID = id
+	in.messageID = pid[1 : len(pid)-1]
 
 	if c.ListUnsubscribe != "" {
 		if c.ListUnsubscribeOneClick {
@@ -130,7 +134,7 @@ func (s *Sender) build(m *channels.Message, now time.Time) (*outMsg, string, *ch
 	}
 	out := &outMsg{from: fromAddr.addr.Address, to: to.Address, data: s.composer.compose(&in)}
 	out.utf8 = !isASCII(out.from) || !isASCII(out.to)
-	return out, "<" + id + ">", nil
+	return out, pid, nil
 }
 
 func isASCII(s string) bool {
@@ -159,14 +163,24 @@ func randomMessageID(from string) string {
 // dot-atom text, otherwise a hash of it, so a re-send after a crash carries
 // the same Message-ID and receivers can collapse the duplicate.
 func (s *Sender) messageID(m *channels.Message, from string) string {
-	key := m.IdempotencyKey
+	key, domain := s.messageIDParts(m, from)
+	if key == "" {
+		return ""
+	}
+	return key + "@" + domain
+}
+
+// messageIDParts is messageID's key and domain; key is empty when the
+// message has neither an IdempotencyKey nor an ID.
+func (s *Sender) messageIDParts(m *channels.Message, from string) (key, domain string) {
+	key = m.IdempotencyKey
 	if key == "" {
 		key = m.ID
 	}
 	if key == "" {
-		return ""
+		return "", ""
 	}
-	domain := s.cfg.MessageIDDomain
+	domain = s.cfg.MessageIDDomain
 	if domain == "" {
 		// from is the bare address (already parsed).
 		if _, d, ok := strings.Cut(from, "@"); ok {
@@ -180,7 +194,7 @@ func (s *Sender) messageID(m *channels.Message, from string) string {
 		sum := sha256.Sum256([]byte(key))
 		key = hex.EncodeToString(sum[:16])
 	}
-	return key + "@" + domain
+	return key, domain
 }
 
 // plainAddress reports whether s is a bare addr-spec whose local part and

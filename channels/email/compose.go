@@ -3,7 +3,6 @@ package email
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"mime"
 	netmail "net/mail"
 	"sort"
 	"strings"
@@ -219,10 +218,50 @@ func (c *composer) compose(in *composeInput) []byte {
 func appendHeaderValue(b []byte, v string) []byte {
 	for i := 0; i < len(v); i++ {
 		if v[i] >= utf8.RuneSelf {
-			return append(b, mime.QEncoding.Encode("UTF-8", v)...)
+			return appendQWords(b, v)
 		}
 	}
 	return append(b, v...)
+}
+
+// appendQWords appends v as RFC 2047 "Q" encoded words in UTF-8, byte for
+// byte what mime.QEncoding.Encode("UTF-8", v) returns (a test holds it to
+// that), without its builder and string: a personalised Subject with a
+// non-ASCII name is encoded for every recipient.
+func appendQWords(b []byte, v string) []byte {
+	const (
+		open    = "=?UTF-8?q?"
+		maxWord = 75 - len(open) - len("?=") // RFC 2047 2: an encoded word is at most 75 characters
+	)
+	b = append(b, open...)
+	wordLen := 0
+	for i := 0; i < len(v); {
+		c := v[i]
+		n, encLen := 1, 1
+		if c < ' ' || c > '~' || c == '=' || c == '?' || c == '_' {
+			// A character's bytes stay in one word (RFC 2047 5.3).
+			_, n = utf8.DecodeRuneInString(v[i:])
+			encLen = 3 * n
+		}
+		if wordLen+encLen > maxWord {
+			b = append(b, "?= "...)
+			b = append(b, open...)
+			wordLen = 0
+		}
+		for _, c := range []byte(v[i : i+n]) {
+			switch {
+			case c == ' ':
+				b = append(b, '_')
+			case c >= '!' && c <= '~' && c != '=' && c != '?' && c != '_':
+				b = append(b, c)
+			default:
+				b = append(b, '=', hexUpper[c>>4], hexUpper[c&15])
+			}
+		}
+		wordLen += encLen
+		i += n
+	}
+	return append(b, "?="...)
 }
 
 const hexUpper = "0123456789ABCDEF"
@@ -346,7 +385,14 @@ func isPlainQP(s string) bool {
 // costs a few memory comparisons (a binary search over the cached line
 // starts), not a pass over every byte. Safe for concurrent use: entries are
 // immutable and swapped whole.
-type qpCache struct{ last atomic.Pointer[qpEncoded] }
+type qpCache struct {
+	last atomic.Pointer[qpEncoded]
+	// split is the cached line at which the last message's shared tail
+	// began: a campaign's messages differ in the same lines, so it is
+	// checked first, with two comparisons instead of a binary search's
+	// several (each up to the whole body).
+	split atomic.Int32
+}
 
 type qpEncoded struct {
 	body  string
@@ -362,11 +408,16 @@ func (q *qpCache) appendQPDot(b []byte, s string) []byte {
 		}
 		// The first cached line from which the rest of the cached body ends
 		// s at a line start of s; if line i qualifies, so do those after it.
-		i := sort.Search(len(p.lines), func(i int) bool {
+		shared := func(i int) bool {
 			tail := p.body[p.lines[i]:]
 			n := len(s) - len(tail)
 			return n > 0 && s[n-1] == '\n' && s[n:] == tail
-		})
+		}
+		i := int(q.split.Load())
+		if i >= len(p.lines) || !shared(i) || (i > 0 && shared(i-1)) {
+			i = sort.Search(len(p.lines), shared)
+			q.split.Store(int32(i))
+		}
 		if i < len(p.lines) {
 			if n := len(s) - (len(p.body) - p.lines[i]); 2*n <= len(s) {
 				b = appendQPBody(b, s[:n], true)

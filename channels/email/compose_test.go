@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestAppendQP(t *testing.T) {
@@ -322,5 +323,65 @@ func TestDateCache(t *testing.T) {
 		if want := "x" + tm.Format(time.RFC1123Z); got != want {
 			t.Fatalf("appendDate(%v) = %q, want %q", tm, got, want)
 		}
+	}
+}
+
+// TestAppendQWordsMatchesMime holds the Subject's encoder to the standard
+// library's, byte for byte, including where a long value is split into
+// several words (never inside a character) and bytes that are not UTF-8.
+func TestAppendQWordsMatchesMime(t *testing.T) {
+	tests := []struct{ name, in string }{
+		{"one accented name", "José, our autumn news"},
+		{"specials", "Ünïcode = a?b_c\tend"},
+		{"control byte", "Ä\x01b"},
+		{"invalid UTF-8", "caf\xe9 \xff\xfe"},
+		{"only non-ASCII", "日本語のお知らせ"},
+		{"split at 63 encoded characters", strings.Repeat("a", 60) + "é" + strings.Repeat("b", 10)},
+		{"split before a 4-byte character", strings.Repeat("x", 61) + "😀" + "y"},
+		{"several words", strings.Repeat("Grüße aus München, ", 12)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			want := mime.QEncoding.Encode("UTF-8", tc.in)
+			got := string(appendHeaderValue([]byte("Subject: "), tc.in))
+			if got != "Subject: "+want {
+				t.Fatalf("appendHeaderValue(%q)\n got %q\nwant %q", tc.in, got, "Subject: "+want)
+			}
+			dec, err := new(mime.WordDecoder).DecodeHeader(want)
+			if err != nil || (utf8.ValidString(tc.in) && dec != tc.in) {
+				t.Fatalf("decoding %q = %q, %v; want %q", want, dec, err, tc.in)
+			}
+		})
+	}
+}
+
+// TestQPCacheSplitHint: the remembered split is always the first cached
+// line of the shared tail, whether the hint was right, too late or too
+// early for the next body, so the cache copies as much as it can.
+func TestQPCacheSplitHint(t *testing.T) {
+	line := "Our autumn collection is in: jackets, boots and scarves at member prices.\n"
+	tail := strings.Repeat(line, 8) + "end"
+	var q qpCache
+	q.appendQPDot(nil, "Hello Ann\nsame\n"+tail)
+	tests := []struct {
+		name, body string
+		split      int32
+	}{
+		{"first line differs", "Hello Bob\nsame\n" + tail, 1},
+		{"same lines differ again", "Hello Cy\nsame\n" + tail, 1},
+		{"two lines differ", "Hello Di\nother\n" + tail, 2},
+		{"one line differs again", "Hello Ed\nsame\n" + tail, 1},
+		{"three lines differ", "Hello Flo\nother\n" + strings.Repeat("x", 10) + "\n" + tail[len(line):], 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			want := dotStuff(appendQPBytewise(nil, tc.body))
+			if got := q.appendQPDot(nil, tc.body); !bytes.Equal(got, want) {
+				t.Fatalf("appendQPDot(%q) = %q, want %q", tc.body, got, want)
+			}
+			if got := q.split.Load(); got != tc.split {
+				t.Fatalf("split = %d, want %d", got, tc.split)
+			}
+		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -62,6 +63,14 @@ type Round struct {
 	// (Linux /proc/self/io; 0 elsewhere): unlike CPU time, the count does
 	// not change with the machine's load.
 	Syscalls int64
+	// CtxSwitches is the process's voluntary and involuntary context
+	// switches in its run: the idle-time costs (threads parking and waking
+	// on every reply) that CPU time per message hides in the machine's
+	// noise. (Postfix runs count the bench's own Maildir poll too, about
+	// 100 a second.)
+	CtxSwitches int64
+	// Allocs is the heap objects notifyd allocated in its run.
+	Allocs int64
 }
 
 // ProviderResult is what an email or webhook benchmark measured: medians
@@ -80,6 +89,9 @@ type ProviderResult struct {
 	// SyscallsPerMsg is the median of notifyd's read+write system calls
 	// per message (0 when /proc/self/io is not there).
 	SyscallsPerMsg float64
+	// CtxSwitchesPerMsg and AllocsPerMsg are the medians of Round's
+	// counters per message.
+	CtxSwitchesPerMsg, AllocsPerMsg float64
 }
 
 // processSyscalls is the read and write system calls of this process so
@@ -100,6 +112,26 @@ func processSyscalls() int64 {
 		}
 	}
 	return n
+}
+
+// heapAllocs is the heap objects this process allocated so far.
+func heapAllocs() int64 {
+	samples := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}}
+	metrics.Read(samples)
+	if samples[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return int64(samples[0].Value.Uint64())
+}
+
+// contextSwitches is the process's voluntary and involuntary context
+// switches so far.
+func contextSwitches() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Nvcsw + ru.Nivcsw
 }
 
 // processCPU is the user+system CPU of this process so far: notifyd's
@@ -249,7 +281,8 @@ func runRounds(ctx context.Context, res *ProviderResult, opts ProviderOptions, d
 					return err
 				}
 			}
-			start, cpu0, sys0 := time.Now(), processCPU(), processSyscalls()
+			start, cpu0, sys0, cs0 := time.Now(), processCPU(), processSyscalls(), contextSwitches()
+			al0 := heapAllocs()
 			n, err := d.campaign(ctx, id, res.Channel, campaignJSON(id, res.Channel, content))
 			var counting time.Duration
 			if err == nil && dw != nil {
@@ -257,6 +290,7 @@ func runRounds(ctx context.Context, res *ProviderResult, opts ProviderOptions, d
 			}
 			rd.Wall, rd.CPU, rd.Messages = time.Since(start), processCPU()-cpu0-counting, n
 			rd.Syscalls = processSyscalls() - sys0
+			rd.Allocs, rd.CtxSwitches = heapAllocs()-al0, contextSwitches()-cs0
 			return err
 		}
 		runRef := func() error {
@@ -276,8 +310,9 @@ func runRounds(ctx context.Context, res *ProviderResult, opts ProviderOptions, d
 			return err
 		}
 		res.Rounds = append(res.Rounds, rd)
-		fmt.Fprintf(opts.Out, "round %d: notifyd %d msgs in %s (%.0f/s, %.1f µs CPU/msg, %.2f read+write syscalls/msg); reference %.0f/s, %.1f µs CPU/msg\n",
+		fmt.Fprintf(opts.Out, "round %d: notifyd %d msgs in %s (%.0f/s, %.1f µs CPU/msg, %.2f read+write syscalls/msg, %.2f context switches/msg, %.1f allocs/msg); reference %.0f/s, %.1f µs CPU/msg\n",
 			r+1, rd.Messages, rd.Wall.Round(time.Millisecond), perSec(rd.Messages, rd.Wall), micros(rd.CPU, rd.Messages), perMsg(rd.Syscalls, rd.Messages),
+			perMsg(rd.CtxSwitches, rd.Messages), perMsg(rd.Allocs, rd.Messages),
 			perSec(rd.RefMessages, rd.RefWall), micros(rd.RefCPU, rd.RefMessages))
 	}
 	med := func(f func(Round) float64) float64 {
@@ -294,6 +329,8 @@ func runRounds(ctx context.Context, res *ProviderResult, opts ProviderOptions, d
 	res.CPUMicrosPerMsg = med(func(r Round) float64 { return micros(r.CPU, r.Messages) })
 	res.RefCPUPerMsg = med(func(r Round) float64 { return micros(r.RefCPU, r.RefMessages) })
 	res.SyscallsPerMsg = med(func(r Round) float64 { return perMsg(r.Syscalls, r.Messages) })
+	res.CtxSwitchesPerMsg = med(func(r Round) float64 { return perMsg(r.CtxSwitches, r.Messages) })
+	res.AllocsPerMsg = med(func(r Round) float64 { return perMsg(r.Allocs, r.Messages) })
 	return nil
 }
 
