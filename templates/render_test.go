@@ -256,6 +256,10 @@ func TestRenderHook(t *testing.T) {
 			if tc.wantJSON && !json.Valid(dst.Body) {
 				t.Fatalf("body is not JSON: %s", dst.Body)
 			}
+			// The webhook sender trusts the flag and skips its own check.
+			if dst.BodyIsJSON != tc.wantJSON {
+				t.Fatalf("BodyIsJSON = %v, want %v", dst.BodyIsJSON, tc.wantJSON)
+			}
 			if tc.wantBody != "" && string(dst.Body) != tc.wantBody {
 				t.Fatalf("body = %q, want %q", dst.Body, tc.wantBody)
 			}

@@ -694,6 +694,9 @@ func (s *Set) RenderHook(p Profile, event map[string]any, dst *channels.Hook) er
 		}
 	}
 	dst.Body, err = hf.body.appendTo(st, dst.Body[:0])
+	// A JSON field's output is checked when rendered (or, constant, when
+	// compiled); an error leaves the flag off.
+	dst.BodyIsJSON = err == nil && hf.body != nil && hf.body.json
 	return err
 }
 

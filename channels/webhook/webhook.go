@@ -522,7 +522,7 @@ func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, target *
 	}
 	// Only a JSON body must be JSON: the template may name another type
 	// (text/plain, as docs/templates.md allows), which is sent as given.
-	if len(h.Body) > 0 && declaresJSON(h.Headers) && !json.Valid(h.Body) {
+	if len(h.Body) > 0 && !h.BodyIsJSON && declaresJSON(h.Headers) && !json.Valid(h.Body) {
 		return nil, errors.New("build webhook request: body is not valid JSON")
 	}
 	var req *retryablehttp.Request
