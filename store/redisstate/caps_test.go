@@ -269,3 +269,146 @@ func TestCapKeyLayout(t *testing.T) {
 		t.Errorf("after more users: expires at %v, want the end of generation %d", at, gen+1)
 	}
 }
+
+// Users of one group share a field, users on either side of a group's or
+// a bucket's edge do not: each user's messages count for that user only,
+// and a message another user of the group holds is not this user's.
+func TestCapsGroupBoundaries(t *testing.T) {
+	onEachBackend(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx := context.Background()
+		s, _ := newStore(t, c)
+		caps := s.Caps()
+		rules := []campaigns.CapRule{{Limit: 1, Window: campaigns.Duration(time.Hour)}}
+		const (
+			last    = 5<<48 - 1  // the last key of group 4
+			first   = 5 << 48    // the first of group 5
+			mate    = 4<<48 + 7  // group 4, with last
+			edge    = 1<<58 - 1  // the last key of bucket 0
+			over    = 1 << 58    // the first of bucket 1
+			topmost = ^uint64(0) // the last group of the last bucket
+		)
+		admit := func(reqs ...campaigns.CapRequest) string {
+			t.Helper()
+			ok, err := caps.Admit(ctx, reqs, rules, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return fmt.Sprint(ok)
+		}
+		req := func(u uint64, msg string) campaigns.CapRequest {
+			return campaigns.CapRequest{User: u, Channel: "email", Msg: msg}
+		}
+		if got := admit(req(last, "a"), req(first, "b"), req(edge, "e"), req(over, "f"), req(topmost, "g")); got != "[true true true true true]" {
+			t.Fatalf("first messages: %s", got)
+		}
+		// mate is new, in last's group: its first message passes, and
+		// last's message is not mate's to pass again uncounted.
+		if got := admit(req(mate, "c")); got != "[true]" {
+			t.Fatalf("a new user in a group with a capped one: %s", got)
+		}
+		if got := admit(req(mate, "a"), req(last, "c"), req(last, "a"), req(first, "a"), req(first, "b"), req(edge, "f"), req(over, "e"), req(over, "f"), req(topmost, "x")); got != "[false false true false true false false true false]" {
+			t.Fatalf("second messages: %s, want each user's own message only admitted again", got)
+		}
+	})
+}
+
+// Two daemons admitting the users of one group at once never admit more
+// than the limit per user: the script reads and writes the shared field
+// atomically.
+func TestCapsConcurrentSharedGroup(t *testing.T) {
+	onEachBackend(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx := context.Background()
+		s1, prefix := newStore(t, c)
+		var c2 redis.UniversalClient
+		if _, ok := c.(*redis.ClusterClient); ok {
+			c2 = newClusterClient(t)
+		} else {
+			c2 = newClient(t)
+		}
+		s2, err := redisstate.New(c2, redisstate.WithPrefix(prefix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules := []campaigns.CapRule{{Limit: 3, Window: campaigns.Duration(time.Hour)}}
+		const users, calls = 40, 6
+		admitted := make([][users]int, 2)
+		errs := make(chan error, 2)
+		for d, caps := range []*redisstate.Caps{s1.Caps(), s2.Caps()} {
+			go func() {
+				for k := range calls {
+					var reqs []campaigns.CapRequest
+					for u := range uint64(users) {
+						// every user in group 9; two messages per call
+						for m := range 2 {
+							reqs = append(reqs, campaigns.CapRequest{User: 9<<48 + u*1000, Channel: "sms", Msg: fmt.Sprintf("d%d-%d-%d", d, k, m)})
+						}
+					}
+					ok, err := caps.Admit(ctx, reqs, rules, false)
+					if err != nil {
+						errs <- err
+						return
+					}
+					for i, v := range ok {
+						if v {
+							admitted[d][i/2]++
+						}
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		for u := range users {
+			if n := admitted[0][u] + admitted[1][u]; n != 3 {
+				t.Errorf("user %d: %d + %d messages admitted, want 3 in all", u, admitted[0][u], admitted[1][u])
+			}
+		}
+	})
+}
+
+// A group's segments older than the window are dropped at its next write,
+// whichever user of the group writes: the value holds live entries only.
+func TestCapsExpiredSegmentsDropped(t *testing.T) {
+	onEachBackend(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx := context.Background()
+		s, prefix := newStore(t, c)
+		caps := s.Caps()
+		const window = 300
+		rules := []campaigns.CapRule{{Limit: 1, Window: campaigns.Duration(window * time.Millisecond)}}
+		const a, b = 3<<48 + 1, 3<<48 + 2
+		admit := func(u uint64, msg string) bool {
+			t.Helper()
+			ok, err := caps.Admit(ctx, []campaigns.CapRequest{{User: u, Channel: "email", Msg: msg}}, rules, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ok[0]
+		}
+		if !admit(a, "x") {
+			t.Fatal("a: capped on an empty state")
+		}
+		start := serverMS(t, c, a)
+		time.Sleep(window * time.Millisecond)
+		for serverMS(t, c, a) <= start+window {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !admit(b, "y") {
+			t.Fatal("b: capped on an empty state")
+		}
+		now := serverMS(t, c, b)
+		v, err := c.HGet(ctx, capHashKey(prefix, b, window, now/window), capField(b)).Result()
+		if err != nil {
+			t.Fatalf("the group's value in the current generation: %v", err)
+		}
+		if len(v) != 26 || v[6:] != capSegment(0, []uint64{b}, [][]string{{msgHash("y", "email")}})[6:] {
+			t.Fatalf("value %x, want b's segment only (a's expired)", v)
+		}
+		if !admit(a, "z") {
+			t.Fatal("a: capped by a message older than the window")
+		}
+	})
+}
