@@ -155,6 +155,9 @@ local function live(v, since)
 end
 local out = {}
 local v, moved, changed = {}, {}, {}
+local gidx, gkey, gat2, gcnt, add = {}, {}, {}, {}, {}
+local cnt, hs, recs, rn = {}, {}, {}, {}
+for j = 1, nr do cnt[j], hs[j], recs[j] = {}, {}, {} end
 local minlimit = math.huge
 for j = 1, nr do minlimit = math.min(minlimit, limit[j]) end
 local pos, k = 1, 0
@@ -221,36 +224,37 @@ while pos <= #blob do
       for j = 1, nr do v[j], changed[j] = seg, true end
     else
       -- the group's users in the request, then their live entries per rule
-      local idx, ukey, uat, ucnt, nu = {}, {}, {}, {}, 0
+      -- (in tables reused from group to group: making and growing a dozen
+      -- tables per group cost more than the work in them)
+      local nu = 0
       local up, ue = q + 11, q + 11 + L
       while up < ue do
         nu = nu + 1
         local key, c = sub(blob, up, up + 7), u16(blob, up + 8)
-        idx[key], ukey[nu], uat[nu], ucnt[nu] = nu, key, up + 10, c
+        gidx[key], gkey[nu], gat2[nu], gcnt[nu] = nu, key, up + 10, c
         if simple then up = up + 10 + 6 * c else up = up + 10 + 10 * c end
       end
-      local cnt, hs, recs = {}, {}, {}
       for j = 1, nr do
-        local cj, hj, x = {}, {}, v[j]
+        local cj, hj, x = cnt[j], hs[j], v[j]
+        for u = 1, nu do cj[u], hj[u] = 0, '' end
+        rn[j] = 0
         local sp, n = 1, #x
         while sp <= n do
           local rp, re = sp + 10, sp + 10 + u32(x, sp + 6)
           while rp < re do
             local c = u16(x, rp + 8)
-            local u = idx[sub(x, rp, rp + 7)]
+            local u = gidx[sub(x, rp, rp + 7)]
             if u then
-              cj[u] = (cj[u] or 0) + c
-              hj[u] = (hj[u] or '') .. sub(x, rp + 10, rp + 9 + 6 * c)
+              cj[u] = cj[u] + c
+              hj[u] = hj[u] .. sub(x, rp + 10, rp + 9 + 6 * c)
             end
             rp = rp + 10 + 6 * c
           end
           sp = re
         end
-        cnt[j], hs[j], recs[j] = cj, hj, {}
       end
-      local add = {}
       for u = 1, nu do
-        local mp, c = uat[u], ucnt[u]
+        local mp, c = gat2[u], gcnt[u]
         local mq = mp + 6 * c
         for j = 1, nr do add[j] = '' end
         for r = 1, c do
@@ -264,9 +268,8 @@ while pos <= #blob do
           local seen, fits = mask > 0, true
           for j = 1, nr do
             if band(mask, bits[j]) ~= 0 then
-              local h = hs[j][u]
-              if seen and not (h and has(h, m)) then seen = false end
-              if (cnt[j][u] or 0) >= limit[j] then fits = false end
+              if seen and not has(hs[j][u], m) then seen = false end
+              if cnt[j][u] >= limit[j] then fits = false end
             end
           end
           if seen then
@@ -275,8 +278,8 @@ while pos <= #blob do
             out[#out + 1] = '1'
             for j = 1, nr do
               if band(mask, bits[j]) ~= 0 then
-                cnt[j][u] = (cnt[j][u] or 0) + 1
-                hs[j][u] = (hs[j][u] or '') .. m
+                cnt[j][u] = cnt[j][u] + 1
+                hs[j][u] = hs[j][u] .. m
                 add[j] = add[j] .. m
               end
             end
@@ -287,14 +290,15 @@ while pos <= #blob do
         for j = 1, nr do
           local a = add[j]
           if a ~= '' then
-            local rj = recs[j]
-            rj[#rj + 1] = ukey[u] .. be16(#a / 6) .. a
+            rn[j] = rn[j] + 1
+            recs[j][rn[j]] = gkey[u] .. be16(#a / 6) .. a
           end
         end
       end
+      for u = 1, nu do gidx[gkey[u]] = nil end
       for j = 1, nr do
-        if #recs[j] > 0 then
-          local body = concat(recs[j])
+        if rn[j] > 0 then
+          local body = concat(recs[j], '', 1, rn[j])
           v[j], changed[j] = v[j] .. stamp .. be32(#body) .. body, true
         end
       end
