@@ -119,6 +119,10 @@ type RedisConfig struct {
 	// FeedbackMaxLen trims the dead-address feedback stream <prefix>feedback
 	// to about this many entries (default 1,000,000).
 	FeedbackMaxLen int64 `yaml:"feedback_max_len"`
+	// CapGroupBits is how many top bits of a user key name the group whose
+	// users share a frequency-cap hash field (0: redisstate's default, 16);
+	// every daemon sharing the state must agree (docs/redis-keys.md).
+	CapGroupBits int `yaml:"cap_group_bits"`
 }
 
 // AdminConfig is the admin API.
@@ -501,6 +505,9 @@ func (c RedisConfig) validate() ConfigErrors {
 		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
 			errs = append(errs, &ConfigError{Path: fmt.Sprintf("redis.cluster_addrs[%d]", i), Msg: fmt.Sprintf("%q is not host:port", a)})
 		}
+	}
+	if c.CapGroupBits != 0 && (c.CapGroupBits < 6 || c.CapGroupBits > 32) {
+		errs = append(errs, &ConfigError{Path: "redis.cap_group_bits", Msg: fmt.Sprintf("%d, want 6 to 32 (about log2(users / 16))", c.CapGroupBits)})
 	}
 	return errs
 }

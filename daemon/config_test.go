@@ -74,6 +74,15 @@ func TestParseConfig(t *testing.T) {
 		},
 		{name: "redis url and cluster", yaml: "shard: {path: /x}\nadmin: {token: inline-token-0123456789}\nredis: {url: redis://h:6379/0, cluster_addrs: [h:7000]}\n", wantErr: "url and cluster_addrs are both set"},
 		{name: "redis cluster address without port", yaml: "shard: {path: /x}\nadmin: {token: inline-token-0123456789}\nredis: {cluster_addrs: [h]}\n", wantErr: "redis.cluster_addrs[0]"},
+		{name: "cap group bits out of range", yaml: "shard: {path: /x}\nadmin: {token: inline-token-0123456789}\nredis: {url: redis://h:6379/0, cap_group_bits: 40}\n", wantErr: "redis.cap_group_bits"},
+		{
+			name: "cap group bits", yaml: "shard: {path: /x}\nadmin: {token: inline-token-0123456789}\nredis: {url: redis://h:6379/0, cap_group_bits: 20}\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Redis.CapGroupBits != 20 {
+					t.Fatalf("cap_group_bits %d, want 20", c.Redis.CapGroupBits)
+				}
+			},
+		},
 		{name: "redis url with password", yaml: "shard: {path: /x}\nadmin: {token: inline-token-0123456789}\nredis: {url: redis://h:6379/0, password: p}\n", wantErr: "go with cluster_addrs"},
 		{name: "apns without topic", yaml: "shard: {path: /x}\nadmin: {token: inline-token-0123456789}\nchannels: {apns: {key_id: K}}\n", wantErr: "channels.apns.topic"},
 	}

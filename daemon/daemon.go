@@ -156,7 +156,11 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			_ = d.redis.Close()
 			return nil, fmt.Errorf("connect to redis: %w", err)
 		}
-		rs, err := redisstate.New(d.redis, redisstate.WithPrefix(cfg.Redis.Prefix))
+		ropts := []redisstate.Option{redisstate.WithPrefix(cfg.Redis.Prefix)}
+		if cfg.Redis.CapGroupBits != 0 {
+			ropts = append(ropts, redisstate.WithCapGroupBits(cfg.Redis.CapGroupBits))
+		}
+		rs, err := redisstate.New(d.redis, ropts...)
 		if err != nil {
 			return nil, fmt.Errorf("open redis state: %w", err)
 		}

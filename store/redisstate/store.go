@@ -40,6 +40,8 @@ type Store struct {
 	kind    string // record kind: "c" (campaigns) or "f" (flows); keys and index differ
 	delayed string // the delay queue's hash tag ("delayed")
 	cluster bool   // group per-message scripts by hash tag (one slot per call)
+	// capGroupBits: the top bits of a user key that name its cap group (caps.go)
+	capGroupBits int
 
 	claim, confirm, release        *redis.Script
 	acquire, renew, unlease        *redis.Script
@@ -66,7 +68,7 @@ func WithClusterScripts() Option { return func(s *Store) { s.cluster = true } }
 
 // New returns a Store on rdb.
 func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
-	s := &Store{rdb: rdb, prefix: DefaultPrefix, group: DefaultGroup, stream: "intake", delayed: "delayed", kind: "c"}
+	s := &Store{rdb: rdb, prefix: DefaultPrefix, group: DefaultGroup, stream: "intake", delayed: "delayed", kind: "c", capGroupBits: DefaultCapGroupBits}
 	if _, ok := rdb.(*redis.ClusterClient); ok {
 		s.cluster = true
 	}
@@ -78,6 +80,9 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
 	}
 	if s.group == "" {
 		return nil, errors.New("configure redis state: empty consumer group")
+	}
+	if s.capGroupBits < capBucketBits || s.capGroupBits > 32 {
+		return nil, fmt.Errorf("configure redis state: cap group bits %d, want %d to 32", s.capGroupBits, capBucketBits)
 	}
 	s.claim = redis.NewScript(claimSrc)
 	s.confirm = redis.NewScript(confirmSrc)
