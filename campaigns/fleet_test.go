@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -263,11 +264,15 @@ func TestFleetReshardMidCampaign(t *testing.T) {
 	oldParts, newParts := byRing(all, 2), byRing(all, 3)
 	var oldRigs []*rig
 	gate := make(chan struct{})
+	var oldSent atomic.Int64 // past 300, the old ring slows down, so that the reshard falls mid-campaign
 	for k := range 2 {
 		r := newRig(t, state, oldParts[k], campaigns.EngineConfig{Owner: "old-" + strconv.Itoa(k), Shard: k, Shards: 2, RingVersion: 1,
 			BatchSize: 100, DrainTimeout: 100 * time.Millisecond})
 		r.chans[channels.SMS].OnSend(func(batch []*channels.Message) { // held until the test lets it go
 			<-gate
+			if oldSent.Add(int64(len(batch))) > 300 {
+				time.Sleep(20 * time.Millisecond)
+			}
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			for _, m := range batch {
