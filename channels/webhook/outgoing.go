@@ -111,13 +111,3 @@ func (o *outgoing) prepare(method string, target *url.URL, body []byte) *retryab
 	}
 	return &o.req
 }
-
-// hasCRLFOrNUL reports whether a header value would end its line early.
-func hasCRLFOrNUL(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c == '\r' || c == '\n' || c == 0 {
-			return true
-		}
-	}
-	return false
-}

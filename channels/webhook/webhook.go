@@ -551,7 +551,7 @@ func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, target *
 		if !validHeaderName(k) {
 			return nil, fmt.Errorf("build webhook request: header name %q is not a valid token", k)
 		}
-		if hasCRLFOrNUL(v) {
+		if strings.ContainsAny(v, "\r\n\x00") {
 			return nil, fmt.Errorf("build webhook request: header %s: value contains CR, LF or NUL", k)
 		}
 		ck := textproto.CanonicalMIMEHeaderKey(k)
@@ -582,7 +582,7 @@ func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, target *
 	vals[1] = "notifyd-webhook/1"
 	hdr["User-Agent"] = vals[1:2:2]
 	if m.IdempotencyKey != "" {
-		if hasCRLFOrNUL(m.IdempotencyKey) {
+		if strings.ContainsAny(m.IdempotencyKey, "\r\n\x00") {
 			return nil, errors.New("build webhook request: idempotency key contains CR, LF or NUL")
 		}
 		vals[2] = m.IdempotencyKey
