@@ -67,6 +67,16 @@ func capSegment(ms int64, users []uint64, hashes [][]string) string {
 }
 
 // msgHash is the 6-byte hash of a message on a channel (capHash).
+// admitOne admits a single request (not a dry run) and fails the test on error.
+func admitOne(t *testing.T, caps *redisstate.Caps, rules []campaigns.CapRule, req campaigns.CapRequest) bool {
+	t.Helper()
+	ok, err := caps.Admit(context.Background(), []campaigns.CapRequest{req}, rules, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok[0]
+}
+
 func msgHash(msg, channel string) string {
 	h := fnv.New64a()
 	h.Write([]byte(msg + "\x00" + channel))
@@ -85,11 +95,7 @@ func TestCapsWindowSpansGenerations(t *testing.T) {
 		const user = 77
 		admit := func(msg string) bool {
 			t.Helper()
-			ok, err := caps.Admit(ctx, []campaigns.CapRequest{{User: user, Channel: "email", Msg: msg}}, rules, false)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return ok[0]
+			return admitOne(t, caps, rules, campaigns.CapRequest{User: user, Channel: "email", Msg: msg})
 		}
 		// Start late in a generation: 750–900 ms into it.
 		for {
@@ -143,11 +149,7 @@ func TestCapsIgnoreStaleGeneration(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		ok, err := caps.Admit(ctx, []campaigns.CapRequest{{User: user, Channel: "sms", Msg: "x"}}, rules, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok[0] {
+		if !admitOne(t, caps, rules, campaigns.CapRequest{User: user, Channel: "sms", Msg: "x"}) {
 			t.Fatal("capped by a generation older than the window")
 		}
 		g, err := c.HGet(ctx, capHashKey(prefix, user, window, gen), "g").Result()
@@ -382,11 +384,7 @@ func TestCapsExpiredSegmentsDropped(t *testing.T) {
 		const a, b = 3<<48 + 1, 3<<48 + 2
 		admit := func(u uint64, msg string) bool {
 			t.Helper()
-			ok, err := caps.Admit(ctx, []campaigns.CapRequest{{User: u, Channel: "email", Msg: msg}}, rules, false)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return ok[0]
+			return admitOne(t, caps, rules, campaigns.CapRequest{User: u, Channel: "email", Msg: msg})
 		}
 		if !admit(a, "x") {
 			t.Fatal("a: capped on an empty state")
