@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -609,4 +610,53 @@ func testRestoreCompletedPart(t *testing.T, c redis.UniversalClient) {
 	if ok, err := s.Restore(ctx, snap, 0); err != nil || ok {
 		t.Fatalf("second restore: restored=%v %v, want left alone", ok, err)
 	}
+}
+
+// In cluster mode a claim is a plain SET whose lease end is computed here,
+// from the local clock corrected by the server's (TIME). A daemon whose clock
+// is an hour off must still write a lease that ends on the server's clock:
+// an hour late would hold a dead daemon's messages for an hour, an hour early
+// would let another daemon take a live lease as in doubt and send it again.
+func TestClusterClaimLeaseEndsOnServerClock(t *testing.T) {
+	onEachBackend(t, func(t *testing.T, c redis.UniversalClient) {
+		for _, tc := range []struct {
+			name string
+			skew time.Duration
+		}{{"local clock an hour ahead", time.Hour}, {"local clock an hour behind", -time.Hour}, {"clocks agree", 0}} {
+			t.Run(tc.name, func(t *testing.T) {
+				ctx := context.Background()
+				skewed := func() time.Time { return time.Now().Add(tc.skew) }
+				s, prefix := newStore(t, c, redisstate.WithClusterScripts(), redisstate.WithClock(skewed))
+				const lease = 400 * time.Millisecond
+				key := []campaigns.DedupKey{{Scope: "f:clock", User: 0xbeef, Channel: "sms"}}
+				got, err := s.Dedup("a").Claim(ctx, key, lease, time.Hour)
+				if err != nil || got[0] != campaigns.Claimed {
+					t.Fatalf("first claim: %v %v, want claimed", got, err)
+				}
+				server, err := c.Time(ctx).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				v, err := c.Get(ctx, prefix+"d:{u:beef}:f:clock:sms").Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				end, err := strconv.ParseInt(strings.TrimPrefix(strings.SplitN(v, ":", 2)[0], "L"), 10, 64)
+				if err != nil || !strings.HasSuffix(v, ":a") {
+					t.Fatalf("lease value %q: want L<end ms>:a (%v)", v, err)
+				}
+				if off := time.Duration(end-server.Add(lease).UnixMilli()) * time.Millisecond; off < -250*time.Millisecond || off > 250*time.Millisecond {
+					t.Fatalf("lease ends %v from the server's now+lease; want within 250ms", off)
+				}
+				// Another owner sees the live lease held, then in doubt once it ends.
+				if got, err := s.Dedup("b").Claim(ctx, key, time.Minute, time.Hour); err != nil || got[0] != campaigns.Held {
+					t.Fatalf("claim during the lease: %v %v, want held", got, err)
+				}
+				time.Sleep(lease + 200*time.Millisecond)
+				if got, err := s.Dedup("b").Claim(ctx, key, time.Minute, time.Hour); err != nil || got[0] != campaigns.InDoubt {
+					t.Fatalf("claim after the lease: %v %v, want in doubt", got, err)
+				}
+			})
+		}
+	})
 }

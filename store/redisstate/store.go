@@ -42,6 +42,10 @@ type Store struct {
 	cluster bool   // group per-message scripts by hash tag (one slot per call)
 	// capGroupBits: the top bits of a user key that name its cap group (caps.go)
 	capGroupBits int
+	// clock: the server's clock, for claims sent as plain SETs (cluster mode);
+	// shared by the Stores derived from this one.
+	clock *serverClock
+	now   func() time.Time
 
 	claim, confirm, release        *redis.Script
 	acquire, renew, unlease        *redis.Script
@@ -66,9 +70,13 @@ func WithGroup(g string) Option { return func(s *Store) { s.group = g } }
 // even on a single-node client. It is on by itself for a *redis.ClusterClient.
 func WithClusterScripts() Option { return func(s *Store) { s.cluster = true } }
 
+// WithClock sets the local clock (time.Now otherwise) that the server's
+// clock is estimated from.
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
 // New returns a Store on rdb.
 func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
-	s := &Store{rdb: rdb, prefix: DefaultPrefix, group: DefaultGroup, stream: "intake", delayed: "delayed", kind: "c", capGroupBits: DefaultCapGroupBits}
+	s := &Store{rdb: rdb, prefix: DefaultPrefix, group: DefaultGroup, stream: "intake", delayed: "delayed", kind: "c", capGroupBits: DefaultCapGroupBits, now: time.Now}
 	if _, ok := rdb.(*redis.ClusterClient); ok {
 		s.cluster = true
 	}
@@ -84,6 +92,10 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
 	if s.capGroupBits < capBucketBits || s.capGroupBits > 32 {
 		return nil, fmt.Errorf("configure redis state: cap group bits %d, want %d to 32", s.capGroupBits, capBucketBits)
 	}
+	if s.now == nil {
+		return nil, errors.New("configure redis state: nil clock")
+	}
+	s.clock = &serverClock{rdb: rdb, now: s.now}
 	s.claim = redis.NewScript(claimSrc)
 	s.confirm = redis.NewScript(confirmSrc)
 	s.release = redis.NewScript(releaseSrc)
@@ -242,6 +254,13 @@ func (d *Dedup) Claim(ctx context.Context, keys []campaigns.DedupKey, lease, win
 	if len(keys) == 0 {
 		return nil, nil
 	}
+	if d.s.cluster {
+		return d.claimPlain(ctx, keys, lease, window)
+	}
+	return d.claimScript(ctx, keys, lease, window)
+}
+
+func (d *Dedup) claimScript(ctx context.Context, keys []campaigns.DedupKey, lease, window time.Duration) ([]campaigns.ClaimState, error) {
 	calls, idx := d.groups(keys)
 	cmds, err := d.s.runGrouped(ctx, d.s.claim, calls, ms(lease), ms(window), d.owner)
 	if err != nil {
@@ -260,12 +279,85 @@ func (d *Dedup) Claim(ctx context.Context, keys []campaigns.DedupKey, lease, win
 	return out, nil
 }
 
-// Confirm implements campaigns.DedupLog.
+// claimPlain claims keys that live in many slots (cluster mode) with one
+// pipelined SET NX GET per key, which go-redis sends as one pipeline per
+// node: a key that did not exist (the common case) is claimed by it, and one
+// found confirmed is a duplicate. Only keys found leased go through the claim
+// script, which decides held or in doubt atomically. A script call per user
+// cost three times the server's CPU of a SET and most of the client's
+// allocations per claim. The lease end is the server's clock (serverClock),
+// in the script's format, so either path reads what the other wrote.
+func (d *Dedup) claimPlain(ctx context.Context, keys []campaigns.DedupKey, lease, window time.Duration) ([]campaigns.ClaimState, error) {
+	now, err := d.s.clock.Now(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("claim dedup keys: %w", err)
+	}
+	// Boxed once: an interface per command would allocate per key.
+	var leased any = "L" + strconv.FormatInt(now.UnixMilli()+ms(lease), 10) + ":" + d.owner
+	var px any = ms(window)
+	pipe := d.s.rdb.Pipeline()
+	cmds := make([]redis.StringCmd, len(keys))
+	var buf []byte
+	for i, k := range keys {
+		buf = d.s.dedupKey(buf[:0], k)
+		cmds[i] = *redis.NewStringCmd(ctx, "set", string(buf), leased, "px", px, "nx", "get")
+		_ = pipe.Process(ctx, &cmds[i])
+	}
+	_, _ = pipe.Exec(ctx)
+	out := make([]campaigns.ClaimState, len(keys))
+	var leasedBefore []int
+	for i := range cmds {
+		v, err := cmds[i].Result()
+		switch {
+		case err == redis.Nil:
+			out[i] = campaigns.Claimed
+		case err != nil:
+			return nil, fmt.Errorf("claim dedup keys: %w", err)
+		case v == "C":
+			out[i] = campaigns.Duplicate
+		default:
+			leasedBefore = append(leasedBefore, i)
+		}
+	}
+	if len(leasedBefore) == 0 {
+		return out, nil
+	}
+	rest := make([]campaigns.DedupKey, len(leasedBefore))
+	for j, i := range leasedBefore {
+		rest[j] = keys[i]
+	}
+	st, err := d.claimScript(ctx, rest, lease, window)
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range leasedBefore {
+		out[i] = st[j]
+	}
+	return out, nil
+}
+
+// Confirm implements campaigns.DedupLog. In cluster mode it is one pipelined
+// SET per key (one pipeline per node) rather than a script call per user.
 func (d *Dedup) Confirm(ctx context.Context, keys []campaigns.DedupKey, window time.Duration) error {
 	if window < time.Millisecond {
 		return fmt.Errorf("confirm dedup keys: window %v must be at least 1ms", window)
 	}
 	if len(keys) == 0 {
+		return nil
+	}
+	if d.s.cluster {
+		var px, confirmed any = ms(window), "C"
+		pipe := d.s.rdb.Pipeline()
+		cmds := make([]redis.StatusCmd, len(keys))
+		var buf []byte
+		for i, k := range keys {
+			buf = d.s.dedupKey(buf[:0], k)
+			cmds[i] = *redis.NewStatusCmd(ctx, "set", string(buf), confirmed, "px", px)
+			_ = pipe.Process(ctx, &cmds[i])
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("confirm dedup keys: %w", err)
+		}
 		return nil
 	}
 	calls, _ := d.groups(keys)
