@@ -43,6 +43,10 @@ type Outcome struct {
 	Attempts int
 	// Latency is from Submit to this outcome.
 	Latency time.Duration
+	// At is when the outcome was decided (Submit was At - Latency). A sink
+	// reads it instead of its own clock, which runs later by however long the
+	// outcome waited for it.
+	At time.Time
 	// SentAt is when the last Send carrying the message started (zero if
 	// it was never handed to the provider).
 	SentAt time.Time

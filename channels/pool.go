@@ -1060,7 +1060,7 @@ func (p *Pool) callSend(ctx context.Context, msgs []*Message) (res []Result, pan
 
 func (p *Pool) outcome(it item, now time.Time, status OutcomeStatus, reason Reason, code, providerID string, err error) Outcome {
 	o := Outcome{Message: it.msg, Lane: it.lane, Status: status, Reason: reason, Code: code, ProviderID: providerID,
-		Attempts: int(it.attempts), Latency: time.Duration(now.UnixNano() - it.submitted), Err: err}
+		Attempts: int(it.attempts), Latency: time.Duration(now.UnixNano() - it.submitted), At: now, Err: err}
 	if it.sentAt != 0 {
 		o.SentAt = time.Unix(0, it.sentAt)
 	}

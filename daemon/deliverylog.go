@@ -179,6 +179,11 @@ func recordAddress(msg *channels.Message) string {
 // it also fills the address (the senders' path masks into a buffer instead).
 func FillRecord(r *deliverylog.Record, out *channels.Outcome, channel string, m *deliverylog.Masker, now time.Time) {
 	msg := out.Message
+	if !out.At.IsZero() {
+		// The outcome's own time: queued = at - latency must not move past
+		// sent_at by the time the outcome took to reach this sink.
+		now = out.At
+	}
 	*r = deliverylog.Record{
 		MessageID: msg.ID, Event: "outcome", Kind: "campaign", Campaign: msg.Campaign, UserID: msg.UserID, UserKey: int64(msg.UserKey),
 		Channel: channel, ProviderID: out.ProviderID, Outcome: string(out.Status),
