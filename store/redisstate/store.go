@@ -294,16 +294,7 @@ func (d *Dedup) claimPlain(ctx context.Context, keys []campaigns.DedupKey, lease
 	}
 	// Boxed once: an interface per command would allocate per key.
 	var leased any = "L" + strconv.FormatInt(now.UnixMilli()+ms(lease), 10) + ":" + d.owner
-	var px any = ms(window)
-	pipe := d.s.rdb.Pipeline()
-	cmds := make([]redis.StringCmd, len(keys))
-	var buf []byte
-	for i, k := range keys {
-		buf = d.s.dedupKey(buf[:0], k)
-		cmds[i] = *redis.NewStringCmd(ctx, "set", string(buf), leased, "px", px, "nx", "get")
-		_ = pipe.Process(ctx, &cmds[i])
-	}
-	_, _ = pipe.Exec(ctx)
+	cmds, _ := d.setEach(ctx, keys, leased, ms(window), "nx", "get")
 	out := make([]campaigns.ClaimState, len(keys))
 	var leasedBefore []int
 	for i := range cmds {
@@ -336,6 +327,24 @@ func (d *Dedup) claimPlain(ctx context.Context, keys []campaigns.DedupKey, lease
 	return out, nil
 }
 
+// setEach sends SET <key> value PX <pxMS> [flags] for each key in one
+// pipeline (one per node on a cluster client) and returns the replies in key
+// order with the pipeline's first error.
+func (d *Dedup) setEach(ctx context.Context, keys []campaigns.DedupKey, value any, pxMS int64, flags ...any) ([]redis.StringCmd, error) {
+	var px any = pxMS // boxed once: an interface per command would allocate per key
+	pipe := d.s.rdb.Pipeline()
+	cmds := make([]redis.StringCmd, len(keys))
+	var buf []byte
+	for i, k := range keys {
+		buf = d.s.dedupKey(buf[:0], k)
+		args := append(make([]any, 0, 5+len(flags)), "set", string(buf), value, "px", px)
+		cmds[i] = *redis.NewStringCmd(ctx, append(args, flags...)...)
+		_ = pipe.Process(ctx, &cmds[i])
+	}
+	_, err := pipe.Exec(ctx)
+	return cmds, err
+}
+
 // Confirm implements campaigns.DedupLog. In cluster mode it is one pipelined
 // SET per key (one pipeline per node) rather than a script call per user.
 func (d *Dedup) Confirm(ctx context.Context, keys []campaigns.DedupKey, window time.Duration) error {
@@ -346,16 +355,7 @@ func (d *Dedup) Confirm(ctx context.Context, keys []campaigns.DedupKey, window t
 		return nil
 	}
 	if d.s.cluster {
-		var px, confirmed any = ms(window), "C"
-		pipe := d.s.rdb.Pipeline()
-		cmds := make([]redis.StatusCmd, len(keys))
-		var buf []byte
-		for i, k := range keys {
-			buf = d.s.dedupKey(buf[:0], k)
-			cmds[i] = *redis.NewStatusCmd(ctx, "set", string(buf), confirmed, "px", px)
-			_ = pipe.Process(ctx, &cmds[i])
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
+		if _, err := d.setEach(ctx, keys, "C", ms(window)); err != nil {
 			return fmt.Errorf("confirm dedup keys: %w", err)
 		}
 		return nil
