@@ -97,6 +97,11 @@ type ShardConfig struct {
 	// reshard: campaigns pinned to such a ring keep running here over its
 	// members. Remove an entry once no running campaign is pinned to its ring.
 	Retained []string `yaml:"retained"`
+	// LazyVerify leaves each block's verification to its first use instead
+	// of warming every generation ahead of it (shard.Store's WithWarmUp): a
+	// faster start on a host short of CPU, at the price of slow triggers
+	// until the blocks they touch are verified.
+	LazyVerify bool `yaml:"lazy_verify"`
 }
 
 // RedisConfig enables shared, restart-safe state: one node (URL) or a Redis

@@ -115,7 +115,11 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	var err error
-	if d.shard, err = shard.OpenStore(cfg.Shard.Path, shard.WithLogger(d.log)); err != nil {
+	shardOpts := []shard.StoreOption{shard.WithLogger(d.log)}
+	if !cfg.Shard.LazyVerify {
+		shardOpts = append(shardOpts, shard.WithWarmUp())
+	}
+	if d.shard, err = shard.OpenStore(cfg.Shard.Path, shardOpts...); err != nil {
 		return nil, fmt.Errorf("open shard: %w", err)
 	}
 	rr, err := d.shard.Acquire()

@@ -23,3 +23,24 @@ func DowngradeToV2(b []byte) []byte {
 	h.encode(b)
 	return b
 }
+
+// ColdBlocks counts the keys, dictionary, rows and push blocks of the
+// mapping not yet verified (a block found bad counts as visited, and so
+// does the push block of a bad rows block).
+func (r *Reader) ColdBlocks() int {
+	n := 0
+	for i := range r.keyStates.get() {
+		if r.keyStates.get()[i].Load() == 0 {
+			n++
+		}
+	}
+	for _, t := range []*varTable{&r.strTable, &r.rowTable, &r.pushTable} {
+		for i := range t.blocks() {
+			// The push block of a bad rows block is never read.
+			if t.blocks()[i].state.Load() == blockUnchecked && (t != &r.pushTable || r.rowTable.blocks()[i].state.Load() != blockBad) {
+				n++
+			}
+		}
+	}
+	return n
+}

@@ -27,6 +27,14 @@ type Store struct {
 	// truncLogged is the generation whose truncation was logged (Refresh
 	// runs on one goroutine).
 	truncLogged *Reader
+
+	// warm: verify every block of a generation before lookups need it
+	// (WithWarmUp). The first generation warms in the background (Open
+	// stays O(1)); later ones warm before they are swapped in.
+	warm       bool
+	warmed     chan struct{} // closed when the first generation's warm-up ends
+	stopWarm   context.CancelFunc
+	warmReport WarmReport
 }
 
 // fileID identifies one published file: an atomic rename changes the inode.
@@ -59,9 +67,16 @@ func WithAfter(after func(time.Duration) <-chan time.Time) StoreOption {
 	return func(s *Store) { s.after = after }
 }
 
+// WithWarmUp makes the Store verify every block of each generation ahead
+// of use (Reader.Warm): the generation found at open in the background, each
+// new one before Refresh swaps it in, while the previous one serves. Lookups
+// then never pay a block's first-visit verification, which right after a
+// start or a swap is most of a trigger's latency.
+func WithWarmUp() StoreOption { return func(s *Store) { s.warm = true } }
+
 // OpenStore maps the generation currently published at path.
 func OpenStore(path string, opts ...StoreOption) (*Store, error) {
-	s := &Store{path: path, logger: slog.New(slog.DiscardHandler), after: time.After}
+	s := &Store{path: path, logger: slog.New(slog.DiscardHandler), after: time.After, warmed: make(chan struct{})}
 	for _, o := range opts {
 		o(s)
 	}
@@ -77,7 +92,54 @@ func OpenStore(path string, opts ...StoreOption) (*Store, error) {
 		s.logger.Warn("no read lease on the shard file: a truncation in place could crash the daemon before it is noticed; run as the file's owner or grant CAP_LEASE (docs/operations.md)", "path", path)
 	}
 	s.cur, s.curID = r, id
+	if !s.warm {
+		close(s.warmed)
+		return s, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopWarm = cancel
+	r.Acquire() // the warm-up's own reference: Close may drop the store's meanwhile
+	go func() {
+		defer close(s.warmed)
+		defer r.Release()
+		rep, err := s.warmUp(ctx, r)
+		s.mu.Lock()
+		s.warmReport = rep
+		s.mu.Unlock()
+		if err != nil && ctx.Err() == nil {
+			s.logger.Error("warm shard generation", "path", path, "generation", r.Generation(), "err", err)
+		}
+	}()
 	return s, nil
+}
+
+// warmUp warms r and logs what it found.
+func (s *Store) warmUp(ctx context.Context, r *Reader) (WarmReport, error) {
+	rep, err := r.Warm(ctx)
+	if err != nil {
+		return rep, err
+	}
+	if rep.Bad > 0 {
+		s.logger.Error("shard generation has corrupt blocks: their rows are skipped (notifyd shard inspect names them)",
+			"path", s.path, "generation", r.Generation(), "bad_blocks", rep.Bad, "blocks", rep.Blocks)
+	}
+	s.logger.Info("shard generation warmed", "path", s.path, "generation", r.Generation(),
+		"blocks", rep.Blocks, "took", rep.Took.Round(time.Millisecond))
+	return rep, nil
+}
+
+// WaitWarm waits until the generation found at open is warm (WithWarmUp;
+// at once without it) or ctx ends, and returns what the warm-up did.
+// Generations swapped in later are warm before they serve.
+func (s *Store) WaitWarm(ctx context.Context) (WarmReport, error) {
+	select {
+	case <-s.warmed:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.warmReport, nil
+	case <-ctx.Done():
+		return WarmReport{}, fmt.Errorf("wait for shard warm-up: %w", ctx.Err())
+	}
 }
 
 // Acquire pins the newest generation. The caller must Release it.
@@ -126,6 +188,12 @@ func (s *Store) Refresh(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("refresh shard: %w", err)
 	}
+	if s.warm {
+		if _, err := s.warmUp(ctx, r); err != nil {
+			r.Release()
+			return false, fmt.Errorf("refresh shard: %w", err)
+		}
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -170,5 +238,8 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.stopWarm != nil {
+		s.stopWarm()
+	}
 	return s.cur.Release()
 }

@@ -2,6 +2,7 @@ package shard_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -227,4 +228,69 @@ func TestRefreshSurvivesAFIFO(t *testing.T) {
 	if swapped, err := s.Refresh(context.Background()); err != nil || !swapped {
 		t.Fatalf("Refresh after a valid publication = %t, %v; want a swap", swapped, err)
 	}
+}
+
+// TestStoreWarmUp: with WithWarmUp the generation found at open is verified
+// in the background, and a new one before it is swapped in, so no lookup of
+// the generation in service meets a cold block; without it verification
+// stays lazy. Close during a warm-up ends it.
+func TestStoreWarmUp(t *testing.T) {
+	ctx := context.Background()
+	for _, warm := range []bool{true, false} {
+		t.Run(fmt.Sprintf("warm=%v", warm), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "pub.shard")
+			bigShard(t, path, 20000)
+			logger, logs := channelstest.NewLogger()
+			opts := []shard.StoreOption{shard.WithLogger(logger)}
+			if warm {
+				opts = append(opts, shard.WithWarmUp())
+			}
+			s, err := shard.OpenStore(path, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			rep, err := s.WaitWarm(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cold := func() int {
+				r, err := s.Acquire()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.Release()
+				return r.ColdBlocks()
+			}
+			if got := cold(); warm != (got == 0) || warm != (rep.Blocks > 0) || rep.Bad != 0 {
+				t.Fatalf("after open: %d cold blocks, report %+v", got, rep)
+			}
+			publish(t, path, 2, "a", "b", "c")
+			if swapped, err := s.Refresh(ctx); err != nil || !swapped {
+				t.Fatalf("Refresh = %v, %v", swapped, err)
+			}
+			if got := cold(); warm != (got == 0) {
+				t.Fatalf("generation 2 serves with %d cold blocks (warm-up %v)", got, warm)
+			}
+			if n := strings.Count(logs.String(), "shard generation warmed"); warm && n != 2 || !warm && n != 0 {
+				t.Fatalf("%d warm-ups logged: %s", n, logs.String())
+			}
+		})
+	}
+	t.Run("close during the warm-up", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "pub.shard")
+		bigShard(t, path, 200000)
+		s, err := shard.OpenStore(path, shard.WithWarmUp())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if _, err := s.WaitWarm(wctx); err != nil {
+			t.Fatalf("the warm-up did not end after Close: %v", err)
+		}
+	})
 }
