@@ -25,21 +25,26 @@ import (
 // An http.Request's context cannot be changed in place, so an outgoing
 // belongs to one context: the worker pool sends under its long-lived run
 // context, and an outgoing made for another context is rebuilt.
+//
+// The headers travel with the body, as wire lines (h1.HeaderLines), and the
+// request's Header map stays empty: net/http's Client clones that map per
+// request, and building, cloning and walking it cost more than the lines.
 type outgoing struct {
-	ctx   context.Context
-	req   retryablehttp.Request
-	hdr   http.Header
-	body  replayBody
-	vals  [4]string
-	extra []string // values of the template's headers
+	ctx  context.Context
+	req  retryablehttp.Request
+	hdr  http.Header
+	body replayBody
+	head []byte // the header lines' buffer, kept across requests
 }
 
 // replayBody is a request body over bytes it does not own: every attempt
 // rewinds it (retryablehttp's ReaderFunc) instead of copying the bytes, and
 // internal/h1 writes Bytes as they are.
 type replayBody struct {
-	b   []byte
-	off int
+	b    []byte
+	off  int
+	head []byte
+	idem bool
 }
 
 func (r *replayBody) Read(p []byte) (int, error) {
@@ -58,6 +63,9 @@ func (r *replayBody) Close() error { return nil }
 
 // Bytes is the whole body (h1.BytesBody).
 func (r *replayBody) Bytes() []byte { return r.b }
+
+// HeaderLines are the request's headers (h1.HeaderLines).
+func (r *replayBody) HeaderLines() ([]byte, bool) { return r.head, r.idem }
 
 func (s *Sender) getOutgoing(ctx context.Context) *outgoing {
 	o, _ := s.outgoing.Get().(*outgoing)
@@ -90,9 +98,7 @@ func (s *Sender) putOutgoing(o *outgoing) {
 		return
 	}
 	o.body = replayBody{}
-	clear(o.vals[:])
-	clear(o.extra)
-	o.extra = o.extra[:0]
+	o.head = o.head[:0]
 	s.outgoing.Put(o)
 }
 
@@ -104,7 +110,7 @@ func (o *outgoing) prepare(method string, target *url.URL, body []byte) *retryab
 	hr.Host = ""
 	clear(o.hdr)
 	hr.Header = o.hdr
-	o.body = replayBody{b: body}
+	o.body = replayBody{b: body, head: o.head[:0]}
 	hr.ContentLength = int64(len(body))
 	if len(body) == 0 {
 		hr.Body = http.NoBody

@@ -126,3 +126,12 @@ func (s *signer) sign(ts int64, body []byte) string {
 	s.pool.Put(mac)
 	return out
 }
+
+// appendSignature appends the signature header's value to w (the lean
+// path writes it straight into the request's header lines).
+func (s *signer) appendSignature(w []byte, ts int64, body []byte) []byte {
+	mac := s.pool.Get().(hash.Hash)
+	w = appendSignature(w, mac, ts, body)
+	s.pool.Put(mac)
+	return w
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/net/http/httpguts"
 	"io"
 	"log/slog"
 	"net"
@@ -525,65 +526,46 @@ func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, target *
 	if len(h.Body) > 0 && !h.BodyIsJSON && declaresJSON(h.Headers) && !json.Valid(h.Body) {
 		return nil, errors.New("build webhook request: body is not valid JSON")
 	}
-	var req *retryablehttp.Request
 	if out != nil {
-		req = out.prepare(method, target, h.Body)
-	} else {
-		var body any
-		if len(h.Body) > 0 {
-			// A []byte body is replayable as is: retryablehttp hands each
-			// attempt a bytes.Reader over it, without copying or buffering.
-			body = h.Body
-		}
-		// The URL is already parsed (and checked): printing it for
-		// NewRequestWithContext to parse again cost two allocations and a
-		// parse per request. net/http never modifies Request.URL, so the
-		// parsed default URL is shared by every request.
-		var err error
-		req, err = retryablehttp.NewRequestWithContext(ctx, method, "", body)
-		if err != nil {
-			return nil, fmt.Errorf("build webhook request: %s %s: invalid request", method, redactURL(target))
-		}
-		req.URL = target
+		return s.buildLean(m, out.prepare(method, target, h.Body), out, now)
 	}
+	var body any
+	if len(h.Body) > 0 {
+		// A []byte body is replayable as is: retryablehttp hands each
+		// attempt a bytes.Reader over it, without copying or buffering.
+		body = h.Body
+	}
+	// The URL is already parsed (and checked): printing it for
+	// NewRequestWithContext to parse again cost two allocations and a
+	// parse per request. net/http never modifies Request.URL, so the
+	// parsed default URL is shared by every request.
+	req, err := retryablehttp.NewRequestWithContext(ctx, method, "", body)
+	if err != nil {
+		return nil, fmt.Errorf("build webhook request: %s %s: invalid request", method, redactURL(target))
+	}
+	req.URL = target
 	hdr := req.Header
 	for k, v := range h.Headers {
-		if !validHeaderName(k) {
-			return nil, fmt.Errorf("build webhook request: header name %q is not a valid token", k)
+		ck, err := s.checkHeader(k, v)
+		if err != nil {
+			return nil, err
 		}
-		if strings.ContainsAny(v, "\r\n\x00") {
-			return nil, fmt.Errorf("build webhook request: header %s: value contains CR, LF or NUL", k)
-		}
-		ck := textproto.CanonicalMIMEHeaderKey(k)
-		if reservedHeader(ck) || ck == s.sigHeader {
-			return nil, fmt.Errorf("build webhook request: header %s is set by notifyd and cannot be overridden", ck)
-		}
-		if out != nil {
-			out.extra = append(out.extra, v)
-			hdr[ck] = out.extra[len(out.extra)-1:][:1:1]
-		} else {
-			hdr[ck] = []string{v}
-		}
+		hdr[ck] = []string{v}
 	}
 	// One backing array for the fixed headers' value slices: four
-	// allocations fewer per request on the hot path.
-	var vals []string
-	if out != nil {
-		vals = out.vals[:]
-	} else {
-		vals = make([]string, 4)
-	}
+	// allocations fewer per request.
+	vals := make([]string, 4)
 	// The template may name the body's type (a text body, a vendor JSON
 	// type); otherwise it is JSON.
 	if _, set := hdr["Content-Type"]; len(h.Body) > 0 && !set {
 		vals[0] = "application/json"
 		hdr["Content-Type"] = vals[0:1:1]
 	}
-	vals[1] = "notifyd-webhook/1"
+	vals[1] = userAgent
 	hdr["User-Agent"] = vals[1:2:2]
 	if m.IdempotencyKey != "" {
-		if strings.ContainsAny(m.IdempotencyKey, "\r\n\x00") {
-			return nil, errors.New("build webhook request: idempotency key contains CR, LF or NUL")
+		if !httpguts.ValidHeaderFieldValue(m.IdempotencyKey) {
+			return nil, errors.New("build webhook request: idempotency key contains CR, LF, NUL or another control character")
 		}
 		vals[2] = m.IdempotencyKey
 		hdr["Idempotency-Key"] = vals[2:3:3]
@@ -593,6 +575,75 @@ func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, target *
 		hdr[s.sigHeader] = vals[3:4:4]
 	}
 	return req, nil
+}
+
+// userAgent names notifyd to receivers.
+const userAgent = "notifyd-webhook/1"
+
+// buildLean finishes a lean-path request: its headers go into the body's
+// wire lines (h1.HeaderLines), in the order and with the precedence of
+// the Header map the other path fills: the template's headers (a
+// User-Agent of its own gives way to notifyd's), the default Content-Type
+// unless the template named one, then User-Agent, Idempotency-Key and the
+// signature.
+func (s *Sender) buildLean(m *channels.Message, req *retryablehttp.Request, out *outgoing, now time.Time) (*retryablehttp.Request, error) {
+	h := m.Hook
+	w := out.body.head
+	line := func(k, v string) {
+		w = append(w, k...)
+		w = append(w, ": "...)
+		w = append(w, v...)
+		w = append(w, "\r\n"...)
+	}
+	typed := false
+	for k, v := range h.Headers {
+		ck, err := s.checkHeader(k, v)
+		if err != nil {
+			return nil, err
+		}
+		switch ck {
+		case "User-Agent":
+			continue
+		case "Content-Type":
+			typed = true
+		}
+		line(ck, v)
+	}
+	if len(h.Body) > 0 && !typed {
+		line("Content-Type", "application/json")
+	}
+	line("User-Agent", userAgent)
+	if m.IdempotencyKey != "" {
+		if !httpguts.ValidHeaderFieldValue(m.IdempotencyKey) {
+			return nil, errors.New("build webhook request: idempotency key contains CR, LF, NUL or another control character")
+		}
+		line("Idempotency-Key", m.IdempotencyKey)
+		out.body.idem = true
+	}
+	if s.signer != nil {
+		w = append(w, s.sigHeader...)
+		w = append(w, ": "...)
+		w = s.signer.appendSignature(w, now.Unix(), h.Body)
+		w = append(w, "\r\n"...)
+	}
+	out.body.head, out.head = w, w
+	return req, nil
+}
+
+// checkHeader checks a template's header and returns its canonical name.
+// Errors name the header, never its value (it may be a token).
+func (s *Sender) checkHeader(k, v string) (string, error) {
+	if !validHeaderName(k) {
+		return "", fmt.Errorf("build webhook request: header name %q is not a valid token", k)
+	}
+	if !httpguts.ValidHeaderFieldValue(v) {
+		return "", fmt.Errorf("build webhook request: header %s: value contains CR, LF, NUL or another control character", k)
+	}
+	ck := textproto.CanonicalMIMEHeaderKey(k)
+	if reservedHeader(ck) || ck == s.sigHeader {
+		return "", fmt.Errorf("build webhook request: header %s is set by notifyd and cannot be overridden", ck)
+	}
+	return ck, nil
 }
 
 // checkURL parses raw and applies the scheme and host allow-lists. Errors

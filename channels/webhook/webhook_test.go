@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"sync"
@@ -99,6 +100,15 @@ func TestSendSuccess(t *testing.T) {
 			wantType:   "text/plain; charset=utf-8",
 		},
 		{
+			// notifyd's User-Agent wins over a template's, as a header the
+			// template cannot spoof; names arrive canonical.
+			name:       "template headers beside notifyd's",
+			msg:        &channels.Message{ID: "m5", IdempotencyKey: "k5", Hook: &channels.Hook{URL: sb.URL() + "/h", Body: []byte(`{}`), Headers: map[string]string{"user-agent": "spoof/1", "x-tenant": "acme", "X-Trace-Id": "t-1"}}},
+			wantPath:   "/h",
+			wantMethod: http.MethodPost,
+			wantType:   "application/json",
+		},
+		{
 			name:       "empty body GET carries no content type",
 			msg:        &channels.Message{ID: "m3", IdempotencyKey: "k3", Hook: &channels.Hook{URL: sb.URL() + "/ping", Method: "GET"}},
 			wantPath:   "/ping",
@@ -136,7 +146,14 @@ func TestSendSuccess(t *testing.T) {
 			if err := webhook.Verify(testSecret, sig, r.Body, fixed.Add(time.Second), time.Minute); err != nil {
 				t.Fatalf("receiver-side Verify: %v", err)
 			}
+			if ua := r.Headers["User-Agent"]; ua != "notifyd-webhook/1" {
+				t.Fatalf("User-Agent = %q, want notifyd's", ua)
+			}
 			for k, v := range tc.msg.Hook.Headers {
+				k = textproto.CanonicalMIMEHeaderKey(k)
+				if k == "User-Agent" {
+					continue
+				}
 				if r.Headers[k] != v {
 					t.Fatalf("header %s = %q, want %q", k, r.Headers[k], v)
 				}
@@ -247,6 +264,8 @@ func TestSendInvalid(t *testing.T) {
 		{name: "scheme not allowed", msg: hookMsg("a", "ftp://127.0.0.1/x", `{}`), wantReason: channels.ReasonInvalid},
 		{name: "https not allowed here", msg: hookMsg("a", "https://a.example.com/x", `{}`), wantReason: channels.ReasonInvalid},
 		{name: "header injection in value", msg: &channels.Message{Hook: &channels.Hook{URL: sb.URL() + "/x", Headers: map[string]string{"X-A": "1\r\nX-Evil: 1"}}}, wantReason: channels.ReasonInvalid},
+		{name: "control character in a header value", msg: &channels.Message{Hook: &channels.Hook{URL: sb.URL() + "/x", Headers: map[string]string{"X-A": "1\x01"}}}, wantReason: channels.ReasonInvalid},
+		{name: "control character in the idempotency key", msg: &channels.Message{IdempotencyKey: "k\x7f", Hook: &channels.Hook{URL: sb.URL() + "/x"}}, wantReason: channels.ReasonInvalid},
 		{name: "bad header name", msg: &channels.Message{Hook: &channels.Hook{URL: sb.URL() + "/x", Headers: map[string]string{"X A": "1"}}}, wantReason: channels.ReasonInvalid},
 		{name: "signature header override", msg: &channels.Message{Hook: &channels.Hook{URL: sb.URL() + "/x", Headers: map[string]string{"x-notifyd-signature": "t=1,v1=00"}}}, wantReason: channels.ReasonInvalid},
 		{name: "idempotency key override", msg: &channels.Message{Hook: &channels.Hook{URL: sb.URL() + "/x", Headers: map[string]string{"Idempotency-Key": "k"}}}, wantReason: channels.ReasonInvalid},

@@ -270,6 +270,11 @@ func (t *Transport) put(c *conn) {
 
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	var head []byte
+	idem := false
+	if hl, ok := req.Body.(HeaderLines); ok {
+		head, idem = hl.HeaderLines()
+	}
 	body, err := readBody(req)
 	if err != nil {
 		return nil, err
@@ -295,7 +300,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	p := t.pool(addr, now)
 	if t.Pipeline > 1 {
-		return t.pipelined(ctx, req, p, addr, host, body, deadline)
+		return t.pipelined(ctx, req, p, addr, host, head, idem, body, deadline)
 	}
 	for attempt := 0; ; attempt++ {
 		c, reused, err := t.get(ctx, p, addr, deadline, now)
@@ -310,21 +315,24 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			attempt--
 			continue
 		}
-		resp, answered, err := t.exchange(ctx, c, req, host, body, deadline)
+		resp, answered, err := t.exchange(ctx, c, req, host, head, body, deadline)
 		if err == nil {
 			return resp, nil
 		}
 		// A keep-alive connection the server closed while it sat idle fails
 		// before any answer: nothing was processed, so send once more on a
 		// fresh connection, as net/http does, if the request may be replayed.
-		if reused && !answered && attempt == 0 && ctx.Err() == nil && replayable(req) {
+		if reused && !answered && attempt == 0 && ctx.Err() == nil && replayable(req, idem) {
 			continue
 		}
 		return nil, err
 	}
 }
 
-func replayable(req *http.Request) bool {
+func replayable(req *http.Request, idempotent bool) bool {
+	if idempotent {
+		return true
+	}
 	switch req.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
 		return true
@@ -339,6 +347,19 @@ func replayable(req *http.Request) bool {
 type BytesBody interface {
 	io.ReadCloser
 	Bytes() []byte
+}
+
+// HeaderLines is a BytesBody that carries its request's header lines as
+// well, ready for the wire: "Name: value\r\n" each, valid names and values
+// (the sender checked them), none of Host, Content-Length,
+// Transfer-Encoding or Connection. The request's Header map can then stay
+// empty: net/http's Client clones that map for every request (for
+// redirects), so a webhook's four or five headers cost a map built, a map
+// cloned and a map walked per request. idempotent says the lines hold an
+// Idempotency-Key (the request may be replayed, see RoundTrip).
+type HeaderLines interface {
+	BytesBody
+	HeaderLines() (lines []byte, idempotent bool)
 }
 
 // readBody reads the whole request body: webhook bodies are small and in
@@ -367,7 +388,7 @@ func readBody(req *http.Request) ([]byte, error) {
 
 // exchange writes req on c and reads the response head. answered says
 // whether any byte of a response arrived.
-func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, host string, body []byte, deadline time.Time) (*http.Response, bool, error) {
+func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, host string, head, body []byte, deadline time.Time) (*http.Response, bool, error) {
 	_ = c.SetDeadline(deadline) // zero: none
 	fail := func(err error, answered bool) (*http.Response, bool, error) {
 		c.close()
@@ -382,7 +403,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, ho
 		}
 		return nil, answered, err
 	}
-	w, err := appendRequest(c.wbuf[:0], req, host, body)
+	w, err := appendRequest(c.wbuf[:0], req, host, head, body)
 	if err != nil {
 		t.put(c)
 		return nil, false, err
@@ -550,7 +571,7 @@ func (b *respBody) finish(complete bool) {
 // appendRequest writes the request head and body. Header names and values
 // are checked as net/http checks them: a CR or LF would start a header (or a
 // request) of the sender's choosing.
-func appendRequest(w []byte, req *http.Request, host string, body []byte) ([]byte, error) {
+func appendRequest(w []byte, req *http.Request, host string, head, body []byte) ([]byte, error) {
 	method := req.Method
 	if method == "" {
 		method = http.MethodGet
@@ -564,6 +585,7 @@ func appendRequest(w []byte, req *http.Request, host string, body []byte) ([]byt
 	w = append(w, " HTTP/1.1\r\nHost: "...)
 	w = append(w, host...)
 	w = append(w, "\r\n"...)
+	w = append(w, head...)
 	for k, vs := range req.Header {
 		if !httpguts.ValidHeaderFieldName(k) {
 			return w, fmt.Errorf("h1: invalid header name %q", k)

@@ -439,3 +439,81 @@ func TestTimeout(t *testing.T) {
 		t.Fatalf("connections %d, want 3 (each timed-out one is closed, the waiting request opened none)", n)
 	}
 }
+
+// linesBody is a body carrying its request's header lines (HeaderLines),
+// as the webhook sender's is.
+type linesBody struct {
+	*strings.Reader
+	b     string
+	lines string
+	idem  bool
+}
+
+func (l *linesBody) Close() error                { return nil }
+func (l *linesBody) Bytes() []byte               { return []byte(l.b) }
+func (l *linesBody) HeaderLines() ([]byte, bool) { return []byte(l.lines), l.idem }
+
+// TestHeaderLinesOnTheWire: header lines that travel with the body arrive
+// as headers beside the Header map's, and an Idempotency-Key among them
+// makes the request replayable on a stale connection, as in the map.
+func TestHeaderLinesOnTheWire(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan string, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				b, _ := io.ReadAll(req.Body)
+				got <- req.Header.Get("X-A") + "|" + req.Header.Get("X-Line") + "|" + req.Header.Get("Idempotency-Key") + "|" + string(b)
+				// Answer keep-alive, then close as an idle timeout would.
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+				time.Sleep(20 * time.Millisecond)
+			}()
+		}
+	}()
+	c, _ := newClient(1)
+	url := "http://" + ln.Addr().String() + "/"
+	send := func(body string, lines string, idem bool) error {
+		req, err := http.NewRequest(http.MethodPost, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-A", "map")
+		req.Body = &linesBody{Reader: strings.NewReader(body), b: body, lines: lines, idem: idem}
+		req.ContentLength = int64(len(body))
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	if err := send("one", "X-Line: 1\r\nIdempotency-Key: k1\r\n", true); err != nil {
+		t.Fatal(err)
+	}
+	if g := <-got; g != "map|1|k1|one" {
+		t.Fatalf("server read %q", g)
+	}
+	time.Sleep(100 * time.Millisecond) // the server has closed the kept connection
+	if err := send("two", "X-Line: 2\r\nIdempotency-Key: k2\r\n", true); err != nil {
+		t.Fatalf("a request whose lines hold an Idempotency-Key was not replayed on a stale connection: %v", err)
+	}
+	if g := <-got; g != "map|2|k2|two" {
+		t.Fatalf("server read %q", g)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := send("three", "X-Line: 3\r\n", false); err == nil {
+		t.Fatal("a POST without an Idempotency-Key was replayed on a new connection")
+	}
+}

@@ -100,19 +100,19 @@ var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}
 var errConnClosed = errors.New("h1: connection closed before the answer")
 
 // pipelined sends req over a pipelined connection to p.
-func (t *Transport) pipelined(ctx context.Context, req *http.Request, p *hostPool, addr, host string, body []byte, deadline time.Time) (*http.Response, error) {
+func (t *Transport) pipelined(ctx context.Context, req *http.Request, p *hostPool, addr, host string, head []byte, idem bool, body []byte, deadline time.Time) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		c, err := t.pickConn(ctx, p, addr, deadline)
 		if err != nil {
 			return nil, err
 		}
-		resp, answered, reused, err := c.roundTrip(ctx, req, host, body, deadline)
+		resp, answered, reused, err := c.roundTrip(ctx, req, host, head, body, deadline)
 		if err == nil {
 			return resp, nil
 		}
 		// As RoundTrip: a reused connection that closed before any
 		// answer to this request is tried once more on a fresh one.
-		if reused && !answered && attempt == 0 && ctx.Err() == nil && replayable(req) && !isDeadline(err) {
+		if reused && !answered && attempt == 0 && ctx.Err() == nil && replayable(req, idem) && !isDeadline(err) {
 			continue
 		}
 		return nil, err
@@ -250,7 +250,7 @@ func (p *hostPool) sweepPipelined(olderThan time.Time) bool {
 }
 
 // roundTrip puts req in c's line and waits for its answer.
-func (c *pconn) roundTrip(ctx context.Context, req *http.Request, host string, body []byte, deadline time.Time) (*http.Response, bool, bool, error) {
+func (c *pconn) roundTrip(ctx context.Context, req *http.Request, host string, head, body []byte, deadline time.Time) (*http.Response, bool, bool, error) {
 	cl := callPool.Get().(*call)
 	*cl = call{method: req.Method, deadline: deadline, done: cl.done}
 	defer func() { *cl = call{done: cl.done}; callPool.Put(cl) }()
@@ -261,7 +261,7 @@ func (c *pconn) roundTrip(ctx context.Context, req *http.Request, host string, b
 		c.mu.Unlock()
 		return nil, false, reused, err
 	}
-	w, err := appendRequest(c.wbuf, req, host, body)
+	w, err := appendRequest(c.wbuf, req, host, head, body)
 	if err != nil {
 		c.wbuf = w[:len(c.wbuf)]
 		c.mu.Unlock()
