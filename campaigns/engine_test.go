@@ -136,6 +136,9 @@ type rig struct {
 	// the order in which workers took their batches from the pool, which
 	// send order across two workers only approximates.
 	onHandoff atomic.Pointer[func(ch string, msgs []*channels.Message)]
+	// noWait makes the pools hand off with MarkHandedOff (the daemon's
+	// choice for state kept in memory) instead of HandOff.
+	noWait atomic.Bool
 }
 
 func newRig(t *testing.T, state *memstate.Store, src *source, cfg campaigns.EngineConfig) *rig {
@@ -172,6 +175,9 @@ func newRigOn(t *testing.T, state stateStore, src *source, cfg campaigns.EngineC
 			Handoff: channels.HandoffFunc(func(ctx context.Context, msgs []*channels.Message) error {
 				if f := r.onHandoff.Load(); f != nil {
 					(*f)(name, msgs)
+				}
+				if r.noWait.Load() {
+					return campaigns.MarkHandedOff(ctx, msgs)
 				}
 				return campaigns.HandOff(ctx, msgs)
 			}),
@@ -673,5 +679,58 @@ func TestRetryFailedResendsOnlyTransientFailures(t *testing.T) {
 	}
 	if total(st.Counts, channels.SMS) != 400 {
 		t.Fatalf("sms counts %v add up to %d, want 400", sms, total(st.Counts, channels.SMS))
+	}
+}
+
+// gatedState is a memstate whose ledger writes wait while the gate is shut.
+type gatedState struct {
+	*memstate.Store
+	gate chan struct{} // closed: open
+}
+
+func (g *gatedState) Record(ctx context.Context, l campaigns.Lease, f campaigns.Flush) (campaigns.Checkpoint, error) {
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return campaigns.Checkpoint{}, ctx.Err()
+	}
+	return g.Store.Record(ctx, l, f)
+}
+
+// TestHandOffWaitsForTheLedger: with HandOff no request leaves while the
+// ledger cannot write (its marks must land first); with MarkHandedOff they
+// leave at once and the marks follow. Either way every member is counted
+// exactly once when the writes resume.
+func TestHandOffWaitsForTheLedger(t *testing.T) {
+	for _, noWait := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mark_only=%v", noWait), func(t *testing.T) {
+			src := newSource(300)
+			st := &gatedState{Store: memstate.New(), gate: make(chan struct{})}
+			r := newRigOn(t, st, src, campaigns.EngineConfig{})
+			r.noWait.Store(noWait)
+			ctx := context.Background()
+			c, _, err := r.engine.Create(ctx, []byte(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(300 * time.Millisecond)
+			sentWhileShut := len(r.keys(channels.Email)) + len(r.keys(channels.SMS)) + len(r.keys(channels.APNs))
+			close(st.gate)
+			done := waitStatus(t, r.engine, c.ID, campaigns.StatusCompleted)
+			if noWait && sentWhileShut == 0 {
+				t.Fatal("MarkHandedOff: nothing was sent while the ledger could not write")
+			}
+			if !noWait && sentWhileShut != 0 {
+				t.Fatalf("HandOff: %d requests left before their hand-off was written", sentWhileShut)
+			}
+			for _, ch := range []string{channels.Email, channels.SMS, channels.APNs} {
+				if got := total(done.Counts, ch); got != int64(len(src.members)) {
+					t.Fatalf("%s: %d counted, want %d (%v)", ch, got, len(src.members), done.Counts[ch])
+				}
+				if keys := r.keys(ch); len(keys) != int(done.Counts[ch][campaigns.ReasonSent]) {
+					t.Fatalf("%s: %d sent, %d counted sent", ch, len(keys), done.Counts[ch][campaigns.ReasonSent])
+				}
+			}
+		})
 	}
 }

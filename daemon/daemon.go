@@ -226,6 +226,13 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register channel metrics: %w", err)
 	}
+	// Before a request leaves, its campaign's ledger holds it as handed
+	// (the in-doubt set after a crash). State kept in memory dies with the
+	// process, so there the mark need not land first.
+	handoff := channels.HandoffFunc(campaigns.HandOff)
+	if d.redis == nil {
+		handoff = campaigns.MarkHandedOff
+	}
 	names := make([]string, 0, len(deps.Channels))
 	for name := range deps.Channels {
 		names = append(names, name)
@@ -244,7 +251,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 			BackoffBase: time.Duration(pc.BackoffBase), BackoffMax: time.Duration(pc.BackoffMax),
 			SendTimeout: time.Duration(pc.SendTimeout),
 			Outcomes:    d.outcomeSink(name, now),
-			Handoff:     channels.HandoffFunc(campaigns.HandOff),
+			Handoff:     handoff,
 		}, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("build %s pool: %w", name, err)
