@@ -294,6 +294,7 @@ func runBenchProvider(which string, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&opts.CPUProfile, "cpuprofile", "", "write a CPU profile of notifyd's rounds to this file")
 	if which == "email" {
 		fs.BoolVar(&opts.Postfix, "postfix", false, "deliver through a private loopback-only Postfix to a Maildir on tmpfs (needs root and the postfix package), timing notifyd and smtp-source until delivered")
+		fs.StringVar(&opts.ReferenceWorkload, "reference-workload", "filler", "with --postfix, what smtp-source sends: filler (-l, its own text of the same size, all to one recipient) or campaign (-F a message notifyd rendered, -N a recipient of its own per message, as a campaign's)")
 	}
 	fs.StringVar(&opts.CacheDir, "cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	if err := fs.Parse(args); err != nil {

@@ -2,11 +2,14 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/textproto"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +50,9 @@ func Email(ctx context.Context, opts ProviderOptions) (*ProviderResult, error) {
 	opts.defaults(members, 8)
 	res := &ProviderResult{Channel: "email", MessageBytes: benchEmailBytes()}
 
+	if opts.ReferenceWorkload != "" && opts.ReferenceWorkload != "filler" && !opts.Postfix {
+		return nil, fmt.Errorf("--reference-workload %s needs --postfix: the message is taken from Postfix's Maildir", opts.ReferenceWorkload)
+	}
 	if opts.Postfix {
 		return emailPostfix(ctx, opts, res)
 	}
@@ -108,6 +114,54 @@ func Email(ctx context.Context, opts ProviderOptions) (*ProviderResult, error) {
 
 // runEmail starts the daemon with the default email config pointed at
 // host:port and runs the rounds.
+// capturingWaiter is the Postfix instance of --reference-workload campaign:
+// after the first wait (the warm-up campaign's) it copies one delivered
+// message to the reference's file.
+type capturingWaiter struct {
+	*postfixInstance
+	to   string
+	done bool
+}
+
+func (c *capturingWaiter) waitDelivered(ctx context.Context, n int64) (time.Duration, error) {
+	cpu, err := c.postfixInstance.waitDelivered(ctx, n)
+	if err != nil || c.done {
+		return cpu, err
+	}
+	c.done = true
+	names, err := os.ReadDir(c.maildir)
+	if err != nil || len(names) == 0 {
+		return cpu, fmt.Errorf("capture a delivered message for the reference: %d in %s: %v", len(names), c.maildir, err)
+	}
+	b, err := os.ReadFile(filepath.Join(c.maildir, names[0].Name()))
+	if err != nil {
+		return cpu, fmt.Errorf("capture a delivered message for the reference: %w", err)
+	}
+	return cpu, os.WriteFile(c.to, withoutTrace(b), 0o600)
+}
+
+// withoutTrace drops the header lines Postfix added on delivery
+// (Return-Path, X-Original-To, Delivered-To, Received and its
+// continuations): what is left is the message as notifyd sent it.
+func withoutTrace(msg []byte) []byte {
+	rest := msg
+	trace := false
+	for len(rest) > 0 {
+		line, after, _ := bytes.Cut(rest, []byte("\n"))
+		cont := len(line) > 0 && (line[0] == ' ' || line[0] == '\t')
+		switch {
+		case cont && trace:
+		case bytes.HasPrefix(line, []byte("Return-Path:")), bytes.HasPrefix(line, []byte("X-Original-To:")),
+			bytes.HasPrefix(line, []byte("Delivered-To:")), bytes.HasPrefix(line, []byte("Received:")):
+			trace = true
+		default:
+			return rest
+		}
+		rest = after
+	}
+	return rest
+}
+
 func runEmail(ctx context.Context, opts ProviderOptions, res *ProviderResult, host, port string, ref referenceFunc, dw deliveryWaiter) error {
 	path, err := cachedShard(opts.CacheDir, opts.Members, opts.Out)
 	if err != nil {
@@ -147,11 +201,28 @@ func emailPostfix(ctx context.Context, opts ProviderOptions, res *ProviderResult
 	defer pf.stop()
 	res.Sink = "private Postfix (" + pf.addr + ", smtpd → cleanup → qmgr → virtual, Maildir on tmpfs " + pf.dir + ")"
 	host, port, _ := net.SplitHostPort(pf.addr)
+	var dw deliveryWaiter = pf
+	content := []string{"-l", strconv.Itoa(res.MessageBytes)}
+	switch opts.ReferenceWorkload {
+	case "", "filler":
+	case "campaign":
+		// The warm-up campaign's first delivered message becomes the
+		// reference's: the same bytes through the same Postfix, each to
+		// a recipient of its own (-N), as a campaign's are.
+		cw := &capturingWaiter{postfixInstance: pf, to: filepath.Join(pf.dir, "reference.eml")}
+		dw = cw
+		content = []string{"-N", "-F", cw.to}
+	default:
+		return nil, fmt.Errorf("unknown --reference-workload %q: want filler or campaign", opts.ReferenceWorkload)
+	}
 	args := func(n int64) []string {
-		return []string{"-d", "-s", strconv.Itoa(opts.Concurrency), "-m", strconv.FormatInt(n, 10), "-l", strconv.Itoa(res.MessageBytes),
-			"-f", benchFrom, "-t", benchRcpt, "-M", "bench.notifyd.test", pf.addr}
+		return append(append([]string{"-d", "-s", strconv.Itoa(opts.Concurrency), "-m", strconv.FormatInt(n, 10)}, content...),
+			"-f", benchFrom, "-t", benchRcpt, "-M", "bench.notifyd.test", pf.addr)
 	}
 	res.Reference = strings.Replace(srcPath+" "+strings.Join(args(0), " "), " -m 0 ", " -m <messages> ", 1) + ", until delivered"
+	if opts.ReferenceWorkload == "campaign" {
+		res.Reference += " (-F: a message notifyd rendered, as Postfix delivered it, without its trace headers; -N: a recipient of its own per message)"
+	}
 	ref := func(ctx context.Context, n int64) (time.Duration, time.Duration, error) {
 		if err := pf.fresh(); err != nil {
 			return 0, 0, err
@@ -166,7 +237,7 @@ func emailPostfix(ctx context.Context, opts ProviderOptions, res *ProviderResult
 		}
 		return time.Since(start), cpu, nil
 	}
-	if err := runEmail(ctx, opts, res, host, port, ref, pf); err != nil {
+	if err := runEmail(ctx, opts, res, host, port, ref, dw); err != nil {
 		return nil, err
 	}
 	return res, nil

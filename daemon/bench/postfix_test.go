@@ -96,3 +96,24 @@ func TestPrivatePostfix(t *testing.T) {
 		t.Fatalf("smtpd still listening on %s after stop", pf.addr)
 	}
 }
+
+// TestWithoutTrace: the reference of --reference-workload campaign sends a
+// delivered message as notifyd sent it: Postfix's delivery and Received
+// lines (continuations too) go, the message's own headers and body stay.
+func TestWithoutTrace(t *testing.T) {
+	own := "Date: Sun, 06 Dec 2026 03:34:34 +0000\nFrom: <news@notifyd.test>\nReceived-By-Template: kept\n\nbody\nReceived: in the body stays\n"
+	tests := []struct {
+		name, in, want string
+	}{
+		{"delivered by virtual", "Return-Path: <news@notifyd.test>\nX-Original-To: a@b.test\nDelivered-To: a@b.test\nReceived: from localhost (localhost [127.0.0.1])\n\tby bench.notifyd.test (Postfix) with ESMTP id 0233\n\tfor <a@b.test>; Sun,  6 Dec 2026 03:34:35 +0000 (UTC)\n" + own, own},
+		{"no trace at all", own, own},
+		{"two Received lines", "Received: one\n two\nReceived: three\n" + own, own},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := string(withoutTrace([]byte(tc.in))); got != tc.want {
+				t.Fatalf("got %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}

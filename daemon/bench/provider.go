@@ -47,6 +47,15 @@ type ProviderOptions struct {
 	// and smtp-source are timed until Postfix has delivered every message.
 	// Needs root and Debian's postfix package; the default segment is 5,000.
 	Postfix bool
+	// ReferenceWorkload (with Postfix) is what smtp-source sends: "filler"
+	// (the default: -l, its own filler text of the message's size, every
+	// message to one recipient) or "campaign" (what a campaign asks of
+	// Postfix: -F, a message notifyd rendered and Postfix delivered in the
+	// warm-up, trace headers removed, and -N, a recipient of its own per
+	// message). One recipient keeps Postfix's address resolve and rewrite
+	// caches at a 100% hit rate (smtp-source(1) on -N), which no campaign
+	// sees: "campaign" compares the two clients on the same work for Postfix.
+	ReferenceWorkload string
 	// CPUProfile, when set, receives a CPU profile of notifyd's rounds.
 	CPUProfile string
 	CacheDir   string
