@@ -2,6 +2,7 @@ package redisstate
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -296,19 +297,25 @@ func (d *Dedup) claimPlain(ctx context.Context, keys []campaigns.DedupKey, lease
 	var leased any = "L" + strconv.FormatInt(now.UnixMilli()+ms(lease), 10) + ":" + d.owner
 	cmds, _ := d.setEach(ctx, keys, leased, ms(window), "nx", "get")
 	out := make([]campaigns.ClaimState, len(keys))
-	var leasedBefore []int
+	var (
+		leasedBefore []int
+		failed       error
+	)
 	for i := range cmds {
 		v, err := cmds[i].Result()
 		switch {
 		case err == redis.Nil:
 			out[i] = campaigns.Claimed
 		case err != nil:
-			return nil, fmt.Errorf("claim dedup keys: %w", err)
+			failed = cmp.Or(failed, err)
 		case v == "C":
 			out[i] = campaigns.Duplicate
 		default:
 			leasedBefore = append(leasedBefore, i)
 		}
+	}
+	if failed != nil {
+		return nil, d.undoClaims(ctx, keys, out, fmt.Errorf("claim dedup keys: %w", failed))
 	}
 	if len(leasedBefore) == 0 {
 		return out, nil
@@ -319,12 +326,38 @@ func (d *Dedup) claimPlain(ctx context.Context, keys []campaigns.DedupKey, lease
 	}
 	st, err := d.claimScript(ctx, rest, lease, window)
 	if err != nil {
-		return nil, err
+		return nil, d.undoClaims(ctx, keys, out, err)
 	}
 	for j, i := range leasedBefore {
 		out[i] = st[j]
 	}
 	return out, nil
+}
+
+// undoClaims releases the keys a failed claim call did set (out[i] ==
+// Claimed) and returns err. In cluster mode a call spans nodes: when one of
+// them fails, the others have taken their keys, and the caller, told the
+// call failed, sends nothing and claims again. Kept, those leases would be
+// its own from then on, held until they end and then in doubt, which SMS and
+// email skip: the messages would be lost. The release gets its own short
+// deadline, since the caller's context may be what ended the call; if it
+// fails too, the keys go back to being in doubt after the lease, as before.
+func (d *Dedup) undoClaims(ctx context.Context, keys []campaigns.DedupKey, out []campaigns.ClaimState, err error) error {
+	var taken []campaigns.DedupKey
+	for i, st := range out {
+		if st == campaigns.Claimed {
+			taken = append(taken, keys[i])
+		}
+	}
+	if len(taken) == 0 {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if rerr := d.Release(rctx, taken); rerr != nil {
+		return fmt.Errorf("%w (and %d keys it had claimed stay leased until the lease ends: %v)", err, len(taken), rerr)
+	}
+	return err
 }
 
 // setEach sends SET <key> value PX <pxMS> [flags] for each key in one
