@@ -292,6 +292,7 @@ func runBenchProvider(which string, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&opts.Sink, "sink", "auto", "email: auto (Postfix's smtp-sink when installed) or go (notifyd's Go SMTP sink)")
 	fs.IntVar(&opts.Concurrency, "concurrency", 0, "the reference's sessions/connections (default 8 for email, 64 for webhook)")
 	fs.StringVar(&opts.CPUProfile, "cpuprofile", "", "write a CPU profile of notifyd's rounds to this file")
+	memprofile := fs.String("memprofile", "", "write a heap profile (allocations since start: the shard's generation, the warm-up and every round) to this file")
 	if which == "email" {
 		fs.BoolVar(&opts.Postfix, "postfix", false, "deliver through a private loopback-only Postfix to a Maildir on tmpfs (needs root and the postfix package), timing notifyd and smtp-source until delivered")
 		fs.StringVar(&opts.ReferenceWorkload, "reference-workload", "filler", "with --postfix, what smtp-source sends: filler (-l, its own text of the same size, all to one recipient) or campaign (-F a message notifyd rendered, -N a recipient of its own per message, as a campaign's)")
@@ -309,6 +310,10 @@ func runBenchProvider(which string, args []string, stdout, stderr io.Writer) int
 	}
 	res, err := run(ctx, opts)
 	if err != nil {
+		fmt.Fprintf(stderr, "notifyd bench %s: %v\n", which, err)
+		return 1
+	}
+	if err := writeHeapProfile(*memprofile); err != nil {
 		fmt.Fprintf(stderr, "notifyd bench %s: %v\n", which, err)
 		return 1
 	}
