@@ -89,7 +89,14 @@ type testDaemon struct {
 
 func startDaemon(t *testing.T, extraYAML ...string) *testDaemon {
 	t.Helper()
-	cfg, err := ParseConfig([]byte("shard:\n  path: " + writeTestShard(t, 300) + "\nadmin:\n  token: " + testToken + "\n" + strings.Join(extraYAML, "")))
+	return startDaemonShard(t, "", extraYAML...)
+}
+
+// startDaemonShard is startDaemon with more keys of the shard section
+// (indented lines).
+func startDaemonShard(t *testing.T, shardYAML string, extraYAML ...string) *testDaemon {
+	t.Helper()
+	cfg, err := ParseConfig([]byte("shard:\n  path: " + writeTestShard(t, 300) + "\n" + shardYAML + "admin:\n  token: " + testToken + "\n" + strings.Join(extraYAML, "")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -928,6 +928,7 @@ func (d *Daemon) wireEvents(cfg EventsConfig) {
 	info := ShardInfo(d.shard)
 	d.events = NewEventHub(cfg, d.engine, d.live, pools, info, d.log)
 	d.reg.MustRegister(newOpsCollector(d.events, d.state, info, d.delays, d.log))
+	d.reg.MustRegister(newWarmCollector(d.shard.Warmed))
 	d.reg.MustRegister(newSRECollector(d.redis, d.queueSizes))
 	streams := map[string]backlogger{}
 	if b, ok := d.intake.(backlogger); ok {

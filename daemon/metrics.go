@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"github.com/notifyd/notifyd/store/shard"
 	"log/slog"
 	"sort"
 	"strings"
@@ -198,4 +199,30 @@ func (c *opsCollector) collectStatuses(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.campaigns, prometheus.GaugeValue, float64(counts[campaigns.Status(s)]), s)
 	}
 	ch <- prometheus.MustNewConstMetric(c.listed, prometheus.GaugeValue, complete)
+}
+
+// warmCollector reports the warm-up of the shard generation in service
+// (shard.Store WithWarmUp): how long it took, and how many blocks failed
+// verification (their rows are skipped as corrupt_row).
+type warmCollector struct {
+	warmed       func() (shard.WarmReport, bool)
+	seconds, bad *prometheus.Desc
+}
+
+func newWarmCollector(warmed func() (shard.WarmReport, bool)) *warmCollector {
+	return &warmCollector{warmed: warmed,
+		seconds: prometheus.NewDesc("notifyd_shard_warmup_seconds", "How long verifying every block of the shard generation in service took (absent until done, or with shard.lazy_verify).", nil, nil),
+		bad:     prometheus.NewDesc("notifyd_shard_corrupt_blocks", "Blocks of the shard generation in service that failed verification in its warm-up: their rows are skipped as corrupt_row.", nil, nil),
+	}
+}
+
+func (c *warmCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.seconds; ch <- c.bad }
+
+func (c *warmCollector) Collect(ch chan<- prometheus.Metric) {
+	rep, ok := c.warmed()
+	if !ok {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.seconds, prometheus.GaugeValue, rep.Took.Seconds())
+	ch <- prometheus.MustNewConstMetric(c.bad, prometheus.GaugeValue, float64(rep.Bad))
 }

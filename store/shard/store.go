@@ -35,6 +35,9 @@ type Store struct {
 	warmed     chan struct{} // closed when the first generation's warm-up ends
 	stopWarm   context.CancelFunc
 	warmReport WarmReport
+	// curWarm is the warm-up report of the generation in service, once
+	// its warm-up finished (s.mu).
+	curWarm *WarmReport
 }
 
 // fileID identifies one published file: an atomic rename changes the inode.
@@ -105,6 +108,9 @@ func OpenStore(path string, opts ...StoreOption) (*Store, error) {
 		rep, err := s.warmUp(ctx, r)
 		s.mu.Lock()
 		s.warmReport = rep
+		if err == nil && s.cur == r && s.curWarm == nil {
+			s.curWarm = &rep
+		}
 		s.mu.Unlock()
 		if err != nil && ctx.Err() == nil {
 			s.logger.Error("warm shard generation", "path", path, "generation", r.Generation(), "err", err)
@@ -126,6 +132,17 @@ func (s *Store) warmUp(ctx context.Context, r *Reader) (WarmReport, error) {
 	s.logger.Info("shard generation warmed", "path", s.path, "generation", r.Generation(),
 		"blocks", rep.Blocks, "took", rep.Took.Round(time.Millisecond))
 	return rep, nil
+}
+
+// Warmed is the warm-up report of the generation in service, once its
+// warm-up has finished (never without WithWarmUp).
+func (s *Store) Warmed() (WarmReport, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.curWarm == nil {
+		return WarmReport{}, false
+	}
+	return *s.curWarm, true
 }
 
 // WaitWarm waits until the generation found at open is warm (WithWarmUp;
@@ -188,11 +205,14 @@ func (s *Store) Refresh(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("refresh shard: %w", err)
 	}
+	var warmed *WarmReport
 	if s.warm {
-		if _, err := s.warmUp(ctx, r); err != nil {
+		rep, err := s.warmUp(ctx, r)
+		if err != nil {
 			r.Release()
 			return false, fmt.Errorf("refresh shard: %w", err)
 		}
+		warmed = &rep
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -201,7 +221,7 @@ func (s *Store) Refresh(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	old := s.cur
-	s.cur, s.curID = r, id
+	s.cur, s.curID, s.curWarm = r, id, warmed
 	s.mu.Unlock()
 	s.logger.Info("shard generation swapped", "path", s.path,
 		"old_generation", old.Generation(), "new_generation", r.Generation(), "rows", r.Rows())

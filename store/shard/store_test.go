@@ -265,12 +265,18 @@ func TestStoreWarmUp(t *testing.T) {
 			if got := cold(); warm != (got == 0) || warm != (rep.Blocks > 0) || rep.Bad != 0 {
 				t.Fatalf("after open: %d cold blocks, report %+v", got, rep)
 			}
+			if w, ok := s.Warmed(); ok != warm || w.Blocks != rep.Blocks {
+				t.Fatalf("Warmed() = %+v, %v after open; want the open's report %+v", w, ok, rep)
+			}
 			publish(t, path, 2, "a", "b", "c")
 			if swapped, err := s.Refresh(ctx); err != nil || !swapped {
 				t.Fatalf("Refresh = %v, %v", swapped, err)
 			}
 			if got := cold(); warm != (got == 0) {
 				t.Fatalf("generation 2 serves with %d cold blocks (warm-up %v)", got, warm)
+			}
+			if w, ok := s.Warmed(); ok != warm || warm && (w.Blocks == 0 || w.Blocks >= rep.Blocks) {
+				t.Fatalf("Warmed() = %+v, %v after the swap; want generation 2's (3 rows, fewer blocks than %d)", w, ok, rep.Blocks)
 			}
 			if n := strings.Count(logs.String(), "shard generation warmed"); warm && n != 2 || !warm && n != 0 {
 				t.Fatalf("%d warm-ups logged: %s", n, logs.String())
