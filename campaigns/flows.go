@@ -824,6 +824,9 @@ func (fe *FlowEngine) work(ctx context.Context) {
 
 // flowBatch is a RecipientBatch of one flow plus its dedup claims.
 type flowBatch struct {
+	// dedup is the engine's DedupLog, scoped to this batch's attempt when
+	// it can be (AttemptDedup): claims, their retries, confirm and release.
+	dedup   DedupLog
 	b       *RecipientBatch
 	af      *activeFlow
 	keys    []DedupKey
@@ -832,6 +835,14 @@ type flowBatch struct {
 	pin     PinnedSource
 	delayed []string // DelayQueue items this batch settles
 	jobs    []*job   // by member
+}
+
+// dedupLog is the batch's DedupLog (its attempt's, once it claimed).
+func (fb *flowBatch) dedupLog(fe *FlowEngine) DedupLog {
+	if fb.dedup != nil {
+		return fb.dedup
+	}
+	return fe.dedup
 }
 
 // reasonHeld settles a position whose trigger went (back) to the DelayQueue
@@ -950,6 +961,12 @@ func (fb *flowBatch) claimRenderStage(fe *FlowEngine) func(ctx context.Context, 
 		}
 		var claimed chan answer
 		if len(fb.keys) > 0 {
+			fb.dedup = fe.dedup
+			if a, ok := fe.dedup.(AttemptDedup); ok {
+				var tok [8]byte
+				_, _ = rand.Read(tok[:]) // never fails (crypto/rand)
+				fb.dedup = a.Attempt(hex.EncodeToString(tok[:]))
+			}
 			claimed = make(chan answer, 1)
 			go func() {
 				states, err := fb.claimHeld(ctx, fe)
@@ -1052,7 +1069,7 @@ func (fb *flowBatch) claimHeld(ctx context.Context, fe *FlowEngine) ([]ClaimStat
 	wait := fe.cfg.ClaimRetry
 	logged := false
 	for {
-		states, err := fe.dedup.Claim(ctx, fb.keys, fe.cfg.Lease, fb.dedupWindow())
+		states, err := fb.dedup.Claim(ctx, fb.keys, fe.cfg.Lease, fb.dedupWindow())
 		if err == nil {
 			if logged {
 				fe.log.Info("trigger dedup store answers again; held triggers proceed", "flow", fb.af.f.ID)
@@ -1179,12 +1196,12 @@ func (fb *flowBatch) finish(fe *FlowEngine) {
 		}
 	}
 	if len(confirm) > 0 {
-		if err := fe.dedup.Confirm(ctx, confirm, fb.dedupWindow()); err != nil {
+		if err := fb.dedupLog(fe).Confirm(ctx, confirm, fb.dedupWindow()); err != nil {
 			fe.log.Error("confirm trigger dedup keys; they count as in doubt after their lease", "flow", fb.af.f.ID, "error", err)
 		}
 	}
 	if len(release) > 0 {
-		if err := fe.dedup.Release(ctx, release); err != nil {
+		if err := fb.dedupLog(fe).Release(ctx, release); err != nil {
 			fe.log.Warn("release trigger dedup keys", "flow", fb.af.f.ID, "error", err)
 		}
 	}

@@ -102,6 +102,20 @@ type DedupLog interface {
 	Release(ctx context.Context, keys []DedupKey) error
 }
 
+// AttemptDedup is a DedupLog that can scope claims to one attempt. A Claim
+// can fail after it took some keys: its reply was lost, or on a Redis
+// Cluster one node failed while the others answered. Retried, those keys
+// read as a live lease, held until it ends and then in doubt, which SMS and
+// email skip: the messages were lost though nothing was sent. The DedupLog
+// that Attempt returns takes a lease of its own attempt as claimed. A
+// caller uses one attempt (a fresh token) for the tries of one set of keys,
+// and the confirm or release that follows; it must have sent nothing under
+// it before a retry.
+type AttemptDedup interface {
+	DedupLog
+	Attempt(token string) DedupLog
+}
+
 // Status is a campaign's lifecycle state:
 // scheduled → running ⇄ paused → completed | cancelled | failed.
 type Status string

@@ -131,3 +131,85 @@ func testClaimPartialFailure(t *testing.T, c redis.UniversalClient) {
 		})
 	}
 }
+
+// lostReply is a go-redis hook standing for replies lost on the way back
+// (a connection reset after Redis executed the commands): while on, every
+// command runs and then answers a connection error.
+type lostReply struct{ on atomic.Bool }
+
+func (h *lostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if h.on.Load() && (cmd.Name() == "set" || strings.HasPrefix(cmd.Name(), "eval")) {
+			cmd.SetErr(errNodeDown)
+			return errNodeDown
+		}
+		return err
+	}
+}
+
+func (h *lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if h.on.Load() {
+			for _, c := range cmds {
+				c.SetErr(errNodeDown)
+			}
+			return errNodeDown
+		}
+		return err
+	}
+}
+
+// TestClaimAttemptAfterLostReply: a claim executed by Redis whose reply was
+// lost leaves leases the caller does not know it holds. Retried under the
+// same attempt (campaigns.AttemptDedup), they are claimed; under another
+// attempt or without one they are held, as another daemon's would be. A
+// key twice in one call is claimed once and held once, attempt or not.
+func TestClaimAttemptAfterLostReply(t *testing.T) {
+	for _, mode := range []struct {
+		name string
+		opts []redisstate.Option
+	}{{"script", nil}, {"plain SETs", []redisstate.Option{redisstate.WithClusterScripts()}}} {
+		t.Run(mode.name, func(t *testing.T) {
+			onEachBackend(t, func(t *testing.T, c redis.UniversalClient) {
+				ctx := context.Background()
+				s, _ := newStore(t, c, mode.opts...)
+				lost := &lostReply{}
+				c.AddHook(lost)
+				keys := []campaigns.DedupKey{{Scope: "c:lost", User: 0xb1, Channel: "sms"}, {Scope: "c:lost", User: 0xb2, Channel: "email"}}
+				d := s.Dedup("a")
+				first := d.Attempt("t1")
+				lost.on.Store(true)
+				if got, err := first.Claim(ctx, keys, time.Hour, time.Hour); err == nil {
+					t.Fatalf("claim with its reply lost: %v, no error", got)
+				}
+				lost.on.Store(false)
+				for _, other := range []struct {
+					name string
+					d    campaigns.DedupLog
+				}{{"no attempt", campaigns.DedupLog(d)}, {"another attempt", d.Attempt("t2")}} {
+					if got, err := other.d.Claim(ctx, keys, time.Hour, time.Hour); err != nil || got[0] != campaigns.Held || got[1] != campaigns.Held {
+						t.Fatalf("%s: %v %v, want held", other.name, got, err)
+					}
+				}
+				got, err := first.Claim(ctx, keys, time.Hour, time.Hour)
+				if err != nil || got[0] != campaigns.Claimed || got[1] != campaigns.Claimed {
+					t.Fatalf("the same attempt retried: %v %v, want claimed", got, err)
+				}
+				if err := first.Confirm(ctx, keys, time.Hour); err != nil {
+					t.Fatal(err)
+				}
+				if got, err := first.Claim(ctx, keys, time.Hour, time.Hour); err != nil || got[0] != campaigns.Duplicate {
+					t.Fatalf("after confirm: %v %v, want duplicate", got, err)
+				}
+				twice := []campaigns.DedupKey{{Scope: "c:twice", User: 0xb3, Channel: "sms"}, {Scope: "c:twice", User: 0xb3, Channel: "sms"}}
+				if got, err := d.Attempt("t3").Claim(ctx, twice, time.Hour, time.Hour); err != nil || got[0] != campaigns.Claimed || got[1] != campaigns.Held {
+					t.Fatalf("a key twice in one call: %v %v, want claimed then held", got, err)
+				}
+			})
+		})
+	}
+}

@@ -19,11 +19,16 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 const claimSrc = nowMS + `
 local lease = tonumber(ARGV[1])
 local leased = 'L' .. string.format('%d', now + lease) .. ':' .. ARGV[3]
+-- ARGV[4] == '1': ARGV[3] names one attempt (owner#token), and a lease it
+-- wrote in an earlier call that failed (a lost reply) is its own: claimed.
+local attempt = ARGV[4] == '1'
+local mine = {}
 local out = {}
 for i, k in ipairs(KEYS) do
   -- SET NX first: a new key (the common case) costs one call, not GET + SET.
   if redis.call('SET', k, leased, 'PX', ARGV[2], 'NX') then
     out[i] = 1
+    mine[k] = true
   else
   local v = redis.call('GET', k)
   if v == 'C' then
@@ -31,7 +36,11 @@ for i, k in ipairs(KEYS) do
   else
     local colon = string.find(v, ':', 2, true)
     local ends = tonumber(string.sub(v, 2, (colon or 0) - 1)) or 0
-    if ends > now then
+    if attempt and not mine[k] and colon and string.sub(v, colon + 1) == ARGV[3] then
+      redis.call('SET', k, leased, 'PX', ARGV[2])
+      out[i] = 1
+      mine[k] = true
+    elseif ends > now then
       out[i] = 3
     else
       redis.call('SET', k, leased, 'PX', ARGV[2])

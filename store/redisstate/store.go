@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -180,6 +181,27 @@ func (s *Store) ForShard(shard int) *Store {
 type Dedup struct {
 	s     *Store
 	owner string
+	// attempt: owner names one attempt (Attempt), whose own leases from
+	// an earlier failed call count as claimed.
+	attempt bool
+}
+
+var _ campaigns.AttemptDedup = (*Dedup)(nil)
+
+// Attempt implements campaigns.AttemptDedup: the returned DedupLog writes
+// leases as owner#token, and its claims take a lease of the same attempt
+// (written by a call whose reply was lost, or that failed on another node)
+// as theirs. Only a caller that sent nothing under the attempt may retry
+// with it; a key twice in one call still answers held the second time.
+func (d *Dedup) Attempt(token string) campaigns.DedupLog {
+	return &Dedup{s: d.s, owner: d.owner + "#" + token, attempt: true}
+}
+
+func (d *Dedup) attemptArg() string {
+	if d.attempt {
+		return "1"
+	}
+	return "0"
 }
 
 // Dedup returns the DedupLog of owner (unique per process incarnation, e.g.
@@ -263,7 +285,7 @@ func (d *Dedup) Claim(ctx context.Context, keys []campaigns.DedupKey, lease, win
 
 func (d *Dedup) claimScript(ctx context.Context, keys []campaigns.DedupKey, lease, window time.Duration) ([]campaigns.ClaimState, error) {
 	calls, idx := d.groups(keys)
-	cmds, err := d.s.runGrouped(ctx, d.s.claim, calls, ms(lease), ms(window), d.owner)
+	cmds, err := d.s.runGrouped(ctx, d.s.claim, calls, ms(lease), ms(window), d.owner, d.attemptArg())
 	if err != nil {
 		return nil, fmt.Errorf("claim dedup keys: %w", err)
 	}
@@ -293,8 +315,8 @@ func (d *Dedup) claimPlain(ctx context.Context, keys []campaigns.DedupKey, lease
 	if err != nil {
 		return nil, fmt.Errorf("claim dedup keys: %w", err)
 	}
-	// Boxed once: an interface per command would allocate per key.
-	var leased any = "L" + strconv.FormatInt(now.UnixMilli()+ms(lease), 10) + ":" + d.owner
+	leasedStr := "L" + strconv.FormatInt(now.UnixMilli()+ms(lease), 10) + ":" + d.owner
+	var leased any = leasedStr // boxed once: an interface per command would allocate per key
 	cmds, _ := d.setEach(ctx, keys, leased, ms(window), "nx", "get")
 	out := make([]campaigns.ClaimState, len(keys))
 	var (
@@ -310,6 +332,12 @@ func (d *Dedup) claimPlain(ctx context.Context, keys []campaigns.DedupKey, lease
 			failed = cmp.Or(failed, err)
 		case v == "C":
 			out[i] = campaigns.Duplicate
+		case v == leasedStr && slices.Contains(keys[:i], keys[i]):
+			// Set by this very call for the same key earlier in it: the
+			// second occurrence waits, as in the script. (An equal value
+			// alone could also be this attempt's earlier call, in the same
+			// millisecond: that one the script claims.)
+			out[i] = campaigns.Held
 		default:
 			leasedBefore = append(leasedBefore, i)
 		}
