@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/notifyd/notifyd/channels"
@@ -86,17 +87,21 @@ var ErrUnknownFlow = errors.New("unknown flow")
 // them, and sends each trigger's messages through the same stages as a
 // campaign, on the high-priority lane, with per-message dedup.
 type FlowEngine struct {
-	store    CampaignStore
-	dedup    DedupLog
-	delays   DelayQueue
-	source   MemberSource
-	dispatch Dispatcher
-	cfg      FlowConfig
-	ecfg     EngineConfig
-	caps     CapStore
-	capRules []CapRule
-	now      func() time.Time
-	log      *slog.Logger
+	store CampaignStore
+	dedup DedupLog
+	// attempts names claim attempts (AttemptDedup): a random prefix per
+	// engine and a counter, unique without a system call per batch.
+	attemptPrefix string
+	attempts      atomic.Uint64
+	delays        DelayQueue
+	source        MemberSource
+	dispatch      Dispatcher
+	cfg           FlowConfig
+	ecfg          EngineConfig
+	caps          CapStore
+	capRules      []CapRule
+	now           func() time.Time
+	log           *slog.Logger
 
 	mu        sync.RWMutex
 	flows     map[string]*activeFlow
@@ -169,10 +174,13 @@ func NewFlowEngine(store CampaignStore, dedup DedupLog, delays DelayQueue, sourc
 		o(e)
 	}
 	cfg = cfg.withDefaults()
+	var pre [6]byte
+	_, _ = rand.Read(pre[:]) // never fails (crypto/rand)
 	return &FlowEngine{
 		store: store, dedup: dedup, delays: delays, source: source, dispatch: dispatch, cfg: cfg,
-		ecfg: EngineConfig{BatchSize: cfg.MaxBatch, MaxOpenBatches: 1}.withDefaults(),
-		caps: e.caps, capRules: e.capRules,
+		attemptPrefix: hex.EncodeToString(pre[:]) + ".",
+		ecfg:          EngineConfig{BatchSize: cfg.MaxBatch, MaxOpenBatches: 1}.withDefaults(),
+		caps:          e.caps, capRules: e.capRules,
 		now: e.now, log: e.log.With("component", "flows"),
 		flows: map[string]*activeFlow{}, bySegment: map[string][]*activeFlow{}, byEvent: map[string][]*activeFlow{},
 		queue: make(chan *job, cfg.QueueSize), stop: make(chan struct{}),
@@ -963,9 +971,7 @@ func (fb *flowBatch) claimRenderStage(fe *FlowEngine) func(ctx context.Context, 
 		if len(fb.keys) > 0 {
 			fb.dedup = fe.dedup
 			if a, ok := fe.dedup.(AttemptDedup); ok {
-				var tok [8]byte
-				_, _ = rand.Read(tok[:]) // never fails (crypto/rand)
-				fb.dedup = a.Attempt(hex.EncodeToString(tok[:]))
+				fb.dedup = a.Attempt(fe.attemptPrefix + strconv.FormatUint(fe.attempts.Add(1), 36))
 			}
 			claimed = make(chan answer, 1)
 			go func() {
