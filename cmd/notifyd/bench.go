@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"runtime/trace"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -244,8 +246,13 @@ func runBenchFleet(args []string, stdout, stderr io.Writer) int {
 	redisURL := fs.String("redis", os.Getenv("REDIS_URL"), "Redis URL (default $REDIS_URL)")
 	cache := fs.String("cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the runs to this file")
+	rounds := fs.Int("rounds", 1, "run the sizes this many times, in reverse order every other round, and report each size's median run: in one round the first size always runs first")
 	if err := fs.Parse(args); err != nil {
 		return exitCode(err)
+	}
+	if *rounds < 1 {
+		fmt.Fprintf(stderr, "notifyd bench fleet: --rounds %d: want at least 1\n", *rounds)
+		return 2
 	}
 	stopProfile, err := startCPUProfile(*cpuprofile)
 	if err != nil {
@@ -264,20 +271,46 @@ func runBenchFleet(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	runs, err := bench.Fleet(ctx, bench.FleetOptions{Members: *members, Shards: sizes, RedisURL: *redisURL, CacheDir: *cache, Out: stderr})
-	if err != nil {
-		fmt.Fprintf(stderr, "notifyd bench fleet: %v\n", err)
-		return 1
+	bySize := map[int][]bench.FleetRun{}
+	for r := range *rounds {
+		order := sizes
+		if r%2 == 1 {
+			order = slices.Clone(sizes)
+			slices.Reverse(order)
+		}
+		runs, err := bench.Fleet(ctx, bench.FleetOptions{Members: *members, Shards: order, RedisURL: *redisURL, CacheDir: *cache, Out: stderr})
+		if err != nil {
+			fmt.Fprintf(stderr, "notifyd bench fleet: %v\n", err)
+			return 1
+		}
+		for _, run := range runs {
+			bySize[run.Shards] = append(bySize[run.Shards], run)
+		}
 	}
 	fmt.Fprintf(stdout, "%-7s %10s %12s %14s %16s  %s\n", "shards", "messages", "msgs/s", "cpu_us/msg", "vs first size", "per shard msgs/s")
-	base := runs[0].CPUPerMsg
-	for _, r := range runs {
+	median := func(n int) bench.FleetRun {
+		runs := slices.Clone(bySize[n])
+		slices.SortFunc(runs, func(a, b bench.FleetRun) int { return cmp.Compare(a.CPUPerMsg, b.CPUPerMsg) })
+		return runs[len(runs)/2]
+	}
+	base := median(sizes[0]).CPUPerMsg
+	for _, n := range sizes {
+		r := median(n)
 		per := make([]string, len(r.PerShard))
 		for i, v := range r.PerShard {
 			per[i] = fmt.Sprintf("%.0f", v)
 		}
 		fmt.Fprintf(stdout, "%-7d %10d %12.0f %14.2f %16.2f  %s\n", r.Shards, r.Messages, r.MsgsPerSec,
 			float64(r.CPUPerMsg.Nanoseconds())/1000, float64(r.CPUPerMsg)/float64(base), strings.Join(per, " "))
+	}
+	if *rounds > 1 {
+		for _, n := range sizes {
+			each := make([]string, len(bySize[n]))
+			for i, r := range bySize[n] {
+				each[i] = fmt.Sprintf("%.2f", float64(r.CPUPerMsg.Nanoseconds())/1000)
+			}
+			fmt.Fprintf(stdout, "rounds, %d shards: cpu_us/msg %s (the median above)\n", n, strings.Join(each, " / "))
+		}
 	}
 	return 0
 }
