@@ -130,7 +130,7 @@ func (s *Store) warmUp(ctx context.Context, r *Reader) (WarmReport, error) {
 			"path", s.path, "generation", r.Generation(), "bad_blocks", rep.Bad, "blocks", rep.Blocks)
 	}
 	s.logger.Info("shard generation warmed", "path", s.path, "generation", r.Generation(),
-		"blocks", rep.Blocks, "took", rep.Took.Round(time.Millisecond))
+		"blocks", rep.Blocks, "took", rep.Took.Round(time.Millisecond).String())
 	return rep, nil
 }
 
