@@ -87,21 +87,22 @@ var ErrUnknownFlow = errors.New("unknown flow")
 // them, and sends each trigger's messages through the same stages as a
 // campaign, on the high-priority lane, with per-message dedup.
 type FlowEngine struct {
-	store CampaignStore
-	dedup DedupLog
-	// attempts names claim attempts (AttemptDedup): a random prefix per
-	// engine and a counter, unique without a system call per batch.
+	store    CampaignStore
+	dedup    DedupLog
+	delays   DelayQueue
+	source   MemberSource
+	dispatch Dispatcher
+	cfg      FlowConfig
+	ecfg     EngineConfig
+	caps     CapStore
+	capRules []CapRule
+	now      func() time.Time
+	log      *slog.Logger
+
+	// Claim attempts (AttemptDedup) are named by a random prefix per
+	// engine and a counter: unique without a system call per batch.
 	attemptPrefix string
 	attempts      atomic.Uint64
-	delays        DelayQueue
-	source        MemberSource
-	dispatch      Dispatcher
-	cfg           FlowConfig
-	ecfg          EngineConfig
-	caps          CapStore
-	capRules      []CapRule
-	now           func() time.Time
-	log           *slog.Logger
 
 	mu        sync.RWMutex
 	flows     map[string]*activeFlow
@@ -178,9 +179,8 @@ func NewFlowEngine(store CampaignStore, dedup DedupLog, delays DelayQueue, sourc
 	_, _ = rand.Read(pre[:]) // never fails (crypto/rand)
 	return &FlowEngine{
 		store: store, dedup: dedup, delays: delays, source: source, dispatch: dispatch, cfg: cfg,
-		attemptPrefix: hex.EncodeToString(pre[:]) + ".",
-		ecfg:          EngineConfig{BatchSize: cfg.MaxBatch, MaxOpenBatches: 1}.withDefaults(),
-		caps:          e.caps, capRules: e.capRules,
+		ecfg: EngineConfig{BatchSize: cfg.MaxBatch, MaxOpenBatches: 1}.withDefaults(),
+		caps: e.caps, capRules: e.capRules, attemptPrefix: hex.EncodeToString(pre[:]) + ".",
 		now: e.now, log: e.log.With("component", "flows"),
 		flows: map[string]*activeFlow{}, bySegment: map[string][]*activeFlow{}, byEvent: map[string][]*activeFlow{},
 		queue: make(chan *job, cfg.QueueSize), stop: make(chan struct{}),
@@ -833,7 +833,8 @@ func (fe *FlowEngine) work(ctx context.Context) {
 // flowBatch is a RecipientBatch of one flow plus its dedup claims.
 type flowBatch struct {
 	// dedup is the engine's DedupLog, scoped to this batch's attempt when
-	// it can be (AttemptDedup): claims, their retries, confirm and release.
+	// it can be (AttemptDedup), set with the first key to claim: claims,
+	// their retries, and the confirm or release of what they claimed.
 	dedup   DedupLog
 	b       *RecipientBatch
 	af      *activeFlow
@@ -843,14 +844,6 @@ type flowBatch struct {
 	pin     PinnedSource
 	delayed []string // DelayQueue items this batch settles
 	jobs    []*job   // by member
-}
-
-// dedupLog is the batch's DedupLog (its attempt's, once it claimed).
-func (fb *flowBatch) dedupLog(fe *FlowEngine) DedupLog {
-	if fb.dedup != nil {
-		return fb.dedup
-	}
-	return fe.dedup
 }
 
 // reasonHeld settles a position whose trigger went (back) to the DelayQueue
@@ -1202,12 +1195,12 @@ func (fb *flowBatch) finish(fe *FlowEngine) {
 		}
 	}
 	if len(confirm) > 0 {
-		if err := fb.dedupLog(fe).Confirm(ctx, confirm, fb.dedupWindow()); err != nil {
+		if err := fb.dedup.Confirm(ctx, confirm, fb.dedupWindow()); err != nil {
 			fe.log.Error("confirm trigger dedup keys; they count as in doubt after their lease", "flow", fb.af.f.ID, "error", err)
 		}
 	}
 	if len(release) > 0 {
-		if err := fb.dedupLog(fe).Release(ctx, release); err != nil {
+		if err := fb.dedup.Release(ctx, release); err != nil {
 			fe.log.Warn("release trigger dedup keys", "flow", fb.af.f.ID, "error", err)
 		}
 	}

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"github.com/notifyd/notifyd/store/shard"
 	"log/slog"
 	"sort"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/notifyd/notifyd/campaigns"
+	"github.com/notifyd/notifyd/store/shard"
 )
 
 // teeRegisterer registers every collector on two registries: the daemon's

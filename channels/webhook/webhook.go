@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"golang.org/x/net/http/httpguts"
 	"io"
 	"log/slog"
 	"net"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/notifyd/notifyd/channels"
 	"github.com/notifyd/notifyd/channels/webhook/internal/h1"
@@ -564,8 +564,8 @@ func (s *Sender) buildRequest(ctx context.Context, m *channels.Message, target *
 	vals[1] = userAgent
 	hdr["User-Agent"] = vals[1:2:2]
 	if m.IdempotencyKey != "" {
-		if !httpguts.ValidHeaderFieldValue(m.IdempotencyKey) {
-			return nil, errors.New("build webhook request: idempotency key contains CR, LF, NUL or another control character")
+		if err := checkIdempotencyKey(m.IdempotencyKey); err != nil {
+			return nil, err
 		}
 		vals[2] = m.IdempotencyKey
 		hdr["Idempotency-Key"] = vals[2:3:3]
@@ -614,8 +614,8 @@ func (s *Sender) buildLean(m *channels.Message, req *retryablehttp.Request, out 
 	}
 	line("User-Agent", userAgent)
 	if m.IdempotencyKey != "" {
-		if !httpguts.ValidHeaderFieldValue(m.IdempotencyKey) {
-			return nil, errors.New("build webhook request: idempotency key contains CR, LF, NUL or another control character")
+		if err := checkIdempotencyKey(m.IdempotencyKey); err != nil {
+			return nil, err
 		}
 		line("Idempotency-Key", m.IdempotencyKey)
 		out.body.idem = true
@@ -628,6 +628,14 @@ func (s *Sender) buildLean(m *channels.Message, req *retryablehttp.Request, out 
 	}
 	out.body.head, out.head = w, w
 	return req, nil
+}
+
+// checkIdempotencyKey refuses a key that cannot travel as a header value.
+func checkIdempotencyKey(key string) error {
+	if !httpguts.ValidHeaderFieldValue(key) {
+		return errors.New("build webhook request: idempotency key contains CR, LF, NUL or another control character")
+	}
+	return nil
 }
 
 // checkHeader checks a template's header and returns its canonical name.

@@ -2,8 +2,6 @@ package redisstate_test
 
 import (
 	"context"
-	"errors"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,64 +11,27 @@ import (
 
 	"github.com/notifyd/notifyd/campaigns"
 	"github.com/notifyd/notifyd/store/redisstate"
+	"github.com/notifyd/notifyd/store/redisstate/redisfault"
 )
 
-// nodeDown is a go-redis hook standing for one node of a cluster failing
-// mid-call: while down holds user tags, commands on their keys never reach
-// the server and answer a connection error; the rest of a pipeline runs.
-type nodeDown struct{ down atomic.Pointer[[]string] }
-
-var errNodeDown = &net.OpError{Op: "read", Net: "tcp", Err: errors.New("connection reset by peer")}
-
-func (h *nodeDown) hit(cmd redis.Cmder) bool {
-	p := h.down.Load()
-	if p == nil {
-		return false
-	}
-	for _, a := range cmd.Args() {
-		if k, ok := a.(string); ok {
-			for _, tag := range *p {
-				if strings.Contains(k, tag) {
-					return true
+// keyTagged reports whether one of cmd's arguments holds one of the user
+// tags in *tags (nil: none): a node holding those users is down.
+func keyTagged(tags *atomic.Pointer[[]string]) func(redis.Cmder) bool {
+	return func(cmd redis.Cmder) bool {
+		p := tags.Load()
+		if p == nil {
+			return false
+		}
+		for _, a := range cmd.Args() {
+			if k, ok := a.(string); ok {
+				for _, tag := range *p {
+					if strings.Contains(k, tag) {
+						return true
+					}
 				}
 			}
 		}
-	}
-	return false
-}
-
-func (h *nodeDown) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *nodeDown) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if h.hit(cmd) {
-			cmd.SetErr(errNodeDown)
-			return errNodeDown
-		}
-		return next(ctx, cmd)
-	}
-}
-
-func (h *nodeDown) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		var keep []redis.Cmder
-		failed := false
-		for _, c := range cmds {
-			if h.hit(c) {
-				c.SetErr(errNodeDown)
-				failed = true
-				continue
-			}
-			keep = append(keep, c)
-		}
-		var err error
-		if len(keep) > 0 {
-			err = next(ctx, keep)
-		}
-		if failed {
-			return errNodeDown
-		}
-		return err
+		return false
 	}
 }
 
@@ -86,8 +47,8 @@ func TestClusterClaimPartialFailure(t *testing.T) {
 func testClaimPartialFailure(t *testing.T, c redis.UniversalClient) {
 	ctx := context.Background()
 	s, _ := newStore(t, c, redisstate.WithClusterScripts())
-	down := &nodeDown{}
-	c.AddHook(down)
+	var down atomic.Pointer[[]string]
+	c.AddHook(&redisfault.Hook{Drop: keyTagged(&down)})
 	keys := make([]campaigns.DedupKey, 8)
 	for i := range keys {
 		keys[i] = campaigns.DedupKey{Scope: "c:partial", User: uint64(0xa0 + i), Channel: "sms"}
@@ -107,11 +68,11 @@ func testClaimPartialFailure(t *testing.T, c redis.UniversalClient) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := s.Dedup("a")
-			down.down.Store(&tc.down)
+			down.Store(&tc.down)
 			if got, err := d.Claim(ctx, tc.keys, time.Hour, time.Hour); err == nil {
 				t.Fatalf("claim with a node down: %v, no error", got)
 			}
-			down.down.Store(nil)
+			down.Store(nil)
 			got, err := d.Claim(ctx, tc.keys, time.Hour, time.Hour)
 			if err != nil {
 				t.Fatal(err)
@@ -132,37 +93,6 @@ func testClaimPartialFailure(t *testing.T, c redis.UniversalClient) {
 	}
 }
 
-// lostReply is a go-redis hook standing for replies lost on the way back
-// (a connection reset after Redis executed the commands): while on, every
-// command runs and then answers a connection error.
-type lostReply struct{ on atomic.Bool }
-
-func (h *lostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		if h.on.Load() && (cmd.Name() == "set" || strings.HasPrefix(cmd.Name(), "eval")) {
-			cmd.SetErr(errNodeDown)
-			return errNodeDown
-		}
-		return err
-	}
-}
-
-func (h *lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		err := next(ctx, cmds)
-		if h.on.Load() {
-			for _, c := range cmds {
-				c.SetErr(errNodeDown)
-			}
-			return errNodeDown
-		}
-		return err
-	}
-}
-
 // TestClaimAttemptAfterLostReply: a claim executed by Redis whose reply was
 // lost leaves leases the caller does not know it holds. Retried under the
 // same attempt (campaigns.AttemptDedup), they are claimed; under another
@@ -177,16 +107,18 @@ func TestClaimAttemptAfterLostReply(t *testing.T) {
 			onEachBackend(t, func(t *testing.T, c redis.UniversalClient) {
 				ctx := context.Background()
 				s, _ := newStore(t, c, mode.opts...)
-				lost := &lostReply{}
-				c.AddHook(lost)
+				var lost atomic.Bool
+				c.AddHook(&redisfault.Hook{LoseReply: func(cmd redis.Cmder) bool {
+					return lost.Load() && (cmd.Name() == "set" || strings.HasPrefix(cmd.Name(), "eval"))
+				}})
 				keys := []campaigns.DedupKey{{Scope: "c:lost", User: 0xb1, Channel: "sms"}, {Scope: "c:lost", User: 0xb2, Channel: "email"}}
 				d := s.Dedup("a")
 				first := d.Attempt("t1")
-				lost.on.Store(true)
+				lost.Store(true)
 				if got, err := first.Claim(ctx, keys, time.Hour, time.Hour); err == nil {
 					t.Fatalf("claim with its reply lost: %v, no error", got)
 				}
-				lost.on.Store(false)
+				lost.Store(false)
 				for _, other := range []struct {
 					name string
 					d    campaigns.DedupLog
