@@ -328,7 +328,7 @@ func runBenchProvider(which string, args []string, stdout, stderr io.Writer) int
 	memprofile := fs.String("memprofile", "", "write a heap profile (allocations since start: the shard's generation, the warm-up and every round) to this file")
 	if which == "email" {
 		fs.BoolVar(&opts.Postfix, "postfix", false, "deliver through a private loopback-only Postfix to a Maildir on tmpfs (needs root and the postfix package), timing notifyd and smtp-source until delivered")
-		fs.StringVar(&opts.ReferenceWorkload, "reference-workload", "filler", "with --postfix, what smtp-source sends: filler (-l, its own text of the same size, all to one recipient) or campaign (-F a message notifyd rendered, -N a recipient of its own per message, as a campaign's)")
+		fs.StringVar(&opts.ReferenceWorkload, "reference-workload", "", "with --postfix, what smtp-source sends as the reference: campaign (the default: -F a message notifyd rendered, -N a recipient of its own per message, as a campaign's; filler runs beside it and is reported as context) or filler (-l, its own text of the same size, all to one recipient)")
 	}
 	fs.StringVar(&opts.CacheDir, "cache", "", "directory keeping generated shards (default $TMPDIR/notifyd-bench)")
 	if err := fs.Parse(args); err != nil {
@@ -354,6 +354,10 @@ func runBenchProvider(which string, args []string, stdout, stderr io.Writer) int
 	fmt.Fprintf(stdout, "sink:      %s\nreference: %s\n", res.Sink, res.Reference)
 	if res.Note != "" {
 		fmt.Fprintf(stdout, "note:      %s\n", res.Note)
+	}
+	if f := res.Filler; f != nil {
+		fmt.Fprintf(stdout, "filler:    %s: %.0f msgs/s, %.1f µs CPU/msg; notifyd at %.2f of it (medians; context, not the reference: Postfix's rate for one recipient and filler text)\n",
+			f.Command, f.PerSec, f.CPUPerMsg, f.Ratio)
 	}
 	fmt.Fprintf(stdout, "notifyd %.0f msgs/s, %.1f µs CPU/msg, %.2f read+write syscalls/msg, %.2f context switches/msg, %.1f allocs/msg; reference %.0f msgs/s, %.1f µs CPU/msg (medians)\n",
 		res.MsgsPerSec, res.CPUMicrosPerMsg, res.SyscallsPerMsg, res.CtxSwitchesPerMsg, res.AllocsPerMsg, res.RefPerSec, res.RefCPUPerMsg)

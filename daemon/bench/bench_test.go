@@ -145,3 +145,24 @@ func TestTriggerFailsLoudly(t *testing.T) {
 		t.Fatal("a trigger bench without its Redis reported figures")
 	}
 }
+
+// TestSideReference: the filler reference beside the campaign one is summed
+// up per round against the notifyd run of the same round, not against
+// notifyd's median (a slow round of Postfix slows both).
+func TestSideReference(t *testing.T) {
+	own := []Round{
+		{Messages: 1000, Wall: time.Second},     // 1000/s
+		{Messages: 1000, Wall: 2 * time.Second}, // 500/s
+		{Messages: 1000, Wall: time.Second},     // 1000/s
+	}
+	side := []Round{
+		{RefMessages: 1000, RefWall: 500 * time.Millisecond, RefCPU: 40 * time.Millisecond},  // 2000/s, ratio 0.5
+		{RefMessages: 1000, RefWall: time.Second, RefCPU: 60 * time.Millisecond},            // 1000/s, ratio 0.5
+		{RefMessages: 1000, RefWall: 1250 * time.Millisecond, RefCPU: 50 * time.Millisecond}, // 800/s, ratio 1.25
+	}
+	got := sideReference("smtp-source -l 10", own, side)
+	want := SideReference{Command: "smtp-source -l 10", PerSec: 1000, Ratio: 0.5, CPUPerMsg: 50}
+	if *got != want {
+		t.Fatalf("sideReference = %+v, want %+v", *got, want)
+	}
+}

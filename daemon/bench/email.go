@@ -50,7 +50,7 @@ func Email(ctx context.Context, opts ProviderOptions) (*ProviderResult, error) {
 	opts.defaults(members, 8)
 	res := &ProviderResult{Channel: "email", MessageBytes: benchEmailBytes()}
 
-	if opts.ReferenceWorkload != "" && opts.ReferenceWorkload != "filler" && !opts.Postfix {
+	if opts.ReferenceWorkload == "campaign" && !opts.Postfix {
 		return nil, fmt.Errorf("--reference-workload %s needs --postfix: the message is taken from Postfix's Maildir", opts.ReferenceWorkload)
 	}
 	if opts.Postfix {
@@ -202,33 +202,38 @@ func emailPostfix(ctx context.Context, opts ProviderOptions, res *ProviderResult
 	res.Sink = "private Postfix (" + pf.addr + ", smtpd → cleanup → qmgr → virtual, Maildir on tmpfs " + pf.dir + ")"
 	host, port, _ := net.SplitHostPort(pf.addr)
 	var dw deliveryWaiter = pf
-	content := []string{"-l", strconv.Itoa(res.MessageBytes)}
+	filler := []string{"-l", strconv.Itoa(res.MessageBytes)}
+	content, side := filler, []string(nil)
 	switch opts.ReferenceWorkload {
-	case "", "filler":
-	case "campaign":
+	case "filler":
+	case "", "campaign":
 		// The warm-up campaign's first delivered message becomes the
 		// reference's: the same bytes through the same Postfix, each to
-		// a recipient of its own (-N), as a campaign's are.
+		// a recipient of its own (-N), as a campaign's are. The filler
+		// workload runs beside it, for context.
 		cw := &capturingWaiter{postfixInstance: pf, to: filepath.Join(pf.dir, "reference.eml")}
 		dw = cw
-		content = []string{"-N", "-F", cw.to}
+		content, side = []string{"-N", "-F", cw.to}, filler
 	default:
-		return nil, fmt.Errorf("unknown --reference-workload %q: want filler or campaign", opts.ReferenceWorkload)
+		return nil, fmt.Errorf("unknown --reference-workload %q: want campaign or filler", opts.ReferenceWorkload)
 	}
-	args := func(n int64) []string {
+	args := func(content []string, n int64) []string {
 		return append(append([]string{"-d", "-s", strconv.Itoa(opts.Concurrency), "-m", strconv.FormatInt(n, 10)}, content...),
 			"-f", benchFrom, "-t", benchRcpt, "-M", "bench.notifyd.test", pf.addr)
 	}
-	res.Reference = strings.Replace(srcPath+" "+strings.Join(args(0), " "), " -m 0 ", " -m <messages> ", 1) + ", until delivered"
-	if opts.ReferenceWorkload == "campaign" {
+	command := func(content []string) string {
+		return strings.Replace(srcPath+" "+strings.Join(args(content, 0), " "), " -m 0 ", " -m <messages> ", 1) + ", until delivered"
+	}
+	res.Reference = command(content)
+	if side != nil {
 		res.Reference += " (-F: a message notifyd rendered, as Postfix delivered it, without its trace headers; -N: a recipient of its own per message)"
 	}
-	ref := func(ctx context.Context, n int64) (time.Duration, time.Duration, error) {
+	run := func(ctx context.Context, content []string, n int64) (time.Duration, time.Duration, error) {
 		if err := pf.fresh(); err != nil {
 			return 0, 0, err
 		}
 		start := time.Now()
-		_, cpu, _, err := runTool(ctx, srcPath, args(n)...)
+		_, cpu, _, err := runTool(ctx, srcPath, args(content, n)...)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -237,10 +242,34 @@ func emailPostfix(ctx context.Context, opts ProviderOptions, res *ProviderResult
 		}
 		return time.Since(start), cpu, nil
 	}
+	var sideRuns []Round
+	ref := func(ctx context.Context, n int64) (time.Duration, time.Duration, error) {
+		wall, cpu, err := run(ctx, content, n)
+		if err != nil || side == nil {
+			return wall, cpu, err
+		}
+		sw, sc, err := run(ctx, side, n)
+		sideRuns = append(sideRuns, Round{RefWall: sw, RefCPU: sc, RefMessages: n})
+		return wall, cpu, err
+	}
 	if err := runEmail(ctx, opts, res, host, port, ref, dw); err != nil {
 		return nil, err
 	}
+	if side != nil {
+		res.Filler = sideReference(command(side), res.Rounds, sideRuns)
+	}
 	return res, nil
+}
+
+// sideReference sums up a second reference's runs, one per round of own.
+func sideReference(command string, own, side []Round) *SideReference {
+	rates, ratios, cpus := make([]float64, len(side)), make([]float64, len(side)), make([]float64, len(side))
+	for i, s := range side {
+		rates[i] = perSec(s.RefMessages, s.RefWall)
+		ratios[i] = perSec(own[i].Messages, own[i].Wall) / rates[i]
+		cpus[i] = micros(s.RefCPU, s.RefMessages)
+	}
+	return &SideReference{Command: command, PerSec: median(rates), Ratio: median(ratios), CPUPerMsg: median(cpus)}
 }
 
 // rawSMTP is the built-in reference: conns sessions, each sending its share
