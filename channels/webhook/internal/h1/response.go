@@ -26,11 +26,17 @@ import (
 
 var crlfcrlf = []byte("\r\n\r\n")
 
-// leanResponse is an answer with its body in one allocation.
+// leanResponse is an answer with its body and, for the usual few header
+// lines, its header values in one allocation.
 type leanResponse struct {
 	resp http.Response
 	body respBody
+	vals [leanHeaderLines]string
 }
+
+// leanHeaderLines is how many header lines an answer may have for their
+// values to live in its leanResponse (Go's net/http sends two to four).
+const leanHeaderLines = 6
 
 // readHead parses the response head at the start of br's buffer without
 // consuming anything unless it succeeds. ok false means "use
@@ -81,7 +87,10 @@ func readHead(br *bufio.Reader, method string) (lr *leanResponse, n int64, ok bo
 	resp.Proto = line[:8]
 	resp.ProtoMajor, resp.ProtoMinor = 1, int(line[7]-'0')
 	hdr := make(http.Header, lines)
-	vals := make([]string, lines)
+	vals := lr.vals[:]
+	if lines > leanHeaderLines {
+		vals = make([]string, lines)
+	}
 	cl, haveCL := "", false
 	for i := 0; rest != ""; i++ {
 		var l string

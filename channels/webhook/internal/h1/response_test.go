@@ -78,6 +78,9 @@ func TestLeanResponseParser(t *testing.T) {
 		{"go server 200 empty", "HTTP/1.1 200 OK\r\nDate: Sat, 05 Dec 2026 13:00:00 GMT\r\nContent-Length: 0\r\n\r\n", "POST", true},
 		{"body and request id", "HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nX-Request-Id: r-1\r\nContent-Length: 11\r\n\r\n{\"ok\":true}NEXT", "POST", true},
 		{"lower-case names", "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-request-id: abc\r\n\r\nokHTTP", "POST", true},
+		// Up to leanHeaderLines values live in the response; more get a slice of their own.
+		{"six header lines, one repeated", "HTTP/1.1 200 OK\r\nX-A: 1\r\nX-B: 2\r\nX-A: 3\r\nX-C: 4\r\nX-D: 5\r\nContent-Length: 0\r\n\r\n", "POST", true},
+		{"nine header lines, one repeated", "HTTP/1.1 200 OK\r\nX-A: 1\r\nX-B: 2\r\nX-A: 3\r\nX-C: 4\r\nX-D: 5\r\nX-E: 6\r\nX-F: 7\r\nX-G: 8\r\nContent-Length: 0\r\n\r\n", "POST", true},
 		{"repeated header", "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 0\r\n\r\n", "POST", true},
 		{"spaces around value", "HTTP/1.1 429 Too Many Requests\r\nRetry-After:  7 \t\r\nContent-Length: 0\r\n\r\n", "POST", true},
 		{"no reason phrase", "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", "POST", true},
