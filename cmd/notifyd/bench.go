@@ -361,8 +361,8 @@ func runBenchProvider(which string, args []string, stdout, stderr io.Writer) int
 	}
 	fmt.Fprintf(stdout, "notifyd %.0f msgs/s, %.1f µs CPU/msg, %.2f read+write syscalls/msg, %.2f context switches/msg, %.1f allocs/msg; reference %.0f msgs/s, %.1f µs CPU/msg (medians)\n",
 		res.MsgsPerSec, res.CPUMicrosPerMsg, res.SyscallsPerMsg, res.CtxSwitchesPerMsg, res.AllocsPerMsg, res.RefPerSec, res.RefCPUPerMsg)
-	fmt.Fprintf(stdout, "msgs_per_s=%.0f ref_per_s=%.0f ratio=%.2f cpu_us_per_msg=%.1f ref_cpu_us_per_msg=%.1f\n",
-		res.MsgsPerSec, res.RefPerSec, res.Ratio, res.CPUMicrosPerMsg, res.RefCPUPerMsg)
+	fmt.Fprintf(stdout, "msgs_per_s=%.0f ref_per_s=%.0f ratio=%.2f cpu_us_per_msg=%.1f ref_cpu_us_per_msg=%.1f cpu_ratio=%.2f\n",
+		res.MsgsPerSec, res.RefPerSec, res.Ratio, res.CPUMicrosPerMsg, res.RefCPUPerMsg, res.CPURatio)
 	return 0
 }
 

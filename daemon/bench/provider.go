@@ -98,7 +98,11 @@ type ProviderResult struct {
 	MsgsPerSec, RefPerSec         float64
 	Ratio                         float64 // median of per-round ratios
 	CPUMicrosPerMsg, RefCPUPerMsg float64
-	MessageBytes                  int // size of one message's payload as sent
+	// CPURatio is the median of per-round notifyd CPU per message over the
+	// reference's: CPU per message in µs moves with the host (3× between
+	// sittings here), the two clients' CPU on the same host far less.
+	CPURatio     float64
+	MessageBytes int // size of one message's payload as sent
 	// SyscallsPerMsg is the median of notifyd's read+write system calls
 	// per message (0 when /proc/self/io is not there).
 	SyscallsPerMsg float64
@@ -352,6 +356,12 @@ func runRounds(ctx context.Context, res *ProviderResult, opts ProviderOptions, d
 	res.Ratio = med(func(r Round) float64 { return perSec(r.Messages, r.Wall) / perSec(r.RefMessages, r.RefWall) })
 	res.CPUMicrosPerMsg = med(func(r Round) float64 { return micros(r.CPU, r.Messages) })
 	res.RefCPUPerMsg = med(func(r Round) float64 { return micros(r.RefCPU, r.RefMessages) })
+	res.CPURatio = med(func(r Round) float64 {
+		if ref := micros(r.RefCPU, r.RefMessages); ref > 0 {
+			return micros(r.CPU, r.Messages) / ref
+		}
+		return 0
+	})
 	res.SyscallsPerMsg = med(func(r Round) float64 { return perMsg(r.Syscalls, r.Messages) })
 	res.CtxSwitchesPerMsg = med(func(r Round) float64 { return perMsg(r.CtxSwitches, r.Messages) })
 	res.AllocsPerMsg = med(func(r Round) float64 { return perMsg(r.Allocs, r.Messages) })
