@@ -59,6 +59,10 @@ type Transport struct {
 	// onPick, in tests, sees how many requests wait on the line a
 	// pipelined request joins.
 	onPick func(waiting int)
+	// rawSends and rawRests count, for tests, the requests written by the
+	// read that waits for their answer (rawio.go), and those of them whose
+	// end went through net.Conn's Write after a partial write.
+	rawSends, rawRests atomic.Int64
 
 	mu        sync.Mutex
 	hosts     map[string]*hostPool
@@ -87,7 +91,8 @@ type hostPool struct {
 
 type conn struct {
 	net.Conn
-	br       *bufio.Reader
+	br       *bufio.Reader // reads through rr
+	rr       *rawReader
 	wbuf     []byte
 	lastUsed time.Time
 	started  time.Time // of the request it carries
@@ -231,7 +236,8 @@ func (t *Transport) get(ctx context.Context, p *hostPool, addr string, deadline,
 					<-p.slots
 					return nil, false, err
 				}
-				return &conn{Conn: nc, br: bufio.NewReaderSize(nc, 4<<10), pool: p}, false, nil
+				rr := newRawReader(nc)
+				return &conn{Conn: nc, br: bufio.NewReaderSize(rr, 4<<10), rr: rr, pool: p}, false, nil
 			case <-ctx.Done():
 				return nil, false, ctx.Err()
 			case <-expired:
@@ -409,10 +415,22 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, ho
 		return nil, false, err
 	}
 	c.wbuf = w
-	if _, err := c.Write(w); err != nil {
+	// Written by the read that waits for the answer (rawio.go) on a
+	// connection that was busy a moment ago; after a pause, the ordinary
+	// read-first path, which sees at once what a server may have sent or
+	// closed while the connection sat idle.
+	raw := c.rr.canSend() && c.br.Buffered() == 0 && c.started.Sub(c.lastUsed) < rawAfterIdle
+	if raw {
+		t.rawSends.Add(1)
+		c.rr.send(w)
+	} else if _, err := c.Write(w); err != nil {
 		return fail(err, false)
 	}
-	if _, err := c.br.Peek(1); err != nil {
+	_, err = c.br.Peek(1)
+	if raw && c.rr.rested {
+		t.rawRests.Add(1)
+	}
+	if err != nil {
 		return fail(err, false)
 	}
 	if lr, n, ok := readHead(c.br, req.Method); ok {

@@ -1,0 +1,212 @@
+package h1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestWriteThenRead: on a connection busy a moment ago, the request is
+// written by the read that waits for its answer (rawio.go). Every outcome
+// the ordinary path has holds there too: answers of any delay, deadlines
+// (a body larger than the socket's buffers and a server that closed the
+// connection right after its last answer have tests of their own); a
+// connection idle for rawAfterIdle goes the ordinary way.
+func TestWriteThenRead(t *testing.T) {
+	srv, conns := server(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/slow":
+			time.Sleep(50 * time.Millisecond)
+		case "/never":
+			// With the body read, the server watches the connection and
+			// ends the context when the client gives up.
+			_, _ = io.Copy(io.Discard, r.Body)
+			<-r.Context().Done()
+			return
+		}
+		n, _ := io.Copy(io.Discard, r.Body)
+		w.Header().Set("X-Len", strconv.FormatInt(n, 10))
+		_, _ = io.WriteString(w, "ok")
+	})
+	c, tr := newClient(1)
+	post(t, c, srv.URL+"/", "warm", nil) // a fresh connection: the ordinary path
+
+	t.Run("answers on a busy connection", func(t *testing.T) {
+		before := tr.rawSends.Load()
+		for i := range 200 {
+			body := strings.Repeat("x", i)
+			resp, b := post(t, c, srv.URL+"/", body, nil)
+			if b != "ok" || resp.Header.Get("X-Len") != strconv.Itoa(i) {
+				t.Fatalf("request %d: %q, server read %s bytes", i, b, resp.Header.Get("X-Len"))
+			}
+		}
+		if n := tr.rawSends.Load() - before; n != 200 {
+			t.Fatalf("%d of 200 requests written by the waiting read", n)
+		}
+	})
+	t.Run("a slow answer is waited for", func(t *testing.T) {
+		before := tr.rawSends.Load()
+		if _, b := post(t, c, srv.URL+"/slow", "x", nil); b != "ok" {
+			t.Fatalf("answer %q", b)
+		}
+		if tr.rawSends.Load() != before+1 {
+			t.Fatal("not written by the waiting read")
+		}
+	})
+	t.Run("deadline while waiting", func(t *testing.T) {
+		post(t, c, srv.URL+"/", "busy", nil)
+		before := tr.rawSends.Load()
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/never", strings.NewReader("x"))
+		start := time.Now()
+		if _, err := c.Do(req); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want the deadline", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("took %s", d)
+		}
+		if tr.rawSends.Load() != before+1 {
+			t.Fatal("not written by the waiting read")
+		}
+	})
+	t.Run("transport timeout while waiting", func(t *testing.T) {
+		tc := &Transport{Dial: (&net.Dialer{}).DialContext, MaxConnsPerHost: 1, Timeout: 100 * time.Millisecond}
+		hc := &http.Client{Transport: tc}
+		post(t, hc, srv.URL+"/", "warm", nil)
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/never", strings.NewReader("x"))
+		_, err := hc.Do(req)
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("err = %v, want a timeout (net.Error, os.ErrDeadlineExceeded)", err)
+		}
+		if tc.rawSends.Load() != 1 {
+			t.Fatalf("%d requests written by the waiting read, want 1", tc.rawSends.Load())
+		}
+	})
+	t.Run("an idle connection goes the ordinary way", func(t *testing.T) {
+		post(t, c, srv.URL+"/", "busy", nil)
+		time.Sleep(rawAfterIdle + 100*time.Millisecond)
+		before := tr.rawSends.Load()
+		if _, b := post(t, c, srv.URL+"/", "x", nil); b != "ok" {
+			t.Fatalf("answer %q", b)
+		}
+		if tr.rawSends.Load() != before {
+			t.Fatal("written by the waiting read after an idle pause")
+		}
+	})
+	if n := conns.Load(); n != 3 {
+		// The first, the one after the deadline (interrupted, not reused),
+		// and the timeout subtest's own client.
+		t.Errorf("connections %d, want 3", n)
+	}
+}
+
+// TestWriteThenReadPartialWrite: a request larger than the socket can take
+// at once (the client's send buffer at 64 KiB, the server not reading yet)
+// is written in part by the waiting read and the rest by net.Conn's Write,
+// and arrives whole.
+func TestWriteThenReadPartialWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var got atomic.Int64
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			if i == 1 {
+				// The big request: let the client's buffers fill first.
+				time.Sleep(300 * time.Millisecond)
+			}
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			n, _ := io.Copy(io.Discard, req.Body)
+			got.Store(n)
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	}()
+	tr := &Transport{MaxConnsPerHost: 1, Timeout: 10 * time.Second, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err == nil {
+			err = nc.(*net.TCPConn).SetWriteBuffer(64 << 10)
+		}
+		return nc, err
+	}}
+	c := &http.Client{Transport: tr}
+	url := "http://" + ln.Addr().String() + "/"
+	post(t, c, url, "warm", nil)
+	body := strings.Repeat("0123456789abcdef", 512<<10) // 8 MiB
+	if _, b := post(t, c, url, body, nil); b != "ok" || got.Load() != int64(len(body)) {
+		t.Fatalf("answer %q, server read %d of %d bytes", b, got.Load(), len(body))
+	}
+	if tr.rawSends.Load() != 1 || tr.rawRests.Load() != 1 {
+		t.Fatalf("waiting-read writes %d, of them finished by Write %d; want 1 and 1", tr.rawSends.Load(), tr.rawRests.Load())
+	}
+}
+
+// TestWriteThenReadServerClosedAfterAnswer: a server that closes the
+// connection right after an answer without saying so: the next request,
+// sent at once (the waiting read's path), fails before any answer and is
+// replayed on a fresh connection when it carries an Idempotency-Key, and
+// fails otherwise. The server sees each request it answers once.
+func TestWriteThenReadServerClosedAfterAnswer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var served atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, req.Body)
+				served.Add(1)
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	c, tr := newClient(1)
+	url := "http://" + ln.Addr().String() + "/"
+	post(t, c, url, "a", nil)
+	if resp, body := post(t, c, url, "b", map[string]string{"Idempotency-Key": "k1"}); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("replayable request: %d %q", resp.StatusCode, body)
+	}
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("c"))
+	if resp, err := c.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("a POST without an Idempotency-Key was replayed on a new connection")
+	}
+	if n := served.Load(); n != 2 {
+		t.Fatalf("server answered %d requests, want 2", n)
+	}
+	if n := tr.rawSends.Load(); n != 2 {
+		t.Fatalf("%d requests written by the waiting read, want 2 (the two sent on closed connections)", n)
+	}
+}
