@@ -26,10 +26,10 @@ import (
 // The hazard left: bytes a server sent unasked while the connection was
 // idle (a 408, a FIN) arrived before the rearming and wake nobody. A closed
 // server answers the request with a reset, which wakes the read; for the
-// rest, a connection idle for rawAfterIdle or longer takes the ordinary
-// path, so only a server that sends unasked bytes within that time and then
-// neither answers nor closes makes a request wait for its deadline (where
-// the read-first path would have taken those bytes for the answer).
+// rest, a connection idle for rawAfterIdle or longer is peeked when taken
+// from the pool (unasked) and takes the ordinary path, so only a server
+// that sends unasked bytes within that time and then neither answers nor
+// closes makes a request wait for its deadline.
 const rawAfterIdle = 500 * time.Millisecond
 
 // rawReader is the connection's reader under its bufio.Reader: with a
@@ -64,6 +64,26 @@ func newRawReader(nc net.Conn) *rawReader {
 		}
 	}
 	return r
+}
+
+// unasked reports whether the server sent something, or closed, while the
+// connection sat idle: a 408 or a FIN before an idle timeout's close. Such
+// a connection must not carry a request, whose answer those bytes would
+// be taken for (net/http's Transport notices them with its read loop; this
+// transport has none, so a connection back from a pause is peeked once,
+// without waiting and without consuming). A connection offering no raw
+// access is not peeked.
+func (r *rawReader) unasked() bool {
+	if r.rc == nil {
+		return false
+	}
+	var pending bool
+	var b [1]byte
+	err := r.rc.Control(func(fd uintptr) {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		pending = err == nil || (err != syscall.EAGAIN && err != syscall.EINTR) || n > 0
+	})
+	return pending || err != nil
 }
 
 // canSend reports whether the next Read can carry a request.

@@ -210,3 +210,70 @@ func TestWriteThenReadServerClosedAfterAnswer(t *testing.T) {
 		t.Fatalf("%d requests written by the waiting read, want 2 (the two sent on closed connections)", n)
 	}
 }
+
+// TestIdleConnectionWithUnaskedBytes: a server that sends a 408 on a kept
+// connection after a while (as some do before an idle timeout's close) and
+// closes it: the next request, after a pause, goes on a fresh connection
+// and gets its own answer, not the 408 — even a POST without an
+// Idempotency-Key, since the stale connection is dropped before anything is
+// written on it.
+func TestIdleConnectionWithUnaskedBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		after string // what the server sends unasked before closing
+		close bool
+	}{
+		{name: "408 then close", after: "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", close: true},
+		{name: "close alone", close: true},
+		{name: "408, connection left open", after: "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			var served, conns atomic.Int64
+			done := make(chan struct{})
+			defer close(done)
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					first := conns.Add(1) == 1
+					go func() {
+						defer c.Close()
+						req, err := http.ReadRequest(bufio.NewReader(c))
+						if err != nil {
+							return
+						}
+						_, _ = io.Copy(io.Discard, req.Body)
+						served.Add(1)
+						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+						if !first {
+							<-done
+							return
+						}
+						time.Sleep(50 * time.Millisecond)
+						_, _ = io.WriteString(c, tc.after)
+						if !tc.close {
+							<-done
+						}
+					}()
+				}
+			}()
+			c, _ := newClient(1)
+			url := "http://" + ln.Addr().String() + "/"
+			post(t, c, url, "a", nil)
+			time.Sleep(rawAfterIdle + 100*time.Millisecond)
+			if resp, body := post(t, c, url, "b", nil); resp.StatusCode != 200 || body != "ok" {
+				t.Fatalf("after the pause: %d %q, want the server's own 200", resp.StatusCode, body)
+			}
+			if n, m := served.Load(), conns.Load(); n != 2 || m != 2 {
+				t.Fatalf("server answered %d requests on %d connections, want 2 on 2", n, m)
+			}
+		})
+	}
+}
