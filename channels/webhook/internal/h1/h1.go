@@ -306,7 +306,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	p := t.pool(addr, now)
 	if t.Pipeline > 1 {
-		return t.pipelined(ctx, req, p, addr, host, head, idem, body, deadline)
+		return t.pipelined(ctx, req, p, addr, host, head, idem, body, deadline, now)
 	}
 	for attempt := 0; ; attempt++ {
 		c, reused, err := t.get(ctx, p, addr, deadline, now)

@@ -100,9 +100,9 @@ var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}
 var errConnClosed = errors.New("h1: connection closed before the answer")
 
 // pipelined sends req over a pipelined connection to p.
-func (t *Transport) pipelined(ctx context.Context, req *http.Request, p *hostPool, addr, host string, head []byte, idem bool, body []byte, deadline time.Time) (*http.Response, error) {
+func (t *Transport) pipelined(ctx context.Context, req *http.Request, p *hostPool, addr, host string, head []byte, idem bool, body []byte, deadline, now time.Time) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
-		c, err := t.pickConn(ctx, p, addr, deadline)
+		c, err := t.pickConn(ctx, p, addr, deadline, now)
 		if err != nil {
 			return nil, err
 		}
@@ -126,7 +126,10 @@ func isDeadline(err error) bool {
 
 // pickConn returns the open connection with the fewest requests in line if
 // it has fewer than Pipeline, or if no other may be opened; else it dials.
-func (t *Transport) pickConn(ctx context.Context, p *hostPool, addr string, deadline time.Time) (*pconn, error) {
+// A connection with nothing in line that has been idle for rawAfterIdle is
+// peeked first and dropped if the server sent something or closed meanwhile
+// (see rawReader.unasked).
+func (t *Transport) pickConn(ctx context.Context, p *hostPool, addr string, deadline, now time.Time) (*pconn, error) {
 	depth := t.Pipeline
 	if p.slowReceiver() {
 		depth = 1
@@ -143,6 +146,10 @@ func (t *Transport) pickConn(ctx context.Context, p *hostPool, addr string, dead
 		for _, c := range p.pconns {
 			c.mu.Lock()
 			n, broken := len(c.queue), c.err != nil
+			if !broken && n == 0 && now.Sub(c.lastUsed) >= rawAfterIdle && unaskedBytes(c.nc) {
+				c.failLocked(errConnClosed)
+				broken = true
+			}
 			c.mu.Unlock()
 			if broken {
 				continue

@@ -74,12 +74,24 @@ func newRawReader(nc net.Conn) *rawReader {
 // without waiting and without consuming). A connection offering no raw
 // access is not peeked.
 func (r *rawReader) unasked() bool {
-	if r.rc == nil {
+	return r.rc != nil && unaskedOn(r.rc)
+}
+
+// unaskedBytes is unasked for a connection without a rawReader (the
+// pipelined path's).
+func unaskedBytes(nc net.Conn) bool {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
 		return false
 	}
+	rc, err := sc.SyscallConn()
+	return err == nil && unaskedOn(rc)
+}
+
+func unaskedOn(rc syscall.RawConn) bool {
 	var pending bool
 	var b [1]byte
-	err := r.rc.Control(func(fd uintptr) {
+	err := rc.Control(func(fd uintptr) {
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		pending = err == nil || (err != syscall.EAGAIN && err != syscall.EINTR) || n > 0
 	})

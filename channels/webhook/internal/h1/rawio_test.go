@@ -216,8 +216,14 @@ func TestWriteThenReadServerClosedAfterAnswer(t *testing.T) {
 // closes it: the next request, after a pause, goes on a fresh connection
 // and gets its own answer, not the 408 — even a POST without an
 // Idempotency-Key, since the stale connection is dropped before anything is
-// written on it.
+// written on it. The same with pipelining on.
 func TestIdleConnectionWithUnaskedBytes(t *testing.T) {
+	for _, pipeline := range []int{1, 8} {
+		t.Run("pipeline="+strconv.Itoa(pipeline), func(t *testing.T) { testIdleConnectionWithUnaskedBytes(t, pipeline) })
+	}
+}
+
+func testIdleConnectionWithUnaskedBytes(t *testing.T, pipeline int) {
 	for _, tc := range []struct {
 		name  string
 		after string // what the server sends unasked before closing
@@ -264,7 +270,8 @@ func TestIdleConnectionWithUnaskedBytes(t *testing.T) {
 					}()
 				}
 			}()
-			c, _ := newClient(1)
+			c, tr := newClient(1)
+			tr.Pipeline = pipeline
 			url := "http://" + ln.Addr().String() + "/"
 			post(t, c, url, "a", nil)
 			time.Sleep(rawAfterIdle + 100*time.Millisecond)
