@@ -157,7 +157,7 @@ func TestSideReference(t *testing.T) {
 	}
 	side := []Round{
 		{RefMessages: 1000, RefWall: 500 * time.Millisecond, RefCPU: 40 * time.Millisecond},  // 2000/s, ratio 0.5
-		{RefMessages: 1000, RefWall: time.Second, RefCPU: 60 * time.Millisecond},            // 1000/s, ratio 0.5
+		{RefMessages: 1000, RefWall: time.Second, RefCPU: 60 * time.Millisecond},             // 1000/s, ratio 0.5
 		{RefMessages: 1000, RefWall: 1250 * time.Millisecond, RefCPU: 50 * time.Millisecond}, // 800/s, ratio 1.25
 	}
 	got := sideReference("smtp-source -l 10", own, side)

@@ -24,6 +24,7 @@ type rawServer struct {
 	open     []net.Conn
 	conns    atomic.Int64
 	requests atomic.Int64
+	lastBody atomic.Int64 // bytes of the last request body read through next
 }
 
 func newRawServer(t *testing.T, serve func(s *rawServer, conn int, c net.Conn, next func() (*http.Request, error))) *rawServer {
@@ -61,7 +62,8 @@ func newRawServer(t *testing.T, serve func(s *rawServer, conn int, c net.Conn, n
 					if err != nil {
 						return nil, err
 					}
-					_, _ = io.Copy(io.Discard, req.Body)
+					n, _ := io.Copy(io.Discard, req.Body)
+					s.lastBody.Store(n)
 					s.requests.Add(1)
 					return req, nil
 				})

@@ -1,7 +1,6 @@
 package h1
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -116,33 +114,18 @@ func TestWriteThenRead(t *testing.T) {
 // is written in part by the waiting read and the rest by net.Conn's Write,
 // and arrives whole.
 func TestWriteThenReadPartialWrite(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var got atomic.Int64
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		br := bufio.NewReader(c)
+	srv := newRawServer(t, func(_ *rawServer, _ int, c net.Conn, next func() (*http.Request, error)) {
 		for i := 0; ; i++ {
 			if i == 1 {
 				// The big request: let the client's buffers fill first.
 				time.Sleep(300 * time.Millisecond)
 			}
-			req, err := http.ReadRequest(br)
-			if err != nil {
+			if _, err := next(); err != nil {
 				return
 			}
-			n, _ := io.Copy(io.Discard, req.Body)
-			got.Store(n)
-			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			_, _ = io.WriteString(c, okAnswer)
 		}
-	}()
+	})
 	tr := &Transport{MaxConnsPerHost: 1, Timeout: 10 * time.Second, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 		if err == nil {
@@ -151,11 +134,10 @@ func TestWriteThenReadPartialWrite(t *testing.T) {
 		return nc, err
 	}}
 	c := &http.Client{Transport: tr}
-	url := "http://" + ln.Addr().String() + "/"
-	post(t, c, url, "warm", nil)
+	post(t, c, srv.url(), "warm", nil)
 	body := strings.Repeat("0123456789abcdef", 512<<10) // 8 MiB
-	if _, b := post(t, c, url, body, nil); b != "ok" || got.Load() != int64(len(body)) {
-		t.Fatalf("answer %q, server read %d of %d bytes", b, got.Load(), len(body))
+	if _, b := post(t, c, srv.url(), body, nil); b != "ok" || srv.lastBody.Load() != int64(len(body)) {
+		t.Fatalf("answer %q, server read %d of %d bytes", b, srv.lastBody.Load(), len(body))
 	}
 	if tr.rawSends.Load() != 1 || tr.rawRests.Load() != 1 {
 		t.Fatalf("waiting-read writes %d, of them finished by Write %d; want 1 and 1", tr.rawSends.Load(), tr.rawRests.Load())
@@ -168,32 +150,13 @@ func TestWriteThenReadPartialWrite(t *testing.T) {
 // replayed on a fresh connection when it carries an Idempotency-Key, and
 // fails otherwise. The server sees each request it answers once.
 func TestWriteThenReadServerClosedAfterAnswer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var served atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				_, _ = io.Copy(io.Discard, req.Body)
-				served.Add(1)
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			}()
+	srv := newRawServer(t, func(_ *rawServer, _ int, c net.Conn, next func() (*http.Request, error)) {
+		if _, err := next(); err == nil {
+			_, _ = io.WriteString(c, okAnswer)
 		}
-	}()
+	})
 	c, tr := newClient(1)
-	url := "http://" + ln.Addr().String() + "/"
+	url := srv.url()
 	post(t, c, url, "a", nil)
 	if resp, body := post(t, c, url, "b", map[string]string{"Idempotency-Key": "k1"}); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("replayable request: %d %q", resp.StatusCode, body)
@@ -203,7 +166,7 @@ func TestWriteThenReadServerClosedAfterAnswer(t *testing.T) {
 		resp.Body.Close()
 		t.Fatal("a POST without an Idempotency-Key was replayed on a new connection")
 	}
-	if n := served.Load(); n != 2 {
+	if n := srv.requests.Load(); n != 2 {
 		t.Fatalf("server answered %d requests, want 2", n)
 	}
 	if n := tr.rawSends.Load(); n != 2 {
@@ -223,6 +186,9 @@ func TestIdleConnectionWithUnaskedBytes(t *testing.T) {
 	}
 }
 
+// okAnswer is a raw server's keep-alive 200 with body "ok".
+const okAnswer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
 func testIdleConnectionWithUnaskedBytes(t *testing.T, pipeline int) {
 	for _, tc := range []struct {
 		name  string
@@ -234,51 +200,29 @@ func testIdleConnectionWithUnaskedBytes(t *testing.T, pipeline int) {
 		{name: "408, connection left open", after: "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			var served, conns atomic.Int64
-			done := make(chan struct{})
-			defer close(done)
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
+			srv := newRawServer(t, func(_ *rawServer, conn int, c net.Conn, next func() (*http.Request, error)) {
+				if _, err := next(); err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, okAnswer)
+				if conn == 1 {
+					time.Sleep(50 * time.Millisecond)
+					_, _ = io.WriteString(c, tc.after)
+					if tc.close {
 						return
 					}
-					first := conns.Add(1) == 1
-					go func() {
-						defer c.Close()
-						req, err := http.ReadRequest(bufio.NewReader(c))
-						if err != nil {
-							return
-						}
-						_, _ = io.Copy(io.Discard, req.Body)
-						served.Add(1)
-						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-						if !first {
-							<-done
-							return
-						}
-						time.Sleep(50 * time.Millisecond)
-						_, _ = io.WriteString(c, tc.after)
-						if !tc.close {
-							<-done
-						}
-					}()
 				}
-			}()
+				_, _ = next() // until the client or the test's end closes it
+			})
 			c, tr := newClient(1)
 			tr.Pipeline = pipeline
-			url := "http://" + ln.Addr().String() + "/"
+			url := srv.url()
 			post(t, c, url, "a", nil)
 			time.Sleep(rawAfterIdle + 100*time.Millisecond)
 			if resp, body := post(t, c, url, "b", nil); resp.StatusCode != 200 || body != "ok" {
 				t.Fatalf("after the pause: %d %q, want the server's own 200", resp.StatusCode, body)
 			}
-			if n, m := served.Load(), conns.Load(); n != 2 || m != 2 {
+			if n, m := srv.requests.Load(), srv.conns.Load(); n != 2 || m != 2 {
 				t.Fatalf("server answered %d requests on %d connections, want 2 on 2", n, m)
 			}
 		})
