@@ -569,14 +569,9 @@ func testCrashResume(t *testing.T, hand bool) {
 	clockMu.Lock()
 	now = now.Add(2 * time.Hour) // A's lease runs out
 	clockMu.Unlock()
-	dead.mu.Lock()
-	deadKeys := map[string][]string{}
-	for ch, ks := range dead.keys {
-		deadKeys[ch] = append([]string(nil), ks...)
-	}
-	dead.mu.Unlock()
 
-	// Daemon B starts, finds the campaign running and resumes it.
+	// Daemon B starts, finds the campaign running and resumes it, while A's
+	// goroutines may still be finishing what they had in hand.
 	r := newRig(t, state, src, campaigns.EngineConfig{Owner: "b", BatchSize: 100})
 	if err := r.engine.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -584,7 +579,18 @@ func testCrashResume(t *testing.T, hand bool) {
 	st = waitStatus(t, r.engine, "crashy", campaigns.StatusCompleted)
 	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = a.Close(closeCtx)
+	if err := a.Close(closeCtx); err != nil {
+		t.Fatalf("A's goroutines did not stop: %v", err)
+	}
+	// What A put on the wire is read only now that A has stopped: a hand-off
+	// mark that landed just before the kill has its request leave just
+	// after it, and that request is as much in doubt as the ones before.
+	dead.mu.Lock()
+	deadKeys := map[string][]string{}
+	for ch, ks := range dead.keys {
+		deadKeys[ch] = append([]string(nil), ks...)
+	}
+	dead.mu.Unlock()
 
 	for _, ch := range []string{channels.Email, channels.SMS, channels.APNs} {
 		sentByB := map[string]int{}
