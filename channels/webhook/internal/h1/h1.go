@@ -415,11 +415,11 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, ho
 		return nil, false, err
 	}
 	c.wbuf = w
-	// Written by the read that waits for the answer (rawio.go) on a
-	// connection that was busy a moment ago; after a pause, the ordinary
-	// read-first path, which sees at once what a server may have sent or
-	// closed while the connection sat idle.
-	raw := c.rr.canSend() && c.br.Buffered() == 0 && c.started.Sub(c.lastUsed) < rawAfterIdle
+	// Written by the read that waits for the answer (rawio.go). What a
+	// server may have sent or closed while the connection sat idle was
+	// looked for when it was taken from the pool (unasked), and a fresh
+	// connection has heard nothing yet.
+	raw := c.rr.canSend() && c.br.Buffered() == 0
 	if raw {
 		t.rawSends.Add(1)
 		c.rr.send(w)

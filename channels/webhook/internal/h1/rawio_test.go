@@ -13,12 +13,13 @@ import (
 	"time"
 )
 
-// TestWriteThenRead: on a connection busy a moment ago, the request is
-// written by the read that waits for its answer (rawio.go). Every outcome
-// the ordinary path has holds there too: answers of any delay, deadlines
-// (a body larger than the socket's buffers and a server that closed the
-// connection right after its last answer have tests of their own); a
-// connection idle for rawAfterIdle goes the ordinary way.
+// TestWriteThenRead: the request is written by the read that waits for its
+// answer (rawio.go), on a fresh connection, a busy one and one back from a
+// pause alike. Every outcome the ordinary path has holds there too: answers
+// of any delay, deadlines (a body larger than the socket's buffers and a
+// server that closed the connection right after its last answer have tests
+// of their own; a server that sent something while the connection sat
+// idle, TestIdleConnectionWithUnaskedBytes).
 func TestWriteThenRead(t *testing.T) {
 	srv, conns := server(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -36,7 +37,10 @@ func TestWriteThenRead(t *testing.T) {
 		_, _ = io.WriteString(w, "ok")
 	})
 	c, tr := newClient(1)
-	post(t, c, srv.URL+"/", "warm", nil) // a fresh connection: the ordinary path
+	post(t, c, srv.URL+"/", "warm", nil)
+	if n := tr.rawSends.Load(); n != 1 {
+		t.Fatalf("a fresh connection's first request: %d written by the waiting read, want 1", n)
+	}
 
 	t.Run("answers on a busy connection", func(t *testing.T) {
 		before := tr.rawSends.Load()
@@ -80,7 +84,7 @@ func TestWriteThenRead(t *testing.T) {
 	t.Run("transport timeout while waiting", func(t *testing.T) {
 		tc := &Transport{Dial: (&net.Dialer{}).DialContext, MaxConnsPerHost: 1, Timeout: 100 * time.Millisecond}
 		hc := &http.Client{Transport: tc}
-		post(t, hc, srv.URL+"/", "warm", nil)
+		// On a fresh connection: its first request is the waiting read's too.
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/never", strings.NewReader("x"))
 		_, err := hc.Do(req)
 		var ne net.Error
@@ -91,15 +95,15 @@ func TestWriteThenRead(t *testing.T) {
 			t.Fatalf("%d requests written by the waiting read, want 1", tc.rawSends.Load())
 		}
 	})
-	t.Run("an idle connection goes the ordinary way", func(t *testing.T) {
+	t.Run("a connection back from a pause, peeked first", func(t *testing.T) {
 		post(t, c, srv.URL+"/", "busy", nil)
 		time.Sleep(rawAfterIdle + 100*time.Millisecond)
 		before := tr.rawSends.Load()
 		if _, b := post(t, c, srv.URL+"/", "x", nil); b != "ok" {
 			t.Fatalf("answer %q", b)
 		}
-		if tr.rawSends.Load() != before {
-			t.Fatal("written by the waiting read after an idle pause")
+		if tr.rawSends.Load() != before+1 {
+			t.Fatal("not written by the waiting read after an idle pause")
 		}
 	})
 	if n := conns.Load(); n != 3 {
@@ -139,8 +143,8 @@ func TestWriteThenReadPartialWrite(t *testing.T) {
 	if _, b := post(t, c, srv.url(), body, nil); b != "ok" || srv.lastBody.Load() != int64(len(body)) {
 		t.Fatalf("answer %q, server read %d of %d bytes", b, srv.lastBody.Load(), len(body))
 	}
-	if tr.rawSends.Load() != 1 || tr.rawRests.Load() != 1 {
-		t.Fatalf("waiting-read writes %d, of them finished by Write %d; want 1 and 1", tr.rawSends.Load(), tr.rawRests.Load())
+	if tr.rawSends.Load() != 2 || tr.rawRests.Load() != 1 {
+		t.Fatalf("waiting-read writes %d, of them finished by Write %d; want 2 (warm-up, big) and 1", tr.rawSends.Load(), tr.rawRests.Load())
 	}
 }
 
@@ -169,8 +173,8 @@ func TestWriteThenReadServerClosedAfterAnswer(t *testing.T) {
 	if n := srv.requests.Load(); n != 2 {
 		t.Fatalf("server answered %d requests, want 2", n)
 	}
-	if n := tr.rawSends.Load(); n != 2 {
-		t.Fatalf("%d requests written by the waiting read, want 2 (the two sent on closed connections)", n)
+	if n := tr.rawSends.Load(); n != 4 {
+		t.Fatalf("%d requests written by the waiting read, want 4 (two on fresh connections, two on closed ones)", n)
 	}
 }
 
