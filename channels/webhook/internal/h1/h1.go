@@ -245,7 +245,7 @@ func (t *Transport) get(ctx context.Context, p *hostPool, addr string, deadline,
 			}
 		}
 		t.idleCount.Add(-1)
-		if idle := now.Sub(c.lastUsed); idle > idleTimeout || c.interrupted.Load() || idle >= rawAfterIdle && c.rr.unasked() {
+		if idle := now.Sub(c.lastUsed); idle > idleTimeout || c.interrupted.Load() || idle >= peekAfterIdle && c.rr.unasked() {
 			c.close()
 			continue
 		}

@@ -187,6 +187,22 @@ func TestStaleConnection(t *testing.T) {
 // TestDeadlineAndCancel: a server that never answers fails the request at
 // its context's deadline, or at once when it is cancelled, and the
 // connection is not reused.
+// postPastDeadline posts to a url that never answers with a 100 ms context
+// deadline: the call must end with the context's error, promptly.
+func postPastDeadline(t *testing.T, c *http.Client, url string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader("x"))
+	start := time.Now()
+	if _, err := c.Do(req); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the deadline", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("took %s", d)
+	}
+}
+
 func TestDeadlineAndCancel(t *testing.T) {
 	block := make(chan struct{})
 	defer close(block)
@@ -196,18 +212,9 @@ func TestDeadlineAndCancel(t *testing.T) {
 		}
 	})
 	c, _ := newClient(4)
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/slow", strings.NewReader("x"))
-	start := time.Now()
-	if _, err := c.Do(req); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v, want the deadline", err)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("took %s", d)
-	}
+	postPastDeadline(t, c, srv.URL+"/slow")
 	ctx2, cancel2 := context.WithCancel(context.Background())
-	req, _ = http.NewRequestWithContext(ctx2, http.MethodPost, srv.URL+"/slow", strings.NewReader("x"))
+	req, _ := http.NewRequestWithContext(ctx2, http.MethodPost, srv.URL+"/slow", strings.NewReader("x"))
 	time.AfterFunc(50*time.Millisecond, cancel2)
 	if _, err := c.Do(req); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want cancelled", err)

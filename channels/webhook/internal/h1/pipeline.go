@@ -126,7 +126,7 @@ func isDeadline(err error) bool {
 
 // pickConn returns the open connection with the fewest requests in line if
 // it has fewer than Pipeline, or if no other may be opened; else it dials.
-// A connection with nothing in line that has been idle for rawAfterIdle is
+// A connection with nothing in line that has been idle for peekAfterIdle is
 // peeked first and dropped if the server sent something or closed meanwhile
 // (see rawReader.unasked).
 func (t *Transport) pickConn(ctx context.Context, p *hostPool, addr string, deadline, now time.Time) (*pconn, error) {
@@ -146,7 +146,7 @@ func (t *Transport) pickConn(ctx context.Context, p *hostPool, addr string, dead
 		for _, c := range p.pconns {
 			c.mu.Lock()
 			n, broken := len(c.queue), c.err != nil
-			if !broken && n == 0 && now.Sub(c.lastUsed) >= rawAfterIdle && unaskedBytes(c.nc) {
+			if !broken && n == 0 && now.Sub(c.lastUsed) >= peekAfterIdle && unaskedBytes(c.nc) {
 				c.failLocked(errConnClosed)
 				broken = true
 			}

@@ -26,13 +26,13 @@ import (
 // The hazard left: bytes a server sent unasked while the connection was
 // idle (a 408, a FIN) arrived before the rearming and wake nobody. A closed
 // server answers the request with a reset, which wakes the read; for the
-// rest, a connection idle for rawAfterIdle or longer is peeked when taken
+// rest, a connection idle for peekAfterIdle or longer is peeked when taken
 // from the pool (unasked) and dropped if anything is there, so only a
 // server that sends unasked bytes within that time (or between the peek
 // and the write) and then neither answers nor closes makes a request wait
 // for its deadline. A peek for every request would cost the system call
 // this file saves.
-const rawAfterIdle = 500 * time.Millisecond
+const peekAfterIdle = 500 * time.Millisecond
 
 // rawReader is the connection's reader under its bufio.Reader: with a
 // request set (send), its next Read writes the request, waits, and reads
